@@ -1,0 +1,127 @@
+// swift-tools-version:6.1
+import PackageDescription
+
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "vnsnap-peer",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "vnsnap-peer", targets: ["vnsnap-peer"]),
+        .library(name: "VNSnapCore", targets: ["VNSnapCore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
+    ],
+    targets: [
+        // C libraries through pkg-config.
+        .systemLibrary(
+            name: "CSodium",
+            pkgConfig: "libsodium",
+            providers: [.apt(["libsodium-dev"])]
+        ),
+        .systemLibrary(
+            name: "CZstd",
+            pkgConfig: "libzstd",
+            providers: [.apt(["libzstd-dev"])]
+        ),
+
+        // Pure protocol logic: no sockets, no hypervisor, no database.
+        .target(
+            name: "VNSnapCore",
+            dependencies: [],
+            swiftSettings: swiftSettings
+        ),
+        // libsodium wrappers: keyring, sealed datagrams, hashes.
+        .target(
+            name: "VNSnapCrypto",
+            dependencies: ["CSodium", "VNSnapCore"],
+            swiftSettings: swiftSettings
+        ),
+        // Hypervisor backends: QEMU over QMP.
+        .target(
+            name: "VNSnapHypervisor",
+            dependencies: [
+                "VNSnapCore",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // The daemon's shells: config, switch I/O, control socket, service group.
+        .target(
+            name: "VNSnapPeer",
+            dependencies: [
+                "VNSnapCore",
+                "VNSnapCrypto",
+                "VNSnapHypervisor",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
+                .product(name: "TOMLKit", package: "TOMLKit"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "vnsnap-peer",
+            dependencies: [
+                "VNSnapCore",
+                "VNSnapCrypto",
+                "VNSnapPeer",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "vnsnap-bench",
+            dependencies: [
+                "VNSnapCore",
+                "VNSnapCrypto",
+                "VNSnapPeer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            path: "tools/bench/Sources/vnsnap-bench",
+            swiftSettings: swiftSettings
+        ),
+
+        .testTarget(name: "VNSnapCoreTests", dependencies: ["VNSnapCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "VNSnapCryptoTests",
+            dependencies: ["VNSnapCrypto", "VNSnapCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VNSnapHypervisorTests",
+            dependencies: ["VNSnapHypervisor", "VNSnapCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VNSnapPeerTests",
+            dependencies: [
+                "VNSnapPeer", "VNSnapCore", "VNSnapCrypto", "VNSnapHypervisor",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

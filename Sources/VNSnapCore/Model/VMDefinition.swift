@@ -1,0 +1,67 @@
+/// A VM as the operator defines it: hypervisor-neutral, so any guest can be plugged in.
+public struct VMDefinition: Sendable, Hashable, Codable {
+    /// How the VM boots.
+    public enum Boot: Sendable, Hashable, Codable {
+        /// Direct kernel boot.
+        case kernel(kernel: String, initrd: String?, append: String)
+        /// A disk image (qcow2 or raw).
+        case disk(path: String, format: String)
+    }
+
+    /// CPU virtualisation.
+    public enum Accelerator: String, Sendable, Hashable, Codable {
+        /// Hardware virtualisation through /dev/kvm.
+        case kvm
+        /// QEMU's software emulation.
+        case tcg
+    }
+
+    /// Unique name within the cluster.
+    public var name: String
+    /// The VIOLIN its NIC is attached to.
+    public var violin: String
+    /// The NIC's address.
+    public var mac: MACAddress
+    /// Guest RAM.
+    public var memoryMiB: Int
+    /// Virtual CPUs.
+    public var vcpus: Int
+    /// Kernel or disk.
+    public var boot: Boot
+    /// Accelerator; `nil` means "kvm if /dev/kvm opens, else tcg", decided when the VM starts.
+    public var accelerator: Accelerator?
+
+    /// Creates a definition.
+    public init(
+        name: String,
+        violin: String,
+        mac: MACAddress,
+        memoryMiB: Int,
+        vcpus: Int,
+        boot: Boot,
+        accelerator: Accelerator?
+    ) {
+        self.name = name
+        self.violin = violin
+        self.mac = mac
+        self.memoryMiB = memoryMiB
+        self.vcpus = vcpus
+        self.boot = boot
+        self.accelerator = accelerator
+    }
+}
+
+extension MACAddress: Codable {
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let address = MACAddress(text) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad MAC \(text)"))
+        }
+        self = address
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(self.description)
+    }
+}

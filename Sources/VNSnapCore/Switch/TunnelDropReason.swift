@@ -1,0 +1,35 @@
+/// Why a tunnel datagram or a port frame was dropped; each reason has its own counter in `status`.
+public enum TunnelDropReason: String, Error, Hashable, Sendable, CaseIterable, Codable, CodingKeyRepresentable {
+    /// Shorter than a header plus a tag.
+    case truncated
+    /// A wire version this build does not speak.
+    case badVersion
+    /// A payload kind this build does not know.
+    case unknownKind
+    /// A field out of range (a VNI past 24 bits).
+    case malformed
+    /// Addressed to another peer.
+    case misdirected
+    /// From a peer this one does not know.
+    case unknownPeer
+    /// Sealed under a key that is not in the keyring.
+    case unknownKey
+    /// The authentication tag does not verify: tampered, or another key or cluster name.
+    case badTag
+    /// A sequence number already seen or older than the replay window.
+    case replayed
+    /// From an earlier session of the sender (a restarted peer's old datagrams).
+    case staleSession
+    /// For a VNI with no local port.
+    case unknownVNI
+    /// An Ethernet frame shorter than its header.
+    case runt
+    /// Unicast to a destination behind the port or tunnel it came from.
+    case hairpin
+    /// A frame from a tunnel whose destination is known to be behind another tunnel.
+    case notLocal
+    /// The outgoing socket refused it (buffer full, peer unreachable).
+    case sendFailed
+    /// Larger than one datagram can carry.
+    case oversized
+}

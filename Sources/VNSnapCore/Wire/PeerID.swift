@@ -1,0 +1,30 @@
+/// A peer's stable 64-bit identity, derived from its configured name.
+///
+/// FNV-1a is enough here: the ID only has to be stable across restarts and distinct within one cluster,
+/// and the config loader refuses two peers whose names collide.
+public struct PeerID: Hashable, Sendable, Comparable, CustomStringConvertible {
+    /// The raw identifier as carried on the wire.
+    public var rawValue: UInt64
+
+    /// Wraps a raw identifier read from the wire.
+    public init(rawValue: UInt64) {
+        self.rawValue = rawValue
+    }
+
+    /// Derives the identifier of the peer called `name`.
+    public init(name: String) {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in name.utf8 {
+            hash ^= UInt64(byte)
+            hash &*= 0x0000_0100_0000_01b3
+        }
+        self.rawValue = hash
+    }
+
+    public static func < (lhs: PeerID, rhs: PeerID) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public var description: String {
+        let hex = String(self.rawValue, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}

@@ -1,0 +1,74 @@
+import VNSnapCore
+
+/// Where one QEMU instance keeps its sockets and logs.
+public struct QEMUPaths: Sendable, Hashable {
+    /// QMP unix socket QEMU listens on.
+    public var qmpSocket: String
+    /// Serial console log (the guest's ttyS0).
+    public var serialLog: String
+    /// Unix datagram socket QEMU binds for its NIC.
+    public var nicSocket: String
+    /// Unix datagram socket of the switch port the NIC sends to.
+    public var switchPortSocket: String
+
+    /// Creates the set of paths.
+    public init(qmpSocket: String, serialLog: String, nicSocket: String, switchPortSocket: String) {
+        self.qmpSocket = qmpSocket
+        self.serialLog = serialLog
+        self.nicSocket = nicSocket
+        self.switchPortSocket = switchPortSocket
+    }
+
+    /// The conventional layout under a VM's own directory.
+    public init(vmDirectory: String, switchPortSocket: String) {
+        self.init(
+            qmpSocket: vmDirectory + "/qmp.sock",
+            serialLog: vmDirectory + "/serial.log",
+            nicSocket: vmDirectory + "/nic.sock",
+            switchPortSocket: switchPortSocket
+        )
+    }
+}
+
+/// Builds `qemu-system-x86_64` arguments for a VM definition. Pure, so it is tested without QEMU.
+public enum QEMUCommandLine {
+    /// Arguments for `definition`, with the accelerator already decided.
+    ///
+    /// The NIC is a `-netdev dgram` over unix datagram sockets (QEMU ≥ 7.2): one datagram, one frame,
+    /// into the peer's switch port. `-S` starts the VM paused (restores resume the group together).
+    public static func arguments(
+        for definition: VMDefinition,
+        accelerator: VMDefinition.Accelerator,
+        paths: QEMUPaths,
+        startPaused: Bool = false
+    ) -> [String] {
+        var args: [String] = [
+            "-name", "\(definition.name),process=vnsnap-\(definition.name)",
+            "-machine", "q35",
+            "-accel", accelerator.rawValue,
+            "-cpu", accelerator == .kvm ? "host" : "max",
+            "-m", "\(definition.memoryMiB)",
+            "-smp", "\(definition.vcpus)",
+            "-nodefaults",
+            "-no-user-config",
+            "-display", "none",
+            "-vga", "none",
+            "-no-reboot",
+            "-serial", "file:\(paths.serialLog)",
+            "-qmp", "unix:\(paths.qmpSocket),server=on,wait=off",
+            "-netdev",
+            "dgram,id=net0,local.type=unix,local.path=\(paths.nicSocket),remote.type=unix,remote.path=\(paths.switchPortSocket)",
+            "-device", "virtio-net-pci,netdev=net0,mac=\(definition.mac),romfile=",
+        ]
+        switch definition.boot {
+        case .kernel(let kernel, let initrd, let append):
+            args += ["-kernel", kernel]
+            if let initrd { args += ["-initrd", initrd] }
+            args += ["-append", append]
+        case .disk(let path, let format):
+            args += ["-drive", "file=\(path),format=\(format),if=virtio,cache=writeback"]
+        }
+        if startPaused { args.append("-S") }
+        return args
+    }
+}

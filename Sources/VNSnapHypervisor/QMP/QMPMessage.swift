@@ -1,0 +1,99 @@
+import struct Foundation.Data
+import class Foundation.JSONDecoder
+
+/// One message from QEMU's monitor (QMP spec, docs/interop/qmp-spec).
+public enum QMPMessage: Sendable, Hashable {
+    /// The greeting QEMU sends on connect, before capabilities are negotiated.
+    case greeting(JSONValue)
+    /// A successful reply to the command with `id`.
+    case success(id: Int?, JSONValue)
+    /// A failed reply to the command with `id`.
+    case failure(id: Int?, errorClass: String, description: String)
+    /// An asynchronous event.
+    case event(QMPEvent)
+
+    /// Classifies one line of QMP JSON.
+    public static func decode(line: [UInt8]) throws(QMPError) -> QMPMessage {
+        let value: JSONValue
+        do {
+            value = try JSONDecoder().decode(JSONValue.self, from: Data(line))
+        } catch {
+            throw QMPError(.malformedReply, "not JSON: \(String(decoding: line.prefix(200), as: UTF8.self))")
+        }
+        let id = value["id"]?.intValue
+        if let greeting = value["QMP"] { return .greeting(greeting) }
+        if let result = value["return"] { return .success(id: id, result) }
+        if let error = value["error"] {
+            return .failure(
+                id: id,
+                errorClass: error["class"]?.stringValue ?? "GenericError",
+                description: error["desc"]?.stringValue ?? "(no description)"
+            )
+        }
+        if let name = value["event"]?.stringValue {
+            let seconds = value["timestamp"]?["seconds"]?.intValue ?? 0
+            let micros = value["timestamp"]?["microseconds"]?.intValue ?? 0
+            return .event(
+                QMPEvent(
+                    name: name,
+                    data: value["data"] ?? .null,
+                    timestampMicroseconds: Int64(seconds) * 1_000_000 + Int64(micros)
+                )
+            )
+        }
+        throw QMPError(.malformedReply, "unknown QMP message: \(String(decoding: line.prefix(200), as: UTF8.self))")
+    }
+}
+
+/// An asynchronous QMP event such as `STOP`, `RESUME` or `SHUTDOWN`.
+public struct QMPEvent: Sendable, Hashable {
+    /// Event name.
+    public var name: String
+    /// Event data (`.null` if none).
+    public var data: JSONValue
+    /// QEMU's wall-clock timestamp of the event, microseconds since the epoch.
+    public var timestampMicroseconds: Int64
+
+    /// Creates an event.
+    public init(name: String, data: JSONValue, timestampMicroseconds: Int64) {
+        self.name = name
+        self.data = data
+        self.timestampMicroseconds = timestampMicroseconds
+    }
+}
+
+/// A QMP failure: the connection, the reply, or the command.
+public struct QMPError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What kind of failure.
+    public struct Code: Hashable, Sendable, CustomStringConvertible {
+        fileprivate enum Base: Hashable, Sendable { case disconnected, malformedReply, commandFailed, timeout, protocolViolation }
+        fileprivate var base: Base
+        /// The monitor connection closed or could not be opened.
+        public static let disconnected = Code(base: .disconnected)
+        /// QEMU sent something that is not QMP.
+        public static let malformedReply = Code(base: .malformedReply)
+        /// QEMU refused the command.
+        public static let commandFailed = Code(base: .commandFailed)
+        /// No reply in time.
+        public static let timeout = Code(base: .timeout)
+        /// A message out of order (a reply nobody asked for, no greeting).
+        public static let protocolViolation = Code(base: .protocolViolation)
+        public var description: String { "\(self.base)" }
+    }
+
+    /// The kind of failure; compare errors by this.
+    public var code: Code
+    /// Details for humans.
+    public var message: String
+
+    /// Creates an error.
+    public init(_ code: Code, _ message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    public static func == (lhs: QMPError, rhs: QMPError) -> Bool { lhs.code == rhs.code }
+    public func hash(into hasher: inout Hasher) { hasher.combine(self.code) }
+
+    public var description: String { "QMP \(self.code): \(self.message)" }
+}

@@ -1,0 +1,27 @@
+/// One request on the control socket: a JSON object on one line.
+public struct ControlRequest: Sendable, Codable, Hashable {
+    /// What to do: `status`.
+    public var command: String
+
+    /// Creates a request.
+    public init(command: String) {
+        self.command = command
+    }
+}
+
+/// The answer to one request: a JSON object on one line.
+public struct ControlResponse: Sendable, Codable, Hashable {
+    /// Whether the request succeeded.
+    public var ok: Bool
+    /// Why not, if it did not.
+    public var error: String?
+    /// The status, for `status`.
+    public var status: PeerStatus?
+
+    /// Creates a response.
+    public init(ok: Bool, error: String? = nil, status: PeerStatus? = nil) {
+        self.ok = ok
+        self.error = error
+        self.status = status
+    }
+}

@@ -1,0 +1,45 @@
+import VNSnapCore
+
+/// Everything `vnsnap-peer status` shows; `--json` prints it as is, so field names are stable.
+public struct PeerStatus: Sendable, Codable, Hashable {
+    /// This peer.
+    public struct Peer: Sendable, Codable, Hashable {
+        /// Name.
+        public var name: String
+        /// Identity, hex.
+        public var id: String
+        /// Tunnel address it is bound to.
+        public var bind: String
+        /// Roles.
+        public var roles: [String]
+        /// Cluster name.
+        public var cluster: String
+        /// This run's session (changes on restart).
+        public var session: UInt64
+        /// Seconds since the daemon started.
+        public var uptimeSeconds: Double
+        /// Software version.
+        public var version: String
+        /// Process id of the daemon.
+        public var pid: Int32
+    }
+
+    /// One installed key, never the key itself.
+    public struct Key: Sendable, Codable, Hashable {
+        /// BLAKE2b-256 fingerprint prefix.
+        public var fingerprint: String
+        /// Whether it seals.
+        public var primary: Bool
+    }
+
+    /// This peer.
+    public var peer: Peer
+    /// The keyring.
+    public var keyring: [Key]
+    /// The VIOLINs known here.
+    public var violins: [Violin]
+    /// Local VMs.
+    public var vms: [VMSupervisor.VMStatus]
+    /// Switch counters.
+    public var `switch`: SwitchStatus
+}

@@ -1,0 +1,279 @@
+import Logging
+import NIOCore
+import VNSnapCore
+import VNSnapCrypto
+
+/// The data path of the VIOLIN switch: carries out `SwitchCore`'s decisions on real sockets.
+///
+/// Lives on one event loop, which owns every port and tunnel channel, so the forwarding table and
+/// counters need no locks. Writes are flushed once per read batch (`flushPending`).
+final class SwitchEngine {
+    struct PortState {
+        var vm: String
+        var violin: Violin
+        var channel: (any Channel)?
+        var target: SocketAddress
+        var epoch: UInt32 = 0
+        var counters = TrafficCounters()
+        var dirty = false
+    }
+
+    struct TunnelState {
+        var name: String
+        var id: PeerID
+        var address: SocketAddress
+        var nextSequence: UInt64 = 0
+        var inbound = InboundTunnelState()
+        var counters = TrafficCounters()
+    }
+
+    let eventLoop: any EventLoop
+    let me: PeerID
+    let session: UInt64
+    private var core: SwitchCore<ContinuousClock.Instant>
+    private var crypto: TunnelCrypto
+    private var ports: [PortState] = []
+    private var tunnels: [PeerID: TunnelState] = [:]
+    private var tunnelOrder: [PeerID] = []
+    private var tunnelChannel: (any Channel)?
+    private var tunnelDirty = false
+    private var rejected: [TunnelDropReason: UInt64] = [:]
+    private let violinsByVNI: [VNI: Violin]
+    private let logger: Logger
+
+    init(
+        eventLoop: any EventLoop,
+        me: PeerID,
+        session: UInt64,
+        crypto: TunnelCrypto,
+        violins: [Violin],
+        logger: Logger
+    ) {
+        self.eventLoop = eventLoop
+        self.me = me
+        self.session = session
+        self.crypto = crypto
+        self.core = SwitchCore()
+        self.violinsByVNI = Dictionary(violins.map { ($0.vni, $0) }, uniquingKeysWith: { first, _ in first })
+        self.logger = logger
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Topology
+
+    /// Registers a VM port; returns its id. The channel is attached once bound.
+    func addPort(vm: String, violin: Violin, target: SocketAddress) -> PortID {
+        let id = PortID(self.ports.count)
+        self.ports.append(PortState(vm: vm, violin: violin, channel: nil, target: target))
+        self.core.addPort(id, vni: violin.vni)
+        return id
+    }
+
+    func attach(channel: any Channel, to port: PortID) {
+        self.ports[port.rawValue].channel = channel
+    }
+
+    func attachTunnel(channel: any Channel) {
+        self.tunnelChannel = channel
+    }
+
+    func addTunnel(name: String, id: PeerID, address: SocketAddress) {
+        if self.tunnels[id] == nil { self.tunnelOrder.append(id) }
+        self.tunnels[id] = TunnelState(name: name, id: id, address: address)
+    }
+
+    func expire(now: ContinuousClock.Instant) {
+        self.core.expire(now: now)
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Data path
+
+    /// A frame the VM on `port` sent.
+    func frameFromPort(_ port: PortID, frame: ByteBuffer) {
+        let length = frame.readableBytes
+        self.ports[port.rawValue].counters.received(length)
+        guard
+            let (destination, source) = frame.withUnsafeReadableBytes({ EthernetFrame.addresses(of: $0) })
+        else {
+            self.ports[port.rawValue].counters.dropped(.runt)
+            return
+        }
+        let decision = self.core.forward(destination: destination, source: source, from: .port(port), now: .now)
+        let epoch = self.ports[port.rawValue].epoch
+        let vni = self.ports[port.rawValue].violin.vni
+        switch decision {
+        case .port(let target):
+            self.sendToPort(target, frame: frame)
+        case .tunnel(let peer):
+            self.sendToTunnel(peer, vni: vni, epoch: epoch, frame: frame)
+        case .flood(let vni, let excluding, let includeTunnels):
+            for target in self.core.ports(in: vni) where target != excluding {
+                self.sendToPort(target, frame: frame)
+            }
+            if includeTunnels {
+                for peer in self.tunnelOrder {
+                    self.sendToTunnel(peer, vni: vni, epoch: epoch, frame: frame)
+                }
+            }
+        case .drop(let reason):
+            self.ports[port.rawValue].counters.dropped(reason)
+        }
+    }
+
+    /// A datagram that arrived on the tunnel socket.
+    func datagramFromTunnel(_ datagram: ByteBuffer) {
+        var datagram = datagram
+        let opened: Result<(header: TunnelHeader, payloadLength: Int), TunnelDropReason> =
+            datagram.withUnsafeMutableReadableBytes { buffer in
+                // Cheap checks first, so floods of garbage cost no crypto.
+                let header: TunnelHeader
+                do throws(TunnelDropReason) {
+                    header = try TunnelHeader.decode(datagram: UnsafeRawBufferPointer(buffer))
+                } catch {
+                    return .failure(error)
+                }
+                guard header.destination == self.me else { return .failure(.misdirected) }
+                guard self.tunnels[header.source] != nil else { return .failure(.unknownPeer) }
+                do throws(TunnelDropReason) {
+                    return .success(try self.crypto.open(buffer))
+                } catch {
+                    return .failure(error)
+                }
+            }
+        let header: TunnelHeader
+        let payloadLength: Int
+        switch opened {
+        case .success(let result):
+            (header, payloadLength) = result
+        case .failure(let reason):
+            self.rejected[reason, default: 0] &+= 1
+            return
+        }
+        let source = header.source
+        if let reason = self.tunnels[source]!.inbound.admit(session: header.session, sequence: header.sequence) {  // !-safe, checked before opening
+            self.tunnels[source]!.counters.dropped(reason)
+            return
+        }
+        self.tunnels[source]!.counters.received(payloadLength)
+        let frame = datagram.getSlice(at: datagram.readerIndex + TunnelHeader.size, length: payloadLength)!  // !-safe, open checked the length
+        guard let (destination, sourceMAC) = frame.withUnsafeReadableBytes({ EthernetFrame.addresses(of: $0) }) else {
+            self.tunnels[source]!.counters.dropped(.runt)
+            return
+        }
+        let decision = self.core.forward(
+            destination: destination,
+            source: sourceMAC,
+            from: .tunnel(source, header.vni),
+            now: .now
+        )
+        switch decision {
+        case .port(let target):
+            self.sendToPort(target, frame: frame)
+        case .flood(let vni, let excluding, _):
+            for target in self.core.ports(in: vni) where target != excluding {
+                self.sendToPort(target, frame: frame)
+            }
+        case .tunnel:
+            // SwitchCore never sends a tunnel's frame into another tunnel (split horizon).
+            self.tunnels[source]!.counters.dropped(.notLocal)
+        case .drop(let reason):
+            self.tunnels[source]!.counters.dropped(reason)
+        }
+    }
+
+    private func sendToPort(_ port: PortID, frame: ByteBuffer) {
+        guard let channel = self.ports[port.rawValue].channel else {
+            self.ports[port.rawValue].counters.dropped(.sendFailed)
+            return
+        }
+        let target = self.ports[port.rawValue].target
+        channel.write(AddressedEnvelope(remoteAddress: target, data: frame), promise: nil)
+        self.ports[port.rawValue].counters.sent(frame.readableBytes)
+        self.ports[port.rawValue].dirty = true
+    }
+
+    private func sendToTunnel(_ peer: PeerID, vni: VNI, epoch: UInt32, frame: ByteBuffer) {
+        guard let channel = self.tunnelChannel, var tunnel = self.tunnels[peer] else { return }
+        let length = frame.readableBytes
+        var datagram = channel.allocator.buffer(capacity: length + TunnelCrypto.overhead)
+        datagram.moveWriterIndex(forwardBy: TunnelHeader.size)
+        datagram.writeImmutableBuffer(frame)
+        datagram.writeRepeatingByte(0, count: TunnelHeader.tagSize)
+        let header = TunnelHeader(
+            kind: .frame,
+            vni: vni,
+            source: self.me,
+            destination: peer,
+            session: self.session,
+            epoch: epoch,
+            keyID: 0,
+            sequence: tunnel.nextSequence
+        )
+        tunnel.nextSequence += 1
+        datagram.withUnsafeMutableReadableBytes { buffer in
+            _ = self.crypto.seal(header: header, payloadLength: length, in: buffer)
+        }
+        channel.write(AddressedEnvelope(remoteAddress: tunnel.address, data: datagram), promise: nil)
+        tunnel.counters.sent(length)
+        self.tunnels[peer] = tunnel
+        self.tunnelDirty = true
+    }
+
+    /// Flushes every channel written to since the last flush; call at the end of each read batch.
+    func flushPending() {
+        if self.tunnelDirty {
+            self.tunnelDirty = false
+            self.tunnelChannel?.flush()
+        }
+        for index in self.ports.indices where self.ports[index].dirty {
+            self.ports[index].dirty = false
+            self.ports[index].channel?.flush()
+        }
+    }
+
+    /// A write to a port's socket failed (QEMU not running yet, or its socket full).
+    func portWriteFailed(_ port: PortID) {
+        self.ports[port.rawValue].counters.dropped(.sendFailed)
+    }
+
+    /// A write to the tunnel socket failed.
+    func tunnelWriteFailed() {
+        self.rejected[.sendFailed, default: 0] &+= 1
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Status
+
+    func status() -> SwitchStatus {
+        let learned = self.core.learnedAddresses(now: .now)
+        return SwitchStatus(
+            ports: self.ports.map {
+                SwitchStatus.Port(
+                    vm: $0.vm,
+                    violin: $0.violin.name,
+                    vni: $0.violin.vni.rawValue,
+                    epoch: $0.epoch,
+                    counters: $0.counters
+                )
+            },
+            tunnels: self.tunnelOrder.compactMap { self.tunnels[$0] }.map {
+                SwitchStatus.Tunnel(
+                    peer: $0.name,
+                    address: "\($0.address)",
+                    remoteSession: $0.inbound.session,
+                    nextSequence: $0.nextSequence,
+                    counters: $0.counters
+                )
+            },
+            rejected: self.rejected,
+            learned: Dictionary(
+                learned.map { (self.violinsByVNI[$0.key]?.name ?? "vni-\($0.key)", $0.value.count) },
+                uniquingKeysWith: +
+            )
+        )
+    }
+}
+
+@available(*, unavailable)
+extension SwitchEngine: Sendable {}

@@ -1,0 +1,193 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import VNSnapCore
+import VNSnapCrypto
+
+/// The VIOLIN switch as a service: binds the tunnel socket and one port socket per local VM on a
+/// dedicated event loop, and runs until graceful shutdown.
+public final class SwitchService: Service, Sendable {
+    private let group: MultiThreadedEventLoopGroup
+    private let engine: NIOLoopBound<SwitchEngine>
+    private let channels: [any Channel]
+    private let sweeper: NIOLoopBound<RepeatedTask>
+    private let logger: Logger
+
+    /// The UDP address the tunnel socket is bound to (useful with port 0).
+    public let tunnelAddress: SocketAddress
+
+    /// A port to create: the VM, its VIOLIN, the socket the switch binds and the VM's own socket.
+    public struct PortSpec: Sendable {
+        /// VM name.
+        public var vm: String
+        /// Its VIOLIN.
+        public var violin: Violin
+        /// Unix datagram socket the switch binds for this port.
+        public var switchSocket: String
+        /// Unix datagram socket of the VM's NIC, where the switch sends frames.
+        public var vmSocket: String
+
+        /// Creates a port spec.
+        public init(vm: String, violin: Violin, switchSocket: String, vmSocket: String) {
+            self.vm = vm
+            self.violin = violin
+            self.switchSocket = switchSocket
+            self.vmSocket = vmSocket
+        }
+    }
+
+    /// A tunnel to create.
+    public struct TunnelSpec: Sendable {
+        /// Peer name.
+        public var name: String
+        /// Peer's tunnel address.
+        public var address: HostPort
+
+        /// Creates a tunnel spec.
+        public init(name: String, address: HostPort) {
+            self.name = name
+            self.address = address
+        }
+    }
+
+    private init(
+        group: MultiThreadedEventLoopGroup,
+        engine: NIOLoopBound<SwitchEngine>,
+        channels: [any Channel],
+        sweeper: NIOLoopBound<RepeatedTask>,
+        tunnelAddress: SocketAddress,
+        logger: Logger
+    ) {
+        self.group = group
+        self.engine = engine
+        self.channels = channels
+        self.sweeper = sweeper
+        self.tunnelAddress = tunnelAddress
+        self.logger = logger
+    }
+
+    /// Binds every socket; throws (and releases what it bound) if any cannot be bound.
+    public static func start(
+        me: String,
+        bind: HostPort,
+        crypto: TunnelCrypto,
+        violins: [Violin],
+        ports: [PortSpec],
+        tunnels: [TunnelSpec],
+        session: UInt64,
+        logger: Logger
+    ) async throws -> SwitchService {
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        var bound: [any Channel] = []
+        do {
+            let engine = try await loop.submit {
+                NIOLoopBound(
+                    SwitchEngine(
+                        eventLoop: loop,
+                        me: PeerID(name: me),
+                        session: session,
+                        crypto: crypto,
+                        violins: violins,
+                        logger: logger
+                    ),
+                    eventLoop: loop
+                )
+            }.get()
+            for tunnel in tunnels {
+                let address = try SocketAddress.makeAddressResolvingHost(tunnel.address.host, port: tunnel.address.port)
+                try await loop.submit {
+                    engine.value.addTunnel(name: tunnel.name, id: PeerID(name: tunnel.name), address: address)
+                }.get()
+            }
+            let tunnelChannel = try await DatagramBootstrap(group: loop)
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 9216 + 64))
+                .channelOption(.maxMessagesPerRead, value: 32)
+                .channelOption(.datagramVectorReadMessageCount, value: 32)
+                .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
+                .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(SwitchTunnelHandler(engine: engine.value))
+                    }
+                }
+                .bind(host: bind.host, port: bind.port).get()
+            bound.append(tunnelChannel)
+            try await loop.submit { engine.value.attachTunnel(channel: tunnelChannel) }.get()
+
+            for spec in ports {
+                try FileManager.default.createDirectory(
+                    atPath: (spec.switchSocket as NSString).deletingLastPathComponent,
+                    withIntermediateDirectories: true
+                )
+                let target = try SocketAddress(unixDomainSocketPath: spec.vmSocket)
+                let port = try await loop.submit {
+                    engine.value.addPort(vm: spec.vm, violin: spec.violin, target: target)
+                }.get()
+                let channel = try await DatagramBootstrap(group: loop)
+                    .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 9216))
+                    .channelOption(.maxMessagesPerRead, value: 32)
+                    .channelOption(.socketOption(.so_rcvbuf), value: 1 << 20)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(
+                                SwitchPortHandler(engine: engine.value, port: port)
+                            )
+                        }
+                    }
+                    .bind(unixDomainSocketPath: spec.switchSocket, cleanupExistingSocketFile: true).get()
+                bound.append(channel)
+                try await loop.submit { engine.value.attach(channel: channel, to: port) }.get()
+            }
+            let sweeper = try await loop.submit {
+                NIOLoopBound(
+                    loop.scheduleRepeatedTask(initialDelay: .seconds(30), delay: .seconds(30)) { _ in
+                        engine.value.expire(now: .now)
+                    },
+                    eventLoop: loop
+                )
+            }.get()
+            let address = tunnelChannel.localAddress!  // !-safe, a bound socket has a local address
+            logger.info(
+                "Switch ready",
+                metadata: ["switch.bind": "\(address)", "switch.ports": "\(ports.count)", "switch.tunnels": "\(tunnels.count)"]
+            )
+            return SwitchService(
+                group: group,
+                engine: engine,
+                channels: bound,
+                sweeper: sweeper,
+                tunnelAddress: address,
+                logger: logger
+            )
+        } catch {
+            for channel in bound { try? await channel.close() }
+            try? await group.shutdownGracefully()
+            throw error
+        }
+    }
+
+    /// Runs until graceful shutdown or cancellation, then closes every socket.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await self.close()
+    }
+
+    /// Closes every socket and stops the event loop.
+    public func close() async {
+        let sweeper = self.sweeper
+        try? await self.group.next().submit { sweeper.value.cancel() }.get()
+        for channel in self.channels { try? await channel.close() }
+        try? await self.group.shutdownGracefully()
+        self.logger.info("Switch stopped")
+    }
+
+    /// The current counters.
+    public func status() async throws -> SwitchStatus {
+        let engine = self.engine
+        return try await self.group.next().submit { engine.value.status() }.get()
+    }
+}

@@ -1,0 +1,41 @@
+import VNSnapCore
+
+/// The switch's counters as `status` shows them; stable JSON.
+public struct SwitchStatus: Sendable, Codable, Hashable {
+    /// One VM port.
+    public struct Port: Sendable, Codable, Hashable {
+        /// The VM behind the port.
+        public var vm: String
+        /// Its VIOLIN.
+        public var violin: String
+        /// The VIOLIN's VNI.
+        public var vni: UInt32
+        /// The VM's epoch, carried on every frame it sends.
+        public var epoch: UInt32
+        /// Traffic from and to the VM.
+        public var counters: TrafficCounters
+    }
+
+    /// One tunnel to another peer.
+    public struct Tunnel: Sendable, Codable, Hashable {
+        /// The other peer's name.
+        public var peer: String
+        /// Its UDP address.
+        public var address: String
+        /// The other peer's current session, once heard from.
+        public var remoteSession: UInt64?
+        /// Next sequence number this peer will send.
+        public var nextSequence: UInt64
+        /// Frames through the tunnel (rx = opened from the peer, tx = sealed to it).
+        public var counters: TrafficCounters
+    }
+
+    /// Ports, in configuration order.
+    public var ports: [Port]
+    /// Tunnels, by peer name.
+    public var tunnels: [Tunnel]
+    /// Datagrams dropped at the tunnel socket before they could be attributed to a tunnel, by reason.
+    public var rejected: [TunnelDropReason: UInt64]
+    /// Learned MAC addresses per VNI.
+    public var learned: [String: Int]
+}

@@ -1,0 +1,55 @@
+import ArgumentParser
+import Foundation
+import Logging
+import VNSnapPeer
+
+/// `vnsnap-peer run`: the daemon.
+struct RunCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the peer daemon until SIGTERM or SIGINT.",
+        discussion: """
+            Reads the config (TOML; see README.md), refuses to start if anything in it or in its keyring is \
+            wrong, binds the tunnel socket, the VM port sockets and the control socket, starts this peer's VMs \
+            and supervises them. On SIGTERM or SIGINT it stops the VMs (quit over QMP, then by pid) and exits.
+            """
+    )
+
+    @Option(name: .shortAndLong, help: "Path of the peer's TOML config file.")
+    var config: String
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: Logger.Level = .info
+
+    @Option(name: .long, help: "The QEMU binary to run VMs with (searched in PATH).")
+    var qemu: String = "qemu-system-x86_64"
+
+    func run() async throws {
+        let level = self.logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "vnsnap-peer")
+        let config: PeerConfig
+        do {
+            config = try PeerConfig.load(path: self.config)
+        } catch {
+            throw failure("invalid configuration: \(error)")
+        }
+        do {
+            try await PeerDaemon.run(config: config, qemu: self.qemu, logger: logger)
+        } catch {
+            throw failure("\(error)")
+        }
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Prints `message` to standard error and returns the failing exit code to throw.
+func failure(_ message: String) -> ExitCode {
+    FileHandle.standardError.write(Data(("error: " + message + "\n").utf8))
+    return .failure
+}

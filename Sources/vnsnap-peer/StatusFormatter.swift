@@ -1,0 +1,77 @@
+import Foundation
+import VNSnapCore
+import VNSnapPeer
+
+/// Renders `PeerStatus` as aligned text tables.
+enum StatusFormatter {
+    static func format(_ status: PeerStatus) -> String {
+        var out = ""
+        let peer = status.peer
+        out += "peer \(peer.name) (id \(peer.id)) in cluster \(peer.cluster), version \(peer.version)\n"
+        out += "  bind \(peer.bind)  roles \(peer.roles.joined(separator: ","))  pid \(peer.pid)"
+        out += "  up \(String(format: "%.1f", peer.uptimeSeconds)) s\n"
+        let keys = status.keyring.map { $0.fingerprint + ($0.primary ? " (primary)" : "") }
+        out += "keyring: \(keys.joined(separator: ", "))\n"
+        out += "violins: " + status.violins.map { "\($0.name) (vni \($0.vni))" }.joined(separator: ", ") + "\n"
+
+        out += "\nVMs\n"
+        out += self.table(
+            ["NAME", "VIOLIN", "STATE", "QEMU", "PID", "ACCEL", "MAC"],
+            status.vms.map { vm in
+                var state = vm.state
+                if let code = vm.exitStatus { state += " (\(code))" }
+                return [vm.name, vm.violin, state, vm.runState ?? "-", vm.pid.map(String.init) ?? "-", vm.accel, vm.mac]
+            }
+        )
+        for vm in status.vms {
+            if let error = vm.error { out += "  \(vm.name): \(error)\n" }
+        }
+
+        out += "\nswitch ports\n"
+        out += self.table(
+            ["VM", "VIOLIN", "VNI", "EPOCH", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "DROPS"],
+            status.switch.ports.map { port in
+                [port.vm, port.violin, "\(port.vni)", "\(port.epoch)"] + self.counterCells(port.counters)
+            }
+        )
+        out += "\ntunnels\n"
+        out += self.table(
+            ["PEER", "ADDRESS", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "DROPS"],
+            status.switch.tunnels.map { tunnel in
+                [tunnel.peer, tunnel.address] + self.counterCells(tunnel.counters)
+            }
+        )
+        let rejected = self.drops(status.switch.rejected)
+        out += "\nrejected at the tunnel socket: \(rejected.isEmpty ? "none" : rejected)\n"
+        let learned = status.switch.learned.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+        out += "learned MACs: \(learned.isEmpty ? "none" : learned.joined(separator: " "))\n"
+        return out
+    }
+
+    private static func counterCells(_ counters: TrafficCounters) -> [String] {
+        let drops = self.drops(counters.drops)
+        return [
+            "\(counters.rxFrames)", "\(counters.rxBytes)", "\(counters.txFrames)", "\(counters.txBytes)",
+            drops.isEmpty ? "0" : drops,
+        ]
+    }
+
+    private static func drops(_ drops: [TunnelDropReason: UInt64]) -> String {
+        drops.filter { $0.value > 0 }.sorted { $0.key.rawValue < $1.key.rawValue }
+            .map { "\($0.key.rawValue)=\($0.value)" }.joined(separator: " ")
+    }
+
+    private static func table(_ header: [String], _ rows: [[String]]) -> String {
+        guard !rows.isEmpty else { return "  (none)\n" }
+        var widths = header.map(\.count)
+        for row in rows {
+            for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }
+        }
+        func line(_ cells: [String]) -> String {
+            "  " + cells.enumerated().map { i, cell in
+                i == cells.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+            }.joined(separator: "  ") + "\n"
+        }
+        return line(header) + rows.map(line).joined()
+    }
+}
