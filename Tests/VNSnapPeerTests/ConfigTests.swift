@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+import VNSnapCore
+import VNSnapCrypto
+import VNSnapPeer
+
+/// A temporary directory with a keyring and dummy guest files, removed when the test ends.
+final class ConfigSandbox {
+    let directory: String
+    let key = SecretKey.generate()
+
+    init() throws {
+        self.directory = NSTemporaryDirectory() + "vnsnap-config-\(UUID().uuidString.prefix(8))"
+        try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
+        try (self.key.base64 + "\n").write(toFile: self.directory + "/keyring", atomically: true, encoding: .utf8)
+        for file in ["vmlinuz", "initrd.img", "disk.qcow2"] {
+            try "x".write(toFile: self.directory + "/" + file, atomically: true, encoding: .utf8)
+        }
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: self.directory)
+    }
+
+    func load(_ text: String) throws(ConfigError) -> PeerConfig {
+        try PeerConfig.parse(text, path: "\(self.directory)/peer.toml", baseDirectory: self.directory)
+    }
+}
+
+@Suite struct ConfigTests {
+    static let valid = """
+        [peer]
+        name = "h1"
+        bind = "127.0.0.1:7946"
+        data_dir = "data"
+
+        [cluster]
+        name = "demo"
+        keyring = "keyring"
+
+        [[peers]]
+        name = "h2"
+        address = "127.0.0.2:7946"
+
+        [[violins]]
+        name = "net"
+        vni = 42
+
+        [[vms]]
+        name = "a"
+        violin = "net"
+        mac = "52:54:00:00:00:01"
+        kernel = "vmlinuz"
+        initrd = "initrd.img"
+        append = "console=ttyS0"
+        accel = "tcg"
+
+        [[vms]]
+        name = "b"
+        violin = "net"
+        mac = "52:54:00:00:00:02"
+        disk = "disk.qcow2"
+        memory_mib = 256
+        vcpus = 2
+        """
+
+    @Test func test_parse_validConfig_shouldResolvePathsAndDefaults() throws {
+        let sandbox = try ConfigSandbox()
+        let config = try sandbox.load(Self.valid)
+        #expect(config.peer.name == "h1")
+        #expect(config.peer.bind == HostPort(host: "127.0.0.1", port: 7946))
+        #expect(config.peer.dataDirectory == sandbox.directory + "/data")
+        #expect(config.peer.controlSocket == PeerConfigDefaults.controlSocket)
+        #expect(config.peer.roles == [.vm])
+        #expect(config.keyring.primary == sandbox.key)
+        #expect(config.peers.map(\.name) == ["h2"])
+        #expect(config.violins == [Violin(name: "net", vni: VNI(42)!)])
+        #expect(config.vms.count == 2)
+        #expect(config.vms[0].boot == .kernel(kernel: sandbox.directory + "/vmlinuz", initrd: sandbox.directory + "/initrd.img", append: "console=ttyS0"))
+        #expect(config.vms[0].accelerator == .tcg)
+        #expect(config.vms[0].memoryMiB == 128)
+        #expect(config.vms[1].boot == .disk(path: sandbox.directory + "/disk.qcow2", format: "qcow2"))
+        #expect(config.vms[1].accelerator == nil)
+        #expect(config.vms[1].vcpus == 2)
+    }
+
+    @Test func test_load_checkedInExample_shouldParseExceptForMissingGuestFiles() throws {
+        let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().path
+        let sandbox = try ConfigSandbox()
+        var text = try String(contentsOfFile: root + "/Fixtures/configs/example.toml", encoding: .utf8)
+        text = text.replacingOccurrences(of: "/var/lib/vnsnap-peer/guest/", with: "")
+        let config = try sandbox.load(text)
+        #expect(config.vms.map(\.name) == ["source"])
+        #expect(config.peer.controlSocket == "/run/vnsnap-peer/h1.sock")
+    }
+
+    /// Each broken config names the key and the problem.
+    @Test(arguments: [
+        ("name = \"h1\"", "name = \"h 1\"", "peer.name"),
+        ("bind = \"127.0.0.1:7946\"", "bind = \"127.0.0.1\"", "peer.bind"),
+        ("bind = \"127.0.0.1:7946\"", "bind = 7946", "peer.bind"),
+        ("keyring = \"keyring\"", "keyring = \"missing\"", "cluster.keyring"),
+        ("address = \"127.0.0.2:7946\"", "address = \"127.0.0.2:0\"", "peers[0].address"),
+        ("name = \"h2\"", "name = \"h1\"", "peers[0].name"),
+        ("vni = 42", "vni = 0", "violins[0].vni"),
+        ("vni = 42", "vni = 16777216", "violins[0].vni"),
+        ("violin = \"net\"\nmac = \"52:54:00:00:00:01\"", "violin = \"nope\"\nmac = \"52:54:00:00:00:01\"", "vms[0].violin"),
+        ("mac = \"52:54:00:00:00:01\"", "mac = \"52:54:00:00:00\"", "vms[0].mac"),
+        ("mac = \"52:54:00:00:00:01\"", "mac = \"01:00:5e:00:00:01\"", "vms[0].mac"),
+        ("mac = \"52:54:00:00:00:02\"", "mac = \"52:54:00:00:00:01\"", "vms[1].mac"),
+        ("kernel = \"vmlinuz\"", "kernel = \"nope\"", "vms[0].kernel"),
+        ("accel = \"tcg\"", "accel = \"xen\"", "vms[0].accel"),
+        ("memory_mib = 256", "memory_mib = 1", "vms[1].memory_mib"),
+        ("vcpus = 2", "vcpus = 0", "vms[1].vcpus"),
+        ("disk = \"disk.qcow2\"", "disk = \"disk.qcow2\"\nkernel = \"vmlinuz\"", "vms[1]"),
+        ("vcpus = 2", "vcpus = 2\ncolour = \"red\"", "vms[1].colour"),
+        ("data_dir = \"data\"", "data_dir = \"data\"\nroles = [\"vm\", \"boss\"]", "peer.roles[1]"),
+        ("[cluster]\nname = \"demo\"", "[cluster]\nname = \"\"", "cluster.name"),
+    ])
+    func test_parse_brokenKey_shouldThrowNamingTheKey(original: String, replacement: String, key: String) throws {
+        let sandbox = try ConfigSandbox()
+        #expect(Self.valid.contains(original), "fixture does not contain \(original)")
+        let text = Self.valid.replacingOccurrences(of: original, with: replacement)
+        do {
+            _ = try sandbox.load(text)
+            Issue.record("expected an error for \(key)")
+        } catch {
+            #expect(error.key == key, "\(error)")
+            #expect(error.path.hasSuffix("peer.toml"))
+        }
+    }
+
+    @Test func test_parse_notTOML_shouldNameLine() throws {
+        let sandbox = try ConfigSandbox()
+        do {
+            _ = try sandbox.load("[peer]\nname = \n")
+            Issue.record("expected a parse error")
+        } catch {
+            #expect(error.key == nil)
+            #expect(error.message.contains("line 2"), "\(error)")
+        }
+    }
+
+    @Test func test_parse_missingPeerTable_shouldSaySo() throws {
+        let sandbox = try ConfigSandbox()
+        #expect(throws: ConfigError.self) { try sandbox.load("[cluster]\nname = \"x\"\nkeyring = \"keyring\"\n") }
+    }
+
+    @Test func test_parse_keyringWithGarbage_shouldNameKeyringLine() throws {
+        let sandbox = try ConfigSandbox()
+        try "\(sandbox.key.base64)\nnonsense\n".write(toFile: sandbox.directory + "/keyring", atomically: true, encoding: .utf8)
+        do {
+            _ = try sandbox.load(Self.valid)
+            Issue.record("expected a keyring error")
+        } catch {
+            #expect(error.key == "cluster.keyring")
+            #expect(error.message.contains("keyring:2"), "\(error)")
+        }
+    }
+
+    @Test func test_load_unreadableFile_shouldNameFile() {
+        #expect(throws: ConfigError.self) { try PeerConfig.load(path: "/nonexistent/peer.toml") }
+    }
+
+    @Test func test_hostPort_parsing() {
+        #expect(HostPort("10.0.0.1:7946") == HostPort(host: "10.0.0.1", port: 7946))
+        #expect(HostPort("[::1]:7946") == HostPort(host: "::1", port: 7946))
+        #expect(HostPort("[::1]:7946")?.description == "[::1]:7946")
+        #expect(HostPort("10.0.0.1") == nil)
+        #expect(HostPort("10.0.0.1:70000") == nil)
+        #expect(HostPort(":7946") == nil)
+    }
+}
