@@ -78,7 +78,11 @@ final class SwitchEngine {
     }
 
     func addTunnel(name: String, id: PeerID, address: SocketAddress) {
-        if self.tunnels[id] == nil { self.tunnelOrder.append(id) }
+        if self.tunnels[id] != nil {
+            self.tunnels[id]!.address = address  // !-safe, checked above
+            return
+        }
+        self.tunnelOrder.append(id)
         self.tunnels[id] = TunnelState(name: name, id: id, address: address)
     }
 

@@ -185,6 +185,15 @@ public final class SwitchService: Service, Sendable {
         self.logger.info("Switch stopped")
     }
 
+    /// Adds (or re-addresses) the tunnel to a peer.
+    public func addTunnel(_ spec: TunnelSpec) async throws {
+        let address = try SocketAddress.makeAddressResolvingHost(spec.address.host, port: spec.address.port)
+        let engine = self.engine
+        try await self.group.next().submit {
+            engine.value.addTunnel(name: spec.name, id: PeerID(name: spec.name), address: address)
+        }.get()
+    }
+
     /// The current counters.
     public func status() async throws -> SwitchStatus {
         let engine = self.engine
