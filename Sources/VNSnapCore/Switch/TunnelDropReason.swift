@@ -28,8 +28,12 @@ public enum TunnelDropReason: String, Error, Hashable, Sendable, CaseIterable, C
     case hairpin
     /// A frame from a tunnel whose destination is known to be behind another tunnel.
     case notLocal
-    /// The outgoing socket refused it (buffer full, peer unreachable).
+    /// The outgoing socket refused it (the VM's NIC socket is gone, the peer unreachable).
     case sendFailed
+    /// The VM's NIC queue was full (the VM is paused or slower than its traffic).
+    case queueFull
+    /// The receiving socket reported an error.
+    case receiveFailed
     /// Larger than one datagram can carry.
     case oversized
 }

@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import VNSnapCore
@@ -12,10 +15,12 @@ final class SwitchEngine {
         var vm: String
         var violin: Violin
         var channel: (any Channel)?
-        var target: SocketAddress
         var epoch: UInt32 = 0
         var counters = TrafficCounters()
-        var dirty = false
+        /// The port's bound socket, shared with the NIO channel that reads it; `nil` once closed.
+        var fd: CInt?
+        /// The VM NIC socket's address.
+        var targetAddress: sockaddr_un
     }
 
     struct TunnelState {
@@ -62,15 +67,20 @@ final class SwitchEngine {
     // MARK: Topology
 
     /// Registers a VM port; returns its id. The channel is attached once bound.
-    func addPort(vm: String, violin: Violin, target: SocketAddress) -> PortID {
+    func addPort(vm: String, violin: Violin, target: sockaddr_un) -> PortID {
         let id = PortID(self.ports.count)
-        self.ports.append(PortState(vm: vm, violin: violin, channel: nil, target: target))
+        self.ports.append(PortState(vm: vm, violin: violin, channel: nil, fd: nil, targetAddress: target))
         self.core.addPort(id, vni: violin.vni)
         return id
     }
 
-    func attach(channel: any Channel, to port: PortID) {
+    /// Attaches the NIO channel reading the port's socket `fd`; sends use `fd` until the channel closes.
+    func attach(channel: any Channel, fd: CInt, to port: PortID) {
         self.ports[port.rawValue].channel = channel
+        self.ports[port.rawValue].fd = fd
+        channel.closeFuture.assumeIsolated().whenComplete { _ in
+            self.ports[port.rawValue].fd = nil
+        }
     }
 
     func attachTunnel(channel: any Channel) {
@@ -187,14 +197,26 @@ final class SwitchEngine {
     }
 
     private func sendToPort(_ port: PortID, frame: ByteBuffer) {
-        guard let channel = self.ports[port.rawValue].channel else {
+        guard let fd = self.ports[port.rawValue].fd else {
             self.ports[port.rawValue].counters.dropped(.sendFailed)
             return
         }
-        let target = self.ports[port.rawValue].target
-        channel.write(AddressedEnvelope(remoteAddress: target, data: frame), promise: nil)
-        self.ports[port.rawValue].counters.sent(frame.readableBytes)
-        self.ports[port.rawValue].dirty = true
+        let result: Result<Void, UnixDatagramSocket.SendFailure> = frame.withUnsafeReadableBytes { bytes in
+            do throws(UnixDatagramSocket.SendFailure) {
+                try UnixDatagramSocket.send(fd: fd, to: &self.ports[port.rawValue].targetAddress, bytes: bytes)
+                return .success(())
+            } catch {
+                return .failure(error)
+            }
+        }
+        switch result {
+        case .success:
+            self.ports[port.rawValue].counters.sent(frame.readableBytes)
+        case .failure(.queueFull):
+            self.ports[port.rawValue].counters.dropped(.queueFull)
+        case .failure(.unreachable):
+            self.ports[port.rawValue].counters.dropped(.sendFailed)
+        }
     }
 
     private func sendToTunnel(_ peer: PeerID, vni: VNI, epoch: UInt32, frame: ByteBuffer) {
@@ -230,15 +252,11 @@ final class SwitchEngine {
             self.tunnelDirty = false
             self.tunnelChannel?.flush()
         }
-        for index in self.ports.indices where self.ports[index].dirty {
-            self.ports[index].dirty = false
-            self.ports[index].channel?.flush()
-        }
     }
 
-    /// A write to a port's socket failed (QEMU not running yet, or its socket full).
-    func portWriteFailed(_ port: PortID) {
-        self.ports[port.rawValue].counters.dropped(.sendFailed)
+    /// A read from a port's socket failed.
+    func portReadFailed(_ port: PortID) {
+        self.ports[port.rawValue].counters.dropped(.receiveFailed)
     }
 
     /// A write to the tunnel socket failed.

@@ -22,9 +22,8 @@ final class SwitchPortHandler: ChannelInboundHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // Datagram sockets report failed sends here (QEMU not listening yet, queue full); the frame is lost,
-        // as it would be on a real wire, and counted. The channel stays open.
-        self.engine.portWriteFailed(self.port)
+        // A read error on a datagram socket loses one datagram, as a wire would; the port stays open.
+        self.engine.portReadFailed(self.port)
     }
 }
 
@@ -56,3 +55,4 @@ final class SwitchTunnelHandler: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension SwitchTunnelHandler: Sendable {}
+

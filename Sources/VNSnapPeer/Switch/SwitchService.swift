@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Logging
 import NIOCore
 import NIOPosix
@@ -14,6 +17,11 @@ public final class SwitchService: Service, Sendable {
     private let channels: [any Channel]
     private let sweeper: NIOLoopBound<RepeatedTask>
     private let logger: Logger
+
+    /// Largest tunnel datagram: a 9216-byte jumbo frame plus the seal.
+    static let maximumDatagram = 9216 + TunnelCrypto.overhead
+    /// Datagrams read per `recvmmsg`.
+    static let vectorReadCount = 16
 
     /// The UDP address the tunnel socket is bound to (useful with port 0).
     public let tunnelAddress: SocketAddress
@@ -104,9 +112,13 @@ public final class SwitchService: Service, Sendable {
             }
             let tunnelChannel = try await DatagramBootstrap(group: loop)
                 .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 9216 + 64))
-                .channelOption(.maxMessagesPerRead, value: 32)
-                .channelOption(.datagramVectorReadMessageCount, value: 32)
+                // recvmmsg splits one buffer between the messages of a vector read: size it for all of them.
+                .channelOption(
+                    .recvAllocator,
+                    value: FixedSizeRecvByteBufferAllocator(capacity: Self.vectorReadCount * Self.maximumDatagram)
+                )
+                .channelOption(.maxMessagesPerRead, value: 8)
+                .channelOption(.datagramVectorReadMessageCount, value: Self.vectorReadCount)
                 .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
                 .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
                 .channelInitializer { channel in
@@ -123,24 +135,30 @@ public final class SwitchService: Service, Sendable {
                     atPath: (spec.switchSocket as NSString).deletingLastPathComponent,
                     withIntermediateDirectories: true
                 )
-                let target = try SocketAddress(unixDomainSocketPath: spec.vmSocket)
+                let target = try UnixDatagramSocket.address(spec.vmSocket)
                 let port = try await loop.submit {
                     engine.value.addPort(vm: spec.vm, violin: spec.violin, target: target)
                 }.get()
-                let channel = try await DatagramBootstrap(group: loop)
-                    .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 9216))
-                    .channelOption(.maxMessagesPerRead, value: 32)
-                    .channelOption(.socketOption(.so_rcvbuf), value: 1 << 20)
-                    .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(
-                                SwitchPortHandler(engine: engine.value, port: port)
-                            )
+                let fd = try UnixDatagramSocket.bind(path: spec.switchSocket, receiveBuffer: 1 << 20, sendBuffer: 1 << 20)
+                let channel: any Channel
+                do {
+                    channel = try await DatagramBootstrap(group: loop)
+                        .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 9216))
+                        .channelOption(.maxMessagesPerRead, value: 32)
+                        .channelInitializer { channel in
+                            channel.eventLoop.makeCompletedFuture {
+                                try channel.pipeline.syncOperations.addHandler(
+                                    SwitchPortHandler(engine: engine.value, port: port)
+                                )
+                            }
                         }
-                    }
-                    .bind(unixDomainSocketPath: spec.switchSocket, cleanupExistingSocketFile: true).get()
+                        .withBoundSocket(fd).get()
+                } catch {
+                    Glibc.close(fd)
+                    throw error
+                }
                 bound.append(channel)
-                try await loop.submit { engine.value.attach(channel: channel, to: port) }.get()
+                try await loop.submit { engine.value.attach(channel: channel, fd: fd, to: port) }.get()
             }
             let sweeper = try await loop.submit {
                 NIOLoopBound(

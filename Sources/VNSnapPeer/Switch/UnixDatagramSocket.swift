@@ -1,0 +1,75 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A bound unix datagram socket for a VM port, and the raw `sendto` the switch uses on it.
+///
+/// QEMU's `-netdev dgram` connects its socket to the port's path, so frames for the VM must come from
+/// the port's own bound socket. NIO reads from it (it is handed over with `withBoundSocket`); sends are
+/// plain non-blocking `sendto` calls on the event loop, because NIO's batched datagram writes do not
+/// support unix addresses. A full VM queue drops the frame, as a real switch's full port queue does.
+struct UnixDatagramSocket {
+    /// Why a send did not go out.
+    enum SendFailure: Error {
+        /// The VM's socket queue is full (the VM is paused or slow).
+        case queueFull
+        /// The VM's socket does not exist or refuses (QEMU not running).
+        case unreachable
+    }
+
+    /// Creates a non-blocking socket bound to `path`, replacing a stale file there.
+    static func bind(path: String, receiveBuffer: Int32, sendBuffer: Int32) throws -> CInt {
+        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { throw SocketError("socket(AF_UNIX): errno \(errno)") }
+        unlink(path)
+        var address = try Self.address(path)
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        guard rc == 0 else {
+            let error = errno
+            close(fd)
+            throw SocketError("bind \(path): errno \(error)")
+        }
+        var rcv = receiveBuffer
+        var snd = sendBuffer
+        _ = setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, socklen_t(MemoryLayout<Int32>.size))
+        _ = setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &snd, socklen_t(MemoryLayout<Int32>.size))
+        return fd
+    }
+
+    /// The `sockaddr_un` of a path.
+    static func address(_ path: String) throws -> sockaddr_un {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        let bytes = Array(path.utf8)
+        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+            throw SocketError("unix socket path too long: \(path)")
+        }
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in bytes.enumerated() { raw[i] = byte }
+            raw[bytes.count] = 0
+        }
+        return address
+    }
+
+    /// Sends one datagram from `fd` to `target` without blocking.
+    static func send(fd: CInt, to target: inout sockaddr_un, bytes: UnsafeRawBufferPointer) throws(SendFailure) {
+        let sent = withUnsafePointer(to: &target) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
+        }
+        if sent >= 0 { return }
+        switch errno {
+        case EAGAIN, ENOBUFS: throw .queueFull
+        default: throw .unreachable
+        }
+    }
+}
+
+/// A socket set-up failure.
+struct SocketError: Error, CustomStringConvertible {
+    var description: String
+    init(_ description: String) { self.description = description }
+}

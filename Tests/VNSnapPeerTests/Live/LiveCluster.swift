@@ -1,0 +1,203 @@
+import Foundation
+import Testing
+import VNSnapCrypto
+import VNSnapPeer
+
+/// Several "hosts" on this machine: network namespaces on one bridge, each running a real
+/// `vnsnap-peer run` process with real QEMU guests. Everything it starts is stopped by process id in
+/// `teardown`, which tests call on every path.
+final class LiveCluster: @unchecked Sendable {
+    struct Host {
+        var name: String
+        var namespace: String
+        var address: String
+        var directory: String
+        var peerPID: Int32?
+    }
+
+    /// Short, unique per cluster, so parallel or leftover runs never collide. Prefix `vnt` marks ours.
+    let tag: String
+    let root: String
+    let keyring: Keyring
+    private(set) var hosts: [String: Host] = [:]
+    private var order: [String] = []
+    private let bridgeNamespace: String
+    private let subnet: Int
+
+    init(hosts names: [String]) throws {
+        self.tag = "vnt" + String(UUID().uuidString.prefix(5)).lowercased()
+        self.root = "/tmp/\(self.tag)"
+        self.keyring = Keyring(keys: [SecretKey.generate()])!
+        self.bridgeNamespace = "\(self.tag)-br"
+        self.subnet = Int.random(in: 10...250)
+        try FileManager.default.createDirectory(atPath: self.root, withIntermediateDirectories: true)
+        try self.keyring.fileText.write(toFile: self.root + "/keyring", atomically: true, encoding: .utf8)
+        try Shell.run(["ip", "netns", "add", self.bridgeNamespace])
+        try Shell.run(["ip", "-n", self.bridgeNamespace, "link", "add", "br0", "type", "bridge"])
+        try Shell.run(["ip", "-n", self.bridgeNamespace, "link", "set", "br0", "up"])
+        for (index, name) in names.enumerated() {
+            let namespace = "\(self.tag)-\(name)"
+            let address = "10.\(self.subnet).0.\(index + 1)"
+            try Shell.run(["ip", "netns", "add", namespace])
+            let outer = "\(self.tag)\(index)"
+            try Shell.run(["ip", "link", "add", outer, "netns", self.bridgeNamespace, "type", "veth", "peer", "name", "eth0", "netns", namespace])
+            try Shell.run(["ip", "-n", self.bridgeNamespace, "link", "set", outer, "master", "br0", "up"])
+            try Shell.run(["ip", "-n", namespace, "addr", "add", "\(address)/24", "dev", "eth0"])
+            try Shell.run(["ip", "-n", namespace, "link", "set", "eth0", "up"])
+            try Shell.run(["ip", "-n", namespace, "link", "set", "lo", "up"])
+            let directory = "\(self.root)/\(name)"
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            self.hosts[name] = Host(name: name, namespace: namespace, address: address, directory: directory)
+            self.order.append(name)
+        }
+    }
+
+    func host(_ name: String) -> Host { self.hosts[name]! }
+
+    func controlSocket(_ name: String) -> String { "\(self.host(name).directory)/control.sock" }
+
+    func serialLog(host: String, vm: String) -> String { "\(self.host(host).directory)/data/vms/\(vm)/serial.log" }
+
+    /// The `[peer]`, `[cluster]` and `[[peers]]` part of a host's config.
+    func baseConfig(_ name: String, port: Int = 7946) -> String {
+        let me = self.host(name)
+        var text = """
+            [peer]
+            name = "\(name)"
+            bind = "\(me.address):\(port)"
+            data_dir = "\(me.directory)/data"
+            control_socket = "\(me.directory)/control.sock"
+
+            [cluster]
+            name = "\(self.tag)"
+            keyring = "\(self.root)/keyring"
+
+            """
+        for other in self.order where other != name {
+            text += "\n[[peers]]\nname = \"\(other)\"\naddress = \"\(self.host(other).address):\(port)\"\n"
+        }
+        return text
+    }
+
+    /// A `[[vms]]` entry booting the test guest.
+    static func guestVM(name: String, violin: String, mac: String, append: String, memory: Int = 128) -> String {
+        """
+
+        [[vms]]
+        name = "\(name)"
+        violin = "\(violin)"
+        mac = "\(mac)"
+        memory_mib = \(memory)
+        kernel = "\(LiveEnvironment.guestDirectory)/vmlinuz"
+        initrd = "\(LiveEnvironment.guestDirectory)/initrd.img"
+        append = "console=ttyS0 quiet panic=-1 \(append)"
+        accel = "tcg"
+
+        """
+    }
+
+    /// Writes the host's config and starts `vnsnap-peer run` inside its namespace.
+    func startPeer(_ name: String, config: String) throws {
+        let me = self.host(name)
+        let configPath = "\(me.directory)/peer.toml"
+        try config.write(toFile: configPath, atomically: true, encoding: .utf8)
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["ip", "netns", "exec", me.namespace, LiveEnvironment.peerBinary, "run", "--config", configPath]
+        let log = "\(me.directory)/peer.log"
+        _ = FileManager.default.createFile(atPath: log, contents: nil)
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
+        process.standardOutput = handle
+        process.standardError = handle
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        self.hosts[name]!.peerPID = process.processIdentifier
+    }
+
+    /// The peer's status over its control socket, once it answers.
+    func status(_ name: String, timeout: Duration = .seconds(20)) async throws -> PeerStatus {
+        let deadline = ContinuousClock.now + timeout
+        var lastError: any Error = Shell.Failure(description: "no answer")
+        while ContinuousClock.now < deadline {
+            do {
+                let response = try await ControlClient.request(ControlRequest(command: "status"), socket: self.controlSocket(name))
+                if let status = response.status { return status }
+                lastError = Shell.Failure(description: response.error ?? "no status")
+            } catch {
+                lastError = error
+            }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        throw lastError
+    }
+
+    /// Waits for a line containing `marker` in a VM's serial log and returns it.
+    func waitForSerial(host: String, vm: String, containing marker: String, timeout: Duration) async throws -> String {
+        let path = self.serialLog(host: host, vm: vm)
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let text = try? String(contentsOfFile: path, encoding: .utf8),
+                let line = text.split(separator: "\n").first(where: { $0.contains(marker) })
+            {
+                return String(line)
+            }
+            try await Task.sleep(for: .milliseconds(250))
+        }
+        let tail = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "(no log)").suffix(1500)
+        let peerLog = self.peerLogSummary(host)
+        throw Shell.Failure(description: "\(vm) on \(host): no \"\(marker)\" within \(timeout). Serial tail:\n\(tail)\nPeer log tail:\n\(peerLog)")
+    }
+
+    /// The interesting part of a peer's log: a crash message if there is one, else its tail.
+    func peerLogSummary(_ name: String) -> String {
+        let text = (try? String(contentsOfFile: "\(self.host(name).directory)/peer.log", encoding: .utf8)) ?? "(no log)"
+        let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
+        if let crash = lines.firstIndex(where: { $0.contains("Fatal error") || $0.contains("💣") || $0.contains("Crash") }) {
+            return lines[max(0, crash - 5)..<min(lines.count, crash + 25)].joined(separator: "\n")
+        }
+        return String(text.suffix(1500))
+    }
+
+    /// Runs a command inside a host's namespace.
+    @discardableResult
+    func exec(_ name: String, _ arguments: [String]) throws -> String {
+        try Shell.run(["ip", "netns", "exec", self.host(name).namespace] + arguments)
+    }
+
+    /// Stops every peer (SIGTERM, then SIGKILL), kills anything left in the namespaces by pid, removes them.
+    func teardown() async {
+        for name in self.order {
+            if let pid = self.hosts[name]?.peerPID { kill(pid, SIGTERM) }
+        }
+        let deadline = ContinuousClock.now + .seconds(15)
+        while ContinuousClock.now < deadline {
+            let alive = self.order.compactMap { self.hosts[$0]?.peerPID }.filter { kill($0, 0) == 0 && !Self.isZombie($0) }
+            if alive.isEmpty { break }
+            try? await Task.sleep(for: .milliseconds(100))
+        }
+        for name in self.order {
+            if let pid = self.hosts[name]?.peerPID, kill(pid, 0) == 0 { kill(pid, SIGKILL) }
+        }
+        Self.removeNamespaces(prefix: self.tag)
+        try? FileManager.default.removeItem(atPath: self.root)
+    }
+
+    private static func isZombie(_ pid: Int32) -> Bool {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
+        return stat.split(separator: ")").last?.trimmingCharacters(in: .whitespaces).hasPrefix("Z") ?? true
+    }
+
+    /// Kills every process in our namespaces whose names start with `prefix`, by pid, and deletes them.
+    static func removeNamespaces(prefix: String) {
+        let list = (try? Shell.run(["ip", "netns", "list"])) ?? ""
+        let namespaces = list.split(separator: "\n").map { String($0.split(separator: " ")[0]) }.filter { $0.hasPrefix(prefix) }
+        for namespace in namespaces {
+            let pids = ((try? Shell.run(["ip", "netns", "pids", namespace], allowFailure: true)) ?? "")
+                .split(separator: "\n").compactMap { Int32($0) }
+            for pid in pids { kill(pid, SIGKILL) }
+        }
+        for namespace in namespaces {
+            _ = try? Shell.run(["ip", "netns", "del", namespace], allowFailure: true)
+        }
+    }
+}
