@@ -87,8 +87,9 @@ extension PeerConfig {
         for var table in try reader.tables("vms") {
             let vm = try Self.parseVM(&table, violins: violins, absolute: absolute)
             if vms.contains(where: { $0.name == vm.name }) { throw table.error("name", "duplicate VM \"\(vm.name)\"") }
-            if let other = vms.first(where: { $0.mac == vm.mac }) {
-                throw table.error("mac", "\(vm.mac) is already used by VM \"\(other.name)\"")
+            // MACs need only be unique within a VIOLIN: VIOLINs are separate Ethernets.
+            if let other = vms.first(where: { $0.mac == vm.mac && $0.violin == vm.violin }) {
+                throw table.error("mac", "\(vm.mac) is already used by VM \"\(other.name)\" on VIOLIN \"\(vm.violin)\"")
             }
             vms.append(vm)
         }

@@ -21,10 +21,13 @@ final class LiveCluster: @unchecked Sendable {
     let keyring: Keyring
     private(set) var hosts: [String: Host] = [:]
     private var order: [String] = []
+    private var peerNames: [String] = []
     private let bridgeNamespace: String
     private let subnet: Int
 
-    init(hosts names: [String]) throws {
+    /// `hosts` run peers and know each other; `bystanders` are namespaces on the same wire without a peer.
+    init(hosts names: [String], bystanders: [String] = []) throws {
+        self.peerNames = names
         self.tag = "vnt" + String(UUID().uuidString.prefix(5)).lowercased()
         self.root = "/tmp/\(self.tag)"
         self.keyring = Keyring(keys: [SecretKey.generate()])!
@@ -35,7 +38,7 @@ final class LiveCluster: @unchecked Sendable {
         try Shell.run(["ip", "netns", "add", self.bridgeNamespace])
         try Shell.run(["ip", "-n", self.bridgeNamespace, "link", "add", "br0", "type", "bridge"])
         try Shell.run(["ip", "-n", self.bridgeNamespace, "link", "set", "br0", "up"])
-        for (index, name) in names.enumerated() {
+        for (index, name) in (names + bystanders).enumerated() {
             let namespace = "\(self.tag)-\(name)"
             let address = "10.\(self.subnet).0.\(index + 1)"
             try Shell.run(["ip", "netns", "add", namespace])
@@ -73,7 +76,7 @@ final class LiveCluster: @unchecked Sendable {
             keyring = "\(self.root)/keyring"
 
             """
-        for other in self.order where other != name {
+        for other in self.peerNames where other != name {
             text += "\n[[peers]]\nname = \"\(other)\"\naddress = \"\(self.host(other).address):\(port)\"\n"
         }
         return text
@@ -161,6 +164,7 @@ final class LiveCluster: @unchecked Sendable {
     /// Runs a command inside a host's namespace.
     @discardableResult
     func exec(_ name: String, _ arguments: [String]) throws -> String {
+        // The test process sees the whole PATH; `ip netns exec` needs absolute binaries for ours.
         try Shell.run(["ip", "netns", "exec", self.host(name).namespace] + arguments)
     }
 

@@ -62,3 +62,10 @@ enum Shell {
         return String(decoding: data, as: UTF8.self)
     }
 }
+
+extension LiveEnvironment {
+    /// The load generator built next to the peer binary.
+    static var benchBinary: String {
+        (peerBinary as NSString).deletingLastPathComponent + "/vnsnap-bench"
+    }
+}
