@@ -21,6 +21,10 @@ final class SwitchEngine {
         var fd: CInt?
         /// The VM NIC socket's address.
         var targetAddress: sockaddr_un
+        /// Frames waiting for room in the VM's socket queue (the kernel keeps only a few datagrams per
+        /// unix socket: net.unix.max_dgram_qlen, 10 by default), sent in order as room appears.
+        var backlog = CircularBuffer<ByteBuffer>(initialCapacity: 16)
+        var drainScheduled = false
     }
 
     struct TunnelState {
@@ -45,6 +49,7 @@ final class SwitchEngine {
     private var rejected: [TunnelDropReason: UInt64] = [:]
     private let violinsByVNI: [VNI: Violin]
     private let logger: Logger
+    private let allocator = ByteBufferAllocator()
 
     init(
         eventLoop: any EventLoop,
@@ -196,12 +201,29 @@ final class SwitchEngine {
         }
     }
 
+    /// Frames a port may hold for a slow VM before dropping.
+    static let portBacklogLimit = 512
+    /// How soon a port with a backlog tries again.
+    static let backlogRetry = TimeAmount.microseconds(50)
+
     private func sendToPort(_ port: PortID, frame: ByteBuffer) {
-        guard let fd = self.ports[port.rawValue].fd else {
-            self.ports[port.rawValue].counters.dropped(.sendFailed)
+        guard self.ports[port.rawValue].backlog.isEmpty else {
+            self.enqueue(frame, on: port)
             return
         }
-        let result: Result<Void, UnixDatagramSocket.SendFailure> = frame.withUnsafeReadableBytes { bytes in
+        switch self.trySend(frame, on: port) {
+        case .success:
+            self.ports[port.rawValue].counters.sent(frame.readableBytes)
+        case .failure(.queueFull):
+            self.enqueue(frame, on: port)
+        case .failure(.unreachable):
+            self.ports[port.rawValue].counters.dropped(.sendFailed)
+        }
+    }
+
+    private func trySend(_ frame: ByteBuffer, on port: PortID) -> Result<Void, UnixDatagramSocket.SendFailure> {
+        guard let fd = self.ports[port.rawValue].fd else { return .failure(.unreachable) }
+        return frame.withUnsafeReadableBytes { bytes in
             do throws(UnixDatagramSocket.SendFailure) {
                 try UnixDatagramSocket.send(fd: fd, to: &self.ports[port.rawValue].targetAddress, bytes: bytes)
                 return .success(())
@@ -209,13 +231,42 @@ final class SwitchEngine {
                 return .failure(error)
             }
         }
-        switch result {
-        case .success:
-            self.ports[port.rawValue].counters.sent(frame.readableBytes)
-        case .failure(.queueFull):
+    }
+
+    private func enqueue(_ frame: ByteBuffer, on port: PortID) {
+        guard self.ports[port.rawValue].backlog.count < Self.portBacklogLimit else {
             self.ports[port.rawValue].counters.dropped(.queueFull)
-        case .failure(.unreachable):
-            self.ports[port.rawValue].counters.dropped(.sendFailed)
+            return
+        }
+        // Copy: the frame may be a slice of a large vector-read buffer that must not stay pinned.
+        var copy = self.allocator.buffer(capacity: frame.readableBytes)
+        copy.writeImmutableBuffer(frame)
+        self.ports[port.rawValue].backlog.append(copy)
+        self.scheduleDrain(port)
+    }
+
+    private func scheduleDrain(_ port: PortID) {
+        guard !self.ports[port.rawValue].drainScheduled else { return }
+        self.ports[port.rawValue].drainScheduled = true
+        self.eventLoop.assumeIsolated().scheduleTask(in: Self.backlogRetry) {
+            self.ports[port.rawValue].drainScheduled = false
+            self.drainBacklog(port)
+        }
+    }
+
+    private func drainBacklog(_ port: PortID) {
+        while let frame = self.ports[port.rawValue].backlog.first {
+            switch self.trySend(frame, on: port) {
+            case .success:
+                self.ports[port.rawValue].counters.sent(frame.readableBytes)
+                self.ports[port.rawValue].backlog.removeFirst()
+            case .failure(.queueFull):
+                self.scheduleDrain(port)
+                return
+            case .failure(.unreachable):
+                self.ports[port.rawValue].counters.dropped(.sendFailed)
+                self.ports[port.rawValue].backlog.removeFirst()
+            }
         }
     }
 
