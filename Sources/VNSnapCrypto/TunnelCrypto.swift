@@ -100,6 +100,39 @@ public struct TunnelCrypto: Sendable {
         return (header, payloadLength)
     }
 
+    /// Opens a datagram into `output`, leaving the datagram untouched (the data path decrypts straight into a
+    /// reusable buffer instead of copying a shared receive buffer first).
+    ///
+    /// - Returns: the authenticated header and the payload length written at the start of `output`.
+    public mutating func open(
+        _ datagram: UnsafeRawBufferPointer,
+        into output: UnsafeMutableRawBufferPointer
+    ) throws(TunnelDropReason) -> (header: TunnelHeader, payloadLength: Int) {
+        let header = try TunnelHeader.decode(datagram: datagram)
+        guard let key = self.subkeys.first(where: { $0.keyID == header.keyID }) else { throw .unknownKey }
+        let payloadLength = datagram.count - TunnelHeader.size - TunnelHeader.tagSize
+        guard output.count >= payloadLength else { throw .oversized }
+        let prefix = self.noncePrefix(header)
+        let rc = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { nonce in
+            Self.fillNonce(nonce, prefix: prefix, sequence: header.sequence)
+            let base = datagram.baseAddress!.assumingMemoryBound(to: UInt8.self)  // !-safe, decode checked the size
+            let ciphertext = base + TunnelHeader.size
+            return crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
+                output.baseAddress!.assumingMemoryBound(to: UInt8.self),  // !-safe, count checked above
+                nil,
+                ciphertext,
+                UInt64(payloadLength),
+                ciphertext + payloadLength,
+                base,
+                UInt64(TunnelHeader.size),
+                nonce.baseAddress!,  // !-safe, capacity 24
+                key.bytes
+            )
+        }
+        guard rc == 0 else { throw .badTag }
+        return (header, payloadLength)
+    }
+
     /// Seals a payload into a fresh array (tests, fixtures and tools; the data path seals in place).
     public mutating func sealed(header: TunnelHeader, payload: [UInt8]) -> [UInt8] {
         var datagram = [UInt8](repeating: 0, count: TunnelHeader.size + payload.count + TunnelHeader.tagSize)

@@ -50,6 +50,7 @@ final class SwitchEngine {
     private let violinsByVNI: [VNI: Violin]
     private let logger: Logger
     private let allocator = ByteBufferAllocator()
+    private var scratch = ByteBuffer()
 
     init(
         eventLoop: any EventLoop,
@@ -142,24 +143,34 @@ final class SwitchEngine {
 
     /// A datagram that arrived on the tunnel socket.
     func datagramFromTunnel(_ datagram: ByteBuffer) {
-        var datagram = datagram
-        let opened: Result<(header: TunnelHeader, payloadLength: Int), TunnelDropReason> =
-            datagram.withUnsafeMutableReadableBytes { buffer in
+        // Decrypt straight into the reusable scratch buffer: the datagram is a slice of a shared vector-read
+        // buffer, so decrypting in place would copy it first. Ports send synchronously or copy into their
+        // backlog, so the scratch buffer is free again when this returns.
+        var frame = self.scratch
+        self.scratch = ByteBuffer()
+        frame.clear(minimumCapacity: datagram.readableBytes)
+        var opened: Result<(header: TunnelHeader, payloadLength: Int), TunnelDropReason> = .failure(.malformed)
+        frame.writeWithUnsafeMutableBytes(minimumWritableBytes: datagram.readableBytes) { output in
+            opened = datagram.withUnsafeReadableBytes { input in
                 // Cheap checks first, so floods of garbage cost no crypto.
                 let header: TunnelHeader
                 do throws(TunnelDropReason) {
-                    header = try TunnelHeader.decode(datagram: UnsafeRawBufferPointer(buffer))
+                    header = try TunnelHeader.decode(datagram: input)
                 } catch {
                     return .failure(error)
                 }
                 guard header.destination == self.me else { return .failure(.misdirected) }
                 guard self.tunnels[header.source] != nil else { return .failure(.unknownPeer) }
                 do throws(TunnelDropReason) {
-                    return .success(try self.crypto.open(buffer))
+                    return .success(try self.crypto.open(input, into: output))
                 } catch {
                     return .failure(error)
                 }
             }
+            if case .success(let result) = opened { return result.payloadLength }
+            return 0
+        }
+        defer { self.scratch = frame }
         let header: TunnelHeader
         let payloadLength: Int
         switch opened {
@@ -175,7 +186,6 @@ final class SwitchEngine {
             return
         }
         self.tunnels[source]!.counters.received(payloadLength)
-        let frame = datagram.getSlice(at: datagram.readerIndex + TunnelHeader.size, length: payloadLength)!  // !-safe, open checked the length
         guard let (destination, sourceMAC) = frame.withUnsafeReadableBytes({ EthernetFrame.addresses(of: $0) }) else {
             self.tunnels[source]!.counters.dropped(.runt)
             return

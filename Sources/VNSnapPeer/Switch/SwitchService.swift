@@ -143,8 +143,12 @@ public final class SwitchService: Service, Sendable {
                 let channel: any Channel
                 do {
                     channel = try await DatagramBootstrap(group: loop)
-                        .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 9216))
-                        .channelOption(.maxMessagesPerRead, value: 32)
+                        .channelOption(
+                            .recvAllocator,
+                            value: FixedSizeRecvByteBufferAllocator(capacity: Self.vectorReadCount * 9216)
+                        )
+                        .channelOption(.maxMessagesPerRead, value: 8)
+                        .channelOption(.datagramVectorReadMessageCount, value: Self.vectorReadCount)
                         .channelInitializer { channel in
                             channel.eventLoop.makeCompletedFuture {
                                 try channel.pipeline.syncOperations.addHandler(
@@ -209,6 +213,15 @@ public final class SwitchService: Service, Sendable {
         let engine = self.engine
         try await self.group.next().submit {
             engine.value.addTunnel(name: spec.name, id: PeerID(name: spec.name), address: address)
+        }.get()
+    }
+
+    /// CPU time the switch's event loop thread has used, in nanoseconds (benchmarks: cost per frame).
+    public func threadCPUNanoseconds() async throws -> UInt64 {
+        try await self.group.next().submit {
+            var ts = timespec()
+            clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts)
+            return UInt64(ts.tv_sec) * 1_000_000_000 + UInt64(ts.tv_nsec)
         }.get()
     }
 

@@ -36,6 +36,8 @@ struct SwitchAloneCommand: AsyncParsableCommand {
         var lost: Int
         var latencyMedian: Double
         var latencyP99: Double
+        /// CPU the forwarding path used per delivered frame, both hops together (0 for direct).
+        var cpuPerFrame: Double
     }
 
     func run() async throws {
@@ -51,23 +53,27 @@ struct SwitchAloneCommand: AsyncParsableCommand {
             }
         }
         print("frame size \(self.frameSize) B, window \(self.window), \(self.rounds) rounds of \(self.seconds) s, \(self.samples) latency samples/round")
-        print("| path | frames/s (median) | Mbit/s | lost | one-way latency median | p99 |")
-        print("|---|---|---|---|---|---|")
+        print("| path | frames/s (median) | Mbit/s | lost | one-way latency median | p99 | CPU per frame, both hops |")
+        print("|---|---|---|---|---|---|---|")
         var medians: [Variant: (Double, Double)] = [:]
         for variant in Variant.allCases {
             let samples = results[variant]!
             let fps = Self.median(samples.map(\.framesPerSecond))
             let latency = Self.median(samples.map(\.latencyMedian))
             let p99 = Self.median(samples.map(\.latencyP99))
+            let cpu = Self.median(samples.map(\.cpuPerFrame))
             medians[variant] = (fps, latency)
             let mbits = fps * Double(self.frameSize) * 8 / 1e6
-            print("| \(variant.rawValue) | \(Int(fps)) | \(Int(mbits)) | \(samples.map(\.lost).reduce(0, +)) | \(String(format: "%.1f", latency / 1000)) µs | \(String(format: "%.1f", p99 / 1000)) µs |")
+            print("| \(variant.rawValue) | \(Int(fps)) | \(Int(mbits)) | \(samples.map(\.lost).reduce(0, +)) | \(String(format: "%.1f", latency / 1000)) µs | \(String(format: "%.1f", p99 / 1000)) µs | \(variant == .direct ? "-" : String(format: "%.2f µs", cpu / 1000)) |")
         }
+        let vCPU = Self.median(results[.vnsnap]!.map(\.cpuPerFrame))
+        let pCPU = Self.median(results[.plain]!.map(\.cpuPerFrame))
         let (vFPS, vLat) = medians[.vnsnap]!
         let (pFPS, pLat) = medians[.plain]!
         let (_, dLat) = medians[.direct]!
         print("")
         print("vnsnap / plain throughput: \(String(format: "%.2f", vFPS / pFPS))")
+        print("vnsnap CPU per frame: \(String(format: "%.2f", vCPU / 1000)) µs for both switches → \(Int(1e9 / vCPU * 2)) frames/s if each switch had one of the 2 cores; plain: \(String(format: "%.2f", pCPU / 1000)) µs")
         print("added latency (vnsnap − direct): \(String(format: "%.1f", (vLat - dLat) / 1000)) µs; plain − direct: \(String(format: "%.1f", (pLat - dLat) / 1000)) µs")
     }
 
@@ -76,6 +82,8 @@ struct SwitchAloneCommand: AsyncParsableCommand {
         defer { generator.close() }
         let entry: String
         var cleanup: () async -> Void = {}
+        var cpuBefore: () async -> UInt64 = { 0 }
+        var cpuAfter: () async -> UInt64 = { 0 }
         switch variant {
         case .direct:
             entry = generator.nicB
@@ -83,10 +91,19 @@ struct SwitchAloneCommand: AsyncParsableCommand {
             let forwarder = PlainForwarder(directory: directory, nicB: generator.nicB)
             entry = forwarder.portA
             cleanup = { forwarder.close() }
+            cpuAfter = {
+                forwarder.close()
+                return UInt64(forwarder.cpu.load())
+            }
         case .vnsnap:
             let (a, b) = try await Self.startSwitches(directory: directory, generator: generator)
             entry = directory + "/a.port"
             generator.announceB(portB: directory + "/b.port")
+            let cpu: () async -> UInt64 = {
+                ((try? await a.threadCPUNanoseconds()) ?? 0) + ((try? await b.threadCPUNanoseconds()) ?? 0)
+            }
+            cpuBefore = cpu
+            cpuAfter = cpu
             cleanup = {
                 if ProcessInfo.processInfo.environment["VNSNAP_BENCH_DEBUG"] != nil {
                     for sw in [a, b] {
@@ -99,14 +116,25 @@ struct SwitchAloneCommand: AsyncParsableCommand {
                 await b.close()
             }
         }
+        let startCPU = await cpuBefore()
         let (fps, lost) = generator.throughput(portA: entry, frameSize: self.frameSize, seconds: self.seconds, window: self.window)
-        let latencies = generator.latencies(portA: entry, frameSize: self.frameSize, samples: self.samples).sorted()
+        let usedCPU = await cpuAfter() - startCPU
+        var latencyEntry = entry
+        if variant == .plain {
+            // Its CPU clock was read by stopping it: latency runs on a fresh forwarder.
+            await cleanup()
+            let forwarder = PlainForwarder(directory: directory, nicB: generator.nicB)
+            latencyEntry = forwarder.portA
+            cleanup = { forwarder.close() }
+        }
+        let latencies = generator.latencies(portA: latencyEntry, frameSize: self.frameSize, samples: self.samples).sorted()
         await cleanup()
         return Sample(
             framesPerSecond: fps,
             lost: lost,
             latencyMedian: Double(latencies[latencies.count / 2]),
-            latencyP99: Double(latencies[latencies.count * 99 / 100])
+            latencyP99: Double(latencies[latencies.count * 99 / 100]),
+            cpuPerFrame: fps > 0 ? Double(usedCPU) / (fps * self.seconds) : 0
         )
     }
 
