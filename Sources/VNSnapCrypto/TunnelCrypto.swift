@@ -41,7 +41,8 @@ public struct TunnelCrypto: Sendable {
     /// with room for the tag after it. Writes the header (with the primary key's id) and the tag.
     ///
     /// - Returns: the datagram's length.
-    public mutating func seal(header: TunnelHeader, payloadLength: Int, in buffer: UnsafeMutableRawBufferPointer) -> Int {
+    public mutating func seal(header: TunnelHeader, payloadLength: Int, in buffer: UnsafeMutableRawBufferPointer) -> Int
+    {
         let total = TunnelHeader.size + payloadLength + TunnelHeader.tagSize
         precondition(buffer.count >= total, "seal needs \(total) bytes, has \(buffer.count)")
         let key = self.subkeys[0]

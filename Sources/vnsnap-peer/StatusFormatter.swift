@@ -20,7 +20,9 @@ enum StatusFormatter {
             status.vms.map { vm in
                 var state = vm.state
                 if let code = vm.exitStatus { state += " (\(code))" }
-                return [vm.name, vm.violin, state, vm.runState ?? "-", vm.pid.map(String.init) ?? "-", vm.accel, vm.mac]
+                return [
+                    vm.name, vm.violin, state, vm.runState ?? "-", vm.pid.map(String.init) ?? "-", vm.accel, vm.mac,
+                ]
             }
         )
         for vm in status.vms {
@@ -68,9 +70,10 @@ enum StatusFormatter {
             for (i, cell) in row.enumerated() { widths[i] = max(widths[i], cell.count) }
         }
         func line(_ cells: [String]) -> String {
-            "  " + cells.enumerated().map { i, cell in
-                i == cells.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
-            }.joined(separator: "  ") + "\n"
+            "  "
+                + cells.enumerated().map { i, cell in
+                    i == cells.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0)
+                }.joined(separator: "  ") + "\n"
         }
         return line(header) + rows.map(line).joined()
     }

@@ -44,13 +44,23 @@ import VNSnapCore
 
     @Test func test_forward_broadcastFromTunnel_shouldFloodLocalPortsOnly() {
         var core = self.makeSwitch()
-        let decision = core.forward(destination: .broadcast, source: self.remote, from: .tunnel(self.peer, self.vniA), now: .zero)
+        let decision = core.forward(
+            destination: .broadcast,
+            source: self.remote,
+            from: .tunnel(self.peer, self.vniA),
+            now: .zero
+        )
         #expect(decision == .flood(self.vniA, excluding: nil, tunnels: false))
     }
 
     @Test func test_forward_fromTunnelForVNIWithoutLocalPorts_shouldDropUnknownVNI() {
         var core = self.makeSwitch()
-        let decision = core.forward(destination: .broadcast, source: self.remote, from: .tunnel(self.peer, VNI(300)!), now: .zero)
+        let decision = core.forward(
+            destination: .broadcast,
+            source: self.remote,
+            from: .tunnel(self.peer, VNI(300)!),
+            now: .zero
+        )
         #expect(decision == .drop(.unknownVNI))
     }
 
@@ -63,8 +73,18 @@ import VNSnapCore
 
     @Test func test_forward_fromTunnelToAddressBehindAnotherTunnel_shouldDropNotLocal() {
         var core = self.makeSwitch()
-        _ = core.forward(destination: .broadcast, source: self.remote, from: .tunnel(self.otherPeer, self.vniA), now: .zero)
-        let decision = core.forward(destination: self.remote, source: self.macA1, from: .tunnel(self.peer, self.vniA), now: .zero)
+        _ = core.forward(
+            destination: .broadcast,
+            source: self.remote,
+            from: .tunnel(self.otherPeer, self.vniA),
+            now: .zero
+        )
+        let decision = core.forward(
+            destination: self.remote,
+            source: self.macA1,
+            from: .tunnel(self.peer, self.vniA),
+            now: .zero
+        )
         #expect(decision == .drop(.notLocal))
     }
 
@@ -79,7 +99,12 @@ import VNSnapCore
         var core = self.makeSwitch()
         _ = core.forward(destination: .broadcast, source: self.macA2, from: .port(PortID(1)), now: .zero)
         let later = TestInstant.zero.advanced(by: .seconds(299))
-        #expect(step(&core) { $0.forward(destination: self.macA2, source: self.macA1, from: .port(PortID(0)), now: later) == .port(PortID(1)) })
+        #expect(
+            step(&core) {
+                $0.forward(destination: self.macA2, source: self.macA1, from: .port(PortID(0)), now: later)
+                    == .port(PortID(1))
+            }
+        )
         let expired = TestInstant.zero.advanced(by: .seconds(301))
         #expect(
             core.forward(destination: self.macA2, source: self.macA1, from: .port(PortID(0)), now: expired)

@@ -17,7 +17,11 @@ import VNSnapHypervisor
             mac: MACAddress("52:54:00:00:00:77")!,
             memoryMiB: 128,
             vcpus: 1,
-            boot: .kernel(kernel: Self.guest + "/vmlinuz", initrd: Self.guest + "/initrd.img", append: "console=ttyS0 quiet vnsnap.role=counter vnsnap.interval=200"),
+            boot: .kernel(
+                kernel: Self.guest + "/vmlinuz",
+                initrd: Self.guest + "/initrd.img",
+                append: "console=ttyS0 quiet vnsnap.role=counter vnsnap.interval=200"
+            ),
             accelerator: .tcg
         )
         return QEMUMachine(
@@ -74,7 +78,9 @@ import VNSnapHypervisor
             #expect(status != 0)
             #expect(await machine.hasExited)
             // A dead machine's monitor fails cleanly instead of hanging.
-            await #expect(throws: QMPError.self) { try await machine.monitor?.execute("query-status", timeout: .seconds(2)) }
+            await #expect(throws: QMPError.self) {
+                try await machine.monitor?.execute("query-status", timeout: .seconds(2))
+            }
         } catch {
             Issue.record("\(error)")
         }

@@ -8,24 +8,34 @@ import VNSnapHypervisor
     }
 
     @Test func test_decode_greeting_shouldBeGreeting() throws {
-        let message = try self.decode(#"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}}, "capabilities": ["oob"]}}"#)
+        let message = try self.decode(
+            #"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}}, "capabilities": ["oob"]}}"#
+        )
         guard case .greeting(let value) = message else { Issue.record("expected greeting, got \(message)"); return }
         #expect(value["version"]?["qemu"]?["major"]?.intValue == 7)
     }
 
     @Test func test_decode_returnWithID_shouldBeSuccess() throws {
-        #expect(try self.decode(#"{"return": {"status": "running", "running": true}, "id": 3}"#)
-            == .success(id: 3, ["status": "running", "running": true]))
+        #expect(
+            try self.decode(#"{"return": {"status": "running", "running": true}, "id": 3}"#)
+                == .success(id: 3, ["status": "running", "running": true])
+        )
         #expect(try self.decode(#"{"return": {}, "id": 1}"#) == .success(id: 1, .object([:])))
     }
 
     @Test func test_decode_error_shouldCarryClassAndDescription() throws {
-        #expect(try self.decode(#"{"error": {"class": "CommandNotFound", "desc": "The command nope has not been found"}, "id": 4}"#)
-            == .failure(id: 4, errorClass: "CommandNotFound", description: "The command nope has not been found"))
+        #expect(
+            try self.decode(
+                #"{"error": {"class": "CommandNotFound", "desc": "The command nope has not been found"}, "id": 4}"#
+            )
+                == .failure(id: 4, errorClass: "CommandNotFound", description: "The command nope has not been found")
+        )
     }
 
     @Test func test_decode_event_shouldCarryNameDataAndMicroseconds() throws {
-        let message = try self.decode(#"{"timestamp": {"seconds": 1700000000, "microseconds": 123456}, "event": "STOP"}"#)
+        let message = try self.decode(
+            #"{"timestamp": {"seconds": 1700000000, "microseconds": 123456}, "event": "STOP"}"#
+        )
         #expect(message == .event(QMPEvent(name: "STOP", data: .null, timestampMicroseconds: 1_700_000_000_123_456)))
     }
 

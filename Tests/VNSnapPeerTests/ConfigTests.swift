@@ -76,7 +76,14 @@ final class ConfigSandbox {
         #expect(config.peers.map(\.name) == ["h2"])
         #expect(config.violins == [Violin(name: "net", vni: VNI(42)!)])
         #expect(config.vms.count == 2)
-        #expect(config.vms[0].boot == .kernel(kernel: sandbox.directory + "/vmlinuz", initrd: sandbox.directory + "/initrd.img", append: "console=ttyS0"))
+        #expect(
+            config.vms[0].boot
+                == .kernel(
+                    kernel: sandbox.directory + "/vmlinuz",
+                    initrd: sandbox.directory + "/initrd.img",
+                    append: "console=ttyS0"
+                )
+        )
         #expect(config.vms[0].accelerator == .tcg)
         #expect(config.vms[0].memoryMiB == 128)
         #expect(config.vms[1].boot == .disk(path: sandbox.directory + "/disk.qcow2", format: "qcow2"))
@@ -105,7 +112,10 @@ final class ConfigSandbox {
         ("name = \"h2\"", "name = \"h1\"", "peers[0].name"),
         ("vni = 42", "vni = 0", "violins[0].vni"),
         ("vni = 42", "vni = 16777216", "violins[0].vni"),
-        ("violin = \"net\"\nmac = \"52:54:00:00:00:01\"", "violin = \"nope\"\nmac = \"52:54:00:00:00:01\"", "vms[0].violin"),
+        (
+            "violin = \"net\"\nmac = \"52:54:00:00:00:01\"", "violin = \"nope\"\nmac = \"52:54:00:00:00:01\"",
+            "vms[0].violin"
+        ),
         ("mac = \"52:54:00:00:00:01\"", "mac = \"52:54:00:00:00\"", "vms[0].mac"),
         ("mac = \"52:54:00:00:00:01\"", "mac = \"01:00:5e:00:00:01\"", "vms[0].mac"),
         ("mac = \"52:54:00:00:00:02\"", "mac = \"52:54:00:00:00:01\"", "vms[1].mac"),
@@ -149,7 +159,11 @@ final class ConfigSandbox {
 
     @Test func test_parse_keyringWithGarbage_shouldNameKeyringLine() throws {
         let sandbox = try ConfigSandbox()
-        try "\(sandbox.key.base64)\nnonsense\n".write(toFile: sandbox.directory + "/keyring", atomically: true, encoding: .utf8)
+        try "\(sandbox.key.base64)\nnonsense\n".write(
+            toFile: sandbox.directory + "/keyring",
+            atomically: true,
+            encoding: .utf8
+        )
         do {
             _ = try sandbox.load(Self.valid)
             Issue.record("expected a keyring error")

@@ -83,7 +83,9 @@ final class TwoSwitches {
     func switchSocket(_ vm: String) -> String { "\(self.directory)/\(vm).port" }
 
     func start() async throws {
-        let layout: [String: [(String, Violin)]] = ["h1": [("a1", net1), ("b1", net2)], "h2": [("a2", net1), ("b2", net2)]]
+        let layout: [String: [(String, Violin)]] = [
+            "h1": [("a1", net1), ("b1", net2)], "h2": [("a2", net1), ("b2", net2)],
+        ]
         for peer in ["h1", "h2"] {
             var ports: [SwitchService.PortSpec] = []
             for (vm, violin) in layout[peer]! {
@@ -122,10 +124,16 @@ final class TwoSwitches {
         let net = try TwoSwitches()
         do {
             try await net.start()
-            try await net.nics["a1"]!.send(ethernetFrame(to: "ff:ff:ff:ff:ff:ff", from: Self.a1, payload: "hello"), to: net.switchSocket("a1"))
+            try await net.nics["a1"]!.send(
+                ethernetFrame(to: "ff:ff:ff:ff:ff:ff", from: Self.a1, payload: "hello"),
+                to: net.switchSocket("a1")
+            )
             #expect(await eventually { net.nics["a2"]!.frames.count == 1 })
             // Unicast back, now that a1 is learned on h2 and a2 on... nothing yet: floods, then learns.
-            try await net.nics["a2"]!.send(ethernetFrame(to: Self.a1, from: Self.a2, payload: "reply"), to: net.switchSocket("a2"))
+            try await net.nics["a2"]!.send(
+                ethernetFrame(to: Self.a1, from: Self.a2, payload: "reply"),
+                to: net.switchSocket("a2")
+            )
             #expect(await eventually { net.nics["a1"]!.frames.count == 1 })
             #expect(net.nics["a1"]!.frames.first.map { String(decoding: $0[14...], as: UTF8.self) } == "reply")
             try await Task.sleep(for: .milliseconds(100))
@@ -142,7 +150,8 @@ final class TwoSwitches {
         await net.stop()
     }
 
-    @Test func test_datagramsFromWrongKeyGarbageAndReplays_shouldBeDroppedAndCounted_andTrafficStillFlows() async throws {
+    @Test func test_datagramsFromWrongKeyGarbageAndReplays_shouldBeDroppedAndCounted_andTrafficStillFlows() async throws
+    {
         let net = try TwoSwitches()
         do {
             try await net.start()
@@ -159,8 +168,16 @@ final class TwoSwitches {
             // 3) Right key and cluster: a valid datagram, then replayed.
             var right = TunnelCrypto(keyring: net.keyring, clusterName: "test")
             func header(_ sequence: UInt64) -> TunnelHeader {
-                TunnelHeader(kind: .frame, vni: net.net1.vni, source: PeerID(name: "h1"), destination: PeerID(name: "h2"),
-                             session: 1, epoch: 0, keyID: 0, sequence: sequence)
+                TunnelHeader(
+                    kind: .frame,
+                    vni: net.net1.vni,
+                    source: PeerID(name: "h1"),
+                    destination: PeerID(name: "h2"),
+                    session: 1,
+                    epoch: 0,
+                    keyID: 0,
+                    sequence: sequence
+                )
             }
             let frame = ethernetFrame(to: "ff:ff:ff:ff:ff:ff", from: "52:54:00:00:09:09", payload: "forged")
             var datagrams: [[UInt8]] = []
@@ -175,7 +192,10 @@ final class TwoSwitches {
                 datagrams.append((0..<length).map { _ in UInt8.random(in: 0...255, using: &rng) })
             }
             for datagram in datagrams {
-                attacker.write(AddressedEnvelope(remoteAddress: target, data: ByteBuffer(bytes: datagram)), promise: nil)
+                attacker.write(
+                    AddressedEnvelope(remoteAddress: target, data: ByteBuffer(bytes: datagram)),
+                    promise: nil
+                )
             }
             try await attacker.writeAndFlush(AddressedEnvelope(remoteAddress: target, data: ByteBuffer(bytes: [1])))
 
@@ -195,8 +215,15 @@ final class TwoSwitches {
 
             // The real tunnel still works: h1's session is newer than the injected session 1, so its datagrams
             // restart the replay window, as after a restart of h1.
-            try await net.nics["a1"]!.send(ethernetFrame(to: "ff:ff:ff:ff:ff:ff", from: Self.a1, payload: "x"), to: net.switchSocket("a1"))
-            #expect(await eventually { net.nics["a2"]!.frames.contains { String(decoding: $0[14...], as: UTF8.self) == "x" } })
+            try await net.nics["a1"]!.send(
+                ethernetFrame(to: "ff:ff:ff:ff:ff:ff", from: Self.a1, payload: "x"),
+                to: net.switchSocket("a1")
+            )
+            #expect(
+                await eventually {
+                    net.nics["a2"]!.frames.contains { String(decoding: $0[14...], as: UTF8.self) == "x" }
+                }
+            )
         } catch {
             Issue.record("\(error)")
         }

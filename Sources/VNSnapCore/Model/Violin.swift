@@ -16,7 +16,9 @@ extension VNI: Codable {
     public init(from decoder: any Decoder) throws {
         let raw = try decoder.singleValueContainer().decode(UInt32.self)
         guard let vni = VNI(raw) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "VNI \(raw) > 2^24-1"))
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "VNI \(raw) > 2^24-1")
+            )
         }
         self = vni
     }

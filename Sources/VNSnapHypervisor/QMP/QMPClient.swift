@@ -45,7 +45,10 @@ public final class QMPClient: Sendable {
             throw QMPError(.disconnected, "cannot connect to \(path): \(error)")
         }
         let handler = try await channel.eventLoop.submit {
-            NIOLoopBound(try channel.pipeline.syncOperations.handler(type: QMPHandler.self), eventLoop: channel.eventLoop)
+            NIOLoopBound(
+                try channel.pipeline.syncOperations.handler(type: QMPHandler.self),
+                eventLoop: channel.eventLoop
+            )
         }.get()
         let client = QMPClient(channel: channel, handler: handler, events: stream)
         do {
@@ -167,7 +170,10 @@ final class QMPHandler: ChannelInboundHandler {
 
     private func complete(id: Int?, _ body: (EventLoopPromise<JSONValue>) -> Void) {
         guard let id, let promise = self.pending.removeValue(forKey: id) else {
-            self.logger.debug("QMP reply without a pending command", metadata: ["qmp.id": "\(id.map(String.init) ?? "none")"])
+            self.logger.debug(
+                "QMP reply without a pending command",
+                metadata: ["qmp.id": "\(id.map(String.init) ?? "none")"]
+            )
             return
         }
         body(promise)

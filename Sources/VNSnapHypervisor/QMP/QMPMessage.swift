@@ -66,7 +66,9 @@ public struct QMPEvent: Sendable, Hashable {
 public struct QMPError: Error, Hashable, Sendable, CustomStringConvertible {
     /// What kind of failure.
     public struct Code: Hashable, Sendable, CustomStringConvertible {
-        fileprivate enum Base: Hashable, Sendable { case disconnected, malformedReply, commandFailed, timeout, protocolViolation }
+        fileprivate enum Base: Hashable, Sendable {
+            case disconnected, malformedReply, commandFailed, timeout, protocolViolation
+        }
         fileprivate var base: Base
         /// The monitor connection closed or could not be opened.
         public static let disconnected = Code(base: .disconnected)

@@ -76,7 +76,9 @@ extension PeerConfig {
                 throw table.error("vni", "\(raw) is out of range 1...\(VNI.maximum)")
             }
             try table.rejectUnknownKeys()
-            if violins.contains(where: { $0.name == name }) { throw table.error("name", "duplicate VIOLIN \"\(name)\"") }
+            if violins.contains(where: { $0.name == name }) {
+                throw table.error("name", "duplicate VIOLIN \"\(name)\"")
+            }
             if let other = violins.first(where: { $0.vni == vni }) {
                 throw table.error("vni", "\(raw) is already used by VIOLIN \"\(other.name)\"")
             }
@@ -155,7 +157,9 @@ extension PeerConfig {
         }
         guard !mac.isMulticast else { throw table.error("mac", "\(mac) is a multicast address; a NIC needs unicast") }
         let memory = try table.int("memory_mib") ?? 128
-        guard (16...1_048_576).contains(memory) else { throw table.error("memory_mib", "\(memory) is out of range 16...1048576") }
+        guard (16...1_048_576).contains(memory) else {
+            throw table.error("memory_mib", "\(memory) is out of range 16...1048576")
+        }
         let vcpus = try table.int("vcpus") ?? 1
         guard (1...256).contains(vcpus) else { throw table.error("vcpus", "\(vcpus) is out of range 1...256") }
 
@@ -219,7 +223,9 @@ extension PeerConfig {
         guard FileManager.default.fileExists(atPath: file, isDirectory: &isDirectory), !isDirectory.boolValue else {
             throw table.error(key, "\(file) does not exist or is not a file")
         }
-        guard FileManager.default.isReadableFile(atPath: file) else { throw table.error(key, "\(file) is not readable") }
+        guard FileManager.default.isReadableFile(atPath: file) else {
+            throw table.error(key, "\(file) is not readable")
+        }
     }
 
     private static func loadKeyring(_ keyringPath: String, configPath: String) throws(ConfigError) -> Keyring {

@@ -16,7 +16,11 @@ struct TOMLReader {
     func keyPath(_ key: String) -> String { self.prefix.isEmpty ? key : "\(self.prefix).\(key)" }
 
     func error(_ key: String?, _ message: String) -> ConfigError {
-        ConfigError(path: self.path, key: key.map(self.keyPath) ?? (self.prefix.isEmpty ? nil : self.prefix), message: message)
+        ConfigError(
+            path: self.path,
+            key: key.map(self.keyPath) ?? (self.prefix.isEmpty ? nil : self.prefix),
+            message: message
+        )
     }
 
     mutating func string(_ key: String) throws(ConfigError) -> String? {
@@ -44,7 +48,9 @@ struct TOMLReader {
     mutating func stringArray(_ key: String) throws(ConfigError) -> [String]? {
         self.known.insert(key)
         guard let value = self.table[key] else { return nil }
-        guard let array = value.array else { throw self.error(key, "expected an array of strings, found \(value.type)") }
+        guard let array = value.array else {
+            throw self.error(key, "expected an array of strings, found \(value.type)")
+        }
         var result: [String] = []
         for (index, element) in array.enumerated() {
             guard let string = element.string else {

@@ -22,7 +22,9 @@ public enum ControlClient {
                     }
                 }
         } catch {
-            throw ControlError("cannot reach the peer's control socket \(socket): \(error) (is `vnsnap-peer run` running?)")
+            throw ControlError(
+                "cannot reach the peer's control socket \(socket): \(error) (is `vnsnap-peer run` running?)"
+            )
         }
         return try await withThrowingTaskGroup(of: ControlResponse?.self) { group in
             group.addTask {

@@ -74,7 +74,8 @@ public final class ControlServer: Service, Sendable {
             try await connection.executeThenClose { inbound, outbound in
                 for try await line in inbound {
                     let response: ControlResponse
-                    if let request = try? JSONDecoder().decode(ControlRequest.self, from: Data(line.readableBytesView)) {
+                    if let request = try? JSONDecoder().decode(ControlRequest.self, from: Data(line.readableBytesView))
+                    {
                         response = await self.handler(request)
                     } else {
                         response = ControlResponse(ok: false, error: "malformed request: expected {\"command\": ...}")

@@ -23,9 +23,17 @@ public enum PeerDaemon {
         var ports: [SwitchService.PortSpec] = []
         for vm in config.vms {
             let violin = config.violin(named: vm.violin)!  // !-safe, the loader checked every VM's VIOLIN
-            let paths = QEMUPaths(vmDirectory: config.vmDirectory(vm.name), switchPortSocket: config.switchPortSocket(vm.name))
+            let paths = QEMUPaths(
+                vmDirectory: config.vmDirectory(vm.name),
+                switchPortSocket: config.switchPortSocket(vm.name)
+            )
             ports.append(
-                SwitchService.PortSpec(vm: vm.name, violin: violin, switchSocket: paths.switchPortSocket, vmSocket: paths.nicSocket)
+                SwitchService.PortSpec(
+                    vm: vm.name,
+                    violin: violin,
+                    switchSocket: paths.switchPortSocket,
+                    vmSocket: paths.nicSocket
+                )
             )
         }
         let switchService = try await SwitchService.start(
@@ -78,7 +86,10 @@ public enum PeerDaemon {
                             return ControlResponse(ok: false, error: "status failed: \(error)")
                         }
                     default:
-                        return ControlResponse(ok: false, error: "unknown command \"\(request.command)\" (known: status)")
+                        return ControlResponse(
+                            ok: false,
+                            error: "unknown command \"\(request.command)\" (known: status)"
+                        )
                     }
                 },
                 logger: logger

@@ -1,10 +1,11 @@
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import NIOCore
 import VNSnapCore
 import VNSnapCrypto
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The data path of the VIOLIN switch: carries out `SwitchCore`'s decisions on real sockets.
 ///

@@ -55,4 +55,3 @@ final class SwitchTunnelHandler: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension SwitchTunnelHandler: Sendable {}
-

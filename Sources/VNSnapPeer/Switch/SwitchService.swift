@@ -1,13 +1,14 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import VNSnapCore
 import VNSnapCrypto
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// The VIOLIN switch as a service: binds the tunnel socket and one port socket per local VM on a
 /// dedicated event loop, and runs until graceful shutdown.
@@ -139,7 +140,11 @@ public final class SwitchService: Service, Sendable {
                 let port = try await loop.submit {
                     engine.value.addPort(vm: spec.vm, violin: spec.violin, target: target)
                 }.get()
-                let fd = try UnixDatagramSocket.bind(path: spec.switchSocket, receiveBuffer: 1 << 20, sendBuffer: 1 << 20)
+                let fd = try UnixDatagramSocket.bind(
+                    path: spec.switchSocket,
+                    receiveBuffer: 1 << 20,
+                    sendBuffer: 1 << 20
+                )
                 let channel: any Channel
                 do {
                     channel = try await DatagramBootstrap(group: loop)
@@ -175,7 +180,9 @@ public final class SwitchService: Service, Sendable {
             let address = tunnelChannel.localAddress!  // !-safe, a bound socket has a local address
             logger.info(
                 "Switch ready",
-                metadata: ["switch.bind": "\(address)", "switch.ports": "\(ports.count)", "switch.tunnels": "\(tunnels.count)"]
+                metadata: [
+                    "switch.bind": "\(address)", "switch.ports": "\(ports.count)", "switch.tunnels": "\(tunnels.count)",
+                ]
             )
             return SwitchService(
                 group: group,

@@ -19,12 +19,18 @@ struct UnixDatagramSocket {
 
     /// Creates a non-blocking socket bound to `path`, replacing a stale file there.
     static func bind(path: String, receiveBuffer: Int32, sendBuffer: Int32) throws -> CInt {
-        let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        let fd = socket(
+            AF_UNIX,
+            Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue),
+            0
+        )
         guard fd >= 0 else { throw SocketError("socket(AF_UNIX): errno \(errno)") }
         unlink(path)
         var address = try Self.address(path)
         let rc = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+            }
         }
         guard rc == 0 else {
             let error = errno
@@ -57,7 +63,14 @@ struct UnixDatagramSocket {
     static func send(fd: CInt, to target: inout sockaddr_un, bytes: UnsafeRawBufferPointer) throws(SendFailure) {
         let sent = withUnsafePointer(to: &target) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                sendto(fd, bytes.baseAddress, bytes.count, Int32(MSG_DONTWAIT), $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                sendto(
+                    fd,
+                    bytes.baseAddress,
+                    bytes.count,
+                    Int32(MSG_DONTWAIT),
+                    $0,
+                    socklen_t(MemoryLayout<sockaddr_un>.size)
+                )
             }
         }
         if sent >= 0 { return }

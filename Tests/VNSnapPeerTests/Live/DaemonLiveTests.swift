@@ -50,7 +50,8 @@ import VNSnapPeer
         // Nothing was started: no data directory, no control socket.
         #expect(!FileManager.default.fileExists(atPath: directory + "/data"))
 
-        try (config.replacingOccurrences(of: "bind = \"127.0.0.1:0\"", with: "bind = \"nowhere\"")
+        try
+            (config.replacingOccurrences(of: "bind = \"127.0.0.1:0\"", with: "bind = \"nowhere\"")
             .replacingOccurrences(of: "badkeyring", with: "badkeyring"))
             .write(toFile: directory + "/peer.toml", atomically: true, encoding: .utf8)
         let badBind = try await Self.runBinary(["run", "--config", directory + "/peer.toml"])
@@ -84,11 +85,27 @@ import VNSnapPeer
         if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
         let cluster = try LiveCluster(hosts: ["h1"])
         do {
-            let config = cluster.baseConfig("h1") + "\n[[violins]]\nname = \"v\"\nvni = 7\n"
-                + LiveCluster.guestVM(name: "victim", violin: "v", mac: "52:54:00:00:00:10", append: "vnsnap.role=counter vnsnap.interval=500")
-                + LiveCluster.guestVM(name: "survivor", violin: "v", mac: "52:54:00:00:00:11", append: "vnsnap.role=counter vnsnap.interval=500")
+            let config =
+                cluster.baseConfig("h1") + "\n[[violins]]\nname = \"v\"\nvni = 7\n"
+                + LiveCluster.guestVM(
+                    name: "victim",
+                    violin: "v",
+                    mac: "52:54:00:00:00:10",
+                    append: "vnsnap.role=counter vnsnap.interval=500"
+                )
+                + LiveCluster.guestVM(
+                    name: "survivor",
+                    violin: "v",
+                    mac: "52:54:00:00:00:11",
+                    append: "vnsnap.role=counter vnsnap.interval=500"
+                )
             try cluster.startPeer("h1", config: config)
-            _ = try await cluster.waitForSerial(host: "h1", vm: "victim", containing: "VNSNAP counter", timeout: .seconds(60))
+            _ = try await cluster.waitForSerial(
+                host: "h1",
+                vm: "victim",
+                containing: "VNSNAP counter",
+                timeout: .seconds(60)
+            )
             var status = try await cluster.status("h1")
             let victim = try #require(status.vms.first { $0.name == "victim" }?.pid)
             let survivor = try #require(status.vms.first { $0.name == "survivor" }?.pid)

@@ -21,13 +21,24 @@ import VNSnapPeer
                     .replacingOccurrences(of: "violin = \"\(prefix)-", with: "violin = \"")
             }
             for host in ["h1", "h2"] {
-                let text = cluster.baseConfig(host)
+                let text =
+                    cluster.baseConfig(host)
                     + "\n[[violins]]\nname = \"red\"\nvni = 42\n\n[[violins]]\nname = \"blue\"\nvni = 43\n"
                     + vmsOnly(a[host]!, prefix: "red") + vmsOnly(b[host]!, prefix: "blue")
                 try cluster.startPeer(host, config: text)
             }
-            let red = try await cluster.waitForSerial(host: "h1", vm: "red-sink", containing: "verdict=", timeout: .seconds(180))
-            let blue = try await cluster.waitForSerial(host: "h1", vm: "blue-sink", containing: "verdict=", timeout: .seconds(180))
+            let red = try await cluster.waitForSerial(
+                host: "h1",
+                vm: "red-sink",
+                containing: "verdict=",
+                timeout: .seconds(180)
+            )
+            let blue = try await cluster.waitForSerial(
+                host: "h1",
+                vm: "blue-sink",
+                containing: "verdict=",
+                timeout: .seconds(180)
+            )
             let digestA = try LiveEnvironment.expectedDigest(blocks: blocksA)
             let digestB = try LiveEnvironment.expectedDigest(blocks: blocksB)
             #expect(red.contains("verdict=ok") && red.contains(digestA), "\(red)")

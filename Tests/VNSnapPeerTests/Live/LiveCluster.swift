@@ -43,7 +43,10 @@ final class LiveCluster: @unchecked Sendable {
             let address = "10.\(self.subnet).0.\(index + 1)"
             try Shell.run(["ip", "netns", "add", namespace])
             let outer = "\(self.tag)\(index)"
-            try Shell.run(["ip", "link", "add", outer, "netns", self.bridgeNamespace, "type", "veth", "peer", "name", "eth0", "netns", namespace])
+            try Shell.run([
+                "ip", "link", "add", outer, "netns", self.bridgeNamespace, "type", "veth", "peer", "name", "eth0",
+                "netns", namespace,
+            ])
             try Shell.run(["ip", "-n", self.bridgeNamespace, "link", "set", outer, "master", "br0", "up"])
             try Shell.run(["ip", "-n", namespace, "addr", "add", "\(address)/24", "dev", "eth0"])
             try Shell.run(["ip", "-n", namespace, "link", "set", "eth0", "up"])
@@ -106,7 +109,9 @@ final class LiveCluster: @unchecked Sendable {
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["ip", "netns", "exec", me.namespace, LiveEnvironment.peerBinary, "run", "--config", configPath]
+        process.arguments = [
+            "ip", "netns", "exec", me.namespace, LiveEnvironment.peerBinary, "run", "--config", configPath,
+        ]
         let log = "\(me.directory)/peer.log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
@@ -123,7 +128,10 @@ final class LiveCluster: @unchecked Sendable {
         var lastError: any Error = Shell.Failure(description: "no answer")
         while ContinuousClock.now < deadline {
             do {
-                let response = try await ControlClient.request(ControlRequest(command: "status"), socket: self.controlSocket(name))
+                let response = try await ControlClient.request(
+                    ControlRequest(command: "status"),
+                    socket: self.controlSocket(name)
+                )
                 if let status = response.status { return status }
                 lastError = Shell.Failure(description: response.error ?? "no status")
             } catch {
@@ -148,14 +156,19 @@ final class LiveCluster: @unchecked Sendable {
         }
         let tail = ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "(no log)").suffix(1500)
         let peerLog = self.peerLogSummary(host)
-        throw Shell.Failure(description: "\(vm) on \(host): no \"\(marker)\" within \(timeout). Serial tail:\n\(tail)\nPeer log tail:\n\(peerLog)")
+        throw Shell.Failure(
+            description:
+                "\(vm) on \(host): no \"\(marker)\" within \(timeout). Serial tail:\n\(tail)\nPeer log tail:\n\(peerLog)"
+        )
     }
 
     /// The interesting part of a peer's log: a crash message if there is one, else its tail.
     func peerLogSummary(_ name: String) -> String {
         let text = (try? String(contentsOfFile: "\(self.host(name).directory)/peer.log", encoding: .utf8)) ?? "(no log)"
         let lines = text.split(separator: "\n", omittingEmptySubsequences: false)
-        if let crash = lines.firstIndex(where: { $0.contains("Fatal error") || $0.contains("💣") || $0.contains("Crash") }) {
+        if let crash = lines.firstIndex(where: {
+            $0.contains("Fatal error") || $0.contains("💣") || $0.contains("Crash")
+        }) {
             return lines[max(0, crash - 5)..<min(lines.count, crash + 25)].joined(separator: "\n")
         }
         return String(text.suffix(1500))
@@ -175,7 +188,9 @@ final class LiveCluster: @unchecked Sendable {
         }
         let deadline = ContinuousClock.now + .seconds(15)
         while ContinuousClock.now < deadline {
-            let alive = self.order.compactMap { self.hosts[$0]?.peerPID }.filter { kill($0, 0) == 0 && !Self.isZombie($0) }
+            let alive = self.order.compactMap { self.hosts[$0]?.peerPID }.filter {
+                kill($0, 0) == 0 && !Self.isZombie($0)
+            }
             if alive.isEmpty { break }
             try? await Task.sleep(for: .milliseconds(100))
         }
@@ -194,7 +209,9 @@ final class LiveCluster: @unchecked Sendable {
     /// Kills every process in our namespaces whose names start with `prefix`, by pid, and deletes them.
     static func removeNamespaces(prefix: String) {
         let list = (try? Shell.run(["ip", "netns", "list"])) ?? ""
-        let namespaces = list.split(separator: "\n").map { String($0.split(separator: " ")[0]) }.filter { $0.hasPrefix(prefix) }
+        let namespaces = list.split(separator: "\n").map { String($0.split(separator: " ")[0]) }.filter {
+            $0.hasPrefix(prefix)
+        }
         for namespace in namespaces {
             let pids = ((try? Shell.run(["ip", "netns", "pids", namespace], allowFailure: true)) ?? "")
                 .split(separator: "\n").compactMap { Int32($0) }

@@ -8,9 +8,15 @@ import VNSnapPeer
 @Suite(.serialized) struct PipelineLiveTests {
     static let blocks = 2000
 
-    static func pipelineConfigs(_ cluster: LiveCluster, violin: String = "pipeline", vni: Int = 42, blocks: Int = blocks) -> [String: String] {
+    static func pipelineConfigs(
+        _ cluster: LiveCluster,
+        violin: String = "pipeline",
+        vni: Int = 42,
+        blocks: Int = blocks
+    ) -> [String: String] {
         let violins = "\n[[violins]]\nname = \"\(violin)\"\nvni = \(vni)\n"
-        let h1 = cluster.baseConfig("h1") + violins
+        let h1 =
+            cluster.baseConfig("h1") + violins
             + LiveCluster.guestVM(
                 name: "source",
                 violin: violin,
@@ -23,7 +29,8 @@ import VNSnapPeer
                 mac: "52:54:00:00:00:03",
                 append: "vnsnap.role=sink vnsnap.ip=10.10.0.3/24 vnsnap.listen=5001 vnsnap.blocks=\(blocks)"
             )
-        let h2 = cluster.baseConfig("h2") + violins
+        let h2 =
+            cluster.baseConfig("h2") + violins
             + LiveCluster.guestVM(
                 name: "relay",
                 violin: violin,
@@ -41,7 +48,12 @@ import VNSnapPeer
             let configs = Self.pipelineConfigs(cluster)
             try cluster.startPeer("h1", config: configs["h1"]!)
             try cluster.startPeer("h2", config: configs["h2"]!)
-            let verdict = try await cluster.waitForSerial(host: "h1", vm: "sink", containing: "verdict=", timeout: .seconds(120))
+            let verdict = try await cluster.waitForSerial(
+                host: "h1",
+                vm: "sink",
+                containing: "verdict=",
+                timeout: .seconds(120)
+            )
             #expect(verdict.contains("verdict=ok"), "\(verdict)")
             #expect(verdict.contains("digest=\(expected)"), "\(verdict)")
 

@@ -51,7 +51,9 @@ struct InjectCommand: AsyncParsableCommand {
     var rate: Int = 20
 
     func run() async throws {
-        guard let colon = self.target.lastIndex(of: ":"), let port = Int(self.target[self.target.index(after: colon)...]) else {
+        guard let colon = self.target.lastIndex(of: ":"),
+            let port = Int(self.target[self.target.index(after: colon)...])
+        else {
             throw ValidationError("--target must be host:port")
         }
         let address = try SocketAddress(ipAddress: String(self.target[..<colon]), port: port)
@@ -61,7 +63,9 @@ struct InjectCommand: AsyncParsableCommand {
             .bind(host: address.protocol == .inet6 ? "::" : "0.0.0.0", port: 0).get()
         var sent = 0
         for datagram in datagrams {
-            try await channel.writeAndFlush(AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: datagram)))
+            try await channel.writeAndFlush(
+                AddressedEnvelope(remoteAddress: address, data: ByteBuffer(bytes: datagram))
+            )
             sent += 1
             if sent % self.rate == 0 { try await Task.sleep(for: .milliseconds(1)) }
         }
@@ -71,7 +75,8 @@ struct InjectCommand: AsyncParsableCommand {
 
     private func make() throws -> [[UInt8]] {
         var rng = SystemRandomNumberGenerator()
-        let frame = [UInt8](repeating: 0xff, count: 6) + [0x52, 0x54, 0, 0xee, 0xee, 0xee, 0x88, 0xb5]
+        let frame =
+            [UInt8](repeating: 0xff, count: 6) + [0x52, 0x54, 0, 0xee, 0xee, 0xee, 0x88, 0xb5]
             + Array("injected".utf8)
         func header(_ sequence: UInt64) -> TunnelHeader {
             TunnelHeader(
@@ -104,7 +109,9 @@ struct InjectCommand: AsyncParsableCommand {
             }
         case .badversion:
             return (0..<self.count).map { _ in
-                var bytes = (0..<Int.random(in: 64...1500, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+                var bytes = (0..<Int.random(in: 64...1500, using: &rng)).map { _ in
+                    UInt8.random(in: 0...255, using: &rng)
+                }
                 bytes[0] = UInt8.random(in: 2...255, using: &rng)
                 return bytes
             }

@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -56,7 +57,8 @@ final class LoadGenerator: @unchecked Sendable {
     ///
     /// The sender blocks on a semaphore of window credits that the receiver returns, so the generator
     /// uses CPU only for its syscalls and leaves the rest to what is measured.
-    func throughput(portA: String, frameSize: Int, seconds: Double, window: Int) -> (framesPerSecond: Double, lost: Int) {
+    func throughput(portA: String, frameSize: Int, seconds: Double, window: Int) -> (framesPerSecond: Double, lost: Int)
+    {
         let received = SharedInt()
         let stop = SharedInt()
         let credits = DispatchSemaphore(value: window)

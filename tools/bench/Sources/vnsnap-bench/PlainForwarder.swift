@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -24,24 +25,36 @@ final class PlainForwarder: @unchecked Sendable {
         for fd in [portFD, udpB] { RawSocket.setReceiveTimeout(fd, milliseconds: 100) }
         let stop = self.stop
         let cpu = self.cpu
-        self.workers.append(Worker {
-            var toB = RawSocket.inetAddress(port: portB)
-            var buffer = [UInt8](repeating: 0, count: 9216)
-            while !(stop.load() != 0) {
-                let n = buffer.withUnsafeMutableBytes { recv(portFD, $0.baseAddress, $0.count, 0) }
-                if n > 0 { _ = buffer.withUnsafeBytes { RawSocket.send(udpA, UnsafeRawBufferPointer(rebasing: $0[0..<n]), to: &toB) } }
+        self.workers.append(
+            Worker {
+                var toB = RawSocket.inetAddress(port: portB)
+                var buffer = [UInt8](repeating: 0, count: 9216)
+                while !(stop.load() != 0) {
+                    let n = buffer.withUnsafeMutableBytes { recv(portFD, $0.baseAddress, $0.count, 0) }
+                    if n > 0 {
+                        _ = buffer.withUnsafeBytes {
+                            RawSocket.send(udpA, UnsafeRawBufferPointer(rebasing: $0[0..<n]), to: &toB)
+                        }
+                    }
+                }
+                cpu.add(Int(RawSocket.threadCPUNanoseconds()))
             }
-            cpu.add(Int(RawSocket.threadCPUNanoseconds()))
-        })
-        self.workers.append(Worker {
-            var toNIC = RawSocket.unixAddress(nicB)
-            var buffer = [UInt8](repeating: 0, count: 9216)
-            while !(stop.load() != 0) {
-                let n = buffer.withUnsafeMutableBytes { recv(udpB, $0.baseAddress, $0.count, 0) }
-                if n > 0 { _ = buffer.withUnsafeBytes { RawSocket.send(outFD, UnsafeRawBufferPointer(rebasing: $0[0..<n]), to: &toNIC) } }
+        )
+        self.workers.append(
+            Worker {
+                var toNIC = RawSocket.unixAddress(nicB)
+                var buffer = [UInt8](repeating: 0, count: 9216)
+                while !(stop.load() != 0) {
+                    let n = buffer.withUnsafeMutableBytes { recv(udpB, $0.baseAddress, $0.count, 0) }
+                    if n > 0 {
+                        _ = buffer.withUnsafeBytes {
+                            RawSocket.send(outFD, UnsafeRawBufferPointer(rebasing: $0[0..<n]), to: &toNIC)
+                        }
+                    }
+                }
+                cpu.add(Int(RawSocket.threadCPUNanoseconds()))
             }
-            cpu.add(Int(RawSocket.threadCPUNanoseconds()))
-        })
+        )
     }
 
     func close() {

@@ -49,10 +49,17 @@ struct SwitchAloneCommand: AsyncParsableCommand {
             for variant in Variant.allCases {
                 let sample = try await self.measure(variant, directory: directory)
                 results[variant, default: []].append(sample)
-                FileHandle.standardError.write(Data("round \(round) \(variant): \(Int(sample.framesPerSecond)) frames/s, median \(Int(sample.latencyMedian / 1000)) µs\n".utf8))
+                FileHandle.standardError.write(
+                    Data(
+                        "round \(round) \(variant): \(Int(sample.framesPerSecond)) frames/s, median \(Int(sample.latencyMedian / 1000)) µs\n"
+                            .utf8
+                    )
+                )
             }
         }
-        print("frame size \(self.frameSize) B, window \(self.window), \(self.rounds) rounds of \(self.seconds) s, \(self.samples) latency samples/round")
+        print(
+            "frame size \(self.frameSize) B, window \(self.window), \(self.rounds) rounds of \(self.seconds) s, \(self.samples) latency samples/round"
+        )
         print("| path | frames/s (median) | Mbit/s | lost | one-way latency median | p99 | CPU per frame, both hops |")
         print("|---|---|---|---|---|---|---|")
         var medians: [Variant: (Double, Double)] = [:]
@@ -64,7 +71,9 @@ struct SwitchAloneCommand: AsyncParsableCommand {
             let cpu = Self.median(samples.map(\.cpuPerFrame))
             medians[variant] = (fps, latency)
             let mbits = fps * Double(self.frameSize) * 8 / 1e6
-            print("| \(variant.rawValue) | \(Int(fps)) | \(Int(mbits)) | \(samples.map(\.lost).reduce(0, +)) | \(String(format: "%.1f", latency / 1000)) µs | \(String(format: "%.1f", p99 / 1000)) µs | \(variant == .direct ? "-" : String(format: "%.2f µs", cpu / 1000)) |")
+            print(
+                "| \(variant.rawValue) | \(Int(fps)) | \(Int(mbits)) | \(samples.map(\.lost).reduce(0, +)) | \(String(format: "%.1f", latency / 1000)) µs | \(String(format: "%.1f", p99 / 1000)) µs | \(variant == .direct ? "-" : String(format: "%.2f µs", cpu / 1000)) |"
+            )
         }
         let vCPU = Self.median(results[.vnsnap]!.map(\.cpuPerFrame))
         let pCPU = Self.median(results[.plain]!.map(\.cpuPerFrame))
@@ -73,8 +82,12 @@ struct SwitchAloneCommand: AsyncParsableCommand {
         let (_, dLat) = medians[.direct]!
         print("")
         print("vnsnap / plain throughput: \(String(format: "%.2f", vFPS / pFPS))")
-        print("vnsnap CPU per frame: \(String(format: "%.2f", vCPU / 1000)) µs for both switches → \(Int(1e9 / vCPU * 2)) frames/s if each switch had one of the 2 cores; plain: \(String(format: "%.2f", pCPU / 1000)) µs")
-        print("added latency (vnsnap − direct): \(String(format: "%.1f", (vLat - dLat) / 1000)) µs; plain − direct: \(String(format: "%.1f", (pLat - dLat) / 1000)) µs")
+        print(
+            "vnsnap CPU per frame: \(String(format: "%.2f", vCPU / 1000)) µs for both switches → \(Int(1e9 / vCPU * 2)) frames/s if each switch had one of the 2 cores; plain: \(String(format: "%.2f", pCPU / 1000)) µs"
+        )
+        print(
+            "added latency (vnsnap − direct): \(String(format: "%.1f", (vLat - dLat) / 1000)) µs; plain − direct: \(String(format: "%.1f", (pLat - dLat) / 1000)) µs"
+        )
     }
 
     private func measure(_ variant: Variant, directory: String) async throws -> Sample {
@@ -108,7 +121,12 @@ struct SwitchAloneCommand: AsyncParsableCommand {
                 if ProcessInfo.processInfo.environment["VNSNAP_BENCH_DEBUG"] != nil {
                     for sw in [a, b] {
                         if let status = try? await sw.status() {
-                            FileHandle.standardError.write(Data("\(status.ports.map(\.counters)) \(status.tunnels.map(\.counters)) \(status.rejected)\n".utf8))
+                            FileHandle.standardError.write(
+                                Data(
+                                    "\(status.ports.map(\.counters)) \(status.tunnels.map(\.counters)) \(status.rejected)\n"
+                                        .utf8
+                                )
+                            )
                         }
                     }
                 }
@@ -117,7 +135,12 @@ struct SwitchAloneCommand: AsyncParsableCommand {
             }
         }
         let startCPU = await cpuBefore()
-        let (fps, lost) = generator.throughput(portA: entry, frameSize: self.frameSize, seconds: self.seconds, window: self.window)
+        let (fps, lost) = generator.throughput(
+            portA: entry,
+            frameSize: self.frameSize,
+            seconds: self.seconds,
+            window: self.window
+        )
         let usedCPU = await cpuAfter() - startCPU
         var latencyEntry = entry
         if variant == .plain {
@@ -127,7 +150,8 @@ struct SwitchAloneCommand: AsyncParsableCommand {
             latencyEntry = forwarder.portA
             cleanup = { forwarder.close() }
         }
-        let latencies = generator.latencies(portA: latencyEntry, frameSize: self.frameSize, samples: self.samples).sorted()
+        let latencies = generator.latencies(portA: latencyEntry, frameSize: self.frameSize, samples: self.samples)
+            .sorted()
         await cleanup()
         return Sample(
             framesPerSecond: fps,
@@ -138,7 +162,9 @@ struct SwitchAloneCommand: AsyncParsableCommand {
         )
     }
 
-    static func startSwitches(directory: String, generator: LoadGenerator) async throws -> (SwitchService, SwitchService) {
+    static func startSwitches(directory: String, generator: LoadGenerator) async throws -> (
+        SwitchService, SwitchService
+    ) {
         let violin = Violin(name: "bench", vni: VNI(1)!)
         let keyring = Keyring(keys: [SecretKey.generate()])!
         let logger = Logger(label: "bench", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -148,7 +174,9 @@ struct SwitchAloneCommand: AsyncParsableCommand {
                 bind: HostPort(host: "127.0.0.1", port: 0),
                 crypto: TunnelCrypto(keyring: keyring, clusterName: "bench"),
                 violins: [violin],
-                ports: [.init(vm: "vm-\(name)", violin: violin, switchSocket: "\(directory)/\(name).port", vmSocket: nic)],
+                ports: [
+                    .init(vm: "vm-\(name)", violin: violin, switchSocket: "\(directory)/\(name).port", vmSocket: nic)
+                ],
                 tunnels: [],
                 session: UInt64(Date().timeIntervalSince1970 * 1e9),
                 logger: logger
