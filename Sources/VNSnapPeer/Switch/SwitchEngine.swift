@@ -182,7 +182,8 @@ final class SwitchEngine {
             return
         }
         let source = header.source
-        if let reason = self.tunnels[source]!.inbound.admit(session: header.session, sequence: header.sequence) {  // !-safe, checked before opening
+        // !-safe (here and below): the source's tunnel was checked before opening.
+        if let reason = self.tunnels[source]!.inbound.admit(session: header.session, sequence: header.sequence) {
             self.tunnels[source]!.counters.dropped(reason)
             return
         }

@@ -84,7 +84,8 @@ public final class VMSupervisor: Service, Sendable {
 
     /// Starts every VM, supervises them until graceful shutdown, then stops them all.
     public func run() async throws {
-        let machines = self.entries.withLock { entries in self.order.map { entries[$0]!.machine } }  // !-safe, same keys
+        // !-safe: `order` holds exactly the keys of `entries`.
+        let machines = self.entries.withLock { entries in self.order.map { entries[$0]!.machine } }
         await withTaskGroup(of: Void.self) { group in
             for machine in machines {
                 group.addTask { await self.supervise(machine) }
