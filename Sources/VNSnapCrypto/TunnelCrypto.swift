@@ -77,28 +77,9 @@ public struct TunnelCrypto: Sendable {
     public mutating func open(
         _ buffer: UnsafeMutableRawBufferPointer
     ) throws(TunnelDropReason) -> (header: TunnelHeader, payloadLength: Int) {
-        let header = try TunnelHeader.decode(datagram: UnsafeRawBufferPointer(buffer))
-        guard let key = self.subkeys.first(where: { $0.keyID == header.keyID }) else { throw .unknownKey }
-        let payloadLength = buffer.count - TunnelHeader.size - TunnelHeader.tagSize
-        let prefix = self.noncePrefix(header)
-        let rc = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { nonce in
-            Self.fillNonce(nonce, prefix: prefix, sequence: header.sequence)
-            let base = buffer.baseAddress!.assumingMemoryBound(to: UInt8.self)  // !-safe, decode checked the size
-            let payload = base + TunnelHeader.size
-            return crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
-                payload,
-                nil,
-                payload,
-                UInt64(payloadLength),
-                payload + payloadLength,
-                base,
-                UInt64(TunnelHeader.size),
-                nonce.baseAddress!,  // !-safe, capacity 24
-                key.bytes
-            )
-        }
-        guard rc == 0 else { throw .badTag }
-        return (header, payloadLength)
+        // libsodium decrypts in place when the output is exactly the ciphertext.
+        let payload = UnsafeMutableRawBufferPointer(rebasing: buffer[min(TunnelHeader.size, buffer.count)...])
+        return try self.open(UnsafeRawBufferPointer(buffer), into: payload)
     }
 
     /// Opens a datagram into `output`, leaving the datagram untouched (the data path decrypts straight into a

@@ -32,14 +32,19 @@ import VNSnapHypervisor
         )
     }
 
-    @Test func test_machine_stopCont_shouldEmitStopAndResumeEvents_andQuitCleanly() async throws {
+    /// A fresh directory and machine, or `nil` (with an issue recorded) when the guest image is missing.
+    func prepare() throws -> (String, QEMUMachine)? {
         guard FileManager.default.fileExists(atPath: Self.guest + "/vmlinuz") else {
             Issue.record("no guest image in \(Self.guest): run tools/guest-build")
-            return
+            return nil
         }
         let directory = "/tmp/vnsnap-qmp-\(UUID().uuidString.prefix(6))"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let machine = self.makeMachine(directory)
+        return (directory, self.makeMachine(directory))
+    }
+
+    @Test func test_machine_stopCont_shouldEmitStopAndResumeEvents_andQuitCleanly() async throws {
+        guard let (directory, machine) = try self.prepare() else { return }
         do {
             try await machine.start(stderrLog: directory + "/qemu.log")
             let monitor = try #require(await machine.monitor)
@@ -63,13 +68,7 @@ import VNSnapHypervisor
     }
 
     @Test func test_machine_killedFromOutside_shouldReportExit() async throws {
-        guard FileManager.default.fileExists(atPath: Self.guest + "/vmlinuz") else {
-            Issue.record("no guest image in \(Self.guest): run tools/guest-build")
-            return
-        }
-        let directory = "/tmp/vnsnap-qmp-\(UUID().uuidString.prefix(6))"
-        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let machine = self.makeMachine(directory)
+        guard let (directory, machine) = try self.prepare() else { return }
         do {
             try await machine.start(stderrLog: directory + "/qemu.log")
             let pid = try #require(await machine.pid)

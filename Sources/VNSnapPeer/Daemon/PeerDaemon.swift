@@ -66,7 +66,7 @@ public enum PeerDaemon {
                                 peer: .init(
                                     name: config.peer.name,
                                     id: config.peer.id.description,
-                                    bind: "\(switchService.tunnelAddress)",
+                                    bind: switchService.tunnelAddress.displayString,
                                     roles: config.peer.roles.map(\.rawValue).sorted(),
                                     cluster: config.cluster.name,
                                     session: session,

@@ -345,7 +345,7 @@ final class SwitchEngine {
             tunnels: self.tunnelOrder.compactMap { self.tunnels[$0] }.map {
                 SwitchStatus.Tunnel(
                     peer: $0.name,
-                    address: "\($0.address)",
+                    address: $0.address.displayString,
                     remoteSession: $0.inbound.session,
                     nextSequence: $0.nextSequence,
                     counters: $0.counters
