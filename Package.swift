@@ -34,6 +34,9 @@ let package = Package(
             providers: [.apt(["libzstd-dev"])]
         ),
 
+        // Small C shims for system calls Swift's Glibc module does not expose (sendmmsg).
+        .target(name: "CVNSnapSys"),
+
         // Pure protocol logic: no sockets, no hypervisor, no database.
         .target(
             name: "VNSnapCore",
@@ -62,6 +65,7 @@ let package = Package(
         .target(
             name: "VNSnapPeer",
             dependencies: [
+                "CVNSnapSys",
                 "VNSnapCore",
                 "VNSnapCrypto",
                 "VNSnapHypervisor",

@@ -26,6 +26,8 @@ final class SwitchEngine {
         /// unix socket: net.unix.max_dgram_qlen, 10 by default), sent in order as room appears.
         var backlog = CircularBuffer<ByteBuffer>(initialCapacity: 16)
         var drainScheduled = false
+        /// Frames of the current read batch, sent together with one `sendmmsg` in `flushPending`.
+        var outbox: [ByteBuffer] = []
     }
 
     struct TunnelState {
@@ -51,7 +53,7 @@ final class SwitchEngine {
     private let violinsByVNI: [VNI: Violin]
     private let logger: Logger
     private let allocator = ByteBufferAllocator()
-    private var scratch = ByteBuffer()
+    private var portsToFlush: [PortID] = []
 
     init(
         eventLoop: any EventLoop,
@@ -144,12 +146,9 @@ final class SwitchEngine {
 
     /// A datagram that arrived on the tunnel socket.
     func datagramFromTunnel(_ datagram: ByteBuffer) {
-        // Decrypt straight into the reusable scratch buffer: the datagram is a slice of a shared vector-read
-        // buffer, so decrypting in place would copy it first. Ports send synchronously or copy into their
-        // backlog, so the scratch buffer is free again when this returns.
-        var frame = self.scratch
-        self.scratch = ByteBuffer()
-        frame.clear(minimumCapacity: datagram.readableBytes)
+        // Decrypt into a fresh buffer: the datagram is a slice of a shared vector-read buffer, so decrypting in
+        // place would copy it first, and the frame waits in a port's outbox until the batch is flushed.
+        var frame = self.allocator.buffer(capacity: datagram.readableBytes)
         var opened: Result<(header: TunnelHeader, payloadLength: Int), TunnelDropReason> = .failure(.malformed)
         frame.writeWithUnsafeMutableBytes(minimumWritableBytes: datagram.readableBytes) { output in
             opened = datagram.withUnsafeReadableBytes { input in
@@ -171,7 +170,6 @@ final class SwitchEngine {
             if case .success(let result) = opened { return result.payloadLength }
             return 0
         }
-        defer { self.scratch = frame }
         let header: TunnelHeader
         let payloadLength: Int
         switch opened {
@@ -218,18 +216,47 @@ final class SwitchEngine {
     /// How soon a port with a backlog tries again.
     static let backlogRetry = TimeAmount.microseconds(50)
 
+    /// Frames per port sent with one `sendmmsg`.
+    static let outboxLimit = 64
+
     private func sendToPort(_ port: PortID, frame: ByteBuffer) {
         guard self.ports[port.rawValue].backlog.isEmpty else {
             self.enqueue(frame, on: port)
             return
         }
-        switch self.trySend(frame, on: port) {
-        case .success:
-            self.ports[port.rawValue].counters.sent(frame.readableBytes)
-        case .failure(.queueFull):
-            self.enqueue(frame, on: port)
-        case .failure(.unreachable):
-            self.ports[port.rawValue].counters.dropped(.sendFailed)
+        if self.ports[port.rawValue].outbox.isEmpty { self.portsToFlush.append(port) }
+        self.ports[port.rawValue].outbox.append(frame)
+        if self.ports[port.rawValue].outbox.count >= Self.outboxLimit { self.flushOutbox(port) }
+    }
+
+    /// Sends a port's outbox; what the VM's queue has no room for goes to the backlog, in order.
+    private func flushOutbox(_ port: PortID) {
+        let frames = self.ports[port.rawValue].outbox
+        self.ports[port.rawValue].outbox.removeAll(keepingCapacity: true)
+        guard !frames.isEmpty else { return }
+        guard let fd = self.ports[port.rawValue].fd else {
+            for _ in frames { self.ports[port.rawValue].counters.dropped(.sendFailed) }
+            return
+        }
+        var next = 0
+        while next < frames.count {
+            let (sent, failure) = UnixDatagramSocket.send(
+                fd: fd,
+                to: &self.ports[port.rawValue].targetAddress,
+                frames: frames[next...]
+            )
+            for frame in frames[next..<next + sent] { self.ports[port.rawValue].counters.sent(frame.readableBytes) }
+            next += sent
+            switch failure {
+            case .none:
+                return
+            case .queueFull:
+                for frame in frames[next...] { self.enqueue(frame, on: port) }
+                return
+            case .unreachable:
+                self.ports[port.rawValue].counters.dropped(.sendFailed)
+                next += 1
+            }
         }
     }
 
@@ -311,6 +338,8 @@ final class SwitchEngine {
 
     /// Flushes every channel written to since the last flush; call at the end of each read batch.
     func flushPending() {
+        for port in self.portsToFlush { self.flushOutbox(port) }
+        self.portsToFlush.removeAll(keepingCapacity: true)
         if self.tunnelDirty {
             self.tunnelDirty = false
             self.tunnelChannel?.flush()

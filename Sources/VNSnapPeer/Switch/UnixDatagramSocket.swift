@@ -1,3 +1,6 @@
+import CVNSnapSys
+import NIOCore
+
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -77,6 +80,42 @@ struct UnixDatagramSocket {
         switch errno {
         case EAGAIN, ENOBUFS: throw .queueFull
         default: throw .unreachable
+        }
+    }
+}
+
+extension UnixDatagramSocket {
+    /// Sends `frames` in order from `fd` to `target` with one `sendmmsg` call per 64 frames.
+    ///
+    /// - Returns: how many were sent, and why the next one was not (if any was not).
+    static func send(
+        fd: CInt,
+        to target: inout sockaddr_un,
+        frames: ArraySlice<ByteBuffer>
+    ) -> (sent: Int, failure: SendFailure?) {
+        var storages: [Unmanaged<AnyObject>] = []
+        storages.reserveCapacity(frames.count)
+        var iovecs: [iovec] = []
+        iovecs.reserveCapacity(frames.count)
+        for frame in frames {
+            frame.withUnsafeReadableBytesWithStorageManagement { bytes, storage in
+                // Retained until the call returns: the pointers outlive this closure.
+                storages.append(storage.retain())
+                iovecs.append(
+                    iovec(iov_base: UnsafeMutableRawPointer(mutating: bytes.baseAddress), iov_len: bytes.count)
+                )
+            }
+        }
+        defer { for storage in storages { storage.release() } }
+        let count = min(iovecs.count, 64)
+        let sent = withUnsafePointer(to: &target) { address in
+            vnsnap_sendmmsg_unix(fd, iovecs, UInt32(count), address)
+        }
+        if sent >= 0 && Int(sent) == count { return (count, nil) }
+        if sent > 0 { return (Int(sent), .queueFull) }
+        switch errno {
+        case EAGAIN, ENOBUFS: return (0, .queueFull)
+        default: return (0, .unreachable)
         }
     }
 }

@@ -1,0 +1,13 @@
+#ifndef CVNSNAPSYS_H
+#define CVNSNAPSYS_H
+
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+
+/// Sends `count` (at most 64) datagrams, one iovec each, to one unix socket address with a single
+/// sendmmsg(2) call, without blocking. Returns how many were sent, or -1 with errno set.
+/// (Glibc's sendmmsg and struct mmsghdr need _GNU_SOURCE, which Swift's Glibc module does not define.)
+int vnsnap_sendmmsg_unix(int fd, const struct iovec *iov, unsigned int count, const struct sockaddr_un *to);
+
+#endif
