@@ -229,4 +229,70 @@ final class TwoSwitches {
         }
         await net.stop()
     }
+
+    /// A VM restarts (a new socket at the same path): after `vmStarted` the port talks to the new one both ways.
+    @Test func test_vmRestart_afterVMStarted_shouldDeliverBothWaysToTheNewSocket() async throws {
+        let net = try TwoSwitches()
+        do {
+            try await net.start()
+            try await net.nics["a1"]!.send(
+                ethernetFrame(to: "ff:ff:ff:ff:ff:ff", from: Self.a1, payload: "one"),
+                to: net.switchSocket("a1")
+            )
+            #expect(await eventually { net.nics["a2"]!.frames.count == 1 })
+
+            // Restart a2: close its socket, bind a new one at the same path, tell the switch.
+            await net.nics["a2"]!.close()
+            net.nics["a2"] = try await TestNIC(path: "\(net.directory)/a2.nic")
+            await net.switches["h2"]!.vmStarted("a2")
+
+            try await net.nics["a2"]!.send(
+                ethernetFrame(to: Self.a1, from: Self.a2, payload: "from new a2"),
+                to: net.switchSocket("a2")
+            )
+            #expect(
+                await eventually {
+                    net.nics["a1"]!.frames.contains { String(decoding: $0[14...], as: UTF8.self) == "from new a2" }
+                }
+            )
+            try await net.nics["a1"]!.send(
+                ethernetFrame(to: Self.a2, from: Self.a1, payload: "to new a2"),
+                to: net.switchSocket("a1")
+            )
+            #expect(
+                await eventually {
+                    net.nics["a2"]!.frames.contains { String(decoding: $0[14...], as: UTF8.self) == "to new a2" }
+                }
+            )
+        } catch {
+            Issue.record("\(error)")
+        }
+        await net.stop()
+    }
+
+    /// A burst larger than a unix socket's datagram queue reaches a slow reader without loss.
+    @Test func test_burstLargerThanSocketQueue_shouldBeDeliveredWithoutDrops() async throws {
+        let net = try TwoSwitches()
+        do {
+            try await net.start()
+            // Let each switch learn/connect its ports first.
+            try await net.nics["a2"]!.send(
+                ethernetFrame(to: "ff:ff:ff:ff:ff:ff", from: Self.a2, payload: "hi"),
+                to: net.switchSocket("a2")
+            )
+            #expect(await eventually { net.nics["a1"]!.frames.count == 1 })
+            for i in 0..<400 {
+                try await net.nics["a1"]!.send(
+                    ethernetFrame(to: Self.a2, from: Self.a1, payload: "burst \(i)"),
+                    to: net.switchSocket("a1")
+                )
+            }
+            #expect(await eventually { net.nics["a2"]!.frames.count == 400 })
+            let status = try await net.switches["h2"]!.status()
+            #expect(status.ports.first { $0.vm == "a2" }?.counters.drops.isEmpty == true)
+        } catch {
+            Issue.record("\(error)")
+        }
+        await net.stop()
+    }
 }

@@ -52,6 +52,7 @@ public enum PeerDaemon {
                 QEMUPaths(vmDirectory: config.vmDirectory(vm.name), switchPortSocket: config.switchPortSocket(vm.name))
             },
             qemu: qemu,
+            onStart: { vm in await switchService.vmStarted(vm) },
             logger: logger
         )
         let control: ControlServer

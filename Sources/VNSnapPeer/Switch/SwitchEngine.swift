@@ -28,6 +28,9 @@ final class SwitchEngine {
         var drainScheduled = false
         /// Frames of the current read batch, sent together with one `sendmmsg` in `flushPending`.
         var outbox: [ByteBuffer] = []
+        /// Whether the port's socket is connected to the VM's (see `UnixDatagramSocket.connect`).
+        var connected = false
+        var lastConnectAttempt: ContinuousClock.Instant?
     }
 
     struct TunnelState {
@@ -90,6 +93,30 @@ final class SwitchEngine {
         channel.closeFuture.assumeIsolated().whenComplete { _ in
             self.ports[port.rawValue].fd = nil
         }
+        self.connectIfNeeded(port)
+    }
+
+    /// The VM behind `vm`'s port has (re)started: connect to its new socket. A socket still connected to the
+    /// old QEMU would refuse the new one's frames.
+    func vmStarted(_ vm: String) {
+        guard let index = self.ports.firstIndex(where: { $0.vm == vm }), let fd = self.ports[index].fd else { return }
+        UnixDatagramSocket.disconnect(fd: fd)
+        self.ports[index].connected = false
+        self.ports[index].lastConnectAttempt = nil
+        self.connectIfNeeded(PortID(index))
+    }
+
+    /// Connects a port to its VM's socket when it is not yet (QEMU started after the switch, or restarted).
+    private func connectIfNeeded(_ port: PortID, now: ContinuousClock.Instant = .now) {
+        guard !self.ports[port.rawValue].connected, let fd = self.ports[port.rawValue].fd else { return }
+        if let last = self.ports[port.rawValue].lastConnectAttempt, last.duration(to: now) < .milliseconds(100) {
+            return
+        }
+        self.ports[port.rawValue].lastConnectAttempt = now
+        self.ports[port.rawValue].connected = UnixDatagramSocket.connect(
+            fd: fd,
+            to: &self.ports[port.rawValue].targetAddress
+        )
     }
 
     func attachTunnel(channel: any Channel) {
@@ -116,6 +143,7 @@ final class SwitchEngine {
     func frameFromPort(_ port: PortID, frame: ByteBuffer) {
         let length = frame.readableBytes
         self.ports[port.rawValue].counters.received(length)
+        if !self.ports[port.rawValue].connected { self.connectIfNeeded(port) }
         guard
             let (destination, source) = frame.withUnsafeReadableBytes({ EthernetFrame.addresses(of: $0) })
         else {
@@ -255,6 +283,7 @@ final class SwitchEngine {
                 return
             case .unreachable:
                 self.ports[port.rawValue].counters.dropped(.sendFailed)
+                self.ports[port.rawValue].connected = false
                 next += 1
             }
         }
@@ -304,6 +333,7 @@ final class SwitchEngine {
                 return
             case .failure(.unreachable):
                 self.ports[port.rawValue].counters.dropped(.sendFailed)
+                self.ports[port.rawValue].connected = false
                 self.ports[port.rawValue].backlog.removeFirst()
             }
         }

@@ -223,6 +223,12 @@ public final class SwitchService: Service, Sendable {
         }.get()
     }
 
+    /// Tells the switch that `vm`'s QEMU has (re)started, so its port connects to the new NIC socket.
+    public func vmStarted(_ vm: String) async {
+        let engine = self.engine
+        try? await self.group.next().submit { engine.value.vmStarted(vm) }.get()
+    }
+
     /// CPU time the switch's event loop thread has used, in nanoseconds (benchmarks: cost per frame).
     public func threadCPUNanoseconds() async throws -> UInt64 {
         try await self.group.next().submit {

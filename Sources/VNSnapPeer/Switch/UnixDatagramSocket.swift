@@ -47,6 +47,24 @@ struct UnixDatagramSocket {
         return fd
     }
 
+    /// Connects `fd` to the VM's NIC socket. QEMU's socket is connected to the port, so once the port is
+    /// connected back the two are peers and the kernel's per-socket datagram limit (max_dgram_qlen, 10)
+    /// no longer applies between them: only the send buffer does. Fails harmlessly while QEMU is not running.
+    static func connect(fd: CInt, to target: inout sockaddr_un) -> Bool {
+        withUnsafePointer(to: &target) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
+            }
+        }
+    }
+
+    /// Dissolves a connection made by `connect`, so datagrams from a new peer at the same path are accepted.
+    static func disconnect(fd: CInt) {
+        var unspecified = sockaddr()
+        unspecified.sa_family = sa_family_t(AF_UNSPEC)
+        _ = Glibc.connect(fd, &unspecified, socklen_t(MemoryLayout<sockaddr>.size))
+    }
+
     /// The `sockaddr_un` of a path.
     static func address(_ path: String) throws -> sockaddr_un {
         var address = sockaddr_un()

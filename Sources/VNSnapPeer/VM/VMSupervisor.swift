@@ -46,14 +46,17 @@ public final class VMSupervisor: Service, Sendable {
     private let order: [String]
     private let logger: Logger
     private let stderrDirectory: @Sendable (String) -> String
+    private let onStart: @Sendable (String) async -> Void
 
     /// Prepares the VMs of `definitions`; nothing starts until `run`.
     public init(
         definitions: [VMDefinition],
         paths: @escaping @Sendable (VMDefinition) -> QEMUPaths,
         qemu: String = "qemu-system-x86_64",
+        onStart: @escaping @Sendable (String) async -> Void = { _ in },
         logger: Logger
     ) {
+        self.onStart = onStart
         var entries: [String: Entry] = [:]
         let fallback = QEMUMachine.defaultAccelerator()
         for definition in definitions {
@@ -110,6 +113,7 @@ public final class VMSupervisor: Service, Sendable {
                 withIntermediateDirectories: true
             )
             try await machine.start(stderrLog: self.stderrDirectory(name))
+            await self.onStart(name)
             self.update(name) { $0.state = "running" }
         } catch {
             self.logger.error("VM failed to start", metadata: ["vm.name": "\(name)", "vm.error": "\(error)"])
