@@ -28,3 +28,19 @@ public struct PeerID: Hashable, Sendable, Comparable, CustomStringConvertible {
         return String(repeating: "0", count: 16 - hex.count) + hex
     }
 }
+
+extension PeerID: Codable {
+    /// Encoded as 16 hex digits: JSON numbers lose precision past 2^53.
+    public init(from decoder: any Decoder) throws {
+        let text = try decoder.singleValueContainer().decode(String.self)
+        guard let value = UInt64(text, radix: 16) else {
+            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad peer id \(text)"))
+        }
+        self.init(rawValue: value)
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.singleValueContainer()
+        try container.encode(self.description)
+    }
+}

@@ -1,0 +1,99 @@
+/// A member's state in the SWIM protocol, in precedence order for equal incarnations (SWIM §4.2).
+public enum MemberStatus: UInt8, Sendable, Hashable, Codable, CaseIterable, Comparable, CustomStringConvertible {
+    /// Answering probes.
+    case alive = 0
+    /// Missed a probe; dead unless it refutes before its suspicion times out.
+    case suspect = 1
+    /// Declared dead after its suspicion timed out.
+    case dead = 2
+    /// Left on purpose (`vnsnap-peer leave`, SIGTERM).
+    case left = 3
+
+    public static func < (lhs: MemberStatus, rhs: MemberStatus) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public var description: String {
+        switch self {
+        case .alive: "alive"
+        case .suspect: "suspect"
+        case .dead: "dead"
+        case .left: "left"
+        }
+    }
+
+    /// Alive or suspect: still counted as a member that may answer.
+    public var isActive: Bool { self == .alive || self == .suspect }
+}
+
+/// What a member tells the cluster about itself.
+public struct MemberMetadata: Sendable, Hashable, Codable {
+    /// Its roles.
+    public var roles: Set<PeerRole>
+    /// Its switch's tunnel address (`host:port`).
+    public var tunnelAddress: String
+    /// Bytes of image store it offers (0 without the store role).
+    public var storeCapacity: UInt64
+    /// Its software version.
+    public var version: String
+
+    /// Creates metadata.
+    public init(roles: Set<PeerRole>, tunnelAddress: String, storeCapacity: UInt64, version: String) {
+        self.roles = roles
+        self.tunnelAddress = tunnelAddress
+        self.storeCapacity = storeCapacity
+        self.version = version
+    }
+}
+
+/// One member's state as gossiped: what a SWIM update carries and what push/pull exchanges.
+public struct MemberState: Sendable, Hashable, Codable {
+    /// Identity (from the name).
+    public var id: PeerID
+    /// Name.
+    public var name: String
+    /// Membership address (`host:port`).
+    public var address: String
+    /// Incarnation: only the member itself raises it, to refute suspicion or to announce news.
+    public var incarnation: UInt64
+    /// Status.
+    public var status: MemberStatus
+    /// Metadata.
+    public var metadata: MemberMetadata
+
+    /// Creates a state.
+    public init(
+        id: PeerID,
+        name: String,
+        address: String,
+        incarnation: UInt64,
+        status: MemberStatus,
+        metadata: MemberMetadata
+    ) {
+        self.id = id
+        self.name = name
+        self.address = address
+        self.incarnation = incarnation
+        self.status = status
+        self.metadata = metadata
+    }
+
+    /// Whether this state supersedes `other` about the same member (SWIM §4.2): a higher incarnation
+    /// wins; at equal incarnation the worse status wins (left > dead > suspect > alive).
+    public func supersedes(_ other: MemberState) -> Bool {
+        if self.incarnation != other.incarnation { return self.incarnation > other.incarnation }
+        return self.status > other.status
+    }
+}
+
+/// A member as this peer sees it, with when it last changed.
+public struct Member<Instant: InstantProtocol>: Sendable, Hashable where Instant.Duration == Duration {
+    /// The gossiped state.
+    public var state: MemberState
+    /// When this peer last saw its status or incarnation change.
+    public var lastChange: Instant
+
+    /// Creates a member.
+    public init(state: MemberState, lastChange: Instant) {
+        self.state = state
+        self.lastChange = lastChange
+    }
+}

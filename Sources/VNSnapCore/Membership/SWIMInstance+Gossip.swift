@@ -1,0 +1,181 @@
+extension SWIMInstance {
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Applying updates (SWIM §4.2, memberlist's aliveNode/suspectNode/deadNode)
+
+    /// Applies one gossiped update; returns the directives it causes (membership changes).
+    ///
+    /// - Parameter fromPushPull: a state from a full-state exchange: a remote `dead` is taken as `suspect`,
+    ///   so one peer's stale view cannot kill a member that others can still reach (memberlist's merge rule).
+    ///   Push/pull states are not re-gossiped (the exchange itself spreads them), except the sender's own.
+    mutating func apply(
+        _ update: SWIMUpdate,
+        now: Instant,
+        fromPushPull: Bool = false,
+        sender: PeerID? = nil
+    ) -> [SWIMDirective<Instant>] {
+        var directives: [SWIMDirective<Instant>] = []
+        var update = update
+        if fromPushPull, update.state.status == .dead {
+            update.state.status = .suspect
+        }
+        let incoming = update.state
+        let gossipIt = !fromPushPull || incoming.id == sender
+
+        if incoming.id == self.me.id {
+            self.refuteIfNeeded(incoming)
+            return directives
+        }
+
+        guard let current = self.members[incoming.id] else {
+            // A member we have not heard of. Dead and left ones are remembered as tombstones but not announced
+            // as new: they are gone.
+            self.members[incoming.id] = Member(state: incoming, lastChange: now)
+            if incoming.status.isActive {
+                self.addToProbeOrder(incoming.id)
+                directives.append(.memberChanged(incoming, previous: nil))
+            }
+            if incoming.status == .suspect {
+                self.startSuspicion(of: incoming.id, by: update.origin, now: now)
+            }
+            if gossipIt { self.enqueueBroadcast(update) }
+            return directives
+        }
+
+        guard incoming.supersedes(current.state) else {
+            // Same news again: a suspicion seen from another origin is an independent confirmation.
+            if incoming.status == .suspect, current.state.status == .suspect,
+                incoming.incarnation == current.state.incarnation
+            {
+                self.confirmSuspicion(of: incoming.id, by: update.origin, now: now)
+            }
+            return directives
+        }
+        // Left is final for the member's incarnation; only the member itself, rejoining with a higher
+        // incarnation, brings it back.
+        if current.state.status == .left, incoming.status != .left, incoming.incarnation <= current.state.incarnation {
+            return directives
+        }
+
+        let previous = current.state.status
+        self.members[incoming.id] = Member(
+            state: incoming,
+            lastChange: incoming.status != previous ? now : current.lastChange
+        )
+        switch incoming.status {
+        case .alive:
+            self.suspicions[incoming.id] = nil
+            if !previous.isActive { self.addToProbeOrder(incoming.id) }
+        case .suspect:
+            self.startSuspicion(of: incoming.id, by: update.origin, now: now)
+        case .dead, .left:
+            self.suspicions[incoming.id] = nil
+            if self.probe?.target == incoming.id { self.probe = nil }
+        }
+        if incoming.status != previous {
+            directives.append(.memberChanged(incoming, previous: previous))
+        }
+        if gossipIt || incoming.status != previous { self.enqueueBroadcast(update) }
+        return directives
+    }
+
+    /// Someone says this peer is suspect or dead: refute with a higher incarnation (SWIM §4.2), unless it left.
+    mutating func refuteIfNeeded(_ claim: MemberState) {
+        guard !self.hasLeft else { return }
+        switch claim.status {
+        case .alive:
+            // Our own old alive from a previous run: make sure ours is newer.
+            guard claim.incarnation > self.me.incarnation else { return }
+            self.me.incarnation = claim.incarnation &+ 1
+        case .suspect, .dead, .left:
+            guard claim.incarnation >= self.me.incarnation else { return }
+            self.me.incarnation = claim.incarnation &+ 1
+            // Being suspected means others did not hear us: a sign our own health is poor (Lifeguard §IV.A).
+            self.adjustLocalHealth(1)
+        }
+        self.enqueueBroadcast(SWIMUpdate(state: self.me, origin: self.me.id))
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Dissemination (SWIM §4.1: piggybacking, infection-style)
+
+    /// Queues an update for piggybacking; a newer update about the same member replaces an older one.
+    mutating func enqueueBroadcast(_ update: SWIMUpdate) {
+        self.broadcasts[update.state.id] = Broadcast(update: update, transmits: 0)
+    }
+
+    /// Picks the updates to piggyback on one outgoing message: fewest transmissions first, each at most
+    /// `retransmitLimit` times. `first` (the buddy system's suspicion of a probed member) goes first.
+    mutating func piggyback(first: PeerID? = nil) -> [SWIMUpdate] {
+        guard self.settings.maxPiggyback > 0, !self.broadcasts.isEmpty else { return [] }
+        let limit = self.retransmitLimit
+        var chosen: [PeerID] = []
+        if let first, self.broadcasts[first] != nil { chosen.append(first) }
+        let rest = self.broadcasts
+            .filter { $0.key != first }
+            .sorted { ($0.value.transmits, $0.key) < ($1.value.transmits, $1.key) }
+            .prefix(self.settings.maxPiggyback - chosen.count)
+            .map(\.key)
+        chosen += rest
+        var updates: [SWIMUpdate] = []
+        updates.reserveCapacity(chosen.count)
+        for id in chosen {
+            guard var broadcast = self.broadcasts[id] else { continue }
+            updates.append(broadcast.update)
+            broadcast.transmits += 1
+            self.broadcasts[id] = broadcast.transmits >= limit ? nil : broadcast
+        }
+        return updates
+    }
+
+    /// A message to `address` with piggybacked gossip.
+    mutating func message(_ body: SWIMMessage.Body, to address: String, buddy: PeerID? = nil) -> SWIMDirective<Instant> {
+        .send(SWIMMessage(from: self.me.id, body: body, gossip: self.piggyback(first: buddy)), to: address)
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Probe order (SWIM §4.3: round-robin over a random permutation)
+
+    /// Inserts a member at a random position in the probe order, so new members are probed within one round.
+    mutating func addToProbeOrder(_ id: PeerID) {
+        guard !self.probeOrder.contains(id) else { return }
+        let position = Int.random(in: 0...self.probeOrder.count, using: &self.rng)
+        self.probeOrder.insert(id, at: position)
+        if position <= self.probeIndex, self.probeIndex < self.probeOrder.count - 1 { self.probeIndex += 1 }
+    }
+
+    /// The next member to probe, reshuffling after each full round; `nil` if nobody can be probed.
+    mutating func nextProbeTarget() -> PeerID? {
+        for _ in 0..<(self.probeOrder.count + 1) {
+            if self.probeIndex >= self.probeOrder.count {
+                self.probeOrder.removeAll { self.members[$0]?.state.status.isActive != true }
+                self.probeOrder.shuffle(using: &self.rng)
+                self.probeIndex = 0
+                if self.probeOrder.isEmpty { return nil }
+            }
+            let candidate = self.probeOrder[self.probeIndex]
+            self.probeIndex += 1
+            if self.members[candidate]?.state.status.isActive == true { return candidate }
+        }
+        return nil
+    }
+
+    /// Up to `count` random alive members other than `excluding`, for indirect probes and push/pull.
+    /// Samples the probe order instead of sorting every member, so it stays cheap in large clusters.
+    mutating func randomActiveMembers(_ count: Int, excluding: Set<PeerID>) -> [MemberState] {
+        guard count > 0, !self.probeOrder.isEmpty else { return [] }
+        var result: [MemberState] = []
+        var tried: Set<Int> = []
+        let attempts = min(self.probeOrder.count, count * 4 + 8)
+        var remaining = attempts * 2
+        while tried.count < attempts, result.count < count, remaining > 0 {
+            remaining -= 1
+            let index = Int.random(in: 0..<self.probeOrder.count, using: &self.rng)
+            guard tried.insert(index).inserted else { continue }
+            let id = self.probeOrder[index]
+            if !excluding.contains(id), let member = self.members[id], member.state.status == .alive {
+                result.append(member.state)
+            }
+        }
+        return result
+    }
+}

@@ -1,0 +1,164 @@
+extension SWIMInstance {
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Ticks (SWIM §4.3 protocol periods; timers are outputs, timeouts are inputs)
+
+    /// Advances every timer to `now`: probe phases, relays, suspicions, the next probe, push/pull, seeds.
+    ///
+    /// The shell MUST call this again at the `.scheduleTick(at:)` time it returns (always the last directive),
+    /// or earlier; calling it early is harmless.
+    public mutating func onTick(now: Instant) -> [SWIMDirective<Instant>] {
+        var directives: [SWIMDirective<Instant>] = []
+        if !self.hasLeft {
+            directives += self.advanceProbe(now: now)
+            directives += self.expireRelays(now: now)
+            directives += self.expireSuspicions(now: now)
+            if self.probe == nil, now >= self.nextProbeAt {
+                directives += self.startProbe(now: now)
+            }
+            directives += self.periodicPushPull(now: now)
+            directives += self.retrySeeds(now: now)
+            self.forgetOldTombstones(now: now)
+        }
+        directives.append(.scheduleTick(at: self.nextDeadline(after: now)))
+        return directives
+    }
+
+    /// The earliest time something is due.
+    func nextDeadline(after now: Instant) -> Instant {
+        var next = self.nextProbeAt
+        if let probe = self.probe { next = min(next, probe.deadline) }
+        for relay in self.relays.values { next = min(next, relay.deadline) }
+        for suspicion in self.suspicions.values { next = min(next, self.suspicionDeadline(suspicion)) }
+        next = min(next, self.nextPushPullAt)
+        if let retry = self.seedRetryAt { next = min(next, retry) }
+        // Never in the past, never more than one probe interval away.
+        return max(now, min(next, now.advanced(by: self.settings.probeInterval)))
+    }
+
+    mutating func startProbe(now: Instant) -> [SWIMDirective<Instant>] {
+        var directives: [SWIMDirective<Instant>] = []
+        self.nextProbeAt = now.advanced(by: self.scaledProbeInterval)
+        guard let target = self.nextProbeTarget(), let state = self.members[target]?.state else { return directives }
+        let sequence = self.nextSequence()
+        self.probe = Probe(
+            target: target,
+            sequence: sequence,
+            phase: .direct,
+            deadline: now.advanced(by: self.scaledProbeTimeout),
+            periodEnd: self.nextProbeAt
+        )
+        // Buddy system (Lifeguard §IV.C): a suspect hears of its suspicion from whoever probes it.
+        let buddy = self.settings.lifeguard && state.status == .suspect ? target : nil
+        directives.append(self.message(.ping(sequence: sequence, target: target), to: state.address, buddy: buddy))
+        return directives
+    }
+
+    mutating func advanceProbe(now: Instant) -> [SWIMDirective<Instant>] {
+        var directives: [SWIMDirective<Instant>] = []
+        guard var probe = self.probe, now >= probe.deadline else { return directives }
+        guard let target = self.members[probe.target]?.state, target.status.isActive else {
+            self.probe = nil
+            return directives
+        }
+        switch probe.phase {
+        case .direct:
+            // No ack in time: ask k others to probe it (SWIM §3.1).
+            let helpers = self.randomActiveMembers(self.settings.indirectProbes, excluding: [probe.target, self.me.id])
+            for helper in helpers {
+                directives.append(
+                    self.message(
+                        .pingRequest(sequence: probe.sequence, target: probe.target, address: target.address),
+                        to: helper.address
+                    )
+                )
+            }
+            probe.phase = .indirect
+            probe.nacksExpected = self.settings.lifeguard ? helpers.count : 0
+            probe.deadline = max(probe.periodEnd, now)
+            self.probe = probe
+        case .indirect:
+            self.probe = nil
+            // Missing nacks mean our own messages are not getting through (Lifeguard §IV.A); all nacks back
+            // means the helpers are fine and the target really is silent.
+            if probe.nacksExpected > 0 {
+                self.adjustLocalHealth(probe.nacksExpected - probe.nacksReceived)
+            } else {
+                self.adjustLocalHealth(1)
+            }
+            if target.status == .alive {
+                var suspect = target
+                suspect.status = .suspect
+                directives += self.apply(SWIMUpdate(state: suspect, origin: self.me.id), now: now)
+            }
+        }
+        return directives
+    }
+
+    mutating func expireRelays(now: Instant) -> [SWIMDirective<Instant>] {
+        var directives: [SWIMDirective<Instant>] = []
+        for (sequence, relay) in self.relays.sorted(by: { $0.key < $1.key }) where relay.deadline <= now {
+            self.relays[sequence] = nil
+            if self.settings.lifeguard {
+                directives.append(self.message(.nack(sequence: relay.originSequence), to: relay.origin))
+            }
+        }
+        return directives
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Messages
+
+    /// Handles one message that arrived from the membership address `address`.
+    public mutating func onMessage(_ message: SWIMMessage, from address: String, now: Instant) -> [SWIMDirective<Instant>] {
+        var directives: [SWIMDirective<Instant>] = []
+        guard message.from != self.me.id else { return directives }
+        for update in message.gossip {
+            directives += self.apply(update, now: now)
+        }
+        guard !self.hasLeft else { return directives }
+        switch message.body {
+        case .ping(let sequence, let target):
+            // A ping meant for a previous owner of this address is not ours to answer.
+            guard target == self.me.id else { break }
+            directives.append(self.message(.ack(sequence: sequence), to: address))
+
+        case .pingRequest(let originSequence, let target, let targetAddress):
+            let sequence = self.nextSequence()
+            self.relays[sequence] = Relay(
+                origin: address,
+                originSequence: originSequence,
+                deadline: now.advanced(by: self.scaledProbeTimeout)
+            )
+            directives.append(self.message(.ping(sequence: sequence, target: target), to: targetAddress))
+
+        case .ack(let sequence):
+            if let relay = self.relays.removeValue(forKey: sequence) {
+                directives.append(self.message(.ack(sequence: relay.originSequence), to: relay.origin))
+            } else if let probe = self.probe, probe.sequence == sequence {
+                self.probe = nil
+                self.adjustLocalHealth(-1)
+            }
+
+        case .nack(let sequence):
+            if var probe = self.probe, probe.sequence == sequence, probe.phase == .indirect {
+                probe.nacksReceived += 1
+                self.probe = probe
+            }
+
+        case .pushPull(let isResponse, let states):
+            for state in states {
+                directives += self.apply(
+                    SWIMUpdate(state: state, origin: message.from),
+                    now: now,
+                    fromPushPull: true,
+                    sender: message.from
+                )
+            }
+            self.seedAnswered(address)
+            if !isResponse {
+                directives += self.pushPull(to: address, isResponse: true)
+            }
+        }
+        return directives
+    }
+}

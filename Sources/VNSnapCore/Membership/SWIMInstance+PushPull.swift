@@ -1,0 +1,113 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension SWIMInstance {
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Join, push/pull, leave
+
+    /// Joins through `seeds` (membership addresses; any alive member is enough): sends each a full-state
+    /// push/pull request, and retries unanswered seeds with exponential backoff until one answers.
+    public mutating func join(seeds: [String], now: Instant) -> [SWIMDirective<Instant>] {
+        var directives: [SWIMDirective<Instant>] = []
+        self.seeds = seeds
+        self.enqueueBroadcast(SWIMUpdate(state: self.me, origin: self.me.id))
+        for seed in seeds {
+            directives += self.pushPull(to: seed, isResponse: false)
+        }
+        self.seedBackoff = self.settings.seedRetryInitial
+        self.seedRetryAt = seeds.isEmpty ? nil : now.advanced(by: self.seedBackoff)
+        directives.append(.scheduleTick(at: self.nextDeadline(after: now)))
+        return directives
+    }
+
+    /// Whether seeds are still being retried (none has answered yet).
+    public var isWaitingForSeeds: Bool { self.seedRetryAt != nil }
+
+    mutating func seedAnswered(_ address: String) {
+        if self.seeds.contains(address) || self.hasJoined {
+            self.seedRetryAt = nil
+        }
+    }
+
+    mutating func retrySeeds(now: Instant) -> [SWIMDirective<Instant>] {
+        var directives: [SWIMDirective<Instant>] = []
+        guard let retryAt = self.seedRetryAt, now >= retryAt else { return directives }
+        for seed in self.seeds {
+            directives += self.pushPull(to: seed, isResponse: false)
+        }
+        self.seedBackoff = min(self.seedBackoff * 2, self.settings.seedRetryMax)
+        self.seedRetryAt = now.advanced(by: self.seedBackoff)
+        return directives
+    }
+
+    /// This peer's full state in datagram-sized batches: itself first, then every member it remembers.
+    mutating func pushPull(to address: String, isResponse: Bool) -> [SWIMDirective<Instant>] {
+        var directives: [SWIMDirective<Instant>] = []
+        let states = [self.me] + self.members.values.map(\.state).sorted { $0.id < $1.id }
+        var index = 0
+        while index < states.count {
+            let batch = Array(states[index..<min(states.count, index + self.settings.pushPullBatch)])
+            directives.append(
+                .send(SWIMMessage(from: self.me.id, body: .pushPull(isResponse: isResponse, members: batch)), to: address)
+            )
+            index += self.settings.pushPullBatch
+        }
+        return directives
+    }
+
+    /// The push/pull period, scaled with cluster size so per-member load stays flat (memberlist's
+    /// pushPullScale: ×log2(n/32) above 32 members).
+    var scaledPushPullInterval: Duration {
+        let n = Double(self.activeCount)
+        let scale = n <= 32 ? 1 : (log2(n / 32)).rounded(.up) + 1
+        return self.settings.pushPullInterval * scale
+    }
+
+    mutating func periodicPushPull(now: Instant) -> [SWIMDirective<Instant>] {
+        var directives: [SWIMDirective<Instant>] = []
+        guard now >= self.nextPushPullAt else { return directives }
+        self.nextPushPullAt = now.advanced(by: self.scaledPushPullInterval)
+        if let partner = self.randomActiveMembers(1, excluding: [self.me.id]).first {
+            directives += self.pushPull(to: partner.address, isResponse: false)
+        }
+        return directives
+    }
+
+    /// Leaves the cluster: announces `left` with a higher incarnation and stops probing and refuting.
+    ///
+    /// The shell SHOULD keep the instance receiving for a moment (a few probe intervals) so the news spreads;
+    /// the returned messages tell a few members directly.
+    public mutating func leave(now: Instant) -> [SWIMDirective<Instant>] {
+        var directives: [SWIMDirective<Instant>] = []
+        guard !self.hasLeft else { return directives }
+        self.me.incarnation &+= 1
+        self.me.status = .left
+        self.hasLeft = true
+        self.probe = nil
+        self.relays.removeAll()
+        self.seedRetryAt = nil
+        let update = SWIMUpdate(state: self.me, origin: self.me.id)
+        self.enqueueBroadcast(update)
+        for member in self.randomActiveMembers(self.settings.indirectProbes + 2, excluding: [self.me.id]) {
+            directives.append(
+                .send(SWIMMessage(from: self.me.id, body: .pushPull(isResponse: true, members: [self.me]), gossip: []), to: member.address)
+            )
+        }
+        return directives
+    }
+
+    /// Forgets dead and left members after the retention time.
+    mutating func forgetOldTombstones(now: Instant) {
+        let retention = self.settings.deadRetention
+        let old = self.members.filter {
+            !$0.value.state.status.isActive && $0.value.lastChange.duration(to: now) > retention
+        }.keys
+        for id in old {
+            self.members[id] = nil
+            self.broadcasts[id] = nil
+        }
+    }
+}

@@ -1,0 +1,144 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The SWIM membership protocol with the Lifeguard refinements, as a pure state machine.
+///
+/// Model: swift-cluster-membership's `SWIM.Instance` and HashiCorp memberlist. Events come in
+/// (`join`, `onTick`, `onMessage`, `leave`) with the current time; directives come out (messages to send,
+/// membership changes, when to tick next). No I/O, no clock, no global randomness: time is a parameter and
+/// the random generator is injected, so every scenario replays exactly in tests and simulations.
+///
+/// - SWIM: A. Das, I. Gupta, A. Motivala, "SWIM: Scalable Weakly-consistent Infection-style Process Group
+///   Membership Protocol", DSN 2002.
+/// - Lifeguard: A. Dadgar, J. Phillips, J. Currey, "Lifeguard: Local Health Awareness for More Accurate
+///   Failure Detection", 2018.
+public struct SWIMInstance<Instant: InstantProtocol, RNG: RandomNumberGenerator & Sendable>: Sendable
+where Instant.Duration == Duration {
+    /// A probe of one member in flight.
+    struct Probe: Sendable {
+        enum Phase: Sendable { case direct, indirect }
+        var target: PeerID
+        var sequence: UInt32
+        var phase: Phase
+        var deadline: Instant
+        /// End of the protocol period: the indirect phase waits until then.
+        var periodEnd: Instant
+        var nacksExpected = 0
+        var nacksReceived = 0
+    }
+
+    /// An indirect probe this peer runs for another.
+    struct Relay: Sendable {
+        var origin: String
+        var originSequence: UInt32
+        var deadline: Instant
+    }
+
+    /// A member under suspicion (Lifeguard §IV.B).
+    struct Suspicion: Sendable {
+        var startedAt: Instant
+        var confirmations: Set<PeerID>
+        var start: Duration
+        var floor: Duration
+    }
+
+    struct Broadcast: Sendable {
+        var update: SWIMUpdate
+        var transmits: Int
+    }
+
+    /// Settings in force.
+    public let settings: SWIMSettings
+    /// This peer's own state (its incarnation rises when it refutes).
+    public internal(set) var me: MemberState
+    var members: [PeerID: Member<Instant>] = [:]
+    var rng: RNG
+    var localHealth = 0
+    var sequence: UInt32 = 0
+    var probe: Probe?
+    var probeOrder: [PeerID] = []
+    var probeIndex = 0
+    var nextProbeAt: Instant
+    var relays: [UInt32: Relay] = [:]
+    var suspicions: [PeerID: Suspicion] = [:]
+    var broadcasts: [PeerID: Broadcast] = [:]
+    var seeds: [String] = []
+    var seedRetryAt: Instant?
+    var seedBackoff: Duration
+    var nextPushPullAt: Instant
+    /// Set by `leave`: this peer no longer refutes, probes or joins.
+    public internal(set) var hasLeft = false
+
+    /// A new instance for the peer described by `me` (its status is forced to alive).
+    public init(me: MemberState, settings: SWIMSettings = SWIMSettings(), rng: RNG, now: Instant) {
+        var me = me
+        me.status = .alive
+        self.me = me
+        self.settings = settings
+        self.rng = rng
+        self.nextProbeAt = now
+        self.seedBackoff = settings.seedRetryInitial
+        self.nextPushPullAt = now.advanced(by: settings.pushPullInterval)
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Views
+
+    /// Every member but this peer, including dead and left ones still remembered.
+    public var otherMembers: [Member<Instant>] {
+        self.members.values.sorted { $0.state.id < $1.state.id }
+    }
+
+    /// The state of `id`, if known (this peer included).
+    public func state(of id: PeerID) -> MemberState? {
+        id == self.me.id ? self.me : self.members[id]?.state
+    }
+
+    /// Members counted for timeouts and retransmits: this peer plus every alive or suspect member.
+    public var activeCount: Int {
+        1 + self.members.values.reduce(0) { $0 + ($1.state.status.isActive ? 1 : 0) }
+    }
+
+    /// The local health multiplier's current value (0 = healthy).
+    public var localHealthScore: Int { self.localHealth }
+
+    /// Whether this peer knows at least one other member.
+    public var hasJoined: Bool { !self.members.isEmpty }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Derived timings
+
+    /// Probe interval scaled by local health (Lifeguard §IV.A).
+    var scaledProbeInterval: Duration {
+        self.settings.probeInterval * (self.settings.lifeguard ? self.localHealth + 1 : 1)
+    }
+
+    /// Probe timeout scaled by local health.
+    var scaledProbeTimeout: Duration {
+        self.settings.probeTimeout * (self.settings.lifeguard ? self.localHealth + 1 : 1)
+    }
+
+    /// log10 of the cluster size, at least 1 (memberlist's scaling).
+    var logClusterSize: Double {
+        max(1, log10(Double(self.activeCount)))
+    }
+
+    /// How many messages each update rides on.
+    var retransmitLimit: Int {
+        self.settings.retransmitMultiplier * max(1, Int(ceil(log10(Double(self.activeCount + 1)))))
+    }
+
+    mutating func nextSequence() -> UInt32 {
+        self.sequence &+= 1
+        return self.sequence
+    }
+
+    mutating func adjustLocalHealth(_ delta: Int) {
+        guard self.settings.lifeguard else { return }
+        self.localHealth = min(self.settings.maxLocalHealth, max(0, self.localHealth + delta))
+    }
+}
+

@@ -1,0 +1,55 @@
+/// One membership message between peers (SWIM §3–4, Lifeguard §IV), with piggybacked gossip.
+public struct SWIMMessage: Sendable, Hashable {
+    /// What the message asks or answers.
+    public enum Body: Sendable, Hashable {
+        /// "Are you alive?" to `target`; answered by `ack` with the same sequence number.
+        case ping(sequence: UInt32, target: PeerID)
+        /// "Probe `target` at `address` for me" (indirect probe); answered by `ack`, or `nack` (Lifeguard).
+        case pingRequest(sequence: UInt32, target: PeerID, address: String)
+        /// The probed member answered.
+        case ack(sequence: UInt32)
+        /// The relay is alive but heard nothing from the target in time (Lifeguard's buddy system).
+        case nack(sequence: UInt32)
+        /// A batch of the sender's full state; a request is answered with the receiver's own state.
+        case pushPull(isResponse: Bool, members: [MemberState])
+    }
+
+    /// The sender.
+    public var from: PeerID
+    /// The request or answer.
+    public var body: Body
+    /// Member updates riding along.
+    public var gossip: [SWIMUpdate]
+
+    /// Creates a message.
+    public init(from: PeerID, body: Body, gossip: [SWIMUpdate] = []) {
+        self.from = from
+        self.body = body
+        self.gossip = gossip
+    }
+}
+
+/// A member update as gossiped: the state, and who asserted it (so suspicions can count independent
+/// confirmations, Lifeguard §IV.B).
+public struct SWIMUpdate: Sendable, Hashable {
+    /// The member's state.
+    public var state: MemberState
+    /// The peer that asserted this state first.
+    public var origin: PeerID
+
+    /// Creates an update.
+    public init(state: MemberState, origin: PeerID) {
+        self.state = state
+        self.origin = origin
+    }
+}
+
+/// What the SWIM instance asks its shell to do.
+public enum SWIMDirective<Instant: InstantProtocol>: Sendable, Hashable where Instant.Duration == Duration {
+    /// Send `message` to the membership address `address`.
+    case send(SWIMMessage, to: String)
+    /// A member appeared or its status changed (`previous` is `nil` for a new member).
+    case memberChanged(MemberState, previous: MemberStatus?)
+    /// Call `onTick` again at this time (the instance never sleeps).
+    case scheduleTick(at: Instant)
+}
