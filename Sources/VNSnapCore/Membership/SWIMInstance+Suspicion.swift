@@ -21,6 +21,11 @@ extension SWIMInstance {
         return max(floor, timeout)
     }
 
+    /// `suspicionTimeout` for tests of the formula.
+    public func suspicionTimeoutForTesting(start: Duration, floor: Duration, confirmations: Int) -> Duration {
+        self.suspicionTimeout(start: start, floor: floor, confirmations: confirmations)
+    }
+
     /// Starts suspecting `id` (suspected first by `origin`), unless it already is.
     mutating func startSuspicion(of id: PeerID, by origin: PeerID, now: Instant) {
         guard self.suspicions[id] == nil else {
