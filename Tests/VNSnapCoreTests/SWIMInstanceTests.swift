@@ -29,10 +29,18 @@ import VNSnapCore
 
     @Test func test_onPing_forMe_shouldAck_andForSomeoneElse_shouldIgnore() {
         var swim = SWIMFixtures.instance("a", knowing: ["b"])
-        let ack = swim.onMessage(SWIMMessage(from: self.b, body: .ping(sequence: 7, target: PeerID(name: "a"))), from: "b:7947", now: .zero)
+        let ack = swim.onMessage(
+            SWIMMessage(from: self.b, body: .ping(sequence: 7, target: PeerID(name: "a"))),
+            from: "b:7947",
+            now: .zero
+        )
         #expect(ack.sends.map(\.0.body) == [.ack(sequence: 7)])
         #expect(ack.sends.first?.1 == "b:7947")
-        let ignored = swim.onMessage(SWIMMessage(from: self.b, body: .ping(sequence: 8, target: self.c)), from: "b:7947", now: .zero)
+        let ignored = swim.onMessage(
+            SWIMMessage(from: self.b, body: .ping(sequence: 8, target: self.c)),
+            from: "b:7947",
+            now: .zero
+        )
         #expect(ignored.sends.isEmpty)
     }
 
@@ -81,7 +89,11 @@ import VNSnapCore
         }
         #expect(target == self.b)
         #expect(relay.sends.first?.1 == "b:7947")
-        let forwarded = swim.onMessage(SWIMMessage(from: self.b, body: .ack(sequence: relaySequence)), from: "b:7947", now: .ms(100))
+        let forwarded = swim.onMessage(
+            SWIMMessage(from: self.b, body: .ack(sequence: relaySequence)),
+            from: "b:7947",
+            now: .ms(100)
+        )
         #expect(forwarded.sends.map(\.0.body) == [.ack(sequence: 42)])
         #expect(forwarded.sends.first?.1 == "a:7947")
 
@@ -111,7 +123,11 @@ import VNSnapCore
         }
         // ...with its timeout scaled by (LHM + 1) = 3: no indirect probes at 1.5 s, only at 2.5 s.
         #expect(swim.onTick(now: .ms(1500)).sends.isEmpty)
-        _ = swim.onMessage(SWIMMessage(from: target, body: .ack(sequence: sequence)), from: end.sends.last!.1, now: .ms(1600))
+        _ = swim.onMessage(
+            SWIMMessage(from: target, body: .ack(sequence: sequence)),
+            from: end.sends.last!.1,
+            now: .ms(1600)
+        )
         #expect(swim.localHealthScore == 1)
         // And the interval too: the probe after it is due 3 s after the last one started.
         #expect(swim.onTick(now: .ms(3900)).sends.isEmpty)
@@ -123,7 +139,11 @@ import VNSnapCore
         guard case .ping(let sequence, _)? = swim.onTick(now: .zero).sends.first?.0.body else { return }
         let requests = swim.onTick(now: .ms(500)).sends
         for (_, address) in requests {
-            _ = swim.onMessage(SWIMMessage(from: PeerID(name: String(address.prefix(1))), body: .nack(sequence: sequence)), from: address, now: .ms(900))
+            _ = swim.onMessage(
+                SWIMMessage(from: PeerID(name: String(address.prefix(1))), body: .nack(sequence: sequence)),
+                from: address,
+                now: .ms(900)
+            )
         }
         _ = swim.onTick(now: .ms(1000))
         #expect(swim.localHealthScore == 0)
@@ -147,20 +167,38 @@ import VNSnapCore
     @Test func test_suspicionAboutMe_shouldRefuteWithHigherIncarnation() {
         var swim = SWIMFixtures.instance("a", knowing: ["b"])
         let claim = SWIMUpdate(state: SWIMFixtures.state("a", incarnation: 0, status: .suspect), origin: self.b)
-        _ = swim.onMessage(SWIMMessage(from: self.b, body: .ack(sequence: 999), gossip: [claim]), from: "b:7947", now: .zero)
+        _ = swim.onMessage(
+            SWIMMessage(from: self.b, body: .ack(sequence: 999), gossip: [claim]),
+            from: "b:7947",
+            now: .zero
+        )
         #expect(swim.me.incarnation == 1)
         #expect(swim.me.status == .alive)
         // The refutation rides on the next message.
         let ping = swim.onTick(now: .zero).sends.first?.0
-        #expect(ping?.gossip.contains { $0.state.id == PeerID(name: "a") && $0.state.incarnation == 1 && $0.state.status == .alive } == true)
+        #expect(
+            ping?.gossip.contains {
+                $0.state.id == PeerID(name: "a") && $0.state.incarnation == 1 && $0.state.status == .alive
+            } == true
+        )
     }
 
     @Test func test_suspect_whenRefutedByHigherIncarnation_shouldBeAliveAgain() {
         var swim = SWIMFixtures.instance("a", knowing: ["b", "c"])
         let suspect = SWIMUpdate(state: SWIMFixtures.state("b", status: .suspect), origin: self.c)
-        #expect(swim.onMessage(SWIMMessage(from: self.c, body: .ack(sequence: 0), gossip: [suspect]), from: "c:7947", now: .zero).changes.first?.0.status == .suspect)
+        #expect(
+            swim.onMessage(
+                SWIMMessage(from: self.c, body: .ack(sequence: 0), gossip: [suspect]),
+                from: "c:7947",
+                now: .zero
+            ).changes.first?.0.status == .suspect
+        )
         let alive = SWIMUpdate(state: SWIMFixtures.state("b", incarnation: 1), origin: self.b)
-        let back = swim.onMessage(SWIMMessage(from: self.b, body: .ack(sequence: 0), gossip: [alive]), from: "b:7947", now: .ms(100))
+        let back = swim.onMessage(
+            SWIMMessage(from: self.b, body: .ack(sequence: 0), gossip: [alive]),
+            from: "b:7947",
+            now: .ms(100)
+        )
         #expect(back.changes.first?.0.status == .alive)
         #expect(back.changes.first?.1 == .suspect)
         // Its suspicion no longer runs: nothing dies later.
@@ -170,7 +208,11 @@ import VNSnapCore
     @Test func test_suspect_withoutRefutation_shouldBeDeadAfterTimeout() {
         var swim = SWIMFixtures.instance("a", knowing: ["b", "c"])
         let suspect = SWIMUpdate(state: SWIMFixtures.state("b", status: .suspect), origin: self.c)
-        _ = swim.onMessage(SWIMMessage(from: self.c, body: .ack(sequence: 0), gossip: [suspect]), from: "c:7947", now: .zero)
+        _ = swim.onMessage(
+            SWIMMessage(from: self.c, body: .ack(sequence: 0), gossip: [suspect]),
+            from: "c:7947",
+            now: .zero
+        )
         // n = 3: start = 4 · max(1, log10 3) · 1 s = 4 s with no confirmations.
         #expect(swim.state(of: self.b)?.status == .suspect)
         _ = swim.onTick(now: .ms(3900))
@@ -186,7 +228,11 @@ import VNSnapCore
         let target = PeerID(name: "m0")
         for (i, origin) in ["m1", "m2", "m3", "m4"].enumerated() {
             let update = SWIMUpdate(state: SWIMFixtures.state("m0", status: .suspect), origin: PeerID(name: origin))
-            _ = swim.onMessage(SWIMMessage(from: PeerID(name: origin), body: .ack(sequence: 0), gossip: [update]), from: "\(origin):7947", now: .ms(i))
+            _ = swim.onMessage(
+                SWIMMessage(from: PeerID(name: origin), body: .ack(sequence: 0), gossip: [update]),
+                from: "\(origin):7947",
+                now: .ms(i)
+            )
         }
         _ = swim.onTick(now: .ms(700))
         #expect(swim.state(of: target)?.status == .suspect)
@@ -201,7 +247,11 @@ import VNSnapCore
         var swim = SWIMFixtures.instance("a", knowing: names, settings: settings)
         for origin in ["m1", "m2", "m3", "m4"] {
             let update = SWIMUpdate(state: SWIMFixtures.state("m0", status: .suspect), origin: PeerID(name: origin))
-            _ = swim.onMessage(SWIMMessage(from: PeerID(name: origin), body: .ack(sequence: 0), gossip: [update]), from: "\(origin):7947", now: .zero)
+            _ = swim.onMessage(
+                SWIMMessage(from: PeerID(name: origin), body: .ack(sequence: 0), gossip: [update]),
+                from: "\(origin):7947",
+                now: .zero
+            )
         }
         _ = swim.onTick(now: .ms(4000))
         #expect(swim.state(of: PeerID(name: "m0"))?.status == .suspect)
@@ -230,15 +280,27 @@ import VNSnapCore
         #expect(leaver.me.incarnation == 1)
         #expect(!goodbye.sends.isEmpty)
         var other = SWIMFixtures.instance("a", knowing: ["b", "c"])
-        guard let (message, address) = goodbye.sends.first(where: { $0.1 == "a:7947" }) ?? goodbye.sends.first else { return }
+        guard let (message, address) = goodbye.sends.first(where: { $0.1 == "a:7947" }) ?? goodbye.sends.first else {
+            return
+        }
         let changes = other.onMessage(message, from: address == "a:7947" ? "b:7947" : "b:7947", now: .ms(1)).changes
         #expect(changes.contains { $0.0.id == self.b && $0.0.status == .left })
         // A late, older "alive" cannot bring it back.
         let stale = SWIMUpdate(state: SWIMFixtures.state("b", incarnation: 1), origin: self.c)
-        #expect(other.onMessage(SWIMMessage(from: self.c, body: .ack(sequence: 0), gossip: [stale]), from: "c:7947", now: .ms(2)).changes.isEmpty)
+        #expect(
+            other.onMessage(
+                SWIMMessage(from: self.c, body: .ack(sequence: 0), gossip: [stale]),
+                from: "c:7947",
+                now: .ms(2)
+            ).changes.isEmpty
+        )
         // The leaver does not refute suspicion any more.
         let claim = SWIMUpdate(state: SWIMFixtures.state("b", incarnation: 5, status: .dead), origin: self.c)
-        _ = leaver.onMessage(SWIMMessage(from: self.c, body: .ack(sequence: 0), gossip: [claim]), from: "c:7947", now: .ms(3))
+        _ = leaver.onMessage(
+            SWIMMessage(from: self.c, body: .ack(sequence: 0), gossip: [claim]),
+            from: "c:7947",
+            now: .ms(3)
+        )
         #expect(leaver.me.incarnation == 1)
     }
 
@@ -247,11 +309,19 @@ import VNSnapCore
         settings.retransmitMultiplier = 2
         var swim = SWIMFixtures.instance("a", knowing: ["b"], settings: settings)
         let news = SWIMUpdate(state: SWIMFixtures.state("z", incarnation: 3), origin: PeerID(name: "z"))
-        _ = swim.onMessage(SWIMMessage(from: self.b, body: .ack(sequence: 0), gossip: [news]), from: "b:7947", now: .zero)
+        _ = swim.onMessage(
+            SWIMMessage(from: self.b, body: .ack(sequence: 0), gossip: [news]),
+            from: "b:7947",
+            now: .zero
+        )
         // n = 3 (a, b, z): limit = 2 · ceil(log10 4) = 2.
         var carried = 0
         for i in 0..<10 {
-            let sends = swim.onMessage(SWIMMessage(from: self.b, body: .ping(sequence: UInt32(i), target: PeerID(name: "a"))), from: "b:7947", now: .ms(i)).sends
+            let sends = swim.onMessage(
+                SWIMMessage(from: self.b, body: .ping(sequence: UInt32(i), target: PeerID(name: "a"))),
+                from: "b:7947",
+                now: .ms(i)
+            ).sends
             carried += sends.filter { $0.0.gossip.contains { $0.state.id == PeerID(name: "z") } }.count
         }
         #expect(carried == 2)
@@ -264,7 +334,11 @@ import VNSnapCore
             SWIMFixtures.state("c", incarnation: 4),
             SWIMFixtures.state("d", incarnation: 0, status: .left),
         ]
-        let reply = swim.onMessage(SWIMMessage(from: self.c, body: .pushPull(isResponse: false, members: states)), from: "c:7947", now: .zero)
+        let reply = swim.onMessage(
+            SWIMMessage(from: self.c, body: .pushPull(isResponse: false, members: states)),
+            from: "c:7947",
+            now: .zero
+        )
         #expect(swim.state(of: self.b)?.status == .suspect)
         #expect(swim.state(of: self.c)?.incarnation == 4)
         #expect(swim.state(of: self.d)?.status == .left)
@@ -275,7 +349,14 @@ import VNSnapCore
         }
         #expect(Set(answered.map(\.id)) == Set([PeerID(name: "a"), self.b, self.c, self.d]))
         // An older state never overrides a newer one.
-        _ = swim.onMessage(SWIMMessage(from: self.b, body: .pushPull(isResponse: true, members: [SWIMFixtures.state("c", incarnation: 2)])), from: "b:7947", now: .ms(1))
+        _ = swim.onMessage(
+            SWIMMessage(
+                from: self.b,
+                body: .pushPull(isResponse: true, members: [SWIMFixtures.state("c", incarnation: 2)])
+            ),
+            from: "b:7947",
+            now: .ms(1)
+        )
         #expect(swim.state(of: self.c)?.incarnation == 4)
     }
 
@@ -292,7 +373,10 @@ import VNSnapCore
         }
         #expect(retries == [1000, 3000, 7000])
         _ = swim.onMessage(
-            SWIMMessage(from: PeerID(name: "s1"), body: .pushPull(isResponse: true, members: [SWIMFixtures.state("s1")])),
+            SWIMMessage(
+                from: PeerID(name: "s1"),
+                body: .pushPull(isResponse: true, members: [SWIMFixtures.state("s1")])
+            ),
             from: "s1:7947",
             now: .ms(8100)
         )

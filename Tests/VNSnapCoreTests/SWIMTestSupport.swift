@@ -6,7 +6,12 @@ typealias TestSWIM = SWIMInstance<TestInstant, SplitMix64>
 typealias TestDirective = SWIMDirective<TestInstant>
 
 enum SWIMFixtures {
-    static let metadata = MemberMetadata(roles: [.vm], tunnelAddress: "10.0.0.1:7946", storeCapacity: 0, version: "test")
+    static let metadata = MemberMetadata(
+        roles: [.vm],
+        tunnelAddress: "10.0.0.1:7946",
+        storeCapacity: 0,
+        version: "test"
+    )
 
     static func state(_ name: String, incarnation: UInt64 = 0, status: MemberStatus = .alive) -> MemberState {
         MemberState(

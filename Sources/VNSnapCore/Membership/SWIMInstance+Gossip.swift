@@ -105,7 +105,8 @@ extension SWIMInstance {
 
     /// Picks the updates to piggyback on one outgoing message: fewest transmissions first, each at most
     /// `retransmitLimit` times. `first` (the buddy system's suspicion of a probed member) goes first.
-    mutating func piggyback(first: PeerID? = nil) -> [SWIMUpdate] {
+    /// Never more than `budget` encoded bytes, so the message fits one datagram.
+    mutating func piggyback(first: PeerID? = nil, budget: Int = SWIMCodec.maximumSize) -> [SWIMUpdate] {
         guard self.settings.maxPiggyback > 0, !self.broadcasts.isEmpty else { return [] }
         let limit = self.retransmitLimit
         var chosen: [PeerID] = []
@@ -118,8 +119,12 @@ extension SWIMInstance {
         chosen += rest
         var updates: [SWIMUpdate] = []
         updates.reserveCapacity(chosen.count)
+        var remaining = budget
         for id in chosen {
             guard var broadcast = self.broadcasts[id] else { continue }
+            let size = SWIMCodec.size(of: broadcast.update)
+            guard size <= remaining else { continue }
+            remaining -= size
             updates.append(broadcast.update)
             broadcast.transmits += 1
             self.broadcasts[id] = broadcast.transmits >= limit ? nil : broadcast
@@ -128,8 +133,13 @@ extension SWIMInstance {
     }
 
     /// A message to `address` with piggybacked gossip.
-    mutating func message(_ body: SWIMMessage.Body, to address: String, buddy: PeerID? = nil) -> SWIMDirective<Instant> {
-        .send(SWIMMessage(from: self.me.id, body: body, gossip: self.piggyback(first: buddy)), to: address)
+    mutating func message(_ body: SWIMMessage.Body, to address: String, buddy: PeerID? = nil) -> SWIMDirective<Instant>
+    {
+        let budget = SWIMCodec.maximumSize - SWIMCodec.baseSize(of: body)
+        return .send(
+            SWIMMessage(from: self.me.id, body: body, gossip: self.piggyback(first: buddy, budget: budget)),
+            to: address
+        )
     }
 
     // ==== ------------------------------------------------------------------------------------------------------------

@@ -109,7 +109,9 @@ extension SWIMInstance {
     // MARK: Messages
 
     /// Handles one message that arrived from the membership address `address`.
-    public mutating func onMessage(_ message: SWIMMessage, from address: String, now: Instant) -> [SWIMDirective<Instant>] {
+    public mutating func onMessage(_ message: SWIMMessage, from address: String, now: Instant) -> [SWIMDirective<
+        Instant
+    >] {
         var directives: [SWIMDirective<Instant>] = []
         guard message.from != self.me.id else { return directives }
         for update in message.gossip {

@@ -47,14 +47,28 @@ extension SWIMInstance {
     mutating func pushPull(to address: String, isResponse: Bool) -> [SWIMDirective<Instant>] {
         var directives: [SWIMDirective<Instant>] = []
         let states = [self.me] + self.members.values.map(\.state).sorted { $0.id < $1.id }
-        var index = 0
-        while index < states.count {
-            let batch = Array(states[index..<min(states.count, index + self.settings.pushPullBatch)])
+        let empty = SWIMCodec.baseSize(of: .pushPull(isResponse: isResponse, members: []))
+        var batch: [MemberState] = []
+        var size = empty
+        func flush() {
             directives.append(
-                .send(SWIMMessage(from: self.me.id, body: .pushPull(isResponse: isResponse, members: batch)), to: address)
+                .send(
+                    SWIMMessage(from: self.me.id, body: .pushPull(isResponse: isResponse, members: batch)),
+                    to: address
+                )
             )
-            index += self.settings.pushPullBatch
+            batch.removeAll(keepingCapacity: true)
+            size = empty
         }
+        for state in states {
+            let stateSize = SWIMCodec.size(of: state)
+            if !batch.isEmpty, size + stateSize > SWIMCodec.maximumSize || batch.count >= self.settings.pushPullBatch {
+                flush()
+            }
+            batch.append(state)
+            size += stateSize
+        }
+        if !batch.isEmpty { flush() }
         return directives
     }
 
@@ -93,7 +107,10 @@ extension SWIMInstance {
         self.enqueueBroadcast(update)
         for member in self.randomActiveMembers(self.settings.indirectProbes + 2, excluding: [self.me.id]) {
             directives.append(
-                .send(SWIMMessage(from: self.me.id, body: .pushPull(isResponse: true, members: [self.me]), gossip: []), to: member.address)
+                .send(
+                    SWIMMessage(from: self.me.id, body: .pushPull(isResponse: true, members: [self.me]), gossip: []),
+                    to: member.address
+                )
             )
         }
         return directives

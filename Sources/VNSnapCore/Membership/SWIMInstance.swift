@@ -141,4 +141,3 @@ where Instant.Duration == Duration {
         self.localHealth = min(self.settings.maxLocalHealth, max(0, self.localHealth + delta))
     }
 }
-

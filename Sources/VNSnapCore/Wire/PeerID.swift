@@ -34,7 +34,9 @@ extension PeerID: Codable {
     public init(from decoder: any Decoder) throws {
         let text = try decoder.singleValueContainer().decode(String.self)
         guard let value = UInt64(text, radix: 16) else {
-            throw DecodingError.dataCorrupted(.init(codingPath: decoder.codingPath, debugDescription: "bad peer id \(text)"))
+            throw DecodingError.dataCorrupted(
+                .init(codingPath: decoder.codingPath, debugDescription: "bad peer id \(text)")
+            )
         }
         self.init(rawValue: value)
     }

@@ -1,0 +1,223 @@
+/// The binary wire format of membership messages (before sealing), big-endian.
+///
+/// ```
+/// message  = version:u8(1) type:u8 from:u64 body gossipCount:u8 update*
+/// body     = ping: seq:u32 target:u64 | pingRequest: seq:u32 target:u64 address:str
+///          | ack, nack: seq:u32 | pushPull: isResponse:u8 count:u8 state*
+/// update   = state origin:u64
+/// state    = id:u64 name:str address:str incarnation:u64 status:u8 roles:u8 tunnel:str capacity:u64 version:str
+/// str      = length:u8 utf8
+/// ```
+/// A message larger than `maximumSize` is refused when encoding, never truncated; the instance packs
+/// gossip and push/pull batches to fit.
+public enum SWIMCodec {
+    /// Largest encoded message: sealed, it stays under a 1500-byte MTU with room for IP/UDP headers.
+    public static let maximumSize = 1360
+    static let version: UInt8 = 1
+
+    /// Why a membership datagram was refused.
+    public enum Failure: String, Error, Sendable, Hashable, CaseIterable, Codable, CodingKeyRepresentable {
+        /// Ends before a field does.
+        case truncated
+        /// A version this build does not speak.
+        case badVersion
+        /// An unknown message type, status or role bit.
+        case malformed
+        /// Bytes left over after the message.
+        case trailingBytes
+        /// Larger than `maximumSize` (on encoding), or a string longer than 255 bytes.
+        case oversized
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Sizes
+
+    /// Encoded bytes of a member state.
+    public static func size(of state: MemberState) -> Int {
+        8 + 1 + state.name.utf8.count + 1 + state.address.utf8.count + 8 + 1 + 1
+            + 1 + state.metadata.tunnelAddress.utf8.count + 8 + 1 + state.metadata.version.utf8.count
+    }
+
+    /// Encoded bytes of a gossiped update.
+    public static func size(of update: SWIMUpdate) -> Int { self.size(of: update.state) + 8 }
+
+    /// Encoded bytes of a message with no gossip.
+    public static func baseSize(of body: SWIMMessage.Body) -> Int {
+        let header = 1 + 1 + 8 + 1
+        switch body {
+        case .ping: return header + 12
+        case .pingRequest(_, _, let address): return header + 12 + 1 + address.utf8.count
+        case .ack, .nack: return header + 4
+        case .pushPull(_, let states): return header + 2 + states.reduce(0) { $0 + self.size(of: $1) }
+        }
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Encoding
+
+    /// Encodes a message; throws `oversized` past `maximumSize` or for a string over 255 bytes.
+    public static func encode(_ message: SWIMMessage) throws(Failure) -> [UInt8] {
+        var writer = Writer()
+        writer.u8(Self.version)
+        switch message.body {
+        case .ping(let sequence, let target):
+            writer.u8(1)
+            writer.u64(message.from.rawValue)
+            writer.u32(sequence)
+            writer.u64(target.rawValue)
+        case .pingRequest(let sequence, let target, let address):
+            writer.u8(2)
+            writer.u64(message.from.rawValue)
+            writer.u32(sequence)
+            writer.u64(target.rawValue)
+            try writer.string(address)
+        case .ack(let sequence):
+            writer.u8(3)
+            writer.u64(message.from.rawValue)
+            writer.u32(sequence)
+        case .nack(let sequence):
+            writer.u8(4)
+            writer.u64(message.from.rawValue)
+            writer.u32(sequence)
+        case .pushPull(let isResponse, let states):
+            writer.u8(5)
+            writer.u64(message.from.rawValue)
+            writer.u8(isResponse ? 1 : 0)
+            guard states.count <= 255 else { throw .oversized }
+            writer.u8(UInt8(states.count))
+            for state in states { try writer.state(state) }
+        }
+        guard message.gossip.count <= 255 else { throw .oversized }
+        writer.u8(UInt8(message.gossip.count))
+        for update in message.gossip {
+            try writer.state(update.state)
+            writer.u64(update.origin.rawValue)
+        }
+        guard writer.bytes.count <= Self.maximumSize else { throw .oversized }
+        return writer.bytes
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Decoding
+
+    /// Decodes a message; every malformed input throws, none crashes.
+    public static func decode(_ bytes: [UInt8]) throws(Failure) -> SWIMMessage {
+        guard bytes.count <= Self.maximumSize else { throw .oversized }
+        var reader = Reader(bytes: bytes)
+        guard try reader.u8() == Self.version else { throw .badVersion }
+        let type = try reader.u8()
+        let from = PeerID(rawValue: try reader.u64())
+        let body: SWIMMessage.Body
+        switch type {
+        case 1: body = .ping(sequence: try reader.u32(), target: PeerID(rawValue: try reader.u64()))
+        case 2:
+            body = .pingRequest(
+                sequence: try reader.u32(),
+                target: PeerID(rawValue: try reader.u64()),
+                address: try reader.string()
+            )
+        case 3: body = .ack(sequence: try reader.u32())
+        case 4: body = .nack(sequence: try reader.u32())
+        case 5:
+            let flag = try reader.u8()
+            guard flag <= 1 else { throw .malformed }
+            let count = Int(try reader.u8())
+            var states: [MemberState] = []
+            for _ in 0..<count { states.append(try reader.state()) }
+            body = .pushPull(isResponse: flag == 1, members: states)
+        default: throw .malformed
+        }
+        let gossipCount = Int(try reader.u8())
+        var gossip: [SWIMUpdate] = []
+        for _ in 0..<gossipCount {
+            let state = try reader.state()
+            gossip.append(SWIMUpdate(state: state, origin: PeerID(rawValue: try reader.u64())))
+        }
+        guard reader.offset == bytes.count else { throw .trailingBytes }
+        return SWIMMessage(from: from, body: body, gossip: gossip)
+    }
+
+    static let roleBits: [(PeerRole, UInt8)] = [(.vm, 1), (.store, 2), (.relay, 4)]
+
+    struct Writer {
+        var bytes: [UInt8] = []
+        mutating func u8(_ value: UInt8) { self.bytes.append(value) }
+        mutating func u32(_ value: UInt32) {
+            for shift in stride(from: 24, through: 0, by: -8) {
+                self.bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift)))
+            }
+        }
+        mutating func u64(_ value: UInt64) {
+            for shift in stride(from: 56, through: 0, by: -8) {
+                self.bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift)))
+            }
+        }
+        mutating func string(_ value: String) throws(Failure) {
+            let utf8 = Array(value.utf8)
+            guard utf8.count <= 255 else { throw .oversized }
+            self.u8(UInt8(utf8.count))
+            self.bytes += utf8
+        }
+        mutating func state(_ state: MemberState) throws(Failure) {
+            self.u64(state.id.rawValue)
+            try self.string(state.name)
+            try self.string(state.address)
+            self.u64(state.incarnation)
+            self.u8(state.status.rawValue)
+            self.u8(SWIMCodec.roleBits.reduce(0) { state.metadata.roles.contains($1.0) ? $0 | $1.1 : $0 })
+            try self.string(state.metadata.tunnelAddress)
+            self.u64(state.metadata.storeCapacity)
+            try self.string(state.metadata.version)
+        }
+    }
+
+    struct Reader {
+        let bytes: [UInt8]
+        var offset = 0
+        mutating func u8() throws(Failure) -> UInt8 {
+            guard self.offset < self.bytes.count else { throw .truncated }
+            defer { self.offset += 1 }
+            return self.bytes[self.offset]
+        }
+        mutating func u32() throws(Failure) -> UInt32 {
+            var value: UInt32 = 0
+            for _ in 0..<4 { value = (value << 8) | UInt32(try self.u8()) }
+            return value
+        }
+        mutating func u64() throws(Failure) -> UInt64 {
+            var value: UInt64 = 0
+            for _ in 0..<8 { value = (value << 8) | UInt64(try self.u8()) }
+            return value
+        }
+        mutating func string() throws(Failure) -> String {
+            let length = Int(try self.u8())
+            guard self.offset + length <= self.bytes.count else { throw .truncated }
+            defer { self.offset += length }
+            guard let text = String(validating: self.bytes[self.offset..<self.offset + length], as: UTF8.self) else {
+                throw .malformed
+            }
+            return text
+        }
+        mutating func state() throws(Failure) -> MemberState {
+            let id = PeerID(rawValue: try self.u64())
+            let name = try self.string()
+            let address = try self.string()
+            let incarnation = try self.u64()
+            guard let status = MemberStatus(rawValue: try self.u8()) else { throw .malformed }
+            let roleByte = try self.u8()
+            guard roleByte & ~0x07 == 0 else { throw .malformed }
+            let roles = Set(SWIMCodec.roleBits.filter { roleByte & $0.1 != 0 }.map(\.0))
+            let tunnel = try self.string()
+            let capacity = try self.u64()
+            let version = try self.string()
+            return MemberState(
+                id: id,
+                name: name,
+                address: address,
+                incarnation: incarnation,
+                status: status,
+                metadata: MemberMetadata(roles: roles, tunnelAddress: tunnel, storeCapacity: capacity, version: version)
+            )
+        }
+    }
+}
