@@ -41,7 +41,8 @@ let package = Package(
         .target(
             name: "VNSnapCore",
             dependencies: [],
-            swiftSettings: swiftSettings
+            // The core is optimised in debug builds too: the test suite simulates thousands of SWIM members.
+            swiftSettings: swiftSettings + [.unsafeFlags(["-O"], .when(configuration: .debug))]
         ),
         // libsodium wrappers: keyring, sealed datagrams, hashes.
         .target(
@@ -105,7 +106,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        .testTarget(name: "VNSnapCoreTests", dependencies: ["VNSnapCore"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "VNSnapCoreTests",
+            dependencies: ["VNSnapCore"],
+            swiftSettings: swiftSettings
+        ),
         .testTarget(
             name: "VNSnapCryptoTests",
             dependencies: ["VNSnapCrypto", "VNSnapCore"],

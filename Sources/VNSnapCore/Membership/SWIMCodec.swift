@@ -2,8 +2,9 @@
 ///
 /// ```
 /// message  = version:u8(1) type:u8 from:u64 body gossipCount:u8 update*
+/// type     = 1 ping, 2 pingRequest, 3 ack, 4 nack, 5 pushPull, 6 gossip
 /// body     = ping: seq:u32 target:u64 | pingRequest: seq:u32 target:u64 address:str
-///          | ack, nack: seq:u32 | pushPull: isResponse:u8 count:u8 state*
+///          | ack, nack: seq:u32 | pushPull: isResponse:u8 count:u8 state* | gossip: (nothing)
 /// update   = state origin:u64
 /// state    = id:u64 name:str address:str incarnation:u64 status:u8 roles:u8 tunnel:str capacity:u64 version:str
 /// str      = length:u8 utf8
@@ -48,6 +49,7 @@ public enum SWIMCodec {
         case .ping: return header + 12
         case .pingRequest(_, _, let address): return header + 12 + 1 + address.utf8.count
         case .ack, .nack: return header + 4
+        case .gossip: return header
         case .pushPull(_, let states): return header + 2 + states.reduce(0) { $0 + self.size(of: $1) }
         }
     }
@@ -79,6 +81,9 @@ public enum SWIMCodec {
             writer.u8(4)
             writer.u64(message.from.rawValue)
             writer.u32(sequence)
+        case .gossip:
+            writer.u8(6)
+            writer.u64(message.from.rawValue)
         case .pushPull(let isResponse, let states):
             writer.u8(5)
             writer.u64(message.from.rawValue)
@@ -125,6 +130,7 @@ public enum SWIMCodec {
             var states: [MemberState] = []
             for _ in 0..<count { states.append(try reader.state()) }
             body = .pushPull(isResponse: flag == 1, members: states)
+        case 6: body = .gossip
         default: throw .malformed
         }
         let gossipCount = Int(try reader.u8())

@@ -29,9 +29,9 @@ extension SWIMInstance {
         guard let current = self.members[incoming.id] else {
             // A member we have not heard of. Dead and left ones are remembered as tombstones but not announced
             // as new: they are gone.
-            self.members[incoming.id] = Member(state: incoming, lastChange: now)
+            self.setMember(Member(state: incoming, lastChange: now), for: incoming.id)
             if incoming.status.isActive {
-                self.addToProbeOrder(incoming.id)
+                self.addToProbeOrder(incoming.id, isNew: true)
                 directives.append(.memberChanged(incoming, previous: nil))
             }
             if incoming.status == .suspect {
@@ -43,7 +43,8 @@ extension SWIMInstance {
 
         guard incoming.supersedes(current.state) else {
             // Same news again: a suspicion seen from another origin is an independent confirmation.
-            if incoming.status == .suspect, current.state.status == .suspect,
+            // Push/pull only relays what its sender heard: not a confirmation of its own.
+            if !fromPushPull, incoming.status == .suspect, current.state.status == .suspect,
                 incoming.incarnation == current.state.incarnation
             {
                 self.confirmSuspicion(of: incoming.id, by: update.origin, now: now)
@@ -57,15 +58,16 @@ extension SWIMInstance {
         }
 
         let previous = current.state.status
-        self.members[incoming.id] = Member(
-            state: incoming,
-            lastChange: incoming.status != previous ? now : current.lastChange
+        self.setMember(
+            Member(state: incoming, lastChange: incoming.status != previous ? now : current.lastChange),
+            for: incoming.id
         )
         switch incoming.status {
         case .alive:
             self.suspicions[incoming.id] = nil
             if !previous.isActive { self.addToProbeOrder(incoming.id) }
         case .suspect:
+            if fromPushPull, self.suspicions[incoming.id] != nil { break }
             self.startSuspicion(of: incoming.id, by: update.origin, now: now)
         case .dead, .left:
             self.suspicions[incoming.id] = nil
@@ -74,7 +76,9 @@ extension SWIMInstance {
         if incoming.status != previous {
             directives.append(.memberChanged(incoming, previous: previous))
         }
-        if gossipIt || incoming.status != previous { self.enqueueBroadcast(update) }
+        // A push/pull state carries no origin: re-gossiping it would attribute a suspicion to the wrong peer
+        // and count as a false "independent" confirmation elsewhere.
+        if gossipIt { self.enqueueBroadcast(update) }
         return directives
     }
 
@@ -132,25 +136,35 @@ extension SWIMInstance {
         return updates
     }
 
-    /// A message to `address` with piggybacked gossip.
-    mutating func message(_ body: SWIMMessage.Body, to address: String, buddy: PeerID? = nil) -> SWIMDirective<Instant>
-    {
-        let budget = SWIMCodec.maximumSize - SWIMCodec.baseSize(of: body)
-        return .send(
-            SWIMMessage(from: self.me.id, body: body, gossip: self.piggyback(first: buddy, budget: budget)),
-            to: address
-        )
+    /// A message to `address` with piggybacked gossip. With `buddy` (a suspect being probed), the message
+    /// tells it of its suspicion whether or not that news is still queued (Lifeguard §IV.C).
+    mutating func message(
+        _ body: SWIMMessage.Body,
+        to address: String,
+        buddy: MemberState? = nil
+    ) -> SWIMDirective<Instant> {
+        var budget = SWIMCodec.maximumSize - SWIMCodec.baseSize(of: body)
+        var gossip: [SWIMUpdate] = []
+        if let buddy {
+            let update = SWIMUpdate(state: buddy, origin: self.me.id)
+            gossip.append(update)
+            budget -= SWIMCodec.size(of: update)
+        }
+        gossip += self.piggyback(first: nil, budget: budget).filter { $0.state.id != buddy?.id }
+        return .send(SWIMMessage(from: self.me.id, body: body, gossip: gossip), to: address)
     }
 
     // ==== ------------------------------------------------------------------------------------------------------------
     // MARK: Probe order (SWIM §4.3: round-robin over a random permutation)
 
-    /// Inserts a member at a random position in the probe order, so new members are probed within one round.
-    mutating func addToProbeOrder(_ id: PeerID) {
-        guard !self.probeOrder.contains(id) else { return }
-        let position = Int.random(in: 0...self.probeOrder.count, using: &self.rng)
-        self.probeOrder.insert(id, at: position)
-        if position <= self.probeIndex, self.probeIndex < self.probeOrder.count - 1 { self.probeIndex += 1 }
+    /// Adds a member to the probe order at a random place (SWIM §4.3: new members are probed within a round).
+    /// Appends and swaps, O(1), so large clusters join quickly; a member already listed is not added twice.
+    mutating func addToProbeOrder(_ id: PeerID, isNew: Bool = false) {
+        guard isNew || !self.probeOrder.contains(id) else { return }
+        self.probeOrder.append(id)
+        let last = self.probeOrder.count - 1
+        let position = Int.random(in: 0...last, using: &self.rng)
+        self.probeOrder.swapAt(position, last)
     }
 
     /// The next member to probe, reshuffling after each full round; `nil` if nobody can be probed.
@@ -171,7 +185,10 @@ extension SWIMInstance {
 
     /// Up to `count` random alive members other than `excluding`, for indirect probes and push/pull.
     /// Samples the probe order instead of sorting every member, so it stays cheap in large clusters.
-    mutating func randomActiveMembers(_ count: Int, excluding: Set<PeerID>) -> [MemberState] {
+    /// With `includeSuspects`, suspect members count too (gossip must reach them, so they can refute).
+    mutating func randomActiveMembers(_ count: Int, excluding: Set<PeerID>, includeSuspects: Bool = false)
+        -> [MemberState]
+    {
         guard count > 0, !self.probeOrder.isEmpty else { return [] }
         var result: [MemberState] = []
         var tried: Set<Int> = []
@@ -182,7 +199,9 @@ extension SWIMInstance {
             let index = Int.random(in: 0..<self.probeOrder.count, using: &self.rng)
             guard tried.insert(index).inserted else { continue }
             let id = self.probeOrder[index]
-            if !excluding.contains(id), let member = self.members[id], member.state.status == .alive {
+            if !excluding.contains(id), let member = self.members[id],
+                member.state.status == .alive || (includeSuspects && member.state.status == .suspect)
+            {
                 result.append(member.state)
             }
         }

@@ -15,6 +15,7 @@ extension SWIMInstance {
             if self.probe == nil, now >= self.nextProbeAt {
                 directives += self.startProbe(now: now)
             }
+            directives += self.gossipRound(now: now)
             directives += self.periodicPushPull(now: now)
             directives += self.retrySeeds(now: now)
             self.forgetOldTombstones(now: now)
@@ -25,14 +26,18 @@ extension SWIMInstance {
 
     /// The earliest time something is due.
     func nextDeadline(after now: Instant) -> Instant {
+        // A peer that left has nothing due; it only answers what it receives.
+        if self.hasLeft { return now.advanced(by: self.settings.probeInterval) }
         var next = self.nextProbeAt
         if let probe = self.probe { next = min(next, probe.deadline) }
         for relay in self.relays.values { next = min(next, relay.deadline) }
         for suspicion in self.suspicions.values { next = min(next, self.suspicionDeadline(suspicion)) }
         next = min(next, self.nextPushPullAt)
         if let retry = self.seedRetryAt { next = min(next, retry) }
-        // Never in the past, never more than one probe interval away.
-        return max(now, min(next, now.advanced(by: self.settings.probeInterval)))
+        if self.settings.gossipInterval > .zero, !self.broadcasts.isEmpty { next = min(next, self.nextGossipAt) }
+        // Never now or in the past (everything due now was just handled, so a tick "now" could only spin),
+        // never more than one probe interval away.
+        return max(now.advanced(by: .milliseconds(1)), min(next, now.advanced(by: self.settings.probeInterval)))
     }
 
     mutating func startProbe(now: Instant) -> [SWIMDirective<Instant>] {
@@ -48,7 +53,7 @@ extension SWIMInstance {
             periodEnd: self.nextProbeAt
         )
         // Buddy system (Lifeguard §IV.C): a suspect hears of its suspicion from whoever probes it.
-        let buddy = self.settings.lifeguard && state.status == .suspect ? target : nil
+        let buddy = self.settings.lifeguard && state.status == .suspect ? state : nil
         directives.append(self.message(.ping(sequence: sequence, target: target), to: state.address, buddy: buddy))
         return directives
     }
@@ -90,6 +95,23 @@ extension SWIMInstance {
                 suspect.status = .suspect
                 directives += self.apply(SWIMUpdate(state: suspect, origin: self.me.id), now: now)
             }
+        }
+        return directives
+    }
+
+    /// One round of the gossip loop: pending news to a few random members.
+    mutating func gossipRound(now: Instant) -> [SWIMDirective<Instant>] {
+        var directives: [SWIMDirective<Instant>] = []
+        guard self.settings.gossipInterval > .zero, now >= self.nextGossipAt else { return directives }
+        self.nextGossipAt = now.advanced(by: self.settings.gossipInterval)
+        guard !self.broadcasts.isEmpty else { return directives }
+        for member in self.randomActiveMembers(
+            self.settings.gossipFanout,
+            excluding: [self.me.id],
+            includeSuspects: true
+        ) {
+            guard !self.broadcasts.isEmpty else { break }
+            directives.append(self.message(.gossip, to: member.address))
         }
         return directives
     }
@@ -147,6 +169,9 @@ extension SWIMInstance {
                 self.probe = probe
             }
 
+        case .gossip:
+            break
+
         case .pushPull(let isResponse, let states):
             for state in states {
                 directives += self.apply(
@@ -157,7 +182,8 @@ extension SWIMInstance {
                 )
             }
             self.seedAnswered(address)
-            if !isResponse {
+            // A request spans several datagrams; answer once, to the one that starts with its sender.
+            if !isResponse, states.first?.id == message.from {
                 directives += self.pushPull(to: address, isResponse: true)
             }
         }

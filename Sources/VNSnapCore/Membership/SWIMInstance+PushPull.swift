@@ -116,14 +116,28 @@ extension SWIMInstance {
         return directives
     }
 
+    /// Installs a converged view at once (simulations and tests start from a formed cluster): every state
+    /// becomes a member, no directives, no gossip.
+    public mutating func installMembership(_ states: [MemberState], now: Instant) {
+        for state in states where state.id != self.me.id {
+            self.setMember(Member(state: state, lastChange: now), for: state.id)
+            if state.status.isActive { self.probeOrder.append(state.id) }
+        }
+        self.probeOrder.shuffle(using: &self.rng)
+        self.probeIndex = 0
+    }
+
     /// Forgets dead and left members after the retention time.
     mutating func forgetOldTombstones(now: Instant) {
+        // A sweep walks every member: once per retention/60 is plenty.
+        guard now >= self.nextTombstoneSweep else { return }
         let retention = self.settings.deadRetention
+        self.nextTombstoneSweep = now.advanced(by: retention / 60)
         let old = self.members.filter {
             !$0.value.state.status.isActive && $0.value.lastChange.duration(to: now) > retention
         }.keys
         for id in old {
-            self.members[id] = nil
+            self.setMember(nil, for: id)
             self.broadcasts[id] = nil
         }
     }

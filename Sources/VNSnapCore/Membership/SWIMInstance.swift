@@ -55,6 +55,8 @@ where Instant.Duration == Duration {
     /// This peer's own state (its incarnation rises when it refutes).
     public internal(set) var me: MemberState
     var members: [PeerID: Member<Instant>] = [:]
+    /// Alive or suspect members other than this peer; maintained by `setMember`.
+    var activeOthers = 0
     var rng: RNG
     var localHealth = 0
     var sequence: UInt32 = 0
@@ -69,6 +71,8 @@ where Instant.Duration == Duration {
     var seedRetryAt: Instant?
     var seedBackoff: Duration
     var nextPushPullAt: Instant
+    var nextTombstoneSweep: Instant
+    var nextGossipAt: Instant
     /// Set by `leave`: this peer no longer refutes, probes or joins.
     public internal(set) var hasLeft = false
 
@@ -81,7 +85,13 @@ where Instant.Duration == Duration {
         self.rng = rng
         self.nextProbeAt = now
         self.seedBackoff = settings.seedRetryInitial
-        self.nextPushPullAt = now.advanced(by: settings.pushPullInterval)
+        // Spread push/pull over its interval, so members started together do not exchange together.
+        var rng = rng
+        let spread = Double.random(in: 0.5..<1.5, using: &rng)
+        self.rng = rng
+        self.nextPushPullAt = now.advanced(by: settings.pushPullInterval * spread)
+        self.nextTombstoneSweep = now
+        self.nextGossipAt = now
     }
 
     // ==== ------------------------------------------------------------------------------------------------------------
@@ -98,9 +108,8 @@ where Instant.Duration == Duration {
     }
 
     /// Members counted for timeouts and retransmits: this peer plus every alive or suspect member.
-    public var activeCount: Int {
-        1 + self.members.values.reduce(0) { $0 + ($1.state.status.isActive ? 1 : 0) }
-    }
+    /// Kept as a counter: it is read for every message sent.
+    public var activeCount: Int { 1 + self.activeOthers }
 
     /// The local health multiplier's current value (0 = healthy).
     public var localHealthScore: Int { self.localHealth }
@@ -129,6 +138,14 @@ where Instant.Duration == Duration {
     /// How many messages each update rides on.
     var retransmitLimit: Int {
         self.settings.retransmitMultiplier * max(1, Int(ceil(log10(Double(self.activeCount + 1)))))
+    }
+
+    /// Stores a member's new state, keeping `activeOthers` in step.
+    mutating func setMember(_ member: Member<Instant>?, for id: PeerID) {
+        let wasActive = self.members[id]?.state.status.isActive ?? false
+        let isActive = member?.state.status.isActive ?? false
+        self.members[id] = member
+        if wasActive != isActive { self.activeOthers += isActive ? 1 : -1 }
     }
 
     mutating func nextSequence() -> UInt32 {

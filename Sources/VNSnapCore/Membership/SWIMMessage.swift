@@ -10,6 +10,9 @@ public struct SWIMMessage: Sendable, Hashable {
         case ack(sequence: UInt32)
         /// The relay is alive but heard nothing from the target in time (Lifeguard's buddy system).
         case nack(sequence: UInt32)
+        /// Only the piggybacked updates: sent to a few random members while there is news (memberlist's gossip
+        /// loop), so news spreads in a few hundred milliseconds instead of riding on probes alone.
+        case gossip
         /// A batch of the sender's full state; a request is answered with the receiver's own state.
         case pushPull(isResponse: Bool, members: [MemberState])
     }

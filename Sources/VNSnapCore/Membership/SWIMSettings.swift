@@ -26,12 +26,19 @@ public struct SWIMSettings: Sendable, Hashable {
         willSet { precondition(newValue >= 1, "suspicionConfirmations must be at least 1") }
     }
     /// λ: each update is piggybacked on λ·log10(n+1) (at least λ) messages (memberlist's RetransmitMult).
-    public var retransmitMultiplier = 4 {
+    public var retransmitMultiplier = 6 {
         willSet { precondition(newValue >= 1, "retransmitMultiplier must be at least 1") }
     }
     /// Most updates piggybacked on one message.
     public var maxPiggyback = 8 {
         willSet { precondition(newValue >= 0, "maxPiggyback must not be negative") }
+    }
+    /// While there is news, every this often send it to `gossipFanout` random members (memberlist's
+    /// GossipInterval); zero turns the gossip loop off (news then rides on probes only, as in plain SWIM).
+    public var gossipInterval: Duration = .milliseconds(200)
+    /// Members each gossip round goes to (memberlist's GossipNodes).
+    public var gossipFanout = 3 {
+        willSet { precondition(newValue >= 0, "gossipFanout must not be negative") }
     }
     /// Local health multiplier ceiling S (Lifeguard IV.A): probe interval and timeout scale by (LHM + 1).
     public var maxLocalHealth = 8 {

@@ -1,0 +1,46 @@
+import Testing
+import VNSnapCore
+
+/// Many members on a simulated lossy network (R16 tier 3): the protocol as a whole, in simulated time.
+@Suite struct SWIMSimulationTests {
+    @Test func test_1000Members_oneCrashes_everyOtherMemberMarksItDead() {
+        var configuration = SWIMSimulation.Configuration(members: 1000)
+        configuration.seed = 11
+        let simulation = SWIMSimulation(configuration)
+        simulation.run(until: SimInstant.zero.advanced(by: .seconds(5)))
+        simulation.crash(123)
+        var detectedAt: SimInstant?
+        for second in 6...60 {
+            simulation.run(until: SimInstant.zero.advanced(by: .seconds(second)))
+            if simulation.allSeeDead(123) {
+                detectedAt = simulation.now
+                break
+            }
+        }
+        #expect(detectedAt != nil, "not every member marked the crashed one dead within 55 s")
+        #expect(simulation.falsePositives.isEmpty, "\(simulation.falsePositives.prefix(5))")
+    }
+
+    @Test func test_1000Members_10PercentLoss_noCrash_nobodyDeclaredDeadIn10Minutes() {
+        var configuration = SWIMSimulation.Configuration(members: 1000)
+        configuration.loss = 0.10
+        configuration.seed = 12
+        let simulation = SWIMSimulation(configuration)
+        simulation.run(until: SimInstant.zero.advanced(by: .seconds(600)))
+        #expect(
+            simulation.falsePositives.isEmpty,
+            "\(simulation.falsePositives.count) false positives, first: \(simulation.falsePositives.prefix(3))"
+        )
+    }
+
+    @Test func test_smallCluster_leave_othersMarkLeftAtOnce() {
+        let simulation = SWIMSimulation(SWIMSimulation.Configuration(members: 20))
+        simulation.run(until: SimInstant.zero.advanced(by: .seconds(3)))
+        simulation.leave(7)
+        simulation.run(until: SimInstant.zero.advanced(by: .seconds(6)))
+        for observer in 0..<20 where observer != 7 {
+            #expect(simulation.status(of: 7, seenBy: observer) == .left, "member \(observer)")
+        }
+        #expect(simulation.falsePositives.isEmpty)
+    }
+}
