@@ -17,12 +17,16 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "Crash this member at --crash-at seconds.") var crash: Int?
     @Option(help: "When to crash it.") var crashAt = 5
     @Flag(help: "Plain SWIM: Lifeguard off.") var plain = false
+    @Option(help: "α: suspicion starts at α·log10(n) probe intervals.") var alpha: Double?
+    @Option(help: "λ: retransmit multiplier.") var lambda: Int?
 
     func run() throws {
         var configuration = SWIMSimulation.Configuration(members: self.members)
         configuration.loss = self.loss
         configuration.seed = self.seed
         configuration.settings.lifeguard = !self.plain
+        if let alpha = self.alpha { configuration.settings.suspicionMultiplier = alpha }
+        if let lambda = self.lambda { configuration.settings.retransmitMultiplier = lambda }
         let started = Date()
         let simulation = SWIMSimulation(configuration)
         print("built \(self.members) members in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
