@@ -115,11 +115,22 @@ extension SWIMInstance {
         let limit = self.retransmitLimit
         var chosen: [PeerID] = []
         if let first, self.broadcasts[first] != nil { chosen.append(first) }
-        let rest = self.broadcasts
-            .filter { $0.key != first }
-            .sorted { ($0.value.transmits, $0.key) < ($1.value.transmits, $1.key) }
-            .prefix(self.settings.maxPiggyback - chosen.count)
-            .map(\.key)
+        // The few least-transmitted entries, found in one pass (no sort of the whole queue per message).
+        let slots = self.settings.maxPiggyback - chosen.count
+        var best: [(transmits: Int, id: PeerID)] = []
+        best.reserveCapacity(slots + 1)
+        for (id, broadcast) in self.broadcasts where id != first && slots > 0 {
+            let candidate = (transmits: broadcast.transmits, id: id)
+            if best.count == slots {
+                guard let worst = best.last, (candidate.transmits, candidate.id) < (worst.transmits, worst.id) else {
+                    continue
+                }
+                best.removeLast()
+            }
+            let index = best.firstIndex { (candidate.transmits, candidate.id) < ($0.transmits, $0.id) } ?? best.count
+            best.insert(candidate, at: index)
+        }
+        let rest = best.map(\.id)
         chosen += rest
         var updates: [SWIMUpdate] = []
         updates.reserveCapacity(chosen.count)
