@@ -20,7 +20,7 @@ import VNSnapHypervisor
             boot: .kernel(
                 kernel: Self.guest + "/vmlinuz",
                 initrd: Self.guest + "/initrd.img",
-                append: "console=ttyS0 quiet vnsnap.role=counter vnsnap.interval=200"
+                append: "console=ttyS0 quiet no_timer_check vnsnap.role=counter vnsnap.interval=200"
             ),
             accelerator: .tcg
         )

@@ -116,7 +116,8 @@ public actor QEMUMachine {
     }
 
     private func connectMonitor() async throws -> QMPClient {
-        let deadline = ContinuousClock.now + .seconds(15)
+        // Generous: on a loaded 2-core host a TCG QEMU can take many seconds to create its monitor socket.
+        let deadline = ContinuousClock.now + .seconds(45)
         var lastError: (any Error)?
         while ContinuousClock.now < deadline {
             if self.exitCode != nil { break }

@@ -96,7 +96,7 @@ final class LiveCluster: @unchecked Sendable {
         memory_mib = \(memory)
         kernel = "\(LiveEnvironment.guestDirectory)/vmlinuz"
         initrd = "\(LiveEnvironment.guestDirectory)/initrd.img"
-        append = "console=ttyS0 quiet panic=-1 \(append)"
+        append = "console=ttyS0 quiet panic=-1 no_timer_check \(append)"
         accel = "tcg"
 
         """
