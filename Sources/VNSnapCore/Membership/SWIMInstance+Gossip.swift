@@ -108,18 +108,16 @@ extension SWIMInstance {
     }
 
     /// Picks the updates to piggyback on one outgoing message: fewest transmissions first, each at most
-    /// `retransmitLimit` times. `first` (the buddy system's suspicion of a probed member) goes first.
+    /// `retransmitLimit` times.
     /// Never more than `budget` encoded bytes, so the message fits one datagram.
-    mutating func piggyback(first: PeerID? = nil, budget: Int = SWIMCodec.maximumSize) -> [SWIMUpdate] {
+    mutating func piggyback(budget: Int = SWIMCodec.maximumSize) -> [SWIMUpdate] {
         guard self.settings.maxPiggyback > 0, !self.broadcasts.isEmpty else { return [] }
         let limit = self.retransmitLimit
-        var chosen: [PeerID] = []
-        if let first, self.broadcasts[first] != nil { chosen.append(first) }
         // The few least-transmitted entries, found in one pass (no sort of the whole queue per message).
-        let slots = self.settings.maxPiggyback - chosen.count
+        let slots = self.settings.maxPiggyback
         var best: [(transmits: Int, id: PeerID)] = []
         best.reserveCapacity(slots + 1)
-        for (id, broadcast) in self.broadcasts where id != first && slots > 0 {
+        for (id, broadcast) in self.broadcasts {
             let candidate = (transmits: broadcast.transmits, id: id)
             if best.count == slots {
                 guard let worst = best.last, (candidate.transmits, candidate.id) < (worst.transmits, worst.id) else {
@@ -130,8 +128,7 @@ extension SWIMInstance {
             let index = best.firstIndex { (candidate.transmits, candidate.id) < ($0.transmits, $0.id) } ?? best.count
             best.insert(candidate, at: index)
         }
-        let rest = best.map(\.id)
-        chosen += rest
+        let chosen = best.map(\.id)
         var updates: [SWIMUpdate] = []
         updates.reserveCapacity(chosen.count)
         var remaining = budget
@@ -161,7 +158,7 @@ extension SWIMInstance {
             gossip.append(update)
             budget -= SWIMCodec.size(of: update)
         }
-        gossip += self.piggyback(first: nil, budget: budget).filter { $0.state.id != buddy?.id }
+        gossip += self.piggyback(budget: budget).filter { $0.state.id != buddy?.id }
         return .send(SWIMMessage(from: self.me.id, body: body, gossip: gossip), to: address)
     }
 

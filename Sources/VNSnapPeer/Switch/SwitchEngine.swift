@@ -47,7 +47,7 @@ final class SwitchEngine {
     let session: UInt64
     private var core: SwitchCore<ContinuousClock.Instant>
     private var crypto: TunnelCrypto
-    private var ports: [PortState] = []
+    var ports: [PortState] = []
     private var tunnels: [PeerID: TunnelState] = [:]
     private var tunnelOrder: [PeerID] = []
     private var tunnelChannel: (any Channel)?
@@ -55,8 +55,8 @@ final class SwitchEngine {
     private var rejected: [TunnelDropReason: UInt64] = [:]
     private let violinsByVNI: [VNI: Violin]
     private let logger: Logger
-    private let allocator = ByteBufferAllocator()
-    private var portsToFlush: [PortID] = []
+    let allocator = ByteBufferAllocator()
+    var portsToFlush: [PortID] = []
 
     init(
         eventLoop: any EventLoop,
@@ -94,29 +94,6 @@ final class SwitchEngine {
             self.ports[port.rawValue].fd = nil
         }
         self.connectIfNeeded(port)
-    }
-
-    /// The VM behind `vm`'s port has (re)started: connect to its new socket. A socket still connected to the
-    /// old QEMU would refuse the new one's frames.
-    func vmStarted(_ vm: String) {
-        guard let index = self.ports.firstIndex(where: { $0.vm == vm }), let fd = self.ports[index].fd else { return }
-        UnixDatagramSocket.disconnect(fd: fd)
-        self.ports[index].connected = false
-        self.ports[index].lastConnectAttempt = nil
-        self.connectIfNeeded(PortID(index))
-    }
-
-    /// Connects a port to its VM's socket when it is not yet (QEMU started after the switch, or restarted).
-    private func connectIfNeeded(_ port: PortID, now: ContinuousClock.Instant = .now) {
-        guard !self.ports[port.rawValue].connected, let fd = self.ports[port.rawValue].fd else { return }
-        if let last = self.ports[port.rawValue].lastConnectAttempt, last.duration(to: now) < .milliseconds(100) {
-            return
-        }
-        self.ports[port.rawValue].lastConnectAttempt = now
-        self.ports[port.rawValue].connected = UnixDatagramSocket.connect(
-            fd: fd,
-            to: &self.ports[port.rawValue].targetAddress
-        )
     }
 
     func attachTunnel(channel: any Channel) {
@@ -244,101 +221,6 @@ final class SwitchEngine {
     /// How soon a port with a backlog tries again.
     static let backlogRetry = TimeAmount.microseconds(50)
 
-    /// Frames per port sent with one `sendmmsg`.
-    static let outboxLimit = 64
-
-    private func sendToPort(_ port: PortID, frame: ByteBuffer) {
-        guard self.ports[port.rawValue].backlog.isEmpty else {
-            self.enqueue(frame, on: port)
-            return
-        }
-        if self.ports[port.rawValue].outbox.isEmpty { self.portsToFlush.append(port) }
-        self.ports[port.rawValue].outbox.append(frame)
-        if self.ports[port.rawValue].outbox.count >= Self.outboxLimit { self.flushOutbox(port) }
-    }
-
-    /// Sends a port's outbox; what the VM's queue has no room for goes to the backlog, in order.
-    private func flushOutbox(_ port: PortID) {
-        let frames = self.ports[port.rawValue].outbox
-        self.ports[port.rawValue].outbox.removeAll(keepingCapacity: true)
-        guard !frames.isEmpty else { return }
-        guard let fd = self.ports[port.rawValue].fd else {
-            for _ in frames { self.ports[port.rawValue].counters.dropped(.sendFailed) }
-            return
-        }
-        var next = 0
-        while next < frames.count {
-            let (sent, failure) = UnixDatagramSocket.send(
-                fd: fd,
-                to: &self.ports[port.rawValue].targetAddress,
-                frames: frames[next...]
-            )
-            for frame in frames[next..<next + sent] { self.ports[port.rawValue].counters.sent(frame.readableBytes) }
-            next += sent
-            switch failure {
-            case .none:
-                return
-            case .queueFull:
-                for frame in frames[next...] { self.enqueue(frame, on: port) }
-                return
-            case .unreachable:
-                self.ports[port.rawValue].counters.dropped(.sendFailed)
-                self.ports[port.rawValue].connected = false
-                next += 1
-            }
-        }
-    }
-
-    private func trySend(_ frame: ByteBuffer, on port: PortID) -> Result<Void, UnixDatagramSocket.SendFailure> {
-        guard let fd = self.ports[port.rawValue].fd else { return .failure(.unreachable) }
-        return frame.withUnsafeReadableBytes { bytes in
-            do throws(UnixDatagramSocket.SendFailure) {
-                try UnixDatagramSocket.send(fd: fd, to: &self.ports[port.rawValue].targetAddress, bytes: bytes)
-                return .success(())
-            } catch {
-                return .failure(error)
-            }
-        }
-    }
-
-    private func enqueue(_ frame: ByteBuffer, on port: PortID) {
-        guard self.ports[port.rawValue].backlog.count < Self.portBacklogLimit else {
-            self.ports[port.rawValue].counters.dropped(.queueFull)
-            return
-        }
-        // Copy: the frame may be a slice of a large vector-read buffer that must not stay pinned.
-        var copy = self.allocator.buffer(capacity: frame.readableBytes)
-        copy.writeImmutableBuffer(frame)
-        self.ports[port.rawValue].backlog.append(copy)
-        self.scheduleDrain(port)
-    }
-
-    private func scheduleDrain(_ port: PortID) {
-        guard !self.ports[port.rawValue].drainScheduled else { return }
-        self.ports[port.rawValue].drainScheduled = true
-        self.eventLoop.assumeIsolated().scheduleTask(in: Self.backlogRetry) {
-            self.ports[port.rawValue].drainScheduled = false
-            self.drainBacklog(port)
-        }
-    }
-
-    private func drainBacklog(_ port: PortID) {
-        while let frame = self.ports[port.rawValue].backlog.first {
-            switch self.trySend(frame, on: port) {
-            case .success:
-                self.ports[port.rawValue].counters.sent(frame.readableBytes)
-                self.ports[port.rawValue].backlog.removeFirst()
-            case .failure(.queueFull):
-                self.scheduleDrain(port)
-                return
-            case .failure(.unreachable):
-                self.ports[port.rawValue].counters.dropped(.sendFailed)
-                self.ports[port.rawValue].connected = false
-                self.ports[port.rawValue].backlog.removeFirst()
-            }
-        }
-    }
-
     private func sendToTunnel(_ peer: PeerID, vni: VNI, epoch: UInt32, frame: ByteBuffer) {
         guard let channel = self.tunnelChannel, var tunnel = self.tunnels[peer] else { return }
         let length = frame.readableBytes
@@ -374,11 +256,6 @@ final class SwitchEngine {
             self.tunnelDirty = false
             self.tunnelChannel?.flush()
         }
-    }
-
-    /// A read from a port's socket failed.
-    func portReadFailed(_ port: PortID) {
-        self.ports[port.rawValue].counters.dropped(.receiveFailed)
     }
 
     /// A write to the tunnel socket failed.

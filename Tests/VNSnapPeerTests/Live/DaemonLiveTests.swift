@@ -126,19 +126,14 @@ import VNSnapPeer
             var peerGone = false
             for _ in 0..<150 where !peerGone {
                 try await Task.sleep(for: .milliseconds(100))
-                peerGone = kill(peer, 0) != 0 || Self.isZombie(peer)
+                peerGone = kill(peer, 0) != 0 || LiveCluster.isZombie(peer)
             }
             #expect(peerGone)
-            #expect(kill(survivor, 0) != 0 || Self.isZombie(survivor), "QEMU \(survivor) outlived its peer")
+            #expect(kill(survivor, 0) != 0 || LiveCluster.isZombie(survivor), "QEMU \(survivor) outlived its peer")
             #expect(!FileManager.default.fileExists(atPath: cluster.controlSocket("h1")))
         } catch {
             Issue.record("\(error)")
         }
         await cluster.teardown()
-    }
-
-    static func isZombie(_ pid: Int32) -> Bool {
-        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
-        return stat.split(separator: ")").last?.trimmingCharacters(in: .whitespaces).hasPrefix("Z") ?? true
     }
 }

@@ -201,7 +201,8 @@ final class LiveCluster: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: self.root)
     }
 
-    private static func isZombie(_ pid: Int32) -> Bool {
+    /// Whether `pid` is gone or a zombie (exited, not yet reaped).
+    static func isZombie(_ pid: Int32) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }
         return stat.split(separator: ")").last?.trimmingCharacters(in: .whitespaces).hasPrefix("Z") ?? true
     }
