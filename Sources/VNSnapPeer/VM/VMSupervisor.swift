@@ -45,7 +45,6 @@ public final class VMSupervisor: Service, Sendable {
     private let entries: Mutex<[String: Entry]>
     private let order: [String]
     private let logger: Logger
-    private let stderrDirectory: @Sendable (String) -> String
     private let onStart: @Sendable (String) async -> Void
 
     /// Prepares the VMs of `definitions`; nothing starts until `run`.
@@ -79,10 +78,6 @@ public final class VMSupervisor: Service, Sendable {
         self.entries = Mutex(entries)
         self.order = definitions.map(\.name)
         self.logger = logger
-        self.stderrDirectory = { name in
-            let paths = paths(definitions.first { $0.name == name }!)  // !-safe, only called with known names
-            return (paths.serialLog as NSString).deletingLastPathComponent + "/qemu.log"
-        }
     }
 
     /// Starts every VM, supervises them until graceful shutdown, then stops them all.
@@ -108,11 +103,10 @@ public final class VMSupervisor: Service, Sendable {
     private func supervise(_ machine: QEMUMachine) async {
         let name = machine.definition.name
         do {
-            try FileManager.default.createDirectory(
-                atPath: (machine.paths.serialLog as NSString).deletingLastPathComponent,
-                withIntermediateDirectories: true
-            )
-            try await machine.start(stderrLog: self.stderrDirectory(name))
+            // QEMU's own output goes next to the serial log, in the VM's directory.
+            let directory = (machine.paths.serialLog as NSString).deletingLastPathComponent
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try await machine.start(stderrLog: directory + "/qemu.log")
             await self.onStart(name)
             self.update(name) { $0.state = "running" }
         } catch {
