@@ -38,7 +38,9 @@ import VNSnapCore
             roles: [.store, .relay],
             tunnelAddress: "10.1.2.3:7946",
             storeCapacity: 1 << 40,
-            version: "0.1.0"
+            version: "0.1.0",
+            keyringGeneration: 7,
+            keyringDigest: 0xdead_beef
         )
         let message = SWIMMessage(from: state.id, body: .pushPull(isResponse: false, members: [state]))
         #expect(try SWIMCodec.decode(SWIMCodec.encode(message)) == message)

@@ -34,13 +34,26 @@ public struct MemberMetadata: Sendable, Hashable, Codable {
     public var storeCapacity: UInt64
     /// Its software version.
     public var version: String
+    /// Generation of its keyring: raised by every cluster-wide key change (`vnsnap-peer keys`).
+    public var keyringGeneration: UInt64
+    /// A short digest of its keyring, so two keyrings of one generation can still be told apart and ordered.
+    public var keyringDigest: UInt32
 
     /// Creates metadata.
-    public init(roles: Set<PeerRole>, tunnelAddress: String, storeCapacity: UInt64, version: String) {
+    public init(
+        roles: Set<PeerRole>,
+        tunnelAddress: String,
+        storeCapacity: UInt64,
+        version: String,
+        keyringGeneration: UInt64 = 0,
+        keyringDigest: UInt32 = 0
+    ) {
         self.roles = roles
         self.tunnelAddress = tunnelAddress
         self.storeCapacity = storeCapacity
         self.version = version
+        self.keyringGeneration = keyringGeneration
+        self.keyringDigest = keyringDigest
     }
 }
 

@@ -7,6 +7,7 @@
 ///          | ack, nack: seq:u32 | pushPull: isResponse:u8 count:u8 state* | gossip: (nothing)
 /// update   = state origin:u64
 /// state    = id:u64 name:str address:str incarnation:u64 status:u8 roles:u8 tunnel:str capacity:u64 version:str
+///            keyringGeneration:u64 keyringDigest:u32
 /// str      = length:u8 utf8
 /// ```
 /// A message larger than `maximumSize` is refused when encoding, never truncated; the instance packs
@@ -36,7 +37,7 @@ public enum SWIMCodec {
     /// Encoded bytes of a member state.
     public static func size(of state: MemberState) -> Int {
         8 + 1 + state.name.utf8.count + 1 + state.address.utf8.count + 8 + 1 + 1
-            + 1 + state.metadata.tunnelAddress.utf8.count + 8 + 1 + state.metadata.version.utf8.count
+            + 1 + state.metadata.tunnelAddress.utf8.count + 8 + 1 + state.metadata.version.utf8.count + 12
     }
 
     /// Encoded bytes of a gossiped update.
@@ -174,6 +175,8 @@ public enum SWIMCodec {
             try self.string(state.metadata.tunnelAddress)
             self.u64(state.metadata.storeCapacity)
             try self.string(state.metadata.version)
+            self.u64(state.metadata.keyringGeneration)
+            self.u32(state.metadata.keyringDigest)
         }
     }
 
@@ -216,13 +219,22 @@ public enum SWIMCodec {
             let tunnel = try self.string()
             let capacity = try self.u64()
             let version = try self.string()
+            let keyringGeneration = try self.u64()
+            let keyringDigest = try self.u32()
             return MemberState(
                 id: id,
                 name: name,
                 address: address,
                 incarnation: incarnation,
                 status: status,
-                metadata: MemberMetadata(roles: roles, tunnelAddress: tunnel, storeCapacity: capacity, version: version)
+                metadata: MemberMetadata(
+                    roles: roles,
+                    tunnelAddress: tunnel,
+                    storeCapacity: capacity,
+                    version: version,
+                    keyringGeneration: keyringGeneration,
+                    keyringDigest: keyringDigest
+                )
             )
         }
     }

@@ -73,7 +73,8 @@ extension SWIMInstance {
             self.suspicions[incoming.id] = nil
             if self.probe?.target == incoming.id { self.probe = nil }
         }
-        if incoming.status != previous {
+        // New metadata (a moved tunnel, a new keyring) is news for the shell too.
+        if incoming.status != previous || incoming.metadata != current.state.metadata {
             directives.append(.memberChanged(incoming, previous: previous))
         }
         // A push/pull state carries no origin: re-gossiping it would attribute a suspicion to the wrong peer

@@ -18,6 +18,7 @@ extension SWIMInstance {
             directives += self.gossipRound(now: now)
             directives += self.periodicPushPull(now: now)
             directives += self.retrySeeds(now: now)
+            directives += self.reconnect(now: now)
             self.forgetOldTombstones(now: now)
         }
         directives.append(.scheduleTick(at: self.nextDeadline(after: now)))
@@ -34,6 +35,9 @@ extension SWIMInstance {
         for suspicion in self.suspicions.values { next = min(next, self.suspicionDeadline(suspicion)) }
         next = min(next, self.nextPushPullAt)
         if let retry = self.seedRetryAt { next = min(next, retry) }
+        if self.settings.reconnectInterval > .zero, self.members.count > self.activeOthers {
+            next = min(next, self.nextReconnectAt)
+        }
         if self.settings.gossipInterval > .zero, !self.broadcasts.isEmpty { next = min(next, self.nextGossipAt) }
         // Never now or in the past (everything due now was just handled, so a tick "now" could only spin),
         // never more than one probe interval away.

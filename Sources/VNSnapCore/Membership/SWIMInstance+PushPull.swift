@@ -90,6 +90,26 @@ extension SWIMInstance {
         return directives
     }
 
+    /// A full-state exchange with one random dead member, every `reconnectInterval`: after a partition heals,
+    /// each side holds the other dead and would never probe it again; the exchange tells the dead member it
+    /// was declared dead, it refutes, and the views merge.
+    mutating func reconnect(now: Instant) -> [SWIMDirective<Instant>] {
+        guard self.settings.reconnectInterval > .zero, now >= self.nextReconnectAt else { return [] }
+        self.nextReconnectAt = now.advanced(by: self.settings.reconnectInterval)
+        let dead = self.members.values.filter { $0.state.status == .dead }
+        guard let target = dead.randomElement(using: &self.rng) else { return [] }
+        return self.pushPull(to: target.state.address, isResponse: false)
+    }
+
+    /// Changes this peer's metadata and announces it under a higher incarnation, so the news supersedes the
+    /// old state everywhere.
+    public mutating func updateMetadata(_ metadata: MemberMetadata) {
+        guard !self.hasLeft, metadata != self.me.metadata else { return }
+        self.me.metadata = metadata
+        self.me.incarnation &+= 1
+        self.enqueueBroadcast(SWIMUpdate(state: self.me, origin: self.me.id))
+    }
+
     /// Leaves the cluster: announces `left` with a higher incarnation and stops probing and refuting.
     ///
     /// The shell SHOULD keep the instance receiving for a moment (a few probe intervals) so the news spreads;

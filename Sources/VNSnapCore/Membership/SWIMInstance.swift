@@ -73,6 +73,7 @@ where Instant.Duration == Duration {
     var nextPushPullAt: Instant
     var nextTombstoneSweep: Instant
     var nextGossipAt: Instant
+    var nextReconnectAt: Instant
     /// Set by `leave`: this peer no longer refutes, probes or joins.
     public internal(set) var hasLeft = false
 
@@ -92,6 +93,7 @@ where Instant.Duration == Duration {
         self.nextPushPullAt = now.advanced(by: settings.pushPullInterval * spread)
         self.nextTombstoneSweep = now
         self.nextGossipAt = now
+        self.nextReconnectAt = now.advanced(by: settings.reconnectInterval)
     }
 
     // ==== ------------------------------------------------------------------------------------------------------------

@@ -51,7 +51,7 @@ public struct SWIMUpdate: Sendable, Hashable {
 public enum SWIMDirective<Instant: InstantProtocol>: Sendable, Hashable where Instant.Duration == Duration {
     /// Send `message` to the membership address `address`.
     case send(SWIMMessage, to: String)
-    /// A member appeared or its status changed (`previous` is `nil` for a new member).
+    /// A member appeared, or its status or metadata changed (`previous` is `nil` for a new member).
     case memberChanged(MemberState, previous: MemberStatus?)
     /// Call `onTick` again at this time (the instance never sleeps).
     case scheduleTick(at: Instant)

@@ -50,6 +50,9 @@ public struct SWIMSettings: Sendable, Hashable {
     public var pushPullBatch = 12 {
         willSet { precondition(newValue >= 1, "pushPullBatch must be at least 1") }
     }
+    /// Every this often, a full-state exchange with one random dead member (serf's reconnect), so the two
+    /// sides of a healed partition find each other again; zero turns it off.
+    public var reconnectInterval: Duration = .seconds(10)
     /// First retry of unanswered seeds; doubles up to `seedRetryMax`.
     public var seedRetryInitial: Duration = .seconds(1)
     /// Longest wait between seed retries.

@@ -1,0 +1,84 @@
+import Testing
+import VNSnapCore
+
+/// Healing after a partition and metadata news: both sides of a split hold the other dead until a reconnect
+/// exchange makes each refute; metadata changes travel under a higher incarnation.
+@Suite struct SWIMReconnectTests {
+    let a = PeerID(name: "a")
+    let b = PeerID(name: "b")
+
+    /// Tells `swim` (gossip asserted by a third peer, `c`) that `subject` is dead at incarnation 0.
+    func declareDead(_ subject: String, in swim: inout TestSWIM, now: TestInstant) {
+        _ = swim.onMessage(
+            SWIMMessage(
+                from: PeerID(name: "c"),
+                body: .gossip,
+                gossip: [SWIMUpdate(state: SWIMFixtures.state(subject, status: .dead), origin: PeerID(name: "c"))]
+            ),
+            from: "c:7947",
+            now: now
+        )
+    }
+
+    @Test func test_reconnect_afterPartition_bothSidesRefuteAndSeeEachOtherAlive() {
+        // Each side knows only the other, so the reconnect has one dead member to pick.
+        var a = SWIMFixtures.instance("a", knowing: ["b"], seed: 11)
+        var b = SWIMFixtures.instance("b", knowing: ["a"], seed: 12)
+        self.declareDead("b", in: &a, now: .ms(1))
+        self.declareDead("a", in: &b, now: .ms(1))
+        #expect(a.state(of: self.b)?.status == .dead)
+        #expect(b.state(of: self.a)?.status == .dead)
+
+        // Ten seconds on, `a` reaches out to its dead member with its whole state.
+        var requests: [SWIMMessage] = []
+        for t in stride(from: 100, through: 10_100, by: 100) {
+            requests += a.onTick(now: .ms(t)).sends.filter { $0.1 == "b:7947" }.map(\.0)
+        }
+        let pushPull = requests.filter {
+            if case .pushPull(false, _) = $0.body { return true }
+            return false
+        }
+        #expect(!pushPull.isEmpty)
+
+        // `b` learns it was declared dead, refutes, and answers with its newer self.
+        var answers: [SWIMMessage] = []
+        for message in pushPull {
+            answers += b.onMessage(message, from: "a:7947", now: .ms(10_200)).sends.map(\.0)
+        }
+        #expect(b.state(of: self.b)?.incarnation == 1)
+        for answer in answers { _ = a.onMessage(answer, from: "b:7947", now: .ms(10_300)) }
+        #expect(a.state(of: self.b)?.status == .alive)
+        // The answer told `a` it is dead in `b`'s view: `a` refutes too, and its next message carries it.
+        #expect(a.state(of: self.a)?.incarnation == 1)
+        var carried = false
+        for t in stride(from: 10_400, through: 14_000, by: 100) {
+            for (message, address) in a.onTick(now: .ms(t)).sends where address == "b:7947" {
+                _ = b.onMessage(message, from: "a:7947", now: .ms(t))
+                carried = carried || message.gossip.contains { $0.state.id == self.a && $0.state.incarnation == 1 }
+            }
+        }
+        #expect(carried)
+        #expect(b.state(of: self.a)?.status == .alive)
+    }
+
+    @Test func test_updateMetadata_raisesIncarnation_andOthersReportTheChange() {
+        var a = SWIMFixtures.instance("a", knowing: ["b"])
+        var b = SWIMFixtures.instance("b", knowing: ["a"])
+        var metadata = SWIMFixtures.metadata
+        metadata.keyringGeneration = 2
+        metadata.tunnelAddress = "10.0.0.9:7946"
+        a.updateMetadata(metadata)
+        #expect(a.me.incarnation == 1)
+        a.updateMetadata(metadata)
+        #expect(a.me.incarnation == 1, "the same metadata again is no news")
+
+        var changes: [(MemberState, MemberStatus?)] = []
+        for t in stride(from: 0, through: 3000, by: 100) {
+            for (message, address) in a.onTick(now: .ms(t)).sends where address == "b:7947" {
+                changes += b.onMessage(message, from: "a:7947", now: .ms(t)).changes
+            }
+        }
+        #expect(b.state(of: self.a)?.metadata.keyringGeneration == 2)
+        #expect(changes.contains { $0.0.metadata.tunnelAddress == "10.0.0.9:7946" && $0.1 == .alive })
+    }
+}
