@@ -41,11 +41,17 @@ public struct TunnelCrypto: Sendable {
     /// with room for the tag after it. Writes the header (with the primary key's id) and the tag.
     ///
     /// - Returns: the datagram's length.
-    public mutating func seal(header: TunnelHeader, payloadLength: Int, in buffer: UnsafeMutableRawBufferPointer) -> Int
-    {
+    /// `keyID` picks another installed key (a peer that has not caught up with a rotation yet); the primary
+    /// seals when it is `nil` or not installed.
+    public mutating func seal(
+        header: TunnelHeader,
+        payloadLength: Int,
+        in buffer: UnsafeMutableRawBufferPointer,
+        keyID: UInt32? = nil
+    ) -> Int {
         let total = TunnelHeader.size + payloadLength + TunnelHeader.tagSize
         precondition(buffer.count >= total, "seal needs \(total) bytes, has \(buffer.count)")
-        let key = self.subkeys[0]
+        let key = keyID.flatMap { id in self.subkeys.first { $0.keyID == id } } ?? self.subkeys[0]
         var header = header
         header.keyID = key.keyID
         header.encode(into: buffer)
@@ -116,10 +122,12 @@ public struct TunnelCrypto: Sendable {
     }
 
     /// Seals a payload into a fresh array (tests, fixtures and tools; the data path seals in place).
-    public mutating func sealed(header: TunnelHeader, payload: [UInt8]) -> [UInt8] {
+    public mutating func sealed(header: TunnelHeader, payload: [UInt8], keyID: UInt32? = nil) -> [UInt8] {
         var datagram = [UInt8](repeating: 0, count: TunnelHeader.size + payload.count + TunnelHeader.tagSize)
         datagram.replaceSubrange(TunnelHeader.size..<TunnelHeader.size + payload.count, with: payload)
-        _ = datagram.withUnsafeMutableBytes { self.seal(header: header, payloadLength: payload.count, in: $0) }
+        _ = datagram.withUnsafeMutableBytes {
+            self.seal(header: header, payloadLength: payload.count, in: $0, keyID: keyID)
+        }
         return datagram
     }
 

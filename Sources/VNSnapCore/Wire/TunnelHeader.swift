@@ -11,7 +11,7 @@
 /// | 8 | 8 | source peer |
 /// | 16 | 8 | destination peer |
 /// | 24 | 8 | sender session (changes on every start of the sender) |
-/// | 32 | 4 | sender VM epoch |
+/// | 32 | 4 | sender VM epoch (frames); the sender's election term (membership) |
 /// | 36 | 4 | key id (first 4 bytes of the key's fingerprint) |
 /// | 40 | 8 | per-tunnel sequence number |
 ///
@@ -28,6 +28,10 @@ public struct TunnelHeader: Hashable, Sendable {
     public enum Kind: UInt8, Sendable {
         /// One Ethernet frame.
         case frame = 1
+        /// A membership (SWIM) message, on the membership socket.
+        case membership = 2
+        /// A keyring sync (the cluster's keys after a `vnsnap-peer keys` change), on the membership socket.
+        case keyring = 3
     }
 
     /// Wire version.

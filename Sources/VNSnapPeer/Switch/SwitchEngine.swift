@@ -164,6 +164,8 @@ final class SwitchEngine {
                 } catch {
                     return .failure(error)
                 }
+                // Membership and keyring datagrams belong on the membership socket.
+                guard header.kind == .frame else { return .failure(.unknownKind) }
                 guard header.destination == self.me else { return .failure(.misdirected) }
                 guard self.tunnels[header.source] != nil else { return .failure(.unknownPeer) }
                 do throws(TunnelDropReason) {
