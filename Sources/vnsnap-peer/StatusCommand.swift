@@ -6,52 +6,46 @@ import VNSnapPeer
 struct StatusCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "status",
-        abstract: "Show this host's peer: identity, keyring, VMs and switch counters.",
-        discussion: """
-            Talks to the peer over its control socket. The socket is, in order: --socket, the \
-            control_socket of --config, $VNSNAP_CONTROL_SOCKET, or \(PeerConfigDefaults.controlSocket).
-            """
+        abstract: "Show this host's peer: members, initiator and term, keyring, VMs and switch counters.",
+        discussion: PeerSocketOptions.socketDiscussion
     )
 
-    @Option(name: .long, help: "The peer's control socket.")
-    var socket: String?
+    @OptionGroup var peer: PeerSocketOptions
 
-    @Option(name: .shortAndLong, help: "The peer's config file (its control_socket is used).")
-    var config: String?
-
-    @Flag(name: .long, help: "Print the status as JSON (stable field names).")
+    @Flag(name: .long, help: "Print the status as JSON (stable field names); with --watch, one JSON object per line.")
     var json = false
 
+    @Flag(name: .long, help: "Refresh in place until interrupted.")
+    var watch = false
+
+    @Option(name: .long, help: "Seconds between refreshes with --watch.")
+    var interval: Double = 1
+
+    func validate() throws {
+        guard self.interval >= 0.1 else { throw ValidationError("--interval must be at least 0.1 seconds") }
+    }
+
     func run() async throws {
-        let socket = try self.resolveSocket()
-        let response: ControlResponse
-        do {
-            response = try await ControlClient.request(ControlRequest(command: "status"), socket: socket)
-        } catch {
-            throw failure("\(error)")
+        guard self.watch else {
+            self.show(try await self.peer.status(), pretty: true)
+            return
         }
-        guard response.ok, let status = response.status else {
-            throw failure(response.error ?? "the peer returned no status")
-        }
-        if self.json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try encoder.encode(status), as: UTF8.self))
-        } else {
-            print(StatusFormatter.format(status), terminator: "")
+        while true {
+            let status = try await self.peer.status()
+            if !self.json { print("\u{1B}[H\u{1B}[2J", terminator: "") }  // home and clear, so it refreshes in place
+            self.show(status, pretty: false)
+            fflush(nil)  // every stream: stdout without touching the global
+            try await Task.sleep(for: .seconds(self.interval))
         }
     }
 
-    private func resolveSocket() throws -> String {
-        if let socket = self.socket { return socket }
-        if let config = self.config {
-            do {
-                return try PeerConfig.load(path: config).peer.controlSocket
-            } catch {
-                throw failure("invalid configuration: \(error)")
-            }
+    private func show(_ status: PeerStatus, pretty: Bool) {
+        if self.json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = pretty ? [.prettyPrinted, .sortedKeys] : [.sortedKeys]
+            print(String(decoding: (try? encoder.encode(status)) ?? Data(), as: UTF8.self))
+        } else {
+            print(StatusFormatter.format(status), terminator: "")
         }
-        if let socket = ProcessInfo.processInfo.environment["VNSNAP_CONTROL_SOCKET"] { return socket }
-        return PeerConfigDefaults.controlSocket
     }
 }

@@ -10,8 +10,7 @@ enum StatusFormatter {
         out += "peer \(peer.name) (id \(peer.id)) in cluster \(peer.cluster), version \(peer.version)\n"
         out += "  bind \(peer.bind)  roles \(peer.roles.joined(separator: ","))  pid \(peer.pid)"
         out += "  up \(String(format: "%.1f", peer.uptimeSeconds)) s\n"
-        let keys = status.keyring.map { $0.fingerprint + ($0.primary ? " (primary)" : "") }
-        out += "keyring: \(keys.joined(separator: ", "))\n"
+        out += self.membership(status.membership)
         out += "violins: " + status.violins.map { "\($0.name) (vni \($0.vni))" }.joined(separator: ", ") + "\n"
 
         out += "\nVMs\n"
@@ -38,15 +37,59 @@ enum StatusFormatter {
         )
         out += "\ntunnels\n"
         out += self.table(
-            ["PEER", "ADDRESS", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "DROPS"],
+            ["PEER", "ADDRESS", "STATE", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "DROPS"],
             status.switch.tunnels.map { tunnel in
-                [tunnel.peer, tunnel.address] + self.counterCells(tunnel.counters)
+                [tunnel.peer, tunnel.address, tunnel.up ? "up" : "down"] + self.counterCells(tunnel.counters)
             }
         )
         let rejected = self.drops(status.switch.rejected)
         out += "\nrejected at the tunnel socket: \(rejected.isEmpty ? "none" : rejected)\n"
         let learned = status.switch.learned.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         out += "learned MACs: \(learned.isEmpty ? "none" : learned.joined(separator: " "))\n"
+        return out
+    }
+
+    /// Members, the election and the keyring.
+    static func membership(_ membership: MembershipStatus) -> String {
+        var out = ""
+        let election = membership.election
+        let initiator = election.initiator ?? "none"
+        out += "initiator: \(initiator)  term \(election.term)  "
+        out +=
+            election.majority
+            ? "majority: yes (\(election.alive) of \(election.known) alive)\n"
+            : "majority: NO (\(election.alive) of \(election.known) alive: no initiator on this side)\n"
+        if let error = election.termError { out += "  term not stored: \(error)\n" }
+        if !membership.waitingForSeeds.isEmpty {
+            out +=
+                "waiting for seeds: \(membership.waitingForSeeds.joined(separator: ", ")) (running alone meanwhile)\n"
+        }
+        out += self.keyring(membership)
+        out += "\nmembers\n"
+        out += self.table(
+            ["NAME", "STATE", "INC", "ADDRESS", "TUNNEL", "ROLES", "SINCE", "KEYRING", "VERSION"],
+            membership.members.map { member in
+                [
+                    member.name + (member.isSelf ? " *" : ""), member.state, "\(member.incarnation)", member.address,
+                    member.tunnel, member.roles.joined(separator: ","),
+                    member.isSelf ? "-" : "\(Int(member.sinceChangeSeconds)) s",
+                    "gen \(member.keyringGeneration)" + (member.keyringInSync ? "" : " (differs)"), member.version,
+                ]
+            }
+        )
+        let rejected = self.drops(membership.rejected)
+        out += "membership datagrams: sent \(membership.datagramsSent), accepted \(membership.datagramsReceived), "
+        out += "rejected \(rejected.isEmpty ? "none" : rejected); local health \(membership.localHealth)\n"
+        return out
+    }
+
+    /// The keyring line(s).
+    static func keyring(_ membership: MembershipStatus) -> String {
+        let keys = membership.keyring.keys.map { $0.fingerprint + ($0.primary ? " (primary)" : "") }
+        var out = "keyring (generation \(membership.keyring.generation)): \(keys.joined(separator: ", "))\n"
+        if let unknown = membership.keyring.lastUnknownKey {
+            out += "  last datagram with a key not in this keyring: \(unknown)\n"
+        }
         return out
     }
 
@@ -63,7 +106,7 @@ enum StatusFormatter {
             .map { "\($0.key.rawValue)=\($0.value)" }.joined(separator: " ")
     }
 
-    private static func table(_ header: [String], _ rows: [[String]]) -> String {
+    static func table(_ header: [String], _ rows: [[String]]) -> String {
         guard !rows.isEmpty else { return "  (none)\n" }
         var widths = header.map(\.count)
         for row in rows {

@@ -38,9 +38,9 @@ final class ConfigSandbox {
         name = "demo"
         keyring = "keyring"
 
-        [[peers]]
-        name = "h2"
-        address = "127.0.0.2:7946"
+        [membership]
+        seeds = ["127.0.0.2:7947", "127.0.0.1:7947"]
+        probe_interval_ms = 500
 
         [[violins]]
         name = "net"
@@ -73,7 +73,14 @@ final class ConfigSandbox {
         #expect(config.peer.controlSocket == PeerConfigDefaults.controlSocket)
         #expect(config.peer.roles == [.vm])
         #expect(config.keyring.primary == sandbox.key)
-        #expect(config.peers.map(\.name) == ["h2"])
+        #expect(config.membership.bind == HostPort(host: "127.0.0.1", port: 7947))
+        #expect(config.membership.advertise == config.membership.bind)
+        // A peer listed in its own seed list skips itself.
+        #expect(config.membership.seeds == [HostPort(host: "127.0.0.2", port: 7947)])
+        #expect(config.membership.probeInterval == .milliseconds(500))
+        #expect(config.membership.probeTimeout == .milliseconds(250))
+        #expect(config.membership.suspicionMultiplier == 4)
+        #expect(config.membership.termFile == sandbox.directory + "/data/membership/term")
         #expect(config.violins == [Violin(name: "net", vni: VNI(42)!)])
         #expect(config.vms.count == 2)
         #expect(
@@ -108,8 +115,18 @@ final class ConfigSandbox {
         ("bind = \"127.0.0.1:7946\"", "bind = \"127.0.0.1\"", "peer.bind"),
         ("bind = \"127.0.0.1:7946\"", "bind = 7946", "peer.bind"),
         ("keyring = \"keyring\"", "keyring = \"missing\"", "cluster.keyring"),
-        ("address = \"127.0.0.2:7946\"", "address = \"127.0.0.2:0\"", "peers[0].address"),
-        ("name = \"h2\"", "name = \"h1\"", "peers[0].name"),
+        ("seeds = [\"127.0.0.2:7947\"", "seeds = [\"127.0.0.2\"", "membership.seeds[0]"),
+        ("probe_interval_ms = 500", "probe_interval_ms = 5", "membership.probe_interval_ms"),
+        ("probe_interval_ms = 500", "probe_interval_ms = 500\nprobe_timeout_ms = 900", "membership.probe_timeout_ms"),
+        ("probe_interval_ms = 500", "probe_interval_ms = 500\nbind = \"127.0.0.1:7946\"", "membership.bind"),
+        ("probe_interval_ms = 500", "probe_interval_ms = 500\nbind = \"0.0.0.0:7947\"", "membership.advertise"),
+        (
+            "probe_interval_ms = 500", "probe_interval_ms = 500\nsuspicion_multiplier = \"x\"",
+            "membership.suspicion_multiplier"
+        ),
+        ("probe_interval_ms = 500", "probe_interval_ms = 500\nfanout = 3", "membership.fanout"),
+        ("[membership]", "[[peers]]\nname = \"h2\"\naddress = \"127.0.0.2:7946\"\n\n[membership]", "peers"),
+        ("data_dir = \"data\"", "data_dir = \"data\"\nstore_capacity_mib = 64", "peer.store_capacity_mib"),
         ("vni = 42", "vni = 0", "violins[0].vni"),
         ("vni = 42", "vni = 16777216", "violins[0].vni"),
         (

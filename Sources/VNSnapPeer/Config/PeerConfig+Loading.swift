@@ -50,22 +50,15 @@ extension PeerConfig {
         try clusterTable.rejectUnknownKeys()
         let keyring = try Self.loadKeyring(keyringPath, configPath: path)
 
-        var peers: [StaticPeer] = []
-        for var table in try reader.tables("peers") {
-            let name = try table.requiredString("name")
-            try Self.checkName(name, table, "name")
-            let addressText = try table.requiredString("address")
-            guard let address = HostPort(addressText), address.port != 0 else {
-                throw table.error("address", "\"\(addressText)\" is not host:port with a port in 1...65535")
-            }
-            try table.rejectUnknownKeys()
-            if name == peer.name { throw table.error("name", "\"\(name)\" is this peer itself ([peer].name)") }
-            if peers.contains(where: { $0.name == name }) { throw table.error("name", "duplicate peer \"\(name)\"") }
-            if PeerID(name: name) == peer.id || peers.contains(where: { $0.id == PeerID(name: name) }) {
-                throw table.error("name", "\"\(name)\" hashes to the same peer id as another peer; rename it")
-            }
-            peers.append(StaticPeer(name: name, address: address))
+        if reader.contains("peers") {
+            throw reader.error(
+                "peers",
+                "the static [[peers]] list is gone: peers find each other by gossip; list one or more of them in "
+                    + "[membership] seeds = [\"host:port\", ...] instead"
+            )
         }
+        var membershipTable = try reader.table("membership") ?? reader.emptyTable("membership")
+        let membership = try Self.parseMembership(&membershipTable, peer: peer, absolute: absolute)
 
         var violins: [Violin] = []
         for var table in try reader.tables("violins") {
@@ -102,7 +95,7 @@ extension PeerConfig {
             peer: peer,
             cluster: Cluster(name: clusterName, keyringPath: keyringPath),
             keyring: keyring,
-            peers: peers,
+            membership: membership,
             violins: violins,
             vms: vms
         )
@@ -135,8 +128,92 @@ extension PeerConfig {
                 roles.insert(role)
             }
         }
+        let capacityMiB = try table.int("store_capacity_mib") ?? 0
+        guard capacityMiB >= 0 else { throw table.error("store_capacity_mib", "\(capacityMiB) is negative") }
+        if capacityMiB > 0, !roles.contains(.store) {
+            throw table.error("store_capacity_mib", "only valid with the \"store\" role")
+        }
         try table.rejectUnknownKeys()
-        return Peer(name: name, bind: bind, dataDirectory: dataDirectory, controlSocket: controlSocket, roles: roles)
+        return Peer(
+            name: name,
+            bind: bind,
+            dataDirectory: dataDirectory,
+            controlSocket: controlSocket,
+            roles: roles,
+            storeCapacity: UInt64(capacityMiB) << 20
+        )
+    }
+
+    private static func parseMembership(
+        _ table: inout TOMLReader,
+        peer: Peer,
+        absolute: (String) -> String
+    ) throws(ConfigError) -> Membership {
+        let bind: HostPort
+        if let text = try table.string("bind") {
+            guard let value = HostPort(text) else {
+                throw table.error("bind", "\"\(text)\" is not host:port (e.g. \"10.0.0.1:7947\")")
+            }
+            bind = value
+        } else {
+            // Next to the tunnel port by default, as serf/memberlist users expect one well-known port pair.
+            guard peer.bind.port != 0, peer.bind.port < 65535 else {
+                throw table.error("bind", "missing: set it when peer.bind has port 0 or 65535")
+            }
+            bind = HostPort(host: peer.bind.host, port: peer.bind.port + 1)
+        }
+        if bind == peer.bind { throw table.error("bind", "\(bind) is already peer.bind (the tunnel socket)") }
+        let advertise: HostPort
+        if let text = try table.string("advertise") {
+            guard let value = HostPort(text), value.port != 0 else {
+                throw table.error("advertise", "\"\(text)\" is not host:port with a port in 1...65535")
+            }
+            advertise = value
+        } else {
+            guard !Self.isUnspecified(bind.host), bind.port != 0 else {
+                throw table.error(
+                    "advertise",
+                    "missing: other peers cannot reach \(bind); set the address they should use (host:port)"
+                )
+            }
+            advertise = bind
+        }
+        var seeds: [HostPort] = []
+        for (index, text) in (try table.stringArray("seeds") ?? []).enumerated() {
+            guard let seed = HostPort(text), seed.port != 0 else {
+                throw table.error("seeds[\(index)]", "\"\(text)\" is not host:port with a port in 1...65535")
+            }
+            if seed == advertise { continue }  // a peer may list itself in a cluster-wide seed list
+            seeds.append(seed)
+        }
+        let probeMs = try table.int("probe_interval_ms") ?? 1000
+        guard (50...60_000).contains(probeMs) else {
+            throw table.error("probe_interval_ms", "\(probeMs) is out of range 50...60000")
+        }
+        let timeoutMs = try table.int("probe_timeout_ms") ?? probeMs / 2
+        guard timeoutMs >= 10, timeoutMs < probeMs else {
+            throw table.error("probe_timeout_ms", "\(timeoutMs) must be at least 10 and below probe_interval_ms")
+        }
+        let multiplier = try table.double("suspicion_multiplier") ?? 4
+        guard (1...100).contains(multiplier) else {
+            throw table.error("suspicion_multiplier", "\(multiplier) is out of range 1...100")
+        }
+        try table.rejectUnknownKeys()
+        let tunnelHost = Self.isUnspecified(peer.bind.host) ? advertise.host : peer.bind.host
+        return Membership(
+            bind: bind,
+            advertise: advertise,
+            seeds: seeds,
+            tunnelHost: tunnelHost,
+            probeInterval: .milliseconds(probeMs),
+            probeTimeout: .milliseconds(timeoutMs),
+            suspicionMultiplier: multiplier,
+            termFile: peer.dataDirectory + "/membership/term"
+        )
+    }
+
+    private static func isUnspecified(_ host: String) -> Bool {
+        host == "0.0.0.0" || host == "::" || host == "[::]"
     }
 
     private static func parseVM(

@@ -7,7 +7,7 @@ public struct PeerConfig: Sendable {
     public struct Peer: Sendable, Hashable {
         /// Unique name in the cluster; its `PeerID` derives from it.
         public var name: String
-        /// UDP address the tunnels (and later membership) bind to.
+        /// UDP address the switch's tunnels bind to.
         public var bind: HostPort
         /// Where VM sockets, logs and images live.
         public var dataDirectory: String
@@ -15,6 +15,8 @@ public struct PeerConfig: Sendable {
         public var controlSocket: String
         /// What this peer does.
         public var roles: Set<PeerRole>
+        /// Bytes of image store offered to the cluster (0 without the `store` role).
+        public var storeCapacity: UInt64
 
         /// This peer's identity.
         public var id: PeerID { PeerID(name: self.name) }
@@ -28,15 +30,24 @@ public struct PeerConfig: Sendable {
         public var keyringPath: String
     }
 
-    /// Another peer, from the static list (membership replaces it later).
-    public struct StaticPeer: Sendable, Hashable {
-        /// Its name.
-        public var name: String
-        /// Its tunnel address.
-        public var address: HostPort
-
-        /// Its identity.
-        public var id: PeerID { PeerID(name: self.name) }
+    /// How this peer takes part in membership (DESIGN §5).
+    public struct Membership: Sendable, Hashable {
+        /// UDP address the membership socket binds to.
+        public var bind: HostPort
+        /// The address other peers reach the membership socket at (the bind address unless set).
+        public var advertise: HostPort
+        /// Membership addresses of peers to join through; any alive member is enough, none means "start alone".
+        public var seeds: [HostPort]
+        /// The host other peers reach this peer's tunnel socket at.
+        public var tunnelHost: String
+        /// Probe interval.
+        public var probeInterval: Duration
+        /// Direct probe timeout.
+        public var probeTimeout: Duration
+        /// α: suspicion starts at α·log10(n) probe intervals.
+        public var suspicionMultiplier: Double
+        /// Where the durable election term is kept.
+        public var termFile: String
     }
 
     /// The file it was read from.
@@ -47,8 +58,8 @@ public struct PeerConfig: Sendable {
     public var cluster: Cluster
     /// The keyring, loaded and checked.
     public var keyring: Keyring
-    /// Other peers.
-    public var peers: [StaticPeer]
+    /// Membership.
+    public var membership: Membership
     /// VIOLINs known to this peer.
     public var violins: [Violin]
     /// VMs this peer runs.

@@ -45,6 +45,23 @@ struct TOMLReader {
         return int
     }
 
+    /// A number: a float or an integer.
+    mutating func double(_ key: String) throws(ConfigError) -> Double? {
+        self.known.insert(key)
+        guard let value = self.table[key] else { return nil }
+        if let double = value.double { return double }
+        guard let int = value.int else { throw self.error(key, "expected a number, found \(value.type)") }
+        return Double(int)
+    }
+
+    /// Whether the table has `key` at all.
+    func contains(_ key: String) -> Bool { self.table[key] != nil }
+
+    /// An empty table standing for one the file left out, so its defaults apply.
+    func emptyTable(_ key: String) -> TOMLReader {
+        TOMLReader(table: TOMLTable(), path: self.path, prefix: self.keyPath(key))
+    }
+
     mutating func stringArray(_ key: String) throws(ConfigError) -> [String]? {
         self.known.insert(key)
         guard let value = self.table[key] else { return nil }

@@ -24,18 +24,10 @@ public struct PeerStatus: Sendable, Codable, Hashable {
         public var pid: Int32
     }
 
-    /// One installed key, never the key itself.
-    public struct Key: Sendable, Codable, Hashable {
-        /// BLAKE2b-256 fingerprint prefix.
-        public var fingerprint: String
-        /// Whether it seals.
-        public var primary: Bool
-    }
-
     /// This peer.
     public var peer: Peer
-    /// The keyring.
-    public var keyring: [Key]
+    /// Members, election and keyring.
+    public var membership: MembershipStatus
     /// The VIOLINs known here.
     public var violins: [Violin]
     /// Local VMs.

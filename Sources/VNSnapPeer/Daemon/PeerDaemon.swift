@@ -1,51 +1,51 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
+import NIOCore
 import ServiceLifecycle
 import UnixSignals
 import VNSnapCore
 import VNSnapCrypto
 import VNSnapHypervisor
 
-/// The peer daemon: the switch, the VM supervisor and the control API as one `ServiceGroup`.
+/// The peer daemon: the switch, membership, the VM supervisor and the control API as one `ServiceGroup`.
 ///
-/// Sockets are bound before anything starts, so a port in use or a stale peer fails the start cleanly.
-/// Shutdown (SIGTERM, SIGINT) runs in reverse: the control API closes, the VMs stop, then the switch.
+/// Sockets are bound and the durable term read before anything starts, so a port in use, a stale peer or a
+/// corrupt term file fails the start cleanly. Shutdown (SIGTERM, SIGINT, `vnsnap-peer leave`) runs in reverse:
+/// the control API closes, the peer leaves the cluster, the VMs stop, then the switch.
 public enum PeerDaemon {
     /// The software version shown in `status`.
-    public static let version = "0.1.0"
+    public static let version = "0.2.0"
 
-    /// Runs the peer until SIGTERM or SIGINT.
+    /// Runs the peer until SIGTERM, SIGINT or `leave`.
     public static func run(config: PeerConfig, qemu: String = "qemu-system-x86_64", logger: Logger) async throws {
         let started = ContinuousClock.now
         let session = UInt64(Date().timeIntervalSince1970 * 1_000_000_000)
         try FileManager.default.createDirectory(atPath: config.peer.dataDirectory, withIntermediateDirectories: true)
+        let termStore = TermStore(path: config.membership.termFile)
+        _ = try termStore.load()  // refuse a corrupt term file before binding anything
 
-        var ports: [SwitchService.PortSpec] = []
-        for vm in config.vms {
-            let violin = config.violin(named: vm.violin)!  // !-safe, the loader checked every VM's VIOLIN
-            let paths = QEMUPaths(
-                vmDirectory: config.vmDirectory(vm.name),
-                switchPortSocket: config.switchPortSocket(vm.name)
-            )
-            ports.append(
-                SwitchService.PortSpec(
-                    vm: vm.name,
-                    violin: violin,
-                    switchSocket: paths.switchPortSocket,
-                    vmSocket: paths.nicSocket
-                )
-            )
-        }
         let switchService = try await SwitchService.start(
             me: config.peer.name,
             bind: config.peer.bind,
             crypto: TunnelCrypto(keyring: config.keyring, clusterName: config.cluster.name),
             violins: config.violins,
-            ports: ports,
-            tunnels: config.peers.map { SwitchService.TunnelSpec(name: $0.name, address: $0.address) },
+            ports: Self.portSpecs(config),
+            tunnels: [],
             session: session,
             logger: logger
         )
+        let membership: MembershipService
+        do {
+            membership = try await MembershipService.start(
+                Self.membershipConfiguration(config, session: session, tunnelPort: switchService.tunnelAddress.port),
+                logger: logger,
+                onEvent: { event in await Self.follow(event, switchService: switchService, config: config) }
+            )
+        } catch {
+            await switchService.close()
+            throw error
+        }
         let supervisor = VMSupervisor(
             definitions: config.vms,
             paths: { vm in
@@ -55,44 +55,21 @@ public enum PeerDaemon {
             onStart: { vm in await switchService.vmStarted(vm) },
             logger: logger
         )
+        let groupBox = NIOLockedValueBox<ServiceGroup?>(nil)
+        let services = DaemonServices(
+            config: config,
+            session: session,
+            started: started,
+            switchService: switchService,
+            membership: membership,
+            supervisor: supervisor,
+            shutdown: { await groupBox.withLockedValue { $0 }?.triggerGracefulShutdown() }
+        )
         let control: ControlServer
         do {
             control = try await ControlServer.bind(
                 path: config.peer.controlSocket,
-                handler: { request in
-                    switch request.command {
-                    case "status":
-                        do {
-                            let status = PeerStatus(
-                                peer: .init(
-                                    name: config.peer.name,
-                                    id: config.peer.id.description,
-                                    bind: switchService.tunnelAddress.displayString,
-                                    roles: config.peer.roles.map(\.rawValue).sorted(),
-                                    cluster: config.cluster.name,
-                                    session: session,
-                                    uptimeSeconds: Self.seconds(started.duration(to: .now)),
-                                    version: Self.version,
-                                    pid: getpid()
-                                ),
-                                keyring: config.keyring.keys.enumerated().map {
-                                    .init(fingerprint: $0.element.shortFingerprint, primary: $0.offset == 0)
-                                },
-                                violins: config.violins,
-                                vms: await supervisor.status(),
-                                switch: try await switchService.status()
-                            )
-                            return ControlResponse(ok: true, status: status)
-                        } catch {
-                            return ControlResponse(ok: false, error: "status failed: \(error)")
-                        }
-                    default:
-                        return ControlResponse(
-                            ok: false,
-                            error: "unknown command \"\(request.command)\" (known: status)"
-                        )
-                    }
-                },
+                handler: { request in await services.handle(request) },
                 logger: logger
             )
         } catch {
@@ -111,6 +88,7 @@ public enum PeerDaemon {
                 services: [
                     .init(service: switchService),
                     .init(service: supervisor),
+                    .init(service: membership),
                     .init(service: control),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
@@ -118,8 +96,73 @@ public enum PeerDaemon {
                 logger: logger
             )
         )
+        groupBox.withLockedValue { $0 = group }
         try await group.run()
         logger.info("Peer stopped", metadata: ["peer.name": "\(config.peer.name)"])
+    }
+
+    /// Tunnels follow membership; a new keyring goes to the switch too.
+    static func follow(_ event: MembershipEvent, switchService: SwitchService, config: PeerConfig) async {
+        switch event {
+        case .memberUp(let name, let tunnel):
+            guard let address = HostPort(tunnel) else { return }
+            try? await switchService.addTunnel(SwitchService.TunnelSpec(name: name, address: address))
+        case .memberDown(let name):
+            await switchService.removeTunnel(name: name)
+        case .keyringChanged(let keyring):
+            await switchService.replaceCrypto(TunnelCrypto(keyring: keyring, clusterName: config.cluster.name))
+        }
+    }
+
+    static func portSpecs(_ config: PeerConfig) -> [SwitchService.PortSpec] {
+        config.vms.map { vm in
+            let paths = QEMUPaths(
+                vmDirectory: config.vmDirectory(vm.name),
+                switchPortSocket: config.switchPortSocket(vm.name)
+            )
+            return SwitchService.PortSpec(
+                vm: vm.name,
+                violin: config.violin(named: vm.violin)!,  // !-safe, the loader checked every VM's VIOLIN
+                switchSocket: paths.switchPortSocket,
+                vmSocket: paths.nicSocket
+            )
+        }
+    }
+
+    static func membershipConfiguration(
+        _ config: PeerConfig,
+        session: UInt64,
+        tunnelPort: Int?
+    ) -> MembershipService.Configuration {
+        var settings = SWIMSettings()
+        settings.probeInterval = config.membership.probeInterval
+        settings.probeTimeout = config.membership.probeTimeout
+        settings.suspicionMultiplier = config.membership.suspicionMultiplier
+        let me = MemberState(
+            id: config.peer.id,
+            name: config.peer.name,
+            address: config.membership.advertise.description,
+            incarnation: 0,
+            status: .alive,
+            metadata: MemberMetadata(
+                roles: config.peer.roles,
+                tunnelAddress: HostPort(host: config.membership.tunnelHost, port: tunnelPort ?? config.peer.bind.port)
+                    .description,
+                storeCapacity: config.peer.storeCapacity,
+                version: Self.version
+            )
+        )
+        return MembershipService.Configuration(
+            me: me,
+            settings: settings,
+            bind: config.membership.bind,
+            seeds: config.membership.seeds.map(\.description),
+            clusterName: config.cluster.name,
+            session: session,
+            keyring: config.keyring,
+            keyringPath: config.cluster.keyringPath,
+            termStore: TermStore(path: config.membership.termFile)
+        )
     }
 
     static func seconds(_ duration: Duration) -> Double {

@@ -40,6 +40,9 @@ final class SwitchEngine {
         var nextSequence: UInt64 = 0
         var inbound = InboundTunnelState()
         var counters = TrafficCounters()
+        /// Whether membership sees the peer alive. A tunnel that goes down is kept, not deleted: its next
+        /// sequence number must survive, or a revived tunnel would reuse nonces of this session.
+        var up = true
     }
 
     let eventLoop: any EventLoop
@@ -100,13 +103,28 @@ final class SwitchEngine {
         self.tunnelChannel = channel
     }
 
+    /// Adds the tunnel to a peer, or brings a known one back up at `address`.
     func addTunnel(name: String, id: PeerID, address: SocketAddress) {
         if self.tunnels[id] != nil {
             self.tunnels[id]!.address = address  // !-safe, checked above
+            self.tunnels[id]!.up = true
             return
         }
         self.tunnelOrder.append(id)
         self.tunnels[id] = TunnelState(name: name, id: id, address: address)
+    }
+
+    /// Takes the tunnel to a dead or departed peer down: nothing is sent to it, its datagrams are refused,
+    /// and the addresses learned behind it are forgotten.
+    func removeTunnel(id: PeerID) {
+        guard self.tunnels[id]?.up == true else { return }
+        self.tunnels[id]!.up = false  // !-safe, checked above
+        self.core.removeTunnel(id)
+    }
+
+    /// Seals with the new primary and opens with every key of `crypto` from now on.
+    func replaceCrypto(_ crypto: TunnelCrypto) {
+        self.crypto = crypto
     }
 
     func expire(now: ContinuousClock.Instant) {
@@ -140,7 +158,7 @@ final class SwitchEngine {
                 self.sendToPort(target, frame: frame)
             }
             if includeTunnels {
-                for peer in self.tunnelOrder {
+                for peer in self.tunnelOrder where self.tunnels[peer]?.up == true {
                     self.sendToTunnel(peer, vni: vni, epoch: epoch, frame: frame)
                 }
             }
@@ -167,7 +185,7 @@ final class SwitchEngine {
                 // Membership and keyring datagrams belong on the membership socket.
                 guard header.kind == .frame else { return .failure(.unknownKind) }
                 guard header.destination == self.me else { return .failure(.misdirected) }
-                guard self.tunnels[header.source] != nil else { return .failure(.unknownPeer) }
+                guard self.tunnels[header.source]?.up == true else { return .failure(.unknownPeer) }
                 do throws(TunnelDropReason) {
                     return .success(try self.crypto.open(input, into: output))
                 } catch {
@@ -224,7 +242,7 @@ final class SwitchEngine {
     static let backlogRetry = TimeAmount.microseconds(50)
 
     private func sendToTunnel(_ peer: PeerID, vni: VNI, epoch: UInt32, frame: ByteBuffer) {
-        guard let channel = self.tunnelChannel, var tunnel = self.tunnels[peer] else { return }
+        guard let channel = self.tunnelChannel, var tunnel = self.tunnels[peer], tunnel.up else { return }
         let length = frame.readableBytes
         var datagram = channel.allocator.buffer(capacity: length + TunnelCrypto.overhead)
         datagram.moveWriterIndex(forwardBy: TunnelHeader.size)
@@ -284,6 +302,7 @@ final class SwitchEngine {
                 SwitchStatus.Tunnel(
                     peer: $0.name,
                     address: $0.address.displayString,
+                    up: $0.up,
                     remoteSession: $0.inbound.session,
                     nextSequence: $0.nextSequence,
                     counters: $0.counters

@@ -223,6 +223,18 @@ public final class SwitchService: Service, Sendable {
         }.get()
     }
 
+    /// Takes the tunnel to a dead or departed peer down (kept, so it can come back).
+    public func removeTunnel(name: String) async {
+        let engine = self.engine
+        try? await self.group.next().submit { engine.value.removeTunnel(id: PeerID(name: name)) }.get()
+    }
+
+    /// Switches to a new keyring (after a cluster-wide key change).
+    public func replaceCrypto(_ crypto: TunnelCrypto) async {
+        let engine = self.engine
+        try? await self.group.next().submit { engine.value.replaceCrypto(crypto) }.get()
+    }
+
     /// Tells the switch that `vm`'s QEMU has (re)started, so its port connects to the new NIC socket.
     public func vmStarted(_ vm: String) async {
         let engine = self.engine

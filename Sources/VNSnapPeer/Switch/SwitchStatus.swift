@@ -22,6 +22,8 @@ public struct SwitchStatus: Sendable, Codable, Hashable {
         public var peer: String
         /// Its UDP address.
         public var address: String
+        /// Whether membership sees the peer alive (a down tunnel neither sends nor accepts).
+        public var up: Bool
         /// The other peer's current session, once heard from.
         public var remoteSession: UInt64?
         /// Next sequence number this peer will send.

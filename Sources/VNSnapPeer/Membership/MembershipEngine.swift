@@ -1,0 +1,282 @@
+import Logging
+import NIOCore
+import VNSnapCore
+import VNSnapCrypto
+
+/// What membership tells the rest of the daemon.
+public enum MembershipEvent: Sendable, Hashable {
+    /// A member is alive (new, back, or moved): its tunnel should be up at this address.
+    case memberUp(name: String, tunnel: String)
+    /// A member died or left: its tunnel goes down.
+    case memberDown(name: String)
+    /// The cluster's keyring changed: the switch seals and opens with it from now on.
+    case keyringChanged(Keyring)
+}
+
+/// The membership shell on its event loop: opens and seals datagrams, feeds `SWIMInstance` and `Election`,
+/// and carries out what they decide (sends, ticks, tunnel changes, durable terms, keyring sync).
+final class MembershipEngine {
+    typealias Instant = ContinuousClock.Instant
+
+    let eventLoop: any EventLoop
+    let clusterName: String
+    let session: UInt64
+    var swim: SWIMInstance<Instant, SystemRandomNumberGenerator>
+    var election: Election
+    let termStore: TermStore
+    var termError: String?
+    var keyring: Keyring
+    let keyringPath: String
+    var crypto: TunnelCrypto
+    var channel: (any Channel)?
+    var sequence: UInt64 = 0
+    var inbound: [PeerID: InboundTunnelState] = [:]
+    /// The key each peer last sealed with: a keyring sync to a peer behind a rotation uses it.
+    var lastKeyID: [PeerID: UInt32] = [:]
+    var keyringSentAt: [PeerID: Instant] = [:]
+    var lastUnknownKey: (description: String, at: Instant)?
+    var rejected: [TunnelDropReason: UInt64] = [:]
+    var datagramsSent: UInt64 = 0
+    var datagramsReceived: UInt64 = 0
+    var addresses: [String: SocketAddress] = [:]
+    var seeds: [String] = []
+    var tick: (task: Scheduled<Void>, at: Instant)?
+    var dirty = false
+    let emit: @Sendable (MembershipEvent) -> Void
+    let logger: Logger
+
+    init(
+        eventLoop: any EventLoop,
+        me: MemberState,
+        settings: SWIMSettings,
+        clusterName: String,
+        session: UInt64,
+        keyring: Keyring,
+        keyringPath: String,
+        termStore: TermStore,
+        storedTerm: UInt64,
+        emit: @escaping @Sendable (MembershipEvent) -> Void,
+        logger: Logger
+    ) {
+        self.eventLoop = eventLoop
+        var me = me
+        me.metadata.keyringGeneration = keyring.generation
+        me.metadata.keyringDigest = keyring.digest
+        self.swim = SWIMInstance(me: me, settings: settings, rng: SystemRandomNumberGenerator(), now: .now)
+        self.election = Election(storedTerm: storedTerm)
+        self.termStore = termStore
+        self.clusterName = clusterName
+        self.session = session
+        self.keyring = keyring
+        self.keyringPath = keyringPath
+        self.crypto = TunnelCrypto(keyring: keyring, clusterName: clusterName, purpose: "membership")
+        self.emit = emit
+        self.logger = logger
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Events in
+
+    func join(seeds: [String]) {
+        let now = ContinuousClock.now
+        self.seeds = seeds
+        if !seeds.isEmpty {
+            self.logger.info("Joining", metadata: ["membership.seeds": "\(seeds.joined(separator: ","))"])
+        }
+        self.execute(self.swim.join(seeds: seeds, now: now), now: now)
+        self.evaluateElection()
+    }
+
+    func leave() {
+        let now = ContinuousClock.now
+        guard !self.swim.hasLeft else { return }
+        self.logger.info("Leaving the cluster")
+        self.execute(self.swim.leave(now: now), now: now)
+    }
+
+    /// A datagram from `remote`: opened, checked against replays, then handed to SWIM or the keyring.
+    func receive(_ datagram: ByteBuffer, from remote: SocketAddress) {
+        let now = ContinuousClock.now
+        guard datagram.readableBytes <= SWIMCodec.maximumSize + TunnelCrypto.overhead else {
+            return self.reject(.oversized)
+        }
+        let header: TunnelHeader
+        let payload: [UInt8]
+        do throws(TunnelDropReason) {
+            (header, payload) = try self.crypto.opened(Array(datagram.readableBytesView))
+        } catch {
+            if error == .unknownKey { self.noteUnknownKey(datagram, from: remote, now: now) }
+            return self.reject(error)
+        }
+        guard header.destination == PeerID(rawValue: 0), header.source != self.swim.me.id else {
+            return self.reject(.misdirected)
+        }
+        if let reason = self.inbound[header.source, default: InboundTunnelState()].admit(
+            session: header.session,
+            sequence: header.sequence
+        ) {
+            return self.reject(reason)
+        }
+        self.datagramsReceived &+= 1
+        self.lastKeyID[header.source] = header.keyID
+        self.observe(term: UInt64(header.epoch))
+        switch header.kind {
+        case .membership:
+            let message: SWIMMessage
+            do throws(SWIMCodec.Failure) {
+                message = try SWIMCodec.decode(payload)
+            } catch {
+                return self.reject(error == .badVersion ? .badVersion : .malformed)
+            }
+            // The sealed source is the authority: a message may not speak for another peer.
+            guard message.from == header.source else { return self.reject(.malformed) }
+            self.execute(self.swim.onMessage(message, from: remote.displayString, now: now), now: now)
+        case .keyring:
+            guard let offered = Keyring(syncPayload: payload) else { return self.reject(.malformed) }
+            self.adopt(offered, from: "\(remote.displayString)")
+        case .frame:
+            self.reject(.unknownKind)
+        }
+        self.flush()
+    }
+
+    func onTick() {
+        let now = ContinuousClock.now
+        self.tick = nil
+        self.execute(self.swim.onTick(now: now), now: now)
+        self.syncKeyrings(now: now)
+        self.flush()
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Directives out
+
+    func execute(_ directives: [SWIMDirective<Instant>], now: Instant) {
+        var changed = false
+        for directive in directives {
+            switch directive {
+            case .send(let message, let address):
+                self.send(message, to: address)
+            case .memberChanged(let state, let previous):
+                changed = true
+                self.memberChanged(state, previous: previous)
+            case .scheduleTick(let at):
+                self.schedule(at: at, now: now)
+            }
+        }
+        if changed { self.evaluateElection() }
+        self.flush()
+    }
+
+    private func memberChanged(_ state: MemberState, previous: MemberStatus?) {
+        if state.status != previous {
+            self.logger.info(
+                "Member \(state.status)",
+                metadata: [
+                    "member.name": "\(state.name)", "member.address": "\(state.address)",
+                    "member.incarnation": "\(state.incarnation)",
+                    "member.previous": "\(previous?.description ?? "new")",
+                ]
+            )
+        }
+        if state.status.isActive {
+            self.emit(.memberUp(name: state.name, tunnel: state.metadata.tunnelAddress))
+        } else {
+            self.emit(.memberDown(name: state.name))
+            self.keyringSentAt[state.id] = nil
+        }
+    }
+
+    private func schedule(at: Instant, now: Instant) {
+        if let current = self.tick {
+            guard at < current.at else { return }
+            current.task.cancel()
+        }
+        let delay = now.duration(to: at)
+        let nanoseconds = max(
+            0,
+            delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
+        )
+        let task = self.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(nanoseconds)) { self.onTick() }
+        self.tick = (task, at)
+    }
+
+    /// Seals and queues a datagram; `flush` sends what was queued.
+    func sendSealed(kind: TunnelHeader.Kind, payload: [UInt8], to address: String, keyID: UInt32? = nil) {
+        guard let channel = self.channel else { return }
+        guard let remote = self.resolve(address) else { return }
+        let header = TunnelHeader(
+            kind: kind,
+            vni: VNI(0)!,  // !-safe, 0 is in range
+            source: self.swim.me.id,
+            destination: PeerID(rawValue: 0),
+            session: self.session,
+            epoch: UInt32(clamping: self.election.term),
+            keyID: 0,
+            sequence: self.sequence
+        )
+        self.sequence += 1
+        let datagram = self.crypto.sealed(header: header, payload: payload, keyID: keyID)
+        channel.write(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: datagram)), promise: nil)
+        self.datagramsSent &+= 1
+        self.dirty = true
+    }
+
+    private func send(_ message: SWIMMessage, to address: String) {
+        do {
+            self.sendSealed(kind: .membership, payload: try SWIMCodec.encode(message), to: address)
+        } catch {
+            // The instance sizes every message to fit; this would be a bug, not bad input.
+            self.logger.error("Membership message does not fit a datagram", metadata: ["membership.error": "\(error)"])
+        }
+    }
+
+    func flush() {
+        guard self.dirty else { return }
+        self.dirty = false
+        self.channel?.flush()
+    }
+
+    private func resolve(_ address: String) -> SocketAddress? {
+        if let cached = self.addresses[address] { return cached }
+        guard let hostPort = HostPort(address),
+            let resolved = try? SocketAddress.makeAddressResolvingHost(hostPort.host, port: hostPort.port)
+        else {
+            self.logger.warning("Cannot resolve a membership address", metadata: ["membership.address": "\(address)"])
+            return nil
+        }
+        if self.addresses.count > 4096 { self.addresses.removeAll() }
+        self.addresses[address] = resolved
+        return resolved
+    }
+
+    /// A send was refused (an unreachable peer's ICMP error, reported on a later read).
+    func sendFailed() {
+        self.reject(.sendFailed)
+    }
+
+    private func reject(_ reason: TunnelDropReason) {
+        self.rejected[reason, default: 0] &+= 1
+    }
+
+    /// Remembers (and logs, at most every 10 s) a datagram sealed with a key this peer does not have.
+    private func noteUnknownKey(_ datagram: ByteBuffer, from remote: SocketAddress, now: Instant) {
+        let keyID = datagram.getInteger(at: datagram.readerIndex + 36, as: UInt32.self) ?? 0
+        let description = "from \(remote.displayString) sealed with key id \(String(keyID, radix: 16))"
+        let last = self.lastUnknownKey?.at
+        self.lastUnknownKey = (description, now)
+        if last.map({ $0.duration(to: now) > .seconds(10) }) ?? true {
+            self.logger.warning(
+                """
+                Cannot open membership datagrams: their key is not in this peer's keyring (generation \
+                \(self.keyring.generation)). If the cluster rotated keys while this peer was away, install its current \
+                key with `vnsnap-peer keys install KEY`; otherwise the sender belongs to another cluster.
+                """,
+                metadata: ["membership.datagram": "\(description)"]
+            )
+        }
+    }
+}
+
+@available(*, unavailable)
+extension MembershipEngine: Sendable {}

@@ -1,0 +1,210 @@
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import VNSnapCore
+import VNSnapCrypto
+
+/// Membership as a service: the sealed UDP membership socket on its own event loop, joining through the
+/// seeds, reporting member and keyring changes, and leaving gracefully on shutdown.
+public final class MembershipService: Service, Sendable {
+    /// What the service starts with.
+    public struct Configuration: Sendable {
+        /// This peer as it announces itself (keyring fields are filled in from `keyring`).
+        public var me: MemberState
+        /// Protocol tuning.
+        public var settings: SWIMSettings
+        /// Address the socket binds to.
+        public var bind: HostPort
+        /// Membership addresses to join through.
+        public var seeds: [String]
+        /// The cluster name (bound into the keys).
+        public var clusterName: String
+        /// This run's session.
+        public var session: UInt64
+        /// The keyring at start.
+        public var keyring: Keyring
+        /// Where the keyring is stored when it changes.
+        public var keyringPath: String
+        /// The durable term.
+        public var termStore: TermStore
+        /// How long a leaving peer keeps answering so the news spreads.
+        public var leaveLinger: Duration = .seconds(1)
+
+        /// Creates a configuration.
+        public init(
+            me: MemberState,
+            settings: SWIMSettings,
+            bind: HostPort,
+            seeds: [String],
+            clusterName: String,
+            session: UInt64,
+            keyring: Keyring,
+            keyringPath: String,
+            termStore: TermStore
+        ) {
+            self.me = me
+            self.settings = settings
+            self.bind = bind
+            self.seeds = seeds
+            self.clusterName = clusterName
+            self.session = session
+            self.keyring = keyring
+            self.keyringPath = keyringPath
+            self.termStore = termStore
+        }
+    }
+
+    private let group: MultiThreadedEventLoopGroup
+    private let engine: NIOLoopBound<MembershipEngine>
+    private let channel: any Channel
+    private let configuration: Configuration
+    private let events: AsyncStream<MembershipEvent>
+    private let eventSink: AsyncStream<MembershipEvent>.Continuation
+    private let onEvent: @Sendable (MembershipEvent) async -> Void
+    private let logger: Logger
+
+    /// The address the membership socket is bound to.
+    public let address: SocketAddress
+
+    private init(
+        group: MultiThreadedEventLoopGroup,
+        engine: NIOLoopBound<MembershipEngine>,
+        channel: any Channel,
+        configuration: Configuration,
+        events: (AsyncStream<MembershipEvent>, AsyncStream<MembershipEvent>.Continuation),
+        onEvent: @escaping @Sendable (MembershipEvent) async -> Void,
+        logger: Logger
+    ) {
+        self.group = group
+        self.engine = engine
+        self.channel = channel
+        self.configuration = configuration
+        (self.events, self.eventSink) = events
+        self.onEvent = onEvent
+        self.address = channel.localAddress!  // !-safe, a bound socket has a local address
+        self.logger = logger
+    }
+
+    /// Reads the durable term and binds the socket; throws (releasing what it took) if either fails.
+    ///
+    /// `onEvent` is called in order, one event at a time, while the service runs.
+    public static func start(
+        _ configuration: Configuration,
+        logger: Logger,
+        onEvent: @escaping @Sendable (MembershipEvent) async -> Void
+    ) async throws -> MembershipService {
+        let storedTerm = try configuration.termStore.load()
+        let events = AsyncStream.makeStream(of: MembershipEvent.self)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loop = group.next()
+        do {
+            let engine = try await loop.submit {
+                NIOLoopBound(
+                    MembershipEngine(
+                        eventLoop: loop,
+                        me: configuration.me,
+                        settings: configuration.settings,
+                        clusterName: configuration.clusterName,
+                        session: configuration.session,
+                        keyring: configuration.keyring,
+                        keyringPath: configuration.keyringPath,
+                        termStore: configuration.termStore,
+                        storedTerm: storedTerm,
+                        emit: { events.continuation.yield($0) },
+                        logger: logger
+                    ),
+                    eventLoop: loop
+                )
+            }.get()
+            let channel = try await DatagramBootstrap(group: loop)
+                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(MembershipHandler(engine: engine.value))
+                    }
+                }
+                .bind(host: configuration.bind.host, port: configuration.bind.port).get()
+            try await loop.submit { engine.value.channel = channel }.get()
+            logger.info(
+                "Membership ready",
+                metadata: [
+                    "membership.bind": "\(channel.localAddress?.displayString ?? "?")",
+                    "membership.advertise": "\(configuration.me.address)", "election.storedTerm": "\(storedTerm)",
+                ]
+            )
+            return MembershipService(
+                group: group,
+                engine: engine,
+                channel: channel,
+                configuration: configuration,
+                events: events,
+                onEvent: onEvent,
+                logger: logger
+            )
+        } catch {
+            try? await group.shutdownGracefully()
+            throw error
+        }
+    }
+
+    /// Joins, reports events until graceful shutdown, then leaves, lingers so the news spreads, and closes.
+    public func run() async throws {
+        try await self.submit { $0.join(seeds: self.configuration.seeds) }
+        await withTaskGroup(of: Void.self) { tasks in
+            tasks.addTask {
+                for await event in self.events { await self.onEvent(event) }
+            }
+            try? await gracefulShutdown()
+            await self.leave()
+            try? await Task.sleep(for: self.configuration.leaveLinger)
+            self.eventSink.finish()
+            await tasks.waitForAll()
+        }
+        try? await self.channel.close()
+        try? await self.group.shutdownGracefully()
+        self.logger.info("Membership stopped")
+    }
+
+    /// Announces `left` (the daemon then shuts down).
+    public func leave() async {
+        try? await self.submit { $0.leave() }
+    }
+
+    /// Membership, election and keyring as `status` shows them.
+    public func status() async throws -> MembershipStatus {
+        try await self.submit { $0.status() }
+    }
+
+    /// Makes a cluster-wide keyring change here and starts spreading it.
+    public func change(_ change: KeyringChange) async throws -> Keyring {
+        try await self.submit { engine throws in try engine.change(change) }
+    }
+
+    private func submit<T: Sendable>(_ body: @escaping @Sendable (MembershipEngine) throws -> T) async throws -> T {
+        let engine = self.engine
+        return try await self.group.next().submit { try body(engine.value) }.get()
+    }
+}
+
+/// Hands every datagram of the membership socket to the engine.
+final class MembershipHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+
+    private let engine: MembershipEngine
+
+    init(engine: MembershipEngine) {
+        self.engine = engine
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = Self.unwrapInboundIn(data)
+        self.engine.receive(envelope.data, from: envelope.remoteAddress)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A UDP socket reports ICMP errors (port unreachable) of earlier sends; the socket stays usable.
+        self.engine.sendFailed()
+    }
+}

@@ -1,0 +1,56 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes small files so that a crash leaves either the old or the new content, never a mix: a temporary
+/// file in the same directory, fsync, rename over the target, fsync of the directory.
+enum DurableFile {
+    /// Replaces `path` with `bytes` durably; the file gets `mode`.
+    static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
+        let directory = (path as NSString).deletingLastPathComponent
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let temporary = "\(path).tmp-\(getpid())"
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        guard fd >= 0 else { throw DurableFileError(path: temporary, operation: "create", errno: errno) }
+        var written = 0
+        while written < bytes.count {
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, bytes.count - written) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                let error = DurableFileError(path: temporary, operation: "write", errno: errno)
+                close(fd)
+                unlink(temporary)
+                throw error
+            }
+            written += n
+        }
+        if fsync(fd) != 0 {
+            let error = DurableFileError(path: temporary, operation: "fsync", errno: errno)
+            close(fd)
+            unlink(temporary)
+            throw error
+        }
+        close(fd)
+        if rename(temporary, path) != 0 {
+            let error = DurableFileError(path: path, operation: "rename", errno: errno)
+            unlink(temporary)
+            throw error
+        }
+        let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        if directoryFD >= 0 {
+            _ = fsync(directoryFD)
+            close(directoryFD)
+        }
+    }
+}
+
+/// A durable write that failed, naming the file, the step and the system's reason.
+struct DurableFileError: Error, CustomStringConvertible {
+    var path: String
+    var operation: String
+    var errno: Int32
+
+    var description: String { "cannot \(self.operation) \(self.path): \(String(cString: strerror(self.errno)))" }
+}
