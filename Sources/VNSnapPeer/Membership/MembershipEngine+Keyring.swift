@@ -20,25 +20,31 @@ extension MembershipEngine {
     /// to members whose metadata shows an older keyring.
     func change(_ change: KeyringChange) throws(KeyringChangeError) -> Keyring {
         let next: Keyring
+        let summary: String  // for the log: the fingerprint, never the key
         switch change {
         case .install(let base64):
             guard let key = SecretKey(base64: base64) else {
                 throw KeyringChangeError("not a base64-encoded 32-byte key (make one with `vnsnap-peer keygen`)")
             }
             next = try self.keyring.installing(key)
+            summary = "install of \(key.shortFingerprint) here"
         case .use(let reference):
-            next = try self.keyring.using(try self.keyring.resolve(reference))
+            let key = try self.keyring.resolve(reference)
+            next = try self.keyring.using(key)
+            summary = "use of \(key.shortFingerprint) here"
         case .remove(let reference):
-            next = try self.keyring.removing(try self.keyring.resolve(reference))
+            let key = try self.keyring.resolve(reference)
+            next = try self.keyring.removing(key)
+            summary = "removal of \(key.shortFingerprint) here"
         }
         // Past any generation seen elsewhere, so this change wins over whatever is in flight.
         let newest = self.swim.otherMembers.map(\.state.metadata.keyringGeneration).max() ?? 0
         var raised = next
         while raised.generation <= newest { raised = Keyring(keys: raised.keys, generation: raised.generation + 1)! }  // !-safe, same keys
-        self.install(raised, reason: "\(change)")
+        self.install(raised, reason: summary)
         let now = ContinuousClock.now
         for member in self.swim.otherMembers where member.state.status.isActive {
-            self.sendKeyring(to: member.state, now: now)
+            self.sendKeyring(to: member.state.id, address: member.state.address, now: now, force: true)
         }
         self.flush()
         return raised
@@ -80,19 +86,15 @@ extension MembershipEngine {
             let theirs = member.state.metadata
             guard (self.keyring.generation, self.keyring.digest) > (theirs.keyringGeneration, theirs.keyringDigest)
             else { continue }
-            if let sent = self.keyringSentAt[member.state.id], sent.duration(to: now) < .seconds(2) { continue }
-            self.sendKeyring(to: member.state, now: now)
+            self.sendKeyring(to: member.state.id, address: member.state.address, now: now)
         }
     }
 
-    /// Sealed with the key the member last used, if we still have it: a member that missed `use` can open it.
-    private func sendKeyring(to member: MemberState, now: Instant) {
-        self.keyringSentAt[member.id] = now
-        self.sendSealed(
-            kind: .keyring,
-            payload: self.keyring.syncPayload,
-            to: member.address,
-            keyID: self.lastKeyID[member.id]
-        )
+    /// Sends our keyring to `peer`, sealed with the key it last used if we still have it (a peer that missed
+    /// `use` can open it); at most every 2 s per peer unless `force`d (a change just made).
+    func sendKeyring(to peer: PeerID, address: String, now: Instant, force: Bool = false) {
+        if !force, let sent = self.keyringSentAt[peer], sent.duration(to: now) < .seconds(2) { return }
+        self.keyringSentAt[peer] = now
+        self.sendSealed(kind: .keyring, payload: self.keyring.syncPayload, to: address, keyID: self.lastKeyID[peer])
     }
 }

@@ -40,6 +40,8 @@ final class MembershipEngine {
     var datagramsReceived: UInt64 = 0
     var addresses: [String: SocketAddress] = [:]
     var seeds: [String] = []
+    let startedAt = ContinuousClock.now
+    var seedWarningAt: Instant?
     var tick: (task: Scheduled<Void>, at: Instant)?
     var dirty = false
     let emit: @Sendable (MembershipEvent) -> Void
@@ -119,6 +121,11 @@ final class MembershipEngine {
         }
         self.datagramsReceived &+= 1
         self.lastKeyID[header.source] = header.keyID
+        if header.keyID != self.keyring.primary.keyID {
+            // Sealed with a key that is no longer primary: the sender missed a rotation (it may even be one we
+            // hold dead or left, and it cannot open what we send). Bring it up to date with a key it has.
+            self.sendKeyring(to: header.source, address: remote.displayString, now: now)
+        }
         self.observe(term: UInt64(header.epoch))
         switch header.kind {
         case .membership:
@@ -145,6 +152,7 @@ final class MembershipEngine {
         self.tick = nil
         self.execute(self.swim.onTick(now: now), now: now)
         self.syncKeyrings(now: now)
+        self.warnIfAlone(now: now)
         self.flush()
     }
 
@@ -248,6 +256,21 @@ final class MembershipEngine {
         if self.addresses.count > 4096 { self.addresses.removeAll() }
         self.addresses[address] = resolved
         return resolved
+    }
+
+    /// Says, 5 s after start and then every 30 s, that no seed has answered and what that may mean.
+    private func warnIfAlone(now: Instant) {
+        guard self.isWaitingForCluster, self.startedAt.duration(to: now) > .seconds(5) else { return }
+        if let last = self.seedWarningAt, last.duration(to: now) < .seconds(30) { return }
+        self.seedWarningAt = now
+        self.logger.warning(
+            """
+            No seed has answered yet; running alone and retrying. If the seeds are up and reachable, check that this \
+            peer's cluster name and keyring match theirs: a peer that missed a key rotation must install the \
+            cluster's current key with `vnsnap-peer keys install KEY`.
+            """,
+            metadata: ["membership.seeds": "\(self.seeds.joined(separator: ","))"]
+        )
     }
 
     /// A send was refused (an unreachable peer's ICMP error, reported on a later read).

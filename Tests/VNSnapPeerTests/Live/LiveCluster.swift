@@ -64,10 +64,22 @@ final class LiveCluster: @unchecked Sendable {
 
     func serialLog(host: String, vm: String) -> String { "\(self.host(host).directory)/data/vms/\(vm)/serial.log" }
 
-    /// The `[peer]`, `[cluster]` and `[[peers]]` part of a host's config.
-    func baseConfig(_ name: String, port: Int = 7946) -> String {
+    /// The `[peer]`, `[cluster]` and `[membership]` part of a host's config: every other peer is a seed, each
+    /// host has its own copy of the keyring (as separate machines would), `membership` adds settings.
+    func baseConfig(
+        _ name: String,
+        port: Int = 7946,
+        cluster: String? = nil,
+        keyring: Keyring? = nil,
+        membership: String = ""
+    ) -> String {
         let me = self.host(name)
-        var text = """
+        let keyringPath = "\(me.directory)/keyring"
+        if !FileManager.default.fileExists(atPath: keyringPath) || keyring != nil {
+            try? (keyring ?? self.keyring).fileText.write(toFile: keyringPath, atomically: true, encoding: .utf8)
+        }
+        let seeds = self.peerNames.filter { $0 != name }.map { "\"\(self.host($0).address):\(port + 1)\"" }
+        return """
             [peer]
             name = "\(name)"
             bind = "\(me.address):\(port)"
@@ -75,14 +87,48 @@ final class LiveCluster: @unchecked Sendable {
             control_socket = "\(me.directory)/control.sock"
 
             [cluster]
-            name = "\(self.tag)"
-            keyring = "\(self.root)/keyring"
+            name = "\(cluster ?? self.tag)"
+            keyring = "\(keyringPath)"
+
+            [membership]
+            seeds = [\(seeds.joined(separator: ", "))]
+            \(membership)
 
             """
-        for other in self.peerNames where other != name {
-            text += "\n[[peers]]\nname = \"\(other)\"\naddress = \"\(self.host(other).address):\(port)\"\n"
+    }
+
+    /// Polls `name`'s status until `condition` holds; throws with the last status if it does not in time.
+    @discardableResult
+    func waitUntil(
+        _ name: String,
+        timeout: Duration = .seconds(30),
+        _ what: String,
+        _ condition: (PeerStatus) -> Bool
+    ) async throws -> PeerStatus {
+        let deadline = ContinuousClock.now + timeout
+        var last: PeerStatus?
+        while ContinuousClock.now < deadline {
+            if let status = try? await self.status(name, timeout: .seconds(2)) {
+                last = status
+                if condition(status) { return status }
+            }
+            try await Task.sleep(for: .milliseconds(200))
         }
-        return text
+        let members = last?.membership.members.map { "\($0.name)=\($0.state)" }.joined(separator: " ") ?? "no status"
+        throw Shell.Failure(
+            description: "\(name): not \(what) within \(timeout); members \(members), initiator "
+                + "\(last?.membership.election.initiator ?? "none"), term \(last?.membership.election.term ?? 0)"
+        )
+    }
+
+    /// The state of every member as `name` sees it.
+    static func states(_ status: PeerStatus) -> [String: String] {
+        Dictionary(uniqueKeysWithValues: status.membership.members.map { ($0.name, $0.state) })
+    }
+
+    /// Sends `signal` to a host's peer process.
+    func signalPeer(_ name: String, _ signal: Int32) {
+        if let pid = self.hosts[name]?.peerPID { kill(pid, signal) }
     }
 
     /// A `[[vms]]` entry booting the test guest.

@@ -12,7 +12,8 @@ import VNSnapPeer
         _ cluster: LiveCluster,
         violin: String = "pipeline",
         vni: Int = 42,
-        blocks: Int = blocks
+        blocks: Int = blocks,
+        pace: Int = 0
     ) -> [String: String] {
         let violins = "\n[[violins]]\nname = \"\(violin)\"\nvni = \(vni)\n"
         let h1 =
@@ -21,7 +22,8 @@ import VNSnapPeer
                 name: "source",
                 violin: violin,
                 mac: "52:54:00:00:00:01",
-                append: "vnsnap.role=source vnsnap.ip=10.10.0.1/24 vnsnap.to=10.10.0.2:5000 vnsnap.blocks=\(blocks)"
+                append:
+                    "vnsnap.role=source vnsnap.ip=10.10.0.1/24 vnsnap.to=10.10.0.2:5000 vnsnap.blocks=\(blocks) vnsnap.pace=\(pace)"
             )
             + LiveCluster.guestVM(
                 name: "sink",

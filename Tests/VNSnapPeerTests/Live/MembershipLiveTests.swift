@@ -1,0 +1,193 @@
+import Foundation
+import Testing
+import VNSnapCore
+import VNSnapCrypto
+import VNSnapPeer
+
+/// Membership and election across five real peer processes in five network namespaces: crash, partition
+/// (nftables), heal, graceful leave, intruders, and a key rotation under traffic.
+@Suite(.serialized) struct MembershipLiveTests {
+    static let names = ["h1", "h2", "h3", "h4", "h5"]
+    static let fast = "probe_interval_ms = 500"
+
+    /// Every term each peer reported, in order: they must never go down.
+    final class TermLog: @unchecked Sendable {
+        var terms: [String: UInt64] = [:]
+
+        func record(_ name: String, _ status: PeerStatus) {
+            let term = status.membership.election.term
+            #expect(term >= self.terms[name] ?? 0, "\(name)'s term went down: \(self.terms[name] ?? 0) → \(term)")
+            self.terms[name] = term
+        }
+    }
+
+    /// Waits until every one of `names` satisfies `condition`; returns their statuses.
+    static func waitAll(
+        _ cluster: LiveCluster,
+        _ names: [String],
+        _ log: TermLog,
+        timeout: Duration = .seconds(45),
+        _ what: String,
+        _ condition: @escaping (PeerStatus) -> Bool
+    ) async throws -> [String: PeerStatus] {
+        var statuses: [String: PeerStatus] = [:]
+        for name in names {
+            let status = try await cluster.waitUntil(name, timeout: timeout, what, condition)
+            log.record(name, status)
+            statuses[name] = status
+        }
+        return statuses
+    }
+
+    static func alive(_ status: PeerStatus) -> Set<String> {
+        Set(status.membership.members.filter { $0.state == "alive" }.map(\.name))
+    }
+
+    /// Drops, inside `name`'s namespace, every packet from `blocked` (an nftables partition).
+    static func partition(_ cluster: LiveCluster, _ name: String, from blocked: [String]) throws {
+        let addresses = blocked.map { cluster.host($0).address }.joined(separator: ", ")
+        let rules = """
+            table inet vnsnap_partition {
+                chain input {
+                    type filter hook input priority 0; policy accept;
+                    ip saddr { \(addresses) } drop
+                }
+            }
+            """
+        let file = "\(cluster.host(name).directory)/partition.nft"
+        try rules.write(toFile: file, atomically: true, encoding: .utf8)
+        try cluster.exec(name, ["nft", "-f", file])
+    }
+
+    static func heal(_ cluster: LiveCluster, _ name: String) throws {
+        try cluster.exec(name, ["nft", "delete", "table", "inet", "vnsnap_partition"])
+    }
+
+    @Test func test_fivePeers_crashPartitionHealLeave_everyViewAndInitiatorFollows() async throws {
+        if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
+        let cluster = try LiveCluster(hosts: Self.names)
+        let log = TermLog()
+        do {
+            for name in Self.names {
+                try cluster.startPeer(name, config: cluster.baseConfig(name, membership: Self.fast))
+            }
+            let all = Set(Self.names)
+            var statuses = try await Self.waitAll(cluster, Self.names, log, "seeing all five alive with an initiator") {
+                Self.alive($0) == all && $0.membership.election.initiator != nil
+            }
+            let initiators = Set(statuses.values.map { $0.membership.election.initiator })
+            #expect(initiators.count == 1, "\(initiators)")
+            let first = try #require(initiators.first ?? nil)
+            // Tunnels followed membership: four tunnels up on every peer.
+            for status in statuses.values {
+                #expect(status.switch.tunnels.filter(\.up).count == 4, "\(status.peer.name): \(status.switch.tunnels)")
+            }
+
+            // kill -9 the initiator: everyone else marks it dead and agrees on a new one.
+            cluster.signalPeer(first, SIGKILL)
+            let rest = Self.names.filter { $0 != first }
+            statuses = try await Self.waitAll(cluster, rest, log, "marking \(first) dead with a new initiator") {
+                LiveCluster.states($0)[first] == "dead" && $0.membership.election.initiator.map { $0 != first } == true
+            }
+            #expect(Set(statuses.values.map { $0.membership.election.initiator }).count == 1)
+            for status in statuses.values {
+                #expect(status.switch.tunnels.first { $0.peer == first }?.up == false, "\(status.peer.name)")
+            }
+
+            // It comes back with its stored term, refutes its death, and the views merge again.
+            let termBefore = log.terms[first] ?? 0
+            try cluster.startPeer(first, config: cluster.baseConfig(first, membership: Self.fast))
+            statuses = try await Self.waitAll(cluster, Self.names, log, "seeing all five alive again") {
+                Self.alive($0) == all && $0.membership.election.initiator != nil
+            }
+            #expect((statuses[first]?.membership.election.term ?? 0) > termBefore, "restarted below its stored term")
+            #expect(Set(statuses.values.map { $0.membership.election.initiator }).count == 1)
+
+            // Partition 3 | 2: the three keep an initiator among them, the two have none.
+            let big = Array(Self.names.prefix(3))
+            let small = Array(Self.names.suffix(2))
+            for name in big { try Self.partition(cluster, name, from: small) }
+            for name in small { try Self.partition(cluster, name, from: big) }
+            statuses = try await Self.waitAll(cluster, big, log, "keeping an initiator on the majority side") {
+                status in
+                small.allSatisfy { LiveCluster.states(status)[$0] == "dead" }
+                    && status.membership.election.majority
+                    && big.contains(status.membership.election.initiator ?? "")
+            }
+            #expect(Set(statuses.values.map { $0.membership.election.initiator }).count == 1)
+            _ = try await Self.waitAll(cluster, small, log, "having no initiator in the minority") { status in
+                big.allSatisfy { LiveCluster.states(status)[$0] == "dead" }
+                    && !status.membership.election.majority && status.membership.election.initiator == nil
+            }
+
+            // Heal: one view again, one initiator, terms only went up (TermLog checks every observation).
+            for name in Self.names { try Self.heal(cluster, name) }
+            statuses = try await Self.waitAll(cluster, Self.names, log, timeout: .seconds(90), "merging after the heal")
+            {
+                Self.alive($0) == all && $0.membership.election.initiator != nil
+            }
+            #expect(Set(statuses.values.map { $0.membership.election.initiator }).count == 1)
+
+            // SIGTERM leaves gracefully: the others record `left`, never `dead`.
+            let leaver = small[1]
+            cluster.signalPeer(leaver, SIGTERM)
+            statuses = try await Self.waitAll(
+                cluster,
+                Self.names.filter { $0 != leaver },
+                log,
+                "marking \(leaver) left"
+            ) {
+                LiveCluster.states($0)[leaver] == "left"
+            }
+            for status in statuses.values {
+                #expect(status.membership.election.known == 4, "a departed member no longer counts")
+            }
+        } catch {
+            Issue.record("\(error)")
+            for name in Self.names { print("--- \(name)\n\(cluster.peerLogSummary(name))") }
+        }
+        await cluster.teardown()
+    }
+
+    @Test func test_otherClusterAndWrongKey_neverAppearAsMembers_andAreCountedByReason() async throws {
+        if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
+        let legit = ["h1", "h2", "h3"]
+        let cluster = try LiveCluster(hosts: legit + ["other", "wrongkey"])
+        let log = TermLog()
+        do {
+            for name in legit {
+                try cluster.startPeer(name, config: cluster.baseConfig(name, membership: Self.fast))
+            }
+            try cluster.startPeer(
+                "other",
+                config: cluster.baseConfig("other", cluster: "someone-else", membership: Self.fast)
+            )
+            try cluster.startPeer(
+                "wrongkey",
+                config: cluster.baseConfig(
+                    "wrongkey",
+                    keyring: Keyring(keys: [SecretKey.generate()])!,
+                    membership: Self.fast
+                )
+            )
+            // The intruders send to every legit peer (all are their seeds) and the legit peers to them.
+            let statuses = try await Self.waitAll(cluster, legit, log, "counting the intruders' datagrams") {
+                Self.alive($0) == Set(legit)
+                    && ($0.membership.rejected[.badTag] ?? 0) > 0 && ($0.membership.rejected[.unknownKey] ?? 0) > 0
+            }
+            for status in statuses.values {
+                #expect(Set(status.membership.members.map(\.name)) == Set(legit), "\(status.peer.name)")
+                #expect(status.membership.keyring.lastUnknownKey != nil)
+            }
+            for intruder in ["other", "wrongkey"] {
+                let status = try await cluster.status(intruder)
+                #expect(status.membership.members.map(\.name) == [intruder], "\(intruder) joined someone")
+                #expect(!status.membership.waitingForSeeds.isEmpty, "\(intruder) should still be waiting for seeds")
+                #expect(status.membership.election.initiator == nil)
+            }
+        } catch {
+            Issue.record("\(error)")
+        }
+        await cluster.teardown()
+    }
+}
