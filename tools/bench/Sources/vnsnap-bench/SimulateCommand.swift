@@ -59,34 +59,6 @@ struct SimulateCommand: ParsableCommand {
                 }
             }
             print("  its incarnation now: \(simulation.instances[first.subject].me.incarnation)")
-            // Replay and trace what the observer heard about the subject.
-            let replay = SWIMSimulation(configuration)
-            let subjectID = simulation.instances[first.subject].me.id
-            let subjectIndex = first.subject
-            replay.onDeliver = { to, message, at in
-                if ProcessInfo.processInfo.environment["TRACE_SUBJECT"] != nil, at.seconds > 12.5, at.seconds < 15.2,
-                    to == subjectIndex || message.from == subjectID
-                        || ([0, 48, 166].contains(to) && "\(message.body)".contains("pingRequest") == false
-                            && "\(message.body)".contains("ack"))
-                        || ("\(message.body)".contains("pingRequest") && "\(message.body)".contains("m28"))
-                {
-                    print("  TRACE \(at) \(replay.index(of: message.from) ?? -1) -> \(to): \(message.body)")
-                }
-                guard to == first.observer else { return }
-                for update in message.gossip where update.state.id == subjectID {
-                    print(
-                        "  \(at) \(first.observer) hears from \(replay.index(of: message.from) ?? -1): \(update.state.status) inc \(update.state.incarnation) origin \(replay.index(of: update.origin) ?? -1)"
-                    )
-                }
-                if case .pushPull(_, let members) = message.body,
-                    let state = members.first(where: { $0.id == subjectID })
-                {
-                    print(
-                        "  \(at) \(first.observer) push/pull from \(replay.index(of: message.from) ?? -1): \(state.status) inc \(state.incarnation)"
-                    )
-                }
-            }
-            replay.run(until: first.time)
         }
     }
 }
