@@ -19,6 +19,8 @@ struct SimulateCommand: ParsableCommand {
     @Flag(help: "Plain SWIM: Lifeguard off.") var plain = false
     @Option(help: "α: suspicion starts at α·log10(n) probe intervals.") var alpha: Double?
     @Option(help: "λ: retransmit multiplier.") var lambda: Int?
+    @Option(help: "Most updates piggybacked on one message.") var piggyback: Int?
+    @Option(help: "k: members asked for indirect probes.") var indirect: Int?
 
     func run() throws {
         var configuration = SWIMSimulation.Configuration(members: self.members)
@@ -27,6 +29,8 @@ struct SimulateCommand: ParsableCommand {
         configuration.settings.lifeguard = !self.plain
         if let alpha = self.alpha { configuration.settings.suspicionMultiplier = alpha }
         if let lambda = self.lambda { configuration.settings.retransmitMultiplier = lambda }
+        if let piggyback = self.piggyback { configuration.settings.maxPiggyback = piggyback }
+        if let indirect = self.indirect { configuration.settings.indirectProbes = indirect }
         let started = Date()
         let simulation = SWIMSimulation(configuration)
         print("built \(self.members) members in \(String(format: "%.1f", Date().timeIntervalSince(started))) s")
