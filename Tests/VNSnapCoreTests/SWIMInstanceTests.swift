@@ -225,7 +225,7 @@ import VNSnapCore
     @Test func test_independentConfirmations_shouldShortenSuspicionToFloor() {
         let names = (0..<12).map { "m\($0)" }
         var swim = SWIMFixtures.instance("a", knowing: names)
-        // n = 13: start = 4 · log10(13) s ≈ 4.46 s; floor = start / 6 ≈ 0.74 s; 3 confirmations reach the floor.
+        // n = 13: start = 4 · log10(13) s ≈ 4.46 s; floor = start / 6 ≈ 0.74 s; 2 confirmations reach the floor.
         let target = PeerID(name: "m0")
         for (i, origin) in ["m1", "m2", "m3", "m4"].enumerated() {
             let update = SWIMUpdate(state: SWIMFixtures.state("m0", status: .suspect), origin: PeerID(name: origin))

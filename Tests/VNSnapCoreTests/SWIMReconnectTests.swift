@@ -82,3 +82,42 @@ import VNSnapCore
         #expect(changes.contains { $0.0.metadata.tunnelAddress == "10.0.0.9:7946" && $0.1 == .alive })
     }
 }
+
+/// Lifeguard's confirmations from this peer's own probes.
+@Suite struct SWIMConfirmationTests {
+    @Test func test_failedProbeOfAMemberAlreadySuspect_countsAsConfirmation_isGossiped_andShortensTheSuspicion() {
+        let a = PeerID(name: "a")
+        let b = PeerID(name: "b")
+        var swim = SWIMFixtures.instance("a", knowing: ["b", "d"], seed: 4)
+        // c (unknown here) suspects b: a's suspicion starts at 4 s (n = 3: 4 · max(1, log10 3) intervals).
+        _ = swim.onMessage(
+            SWIMMessage(
+                from: PeerID(name: "c"),
+                body: .gossip,
+                gossip: [SWIMUpdate(state: SWIMFixtures.state("b", status: .suspect), origin: PeerID(name: "c"))]
+            ),
+            from: "c:7947",
+            now: .zero
+        )
+        var confirmationGossiped = false
+        var deadAt: Int?
+        for t in stride(from: 0, through: 4000, by: 50) {
+            for (message, address) in swim.onTick(now: .ms(t)).sends where address == "d:7947" {
+                // d is healthy: it answers every ping, and what a tells it shows what a gossips.
+                confirmationGossiped =
+                    confirmationGossiped
+                    || message.gossip.contains { $0.state.id == b && $0.state.status == .suspect && $0.origin == a }
+                if case .ping(let sequence, _) = message.body {
+                    _ = swim.onMessage(
+                        SWIMMessage(from: PeerID(name: "d"), body: .ack(sequence: sequence)),
+                        from: "d:7947",
+                        now: .ms(t)
+                    )
+                }
+            }
+            if deadAt == nil, swim.state(of: b)?.status == .dead { deadAt = t }
+        }
+        #expect(confirmationGossiped, "a's own failed probe of b was not passed on as a confirmation")
+        #expect(deadAt.map { $0 < 4000 } == true, "the suspicion was not shortened: b died at \(deadAt ?? -1) ms")
+    }
+}

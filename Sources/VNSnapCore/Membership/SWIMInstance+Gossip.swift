@@ -44,10 +44,12 @@ extension SWIMInstance {
         guard incoming.supersedes(current.state) else {
             // Same news again: a suspicion seen from another origin is an independent confirmation.
             // Push/pull only relays what its sender heard: not a confirmation of its own.
+            // A new confirmation is passed on while it still shortens suspicions (memberlist re-broadcasts it).
             if !fromPushPull, incoming.status == .suspect, current.state.status == .suspect,
-                incoming.incarnation == current.state.incarnation
-            {
+                incoming.incarnation == current.state.incarnation,
                 self.confirmSuspicion(of: incoming.id, by: update.origin, now: now)
+            {
+                self.enqueueBroadcast(update)
             }
             return directives
         }

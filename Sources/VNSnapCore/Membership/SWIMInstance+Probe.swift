@@ -94,11 +94,12 @@ extension SWIMInstance {
             } else {
                 self.adjustLocalHealth(1)
             }
-            if target.status == .alive {
-                var suspect = target
-                suspect.status = .suspect
-                directives += self.apply(SWIMUpdate(state: suspect, origin: self.me.id), now: now)
-            }
+            // Alive: start suspecting. Already suspect: our own failed probe is an independent confirmation
+            // (Lifeguard §IV.B; memberlist's suspectNode from ourselves), which shortens the suspicion here and,
+            // gossiped, everywhere.
+            var suspect = target
+            suspect.status = .suspect
+            directives += self.apply(SWIMUpdate(state: suspect, origin: self.me.id), now: now)
         }
         return directives
     }

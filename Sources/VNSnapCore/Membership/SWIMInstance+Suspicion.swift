@@ -38,10 +38,16 @@ extension SWIMInstance {
     }
 
     /// Counts a confirmation of a suspicion from an origin not counted yet.
-    mutating func confirmSuspicion(of id: PeerID, by origin: PeerID, now: Instant) {
-        guard self.settings.lifeguard, var suspicion = self.suspicions[id] else { return }
-        suspicion.confirmations.insert(origin)
+    ///
+    /// - Returns: whether it was new and still shortens the suspicion (then it is worth gossiping).
+    @discardableResult
+    mutating func confirmSuspicion(of id: PeerID, by origin: PeerID, now: Instant) -> Bool {
+        guard self.settings.lifeguard, var suspicion = self.suspicions[id] else { return false }
+        // The first suspecter plus `suspicionConfirmations` others reach the floor; more change nothing.
+        guard suspicion.confirmations.count <= self.settings.suspicionConfirmations else { return false }
+        guard suspicion.confirmations.insert(origin).inserted else { return false }
         self.suspicions[id] = suspicion
+        return true
     }
 
     /// When the suspicion of `id` times out, given its confirmations so far.

@@ -24,7 +24,7 @@ public struct SWIMSettings: Sendable, Hashable {
         willSet { precondition(newValue >= 1, "suspicionFloorDivisor must be at least 1") }
     }
     /// Independent confirmations after which a suspicion has shrunk to its floor.
-    public var suspicionConfirmations = 3 {
+    public var suspicionConfirmations = 2 {
         willSet { precondition(newValue >= 1, "suspicionConfirmations must be at least 1") }
     }
     /// λ: each update is piggybacked on λ·log10(n+1) (at least λ) messages (memberlist's RetransmitMult).
