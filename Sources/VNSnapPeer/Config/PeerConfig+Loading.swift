@@ -162,7 +162,9 @@ extension PeerConfig {
             }
             bind = HostPort(host: peer.bind.host, port: peer.bind.port + 1)
         }
-        if bind == peer.bind { throw table.error("bind", "\(bind) is already peer.bind (the tunnel socket)") }
+        if bind == peer.bind, bind.port != 0 {
+            throw table.error("bind", "\(bind) is already peer.bind (the tunnel socket)")
+        }
         let advertise: HostPort
         if let text = try table.string("advertise") {
             guard let value = HostPort(text), value.port != 0 else {

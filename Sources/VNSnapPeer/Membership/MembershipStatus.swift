@@ -46,6 +46,19 @@ public struct MembershipStatus: Sendable, Codable, Hashable {
         public var alive: Int
         /// Why the term could not be stored, if it could not (the peer then claims no initiator).
         public var termError: String?
+
+        enum CodingKeys: String, CodingKey { case initiator, term, majority, known, alive, termError }
+
+        /// Writes `initiator` even when there is none (`null`), so scripts can rely on the key.
+        public func encode(to encoder: any Encoder) throws {
+            var container = encoder.container(keyedBy: CodingKeys.self)
+            try container.encode(self.initiator, forKey: .initiator)
+            try container.encode(self.term, forKey: .term)
+            try container.encode(self.majority, forKey: .majority)
+            try container.encode(self.known, forKey: .known)
+            try container.encode(self.alive, forKey: .alive)
+            try container.encodeIfPresent(self.termError, forKey: .termError)
+        }
     }
 
     /// One installed key, never the key itself.

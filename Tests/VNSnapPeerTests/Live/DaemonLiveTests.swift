@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import VNSnapCore
+import VNSnapCrypto
 import VNSnapPeer
 
 /// The `vnsnap-peer` binary as an operator runs it: refusals, help, supervision, shutdown.
@@ -63,6 +64,44 @@ import VNSnapPeer
         #expect(missing.output.contains("nope.toml: cannot read"), "\(missing.output)")
     }
 
+    @Test func test_run_corruptTermFile_shouldExitNonZeroNamingIt_andLeaveItUntouched() async throws {
+        if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
+        let directory = "/tmp/vnsnap-cli-\(UUID().uuidString.prefix(6))"
+        try FileManager.default.createDirectory(
+            atPath: directory + "/data/membership",
+            withIntermediateDirectories: true
+        )
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        try "\(SecretKey.generate().base64)\n".write(toFile: directory + "/keyring", atomically: true, encoding: .utf8)
+        try "vnsnap-peer term v1\nseven\n".write(
+            toFile: directory + "/data/membership/term",
+            atomically: true,
+            encoding: .utf8
+        )
+        try """
+        [peer]
+        name = "h1"
+        bind = "127.0.0.1:0"
+        data_dir = "\(directory)/data"
+        control_socket = "\(directory)/control.sock"
+        [cluster]
+        name = "c"
+        keyring = "keyring"
+        [membership]
+        bind = "127.0.0.1:0"
+        advertise = "127.0.0.1:7947"
+        """.write(toFile: directory + "/peer.toml", atomically: true, encoding: .utf8)
+        let outcome = try await Self.runBinary(["run", "--config", directory + "/peer.toml"])
+        #expect(outcome.status == 1)
+        #expect(outcome.output.contains("\(directory)/data/membership/term"), "\(outcome.output)")
+        #expect(outcome.output.contains("refusing to start"), "\(outcome.output)")
+        #expect(
+            try String(contentsOfFile: directory + "/data/membership/term", encoding: .utf8)
+                == "vnsnap-peer term v1\nseven\n"
+        )
+        #expect(!FileManager.default.fileExists(atPath: directory + "/control.sock"))
+    }
+
     @Test func test_status_withoutPeer_shouldExitNonZeroWithHint() async throws {
         if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
         let outcome = try await Self.runBinary(["status", "--socket", "/tmp/vnsnap-no-such.sock"])
@@ -74,11 +113,15 @@ import VNSnapPeer
     @Test func test_help_shouldDocumentEveryFlag() async throws {
         if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
         let top = try await Self.runBinary(["--help"])
-        for word in ["run", "status", "keygen"] { #expect(top.output.contains(word), "\(top.output)") }
+        for word in ["run", "status", "leave", "keys", "keygen"] { #expect(top.output.contains(word), "\(top.output)") }
         let run = try await Self.runBinary(["help", "run"])
         for flag in ["--config", "--log-level", "--qemu"] { #expect(run.output.contains(flag), "\(run.output)") }
         let status = try await Self.runBinary(["help", "status"])
-        for flag in ["--socket", "--config", "--json"] { #expect(status.output.contains(flag), "\(status.output)") }
+        for flag in ["--socket", "--config", "--json", "--watch", "--interval"] {
+            #expect(status.output.contains(flag), "\(status.output)")
+        }
+        let keys = try await Self.runBinary(["help", "keys"])
+        for word in ["list", "install", "use", "remove"] { #expect(keys.output.contains(word), "\(keys.output)") }
     }
 
     @Test func test_vmKilledFromOutside_shouldShowExited_andSIGTERMLeavesNoQEMU() async throws {

@@ -149,7 +149,7 @@ import VNSnapPeer
         await cluster.teardown()
     }
 
-    @Test func test_otherClusterAndWrongKey_neverAppearAsMembers_andAreCountedByReason() async throws {
+    @Test func test_otherClusterWrongKeyAndGarbage_neverAppearAsMembers_andAreCountedByReason() async throws {
         if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
         let legit = ["h1", "h2", "h3"]
         let cluster = try LiveCluster(hosts: legit + ["other", "wrongkey"])
@@ -179,6 +179,31 @@ import VNSnapPeer
                 #expect(Set(status.membership.members.map(\.name)) == Set(legit), "\(status.peer.name)")
                 #expect(status.membership.keyring.lastUnknownKey != nil)
             }
+            // Garbage at h1's membership socket: counted exactly by reason, no change of membership state.
+            let before = try await cluster.status("h1").membership
+            let target = "\(cluster.host("h1").address):7947"
+            for (kind, count) in [("truncated", 3000), ("badversion", 2000)] {
+                try cluster.exec(
+                    "other",
+                    [LiveEnvironment.benchBinary, "inject", "--target", target, "--kind", kind, "--count", "\(count)"]
+                )
+            }
+            // badversion datagrams are 64-1500 bytes: those past the largest membership datagram are `oversized`.
+            func garbage(_ rejected: [TunnelDropReason: UInt64]) -> (UInt64, UInt64) {
+                (rejected[.truncated] ?? 0, (rejected[.badVersion] ?? 0) + (rejected[.oversized] ?? 0))
+            }
+            let base = garbage(before.rejected)
+            let after = try await cluster.waitUntil("h1", "counting the injected garbage") {
+                let now = garbage($0.membership.rejected)
+                return now.0 >= base.0 + 3000 && now.1 >= base.1 + 2000
+            }.membership
+            #expect(garbage(after.rejected) == (base.0 + 3000, base.1 + 2000), "\(after.rejected)")
+            #expect(
+                after.members.map { "\($0.name) \($0.state) \($0.incarnation)" }
+                    == before.members.map { "\($0.name) \($0.state) \($0.incarnation)" }
+            )
+            #expect(after.election.term == before.election.term)
+
             for intruder in ["other", "wrongkey"] {
                 let status = try await cluster.status(intruder)
                 #expect(status.membership.members.map(\.name) == [intruder], "\(intruder) joined someone")
