@@ -69,8 +69,13 @@ public struct MemberState: Sendable, Hashable, Codable {
     public var incarnation: UInt64
     /// Status.
     public var status: MemberStatus
-    /// Metadata.
-    public var metadata: MemberMetadata
+    /// Metadata. Kept in a shared, immutable box: every peer holds a state per member and metadata rarely
+    /// changes, so copies share one allocation (a 10,000-member simulation holds 10⁸ states).
+    public var metadata: MemberMetadata {
+        get { self.metadataBox.value }
+        set { self.metadataBox = MetadataBox(newValue) }
+    }
+    private var metadataBox: MetadataBox
 
     /// Creates a state.
     public init(
@@ -86,7 +91,44 @@ public struct MemberState: Sendable, Hashable, Codable {
         self.address = address
         self.incarnation = incarnation
         self.status = status
-        self.metadata = metadata
+        self.metadataBox = MetadataBox(metadata)
+    }
+
+    enum CodingKeys: String, CodingKey { case id, name, address, incarnation, status, metadata }
+
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            id: try container.decode(PeerID.self, forKey: .id),
+            name: try container.decode(String.self, forKey: .name),
+            address: try container.decode(String.self, forKey: .address),
+            incarnation: try container.decode(UInt64.self, forKey: .incarnation),
+            status: try container.decode(MemberStatus.self, forKey: .status),
+            metadata: try container.decode(MemberMetadata.self, forKey: .metadata)
+        )
+    }
+
+    public func encode(to encoder: any Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(self.id, forKey: .id)
+        try container.encode(self.name, forKey: .name)
+        try container.encode(self.address, forKey: .address)
+        try container.encode(self.incarnation, forKey: .incarnation)
+        try container.encode(self.status, forKey: .status)
+        try container.encode(self.metadata, forKey: .metadata)
+    }
+
+    public static func == (lhs: MemberState, rhs: MemberState) -> Bool {
+        lhs.id == rhs.id && lhs.name == rhs.name && lhs.address == rhs.address && lhs.incarnation == rhs.incarnation
+            && lhs.status == rhs.status
+            && (lhs.metadataBox === rhs.metadataBox || lhs.metadata == rhs.metadata)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(self.id)
+        hasher.combine(self.incarnation)
+        hasher.combine(self.status)
+        hasher.combine(self.metadata)
     }
 
     /// Whether this state supersedes `other` about the same member (SWIM §4.2): a higher incarnation
@@ -108,5 +150,14 @@ public struct Member<Instant: InstantProtocol>: Sendable, Hashable where Instant
     public init(state: MemberState, lastChange: Instant) {
         self.state = state
         self.lastChange = lastChange
+    }
+}
+
+/// An immutable, shareable metadata value (see `MemberState.metadata`).
+final class MetadataBox: Sendable {
+    let value: MemberMetadata
+
+    init(_ value: MemberMetadata) {
+        self.value = value
     }
 }
