@@ -93,11 +93,18 @@ extension SWIMInstance {
     /// A full-state exchange with one random dead member, every `reconnectInterval`: after a partition heals,
     /// each side holds the other dead and would never probe it again; the exchange tells the dead member it
     /// was declared dead, it refutes, and the views merge.
+    ///
+    /// Each member tries with probability dead/alive (serf's rule), so the whole cluster makes about one
+    /// attempt per dead member per interval, whatever its size: a full-state exchange is costly.
     mutating func reconnect(now: Instant) -> [SWIMDirective<Instant>] {
         guard self.settings.reconnectInterval > .zero, now >= self.nextReconnectAt else { return [] }
         self.nextReconnectAt = now.advanced(by: self.settings.reconnectInterval)
         let dead = self.members.values.filter { $0.state.status == .dead }
-        guard let target = dead.randomElement(using: &self.rng) else { return [] }
+        guard !dead.isEmpty else { return [] }
+        let probability = Double(dead.count) / Double(self.activeCount)
+        guard Double.random(in: 0..<1, using: &self.rng) < probability,
+            let target = dead.randomElement(using: &self.rng)
+        else { return [] }
         return self.pushPull(to: target.state.address, isResponse: false)
     }
 
