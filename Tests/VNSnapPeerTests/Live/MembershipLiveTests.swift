@@ -142,6 +142,15 @@ import VNSnapPeer
             for status in statuses.values {
                 #expect(status.membership.election.known == 4, "a departed member no longer counts")
             }
+
+            // `vnsnap-peer leave` does the same from the command line, and waits for the peer to stop.
+            let cliLeaver = small[0]
+            let leave = try await DaemonLiveTests.runBinary(["leave", "--socket", cluster.controlSocket(cliLeaver)])
+            #expect(leave.status == 0, "\(leave.output)")
+            #expect(leave.output.contains("left the cluster and stopped"), "\(leave.output)")
+            _ = try await Self.waitAll(cluster, big, log, "marking \(cliLeaver) left") {
+                LiveCluster.states($0)[cliLeaver] == "left" && $0.membership.election.known == 3
+            }
         } catch {
             Issue.record("\(error)")
             for name in Self.names { print("--- \(name)\n\(cluster.peerLogSummary(name))") }
