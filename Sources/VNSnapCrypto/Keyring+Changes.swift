@@ -17,6 +17,7 @@ extension Keyring {
 
     /// The keyring with `key` installed (it opens, the primary still seals), one generation on.
     public func installing(_ key: SecretKey) throws(KeyringChangeError) -> Keyring {
+        let generation = try self.nextGeneration()
         if self.keys.contains(key) { throw KeyringChangeError("key \(key.shortFingerprint) is already installed") }
         if let clash = self.key(id: key.keyID) {
             throw KeyringChangeError(
@@ -26,26 +27,35 @@ extension Keyring {
         guard self.keys.count < Self.maximumKeys else {
             throw KeyringChangeError("the keyring already holds \(Self.maximumKeys) keys; remove one first")
         }
-        return Keyring(keys: self.keys + [key], generation: self.generation + 1)!  // !-safe, checked above
+        return Keyring(keys: self.keys + [key], generation: generation)!  // !-safe, checked above
     }
 
     /// The keyring with the installed `key` as primary, one generation on.
     public func using(_ key: SecretKey) throws(KeyringChangeError) -> Keyring {
+        let generation = try self.nextGeneration()
         guard self.keys.contains(key) else {
             throw KeyringChangeError("key \(key.shortFingerprint) is not installed; install it first")
         }
         if self.primary == key { throw KeyringChangeError("key \(key.shortFingerprint) is already primary") }
         let keys = [key] + self.keys.filter { $0 != key }
-        return Keyring(keys: keys, generation: self.generation + 1)!  // !-safe, same keys
+        return Keyring(keys: keys, generation: generation)!  // !-safe, same keys
     }
 
     /// The keyring without `key`, one generation on; the primary cannot be removed.
     public func removing(_ key: SecretKey) throws(KeyringChangeError) -> Keyring {
+        let generation = try self.nextGeneration()
         guard self.keys.contains(key) else { throw KeyringChangeError("key \(key.shortFingerprint) is not installed") }
         if self.primary == key {
             throw KeyringChangeError("key \(key.shortFingerprint) is primary; `use` another key first")
         }
-        return Keyring(keys: self.keys.filter { $0 != key }, generation: self.generation + 1)!  // !-safe, primary kept
+        return Keyring(keys: self.keys.filter { $0 != key }, generation: generation)!  // !-safe, primary kept
+    }
+
+    private func nextGeneration() throws(KeyringChangeError) -> UInt64 {
+        guard self.generation < UInt64.max else {
+            throw KeyringChangeError("keyring generation \(self.generation) cannot be raised further")
+        }
+        return self.generation + 1
     }
 
     /// The installed key named by `reference`: its base64 form, or a prefix of its fingerprint (at least 8 hex

@@ -55,4 +55,12 @@ import VNSnapCore
         #expect(state.admit(session: 10, sequence: 2) == .staleSession)
         #expect(state.admit(session: 11, sequence: 1) == nil)
     }
+
+    @Test func test_accept_sequencesAtTheTopOfTheRange_neverOverflow() {
+        var window = ReplayWindow()
+        #expect(step(&window) { $0.accept(UInt64.max - 2) })
+        #expect(step(&window) { $0.accept(UInt64.max) })
+        #expect(!step(&window) { $0.accept(UInt64.max) })
+        #expect(step(&window) { $0.accept(UInt64.max - 1) })
+    }
 }

@@ -61,6 +61,29 @@ import VNSnapCore
         #expect(b.state(of: self.a)?.status == .alive)
     }
 
+    @Test func test_afterJoining_seedsThatAreNotAliveMembers_areStillTriedEvery30s() {
+        var swim = TestSWIM(me: SWIMFixtures.state("a"), rng: SplitMix64(seed: 9), now: .zero)
+        _ = swim.join(seeds: ["s1:7947", "s2:7947"], now: .zero)
+        _ = swim.onMessage(
+            SWIMMessage(
+                from: PeerID(name: "s1"),
+                body: .pushPull(isResponse: true, members: [SWIMFixtures.state("s1")])
+            ),
+            from: "s1:7947",
+            now: .ms(10)
+        )
+        #expect(!swim.isWaitingForSeeds)
+        var triedS2: [Int] = []
+        for t in stride(from: 100, through: 65_000, by: 100) {
+            for (message, address) in swim.onTick(now: .ms(t)).sends {
+                guard case .pushPull(false, _) = message.body else { continue }
+                if address == "s2:7947" { triedS2.append(t) }
+            }
+        }
+        #expect(triedS2.first.map { $0 >= 30_000 && $0 <= 31_000 } == true, "\(triedS2)")
+        #expect(triedS2.count >= 2, "\(triedS2)")
+    }
+
     @Test func test_updateMetadata_raisesIncarnation_andOthersReportTheChange() {
         var a = SWIMFixtures.instance("a", knowing: ["b"])
         var b = SWIMFixtures.instance("b", knowing: ["a"])

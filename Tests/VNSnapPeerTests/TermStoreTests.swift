@@ -31,7 +31,17 @@ import VNSnapPeer
         } catch {
             #expect(error.description.contains(path))
             #expect(error.description.contains("refusing to start"))
+            #expect(error.description.contains("election term"))
         }
         #expect(try String(contentsOfFile: path, encoding: .utf8) == content)
+    }
+
+    @Test func test_nextSession_afterTheClockWentBack_isStillHigher() throws {
+        defer { try? FileManager.default.removeItem(atPath: self.directory) }
+        let store = TermStore.session(path: self.directory + "/session")
+        let first = try store.nextSession(now: 1_000_000)
+        #expect(first == 1_000_000)
+        #expect(try store.nextSession(now: 5) == 1_000_001, "a clock that went back must not lower the session")
+        #expect(try store.nextSession(now: 2_000_000) == 2_000_000)
     }
 }

@@ -34,7 +34,11 @@ extension SWIMInstance {
         for relay in self.relays.values { next = min(next, relay.deadline) }
         for suspicion in self.suspicions.values { next = min(next, self.suspicionDeadline(suspicion)) }
         next = min(next, self.nextPushPullAt)
-        if let retry = self.seedRetryAt { next = min(next, retry) }
+        if let retry = self.seedRetryAt {
+            next = min(next, retry)
+        } else if !self.seeds.isEmpty {
+            next = min(next, self.nextSeedCheckAt)
+        }
         if self.settings.reconnectInterval > .zero, self.members.count > self.activeOthers {
             next = min(next, self.nextReconnectAt)
         }

@@ -34,7 +34,18 @@ extension SWIMInstance {
 
     mutating func retrySeeds(now: Instant) -> [SWIMDirective<Instant>] {
         var directives: [SWIMDirective<Instant>] = []
-        guard let retryAt = self.seedRetryAt, now >= retryAt else { return directives }
+        guard let retryAt = self.seedRetryAt else {
+            // Joined: still, every `seedRetryMax`, try the seeds that are not alive members. After a long
+            // partition the other side may be forgotten; its seeds are how the two find each other again.
+            guard !self.seeds.isEmpty, now >= self.nextSeedCheckAt else { return directives }
+            self.nextSeedCheckAt = now.advanced(by: self.settings.seedRetryMax)
+            let reachable = Set(self.members.values.filter { $0.state.status.isActive }.map(\.state.address))
+            for seed in self.seeds where !reachable.contains(seed) {
+                directives += self.pushPull(to: seed, isResponse: false)
+            }
+            return directives
+        }
+        guard now >= retryAt else { return directives }
         for seed in self.seeds {
             directives += self.pushPull(to: seed, isResponse: false)
         }

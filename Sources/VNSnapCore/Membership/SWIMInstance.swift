@@ -74,6 +74,7 @@ where Instant.Duration == Duration {
     var nextTombstoneSweep: Instant
     var nextGossipAt: Instant
     var nextReconnectAt: Instant
+    var nextSeedCheckAt: Instant
     /// Set by `leave`: this peer no longer refutes, probes or joins.
     public internal(set) var hasLeft = false
 
@@ -94,6 +95,7 @@ where Instant.Duration == Duration {
         self.nextTombstoneSweep = now
         self.nextGossipAt = now
         self.nextReconnectAt = now.advanced(by: settings.reconnectInterval)
+        self.nextSeedCheckAt = now.advanced(by: settings.seedRetryMax)
     }
 
     // ==== ------------------------------------------------------------------------------------------------------------

@@ -61,8 +61,10 @@ public struct SWIMSettings: Sendable, Hashable {
     public var seedRetryInitial: Duration = .seconds(1)
     /// Longest wait between seed retries.
     public var seedRetryMax: Duration = .seconds(30)
-    /// How long dead and left members are remembered (so old gossip cannot resurrect them).
-    public var deadRetention: Duration = .seconds(3600)
+    /// How long dead and left members are remembered (so old gossip cannot resurrect them). Dead members count
+    /// in the election's known set until forgotten, so this is also how long a minority stays without an
+    /// initiator: 72 h, serf's reconnect_timeout.
+    public var deadRetention: Duration = .seconds(72 * 3600)
     /// Lifeguard on (local health, nacks, buddy system, confirmations shorten suspicion) or plain SWIM.
     public var lifeguard = true
 

@@ -41,10 +41,9 @@ public struct ReplayWindow: Sendable, Hashable {
                 for i in 0..<Self.words { self.bitmap[i] = 0 }
             } else {
                 // Clear the slots that the window slides over.
-                var s = highest + 1
-                while s <= sequence {
-                    self.clear(s)
-                    s += 1
+                // Counted by offset, so a sequence at UInt64.max cannot overflow the loop.
+                for offset in 1...advance {
+                    self.clear(highest &+ offset)
                 }
             }
             self.highest = sequence

@@ -20,10 +20,12 @@ public enum PeerDaemon {
     /// Runs the peer until SIGTERM, SIGINT or `leave`.
     public static func run(config: PeerConfig, qemu: String = "qemu-system-x86_64", logger: Logger) async throws {
         let started = ContinuousClock.now
-        let session = UInt64(Date().timeIntervalSince1970 * 1_000_000_000)
-        try FileManager.default.createDirectory(atPath: config.peer.dataDirectory, withIntermediateDirectories: true)
         let termStore = TermStore(path: config.membership.termFile)
-        _ = try termStore.load()  // refuse a corrupt term file before binding anything
+        _ = try termStore.load()  // refuse a corrupt term file before creating or binding anything
+        try FileManager.default.createDirectory(atPath: config.peer.dataDirectory, withIntermediateDirectories: true)
+        // Receivers drop datagrams of a lower session than they saw: sessions only go up, whatever the clock does.
+        let session = try TermStore.session(path: config.peer.dataDirectory + "/session")
+            .nextSession(now: UInt64(Date().timeIntervalSince1970 * 1_000_000_000))
 
         let switchService = try await SwitchService.start(
             me: config.peer.name,

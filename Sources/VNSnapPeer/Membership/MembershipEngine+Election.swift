@@ -24,9 +24,11 @@ extension MembershipEngine {
         // A peer whose seeds have not answered yet knows only itself; electing itself would give every peer
         // started at once its own initiator. It waits (a peer with no seeds founds the cluster).
         let alive = self.isWaitingForCluster ? [] : sets.alive
-        guard case .changed(let initiator, let term) = self.election.evaluate(known: sets.known, alive: alive)
-        else { return }
-        self.persist(term: term)
+        // Decide on a copy: the new term is used only once it is stored.
+        var next = self.election
+        guard case .changed(let initiator, let term) = next.evaluate(known: sets.known, alive: alive) else { return }
+        guard self.persist(term: term) else { return }
+        self.election = next
         self.logger.notice(
             "Initiator changed",
             metadata: [
@@ -37,25 +39,34 @@ extension MembershipEngine {
         )
     }
 
-    /// Whether this peer has seeds and none has answered yet.
+    /// Whether this peer should not elect yet: it has seeds and none has answered, or it has no seeds but was
+    /// in a cluster before (a stored term) and nobody has contacted it yet — for one reconnect period, so a
+    /// restarted founder does not name itself initiator while the others still have one.
     var isWaitingForCluster: Bool {
-        self.swim.isWaitingForSeeds && !self.swim.hasJoined
+        guard !self.swim.hasJoined else { return false }
+        if self.swim.isWaitingForSeeds { return true }
+        return self.seeds.isEmpty && self.storedTermAtStart > 0
+            && self.startedAt.duration(to: .now) < self.swim.settings.reconnectInterval * 3
     }
 
     /// Adopts a higher term seen on a datagram.
     func observe(term: UInt64) {
-        guard self.election.observe(term: term) else { return }
-        self.persist(term: term)
+        var next = self.election
+        guard next.observe(term: term), self.persist(term: term) else { return }
+        self.election = next
     }
 
     /// Stores the term before anything acts on it; the write is small and rare (once per initiator change).
-    private func persist(term: UInt64) {
+    /// On failure the change is not made, and this peer claims no initiator until a store succeeds.
+    private func persist(term: UInt64) -> Bool {
         do {
             try self.termStore.save(term)
             self.termError = nil
+            return true
         } catch {
             self.termError = "\(error)"
             self.logger.error("Cannot store the election term", metadata: ["election.error": "\(error)"])
+            return false
         }
     }
 

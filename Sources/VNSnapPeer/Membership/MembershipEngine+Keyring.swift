@@ -39,8 +39,10 @@ extension MembershipEngine {
         }
         // Past any generation seen elsewhere, so this change wins over whatever is in flight.
         let newest = self.swim.otherMembers.map(\.state.metadata.keyringGeneration).max() ?? 0
-        var raised = next
-        while raised.generation <= newest { raised = Keyring(keys: raised.keys, generation: raised.generation + 1)! }  // !-safe, same keys
+        guard newest < UInt64.max else {
+            throw KeyringChangeError("a member reports keyring generation \(newest): no higher one exists")
+        }
+        let raised = Keyring(keys: next.keys, generation: max(next.generation, newest + 1))!  // !-safe, same keys
         self.install(raised, reason: summary)
         let now = ContinuousClock.now
         for member in self.swim.otherMembers where member.state.status.isActive {

@@ -23,6 +23,7 @@ final class MembershipEngine {
     let session: UInt64
     var swim: SWIMInstance<Instant, SystemRandomNumberGenerator>
     var election: Election
+    let storedTermAtStart: UInt64
     let termStore: TermStore
     var termError: String?
     var keyring: Keyring
@@ -66,6 +67,7 @@ final class MembershipEngine {
         me.metadata.keyringDigest = keyring.digest
         self.swim = SWIMInstance(me: me, settings: settings, rng: SystemRandomNumberGenerator(), now: .now)
         self.election = Election(storedTerm: storedTerm)
+        self.storedTermAtStart = storedTerm
         self.termStore = termStore
         self.clusterName = clusterName
         self.session = session
@@ -151,6 +153,7 @@ final class MembershipEngine {
         let now = ContinuousClock.now
         self.tick = nil
         self.execute(self.swim.onTick(now: now), now: now)
+        if !self.swim.hasJoined { self.evaluateElection() }  // a lone founder's wait may have ended
         self.syncKeyrings(now: now)
         self.warnIfAlone(now: now)
         self.flush()

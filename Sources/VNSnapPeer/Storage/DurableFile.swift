@@ -12,7 +12,8 @@ enum DurableFile {
         let directory = (path as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let temporary = "\(path).tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode)
+        unlink(temporary)  // a leftover from a crash would keep its old mode
+        let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)
         guard fd >= 0 else { throw DurableFileError(path: temporary, operation: "create", errno: errno) }
         var written = 0
         while written < bytes.count {
@@ -32,17 +33,21 @@ enum DurableFile {
             unlink(temporary)
             throw error
         }
-        close(fd)
+        if close(fd) != 0 {
+            let error = DurableFileError(path: temporary, operation: "close", errno: errno)
+            unlink(temporary)
+            throw error
+        }
         if rename(temporary, path) != 0 {
             let error = DurableFileError(path: path, operation: "rename", errno: errno)
             unlink(temporary)
             throw error
         }
+        // The rename is durable only once the directory is.
         let directoryFD = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if directoryFD >= 0 {
-            _ = fsync(directoryFD)
-            close(directoryFD)
-        }
+        guard directoryFD >= 0 else { throw DurableFileError(path: directory, operation: "open", errno: errno) }
+        defer { close(directoryFD) }
+        guard fsync(directoryFD) == 0 else { throw DurableFileError(path: directory, operation: "fsync", errno: errno) }
     }
 }
 

@@ -1,0 +1,233 @@
+/// The initiator's side of one snapshot (DESIGN §6): prepare → cut → stream → commit, or abort.
+///
+/// Pure: messages and ticks come in with the time, directives go out. Requests (prepare, cut, commit, abort)
+/// are resent every `retransmitInterval` to the participants that have not answered; every phase has a
+/// deadline, and missing it before the commit point aborts the snapshot everywhere. The commit point is the
+/// shell's `manifestWritten`: from then on the snapshot exists and can no longer be aborted.
+public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
+    /// Where the snapshot stands.
+    public enum Phase: Sendable, Hashable {
+        case preparing, cutting, streaming, writingManifest, committing, aborting, committed, aborted
+    }
+
+    /// How it ended.
+    public enum Outcome: Sendable, Hashable {
+        case committed
+        case aborted(SnapshotAbortReason)
+    }
+
+    /// What the shell must do.
+    public enum Directive: Sendable, Hashable {
+        /// Send `message` to `peer`.
+        case send(SnapshotMessage, to: PeerID)
+        /// Every image is durable: write the manifest with these cuts durably, then call `manifestWritten`
+        /// (or `manifestFailed`).
+        case writeManifest([PeerID: [VMCutReport]])
+        /// The protocol is over (every participant answered, or the settle timeout passed).
+        case finished(Outcome)
+        /// Call `onTick` at this time.
+        case scheduleTick(at: Instant)
+    }
+
+    /// Which snapshot.
+    public let key: SnapshotKey
+    /// The initiator itself.
+    public let me: PeerID
+    /// Who takes part.
+    public let plan: SnapshotPlan
+    /// Timing.
+    public let settings: SnapshotSettings
+    /// The current phase.
+    public private(set) var phase: Phase
+    /// Cut reports received so far.
+    public private(set) var cuts: [PeerID: [VMCutReport]] = [:]
+    /// Why it aborts, once it does.
+    public private(set) var abortReason: SnapshotAbortReason?
+    var answered: Set<PeerID> = []
+    var durable: Set<PeerID> = []
+    var deadline: Instant
+    var nextRetransmit: Instant
+
+    /// A new snapshot; nothing is sent until `start`.
+    public init(
+        key: SnapshotKey,
+        me: PeerID,
+        plan: SnapshotPlan,
+        settings: SnapshotSettings = SnapshotSettings(),
+        now: Instant
+    ) {
+        precondition(!plan.participants.isEmpty, "a snapshot needs participants")
+        self.key = key
+        self.me = me
+        self.plan = plan
+        self.settings = settings
+        self.phase = .preparing
+        self.deadline = now.advanced(by: settings.prepareTimeout)
+        self.nextRetransmit = now.advanced(by: settings.retransmitInterval)
+    }
+
+    /// Sends `prepare` to every participant.
+    public mutating func start(now: Instant) -> [Directive] {
+        var directives = self.request(.prepare(self.plan), to: self.plan.participants)
+        directives.append(.scheduleTick(at: self.nextDeadline))
+        return directives
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Events
+
+    /// An answer from a participant; messages of another snapshot or from outside the plan are ignored.
+    public mutating func onMessage(_ message: SnapshotMessage, now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        guard message.key == self.key, self.plan.participants.contains(message.from) else { return directives }
+        let peer = message.from
+        switch (self.phase, message.body) {
+        case (.preparing, .prepared(let ok, let reason)):
+            guard ok else {
+                return self.abort(
+                    SnapshotAbortReason("\(peer) cannot prepare: \(reason ?? "no reason given")"),
+                    now: now
+                )
+            }
+            self.answered.insert(peer)
+            if self.answered == self.plan.participants {
+                self.enter(.cutting, timeout: self.settings.cutTimeout, now: now)
+                directives += self.request(.cut, to: self.plan.participants)
+            }
+        case (.cutting, .cutDone(let reports)):
+            self.cuts[peer] = reports
+            self.answered.insert(peer)
+            if self.answered == self.plan.participants {
+                self.enter(.streaming, timeout: self.settings.streamTimeout, now: now)
+                directives += self.checkDurable()
+            }
+        case (.cutting, .durable), (.streaming, .durable):
+            // Durable implies cut; the cut report itself still comes with `cutDone` (cut is resent).
+            self.durable.insert(peer)
+            if self.phase == .streaming { directives += self.checkDurable() }
+        case (.committing, .committed), (.aborting, .aborted):
+            self.answered.insert(peer)
+            if self.answered == self.plan.participants { directives += self.finish() }
+        case (.committing, .durable), (.committed, .durable):
+            // It missed the commit: tell it again at once.
+            directives.append(.send(self.message(.commit), to: peer))
+        case (.aborting, _), (.aborted, _):
+            if case .aborted = message.body { break }
+            directives.append(.send(self.message(.abort(self.abortReason!)), to: peer))  // !-safe, set on abort
+        default:
+            break  // duplicates and answers to earlier phases
+        }
+        directives.append(.scheduleTick(at: self.nextDeadline))
+        return directives
+    }
+
+    /// Resends unanswered requests, and aborts a phase that ran out of time.
+    public mutating func onTick(now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        if now >= self.deadline {
+            switch self.phase {
+            case .preparing, .cutting, .streaming:
+                let waiting =
+                    self.phase == .streaming
+                    ? self.plan.participants.subtracting(self.durable)
+                    : self.plan.participants.subtracting(self.answered)
+                let names = waiting.sorted().map(\.description).joined(separator: ", ")
+                return self.abort(SnapshotAbortReason("no answer in phase \(self.phase) from \(names)"), now: now)
+            case .committing, .aborting:
+                // They will learn the outcome when they ask again; the outcome itself is decided.
+                directives += self.finish()
+            case .writingManifest, .committed, .aborted:
+                break
+            }
+        }
+        if now >= self.nextRetransmit {
+            self.nextRetransmit = now.advanced(by: self.settings.retransmitInterval)
+            let missing = self.plan.participants.subtracting(self.answered)
+            switch self.phase {
+            case .preparing: directives += self.request(.prepare(self.plan), to: missing)
+            case .cutting: directives += self.request(.cut, to: missing)
+            case .committing: directives += self.request(.commit, to: missing)
+            case .aborting: directives += self.request(.abort(self.abortReason!), to: missing)  // !-safe, set on abort
+            case .streaming, .writingManifest, .committed, .aborted: break
+            }
+        }
+        directives.append(.scheduleTick(at: self.nextDeadline))
+        return directives
+    }
+
+    /// The manifest is durable: the snapshot is committed; tell everyone.
+    public mutating func manifestWritten(now: Instant) -> [Directive] {
+        precondition(self.phase == .writingManifest, "manifestWritten in phase \(self.phase)")
+        self.enter(.committing, timeout: self.settings.settleTimeout, now: now)
+        var directives = self.request(.commit, to: self.plan.participants)
+        directives.append(.scheduleTick(at: self.nextDeadline))
+        return directives
+    }
+
+    /// The manifest could not be written: abort.
+    public mutating func manifestFailed(_ reason: String, now: Instant) -> [Directive] {
+        precondition(self.phase == .writingManifest, "manifestFailed in phase \(self.phase)")
+        return self.abort(SnapshotAbortReason("cannot write the manifest: \(reason)"), now: now)
+    }
+
+    /// Aborts everywhere, unless the commit point has passed (then nothing happens).
+    public mutating func abort(_ reason: SnapshotAbortReason, now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        switch self.phase {
+        case .preparing, .cutting, .streaming, .writingManifest:
+            self.abortReason = reason
+            self.enter(.aborting, timeout: self.settings.settleTimeout, now: now)
+            directives += self.request(.abort(reason), to: self.plan.participants)
+        case .committing, .aborting, .committed, .aborted:
+            break
+        }
+        directives.append(.scheduleTick(at: self.nextDeadline))
+        return directives
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Helpers
+
+    private mutating func enter(_ phase: Phase, timeout: Duration, now: Instant) {
+        self.phase = phase
+        self.answered = []
+        self.deadline = now.advanced(by: timeout)
+        self.nextRetransmit = now.advanced(by: self.settings.retransmitInterval)
+    }
+
+    private mutating func checkDurable() -> [Directive] {
+        guard self.phase == .streaming, self.durable == self.plan.participants else { return [] }
+        self.phase = .writingManifest
+        return [.writeManifest(self.cuts)]
+    }
+
+    private mutating func finish() -> [Directive] {
+        switch self.phase {
+        case .committing:
+            self.phase = .committed
+            return [.finished(.committed)]
+        case .aborting:
+            self.phase = .aborted
+            return [.finished(.aborted(self.abortReason!))]  // !-safe, set on abort
+        default:
+            return []
+        }
+    }
+
+    private func message(_ body: SnapshotMessage.Body) -> SnapshotMessage {
+        SnapshotMessage(key: self.key, from: self.me, body: body)
+    }
+
+    private func request(_ body: SnapshotMessage.Body, to peers: Set<PeerID>) -> [Directive] {
+        peers.sorted().map { .send(self.message(body), to: $0) }
+    }
+
+    /// The next time something is due; past the end, a far tick that does nothing.
+    var nextDeadline: Instant {
+        switch self.phase {
+        case .committed, .aborted, .writingManifest: return self.deadline.advanced(by: .seconds(3600))
+        case .streaming: return self.deadline
+        default: return min(self.deadline, self.nextRetransmit)
+        }
+    }
+}

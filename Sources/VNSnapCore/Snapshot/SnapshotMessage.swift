@@ -1,0 +1,59 @@
+/// One message of the snapshot protocol between the initiator and a participant (DESIGN §6).
+///
+/// Requests come from the initiator and are retransmitted until answered; answers are idempotent, so a
+/// duplicated or retransmitted request is simply answered again.
+public struct SnapshotMessage: Sendable, Hashable, Codable {
+    /// What the message says.
+    public enum Body: Sendable, Hashable, Codable {
+        /// Initiator → participant: open image streams, arm the switch for `plan`.
+        case prepare(SnapshotPlan)
+        /// Participant → initiator: ready (or not, and why).
+        case prepared(ok: Bool, reason: String?)
+        /// Initiator → participant: the marker: cut every local VM of the plan not cut yet.
+        case cut
+        /// Participant → initiator: every local VM is cut.
+        case cutDone([VMCutReport])
+        /// Participant → initiator: every local image is durable; repeated until `commit` or `abort`.
+        case durable
+        /// Initiator → participant: the manifest is written; the snapshot exists.
+        case commit
+        /// Participant → initiator: committed here.
+        case committed
+        /// Initiator → participant: give up, discard partial images, leave the VMs running.
+        case abort(SnapshotAbortReason)
+        /// Participant → initiator: aborted here.
+        case aborted
+    }
+
+    /// Which run of the protocol.
+    public var key: SnapshotKey
+    /// The sender.
+    public var from: PeerID
+    /// The content.
+    public var body: Body
+
+    /// Creates a message.
+    public init(key: SnapshotKey, from: PeerID, body: Body) {
+        self.key = key
+        self.from = from
+        self.body = body
+    }
+}
+
+/// Timing of the snapshot protocol.
+public struct SnapshotSettings: Sendable, Hashable {
+    /// Requests are resent this often until answered.
+    public var retransmitInterval: Duration = .milliseconds(200)
+    /// Longest wait for every participant to prepare.
+    public var prepareTimeout: Duration = .seconds(10)
+    /// Longest wait for every participant to finish its cuts.
+    public var cutTimeout: Duration = .seconds(10)
+    /// Longest wait for every image to be durable.
+    public var streamTimeout: Duration = .seconds(600)
+    /// How long the initiator keeps telling participants of a commit or an abort before it stops waiting
+    /// (they learn the outcome when they ask later).
+    public var settleTimeout: Duration = .seconds(30)
+
+    /// The defaults.
+    public init() {}
+}

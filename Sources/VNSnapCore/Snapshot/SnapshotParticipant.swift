@@ -1,0 +1,177 @@
+/// A participant's side of one snapshot (DESIGN §6): prepares when asked, cuts its VMs on the marker or
+/// earlier when the switch sees a frame of the new epoch (trigger), streams, then commits or aborts as told.
+///
+/// Pure: messages, local results and ticks come in with the time; directives go out. Every request is
+/// answered idempotently, so the initiator's retransmissions and duplicates are harmless; `durable` is
+/// resent until the initiator answers with `commit` or `abort`.
+public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
+    /// Where the snapshot stands here.
+    public enum Phase: Sendable, Hashable {
+        case preparing, prepared, failed, cutting, cut, durable, committed, aborted
+    }
+
+    /// What the shell must do.
+    public enum Directive: Sendable, Hashable {
+        /// Send `message` to the initiator.
+        case send(SnapshotMessage, to: PeerID)
+        /// Open image streams and arm the switch for these local VMs; then call `localPrepared`.
+        case prepareLocal([String])
+        /// Cut these VMs now (each reported back with `vmCut`).
+        case cutVMs([String])
+        /// The snapshot is committed: mark it so in the local catalog.
+        case commitLocal
+        /// Discard partial images, disarm the switch, leave every VM running.
+        case abortLocal(SnapshotAbortReason)
+        /// Call `onTick` at this time.
+        case scheduleTick(at: Instant)
+    }
+
+    /// Which snapshot.
+    public let key: SnapshotKey
+    /// This peer.
+    public let me: PeerID
+    /// The initiator.
+    public let initiator: PeerID
+    /// This peer's VMs in the plan.
+    public let vms: [String]
+    /// Timing.
+    public let settings: SnapshotSettings
+    /// The current phase.
+    public private(set) var phase: Phase
+    /// Cuts done so far, by VM.
+    public private(set) var reports: [String: VMCutReport] = [:]
+    var requested: Set<String> = []
+    var triggered: Set<String> = []
+    var failure: String?
+    var nextResend: Instant?
+
+    /// Whether a message under `key` may be acted on, given the highest election term this peer has seen
+    /// (fencing: an initiator of an older term has been superseded).
+    public static func admits(_ key: SnapshotKey, highestTerm: UInt64) -> Bool {
+        key.term >= highestTerm
+    }
+
+    /// Starts from the initiator's `prepare`.
+    public init(prepare message: SnapshotMessage, me: PeerID, settings: SnapshotSettings = SnapshotSettings()) {
+        guard case .prepare(let plan) = message.body else {
+            preconditionFailure("a participant starts from a prepare, not \(message.body)")
+        }
+        self.key = message.key
+        self.me = me
+        self.initiator = message.from
+        self.vms = plan.vms[me] ?? []
+        self.settings = settings
+        self.phase = .preparing
+    }
+
+    /// The first directive: prepare locally.
+    public func start() -> [Directive] {
+        [.prepareLocal(self.vms)]
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Events
+
+    /// A request from the initiator; anything about another snapshot, or from another peer, is ignored.
+    public mutating func onMessage(_ message: SnapshotMessage, now: Instant) -> [Directive] {
+        var directives: [Directive] = []
+        guard message.key == self.key, message.from == self.initiator else { return directives }
+        switch (message.body, self.phase) {
+        case (.prepare, .prepared), (.prepare, .cutting), (.prepare, .cut), (.prepare, .durable):
+            directives.append(self.reply(.prepared(ok: true, reason: nil)))
+        case (.prepare, .failed):
+            directives.append(self.reply(.prepared(ok: false, reason: self.failure)))
+        case (.cut, .prepared):
+            self.phase = .cutting
+            directives += self.cutRemaining()
+        case (.cut, .cut), (.cut, .durable):
+            directives.append(self.reply(.cutDone(self.sortedReports)))
+        case (.commit, .durable):
+            self.phase = .committed
+            self.nextResend = nil
+            directives.append(.commitLocal)
+            directives.append(self.reply(.committed))
+        case (.commit, .committed):
+            directives.append(self.reply(.committed))
+        case (.abort(let reason), let phase) where phase != .committed && phase != .aborted:
+            self.phase = .aborted
+            self.nextResend = nil
+            directives.append(.abortLocal(reason))
+            directives.append(self.reply(.aborted))
+        case (.abort, .aborted):
+            directives.append(self.reply(.aborted))
+        default:
+            break  // duplicates, and requests this phase has nothing to say to (the initiator retransmits)
+        }
+        return directives
+    }
+
+    /// Local preparation finished (image streams open, switch armed), or failed.
+    public mutating func localPrepared(ok: Bool, reason: String? = nil, now: Instant) -> [Directive] {
+        precondition(self.phase == .preparing || self.phase == .aborted, "localPrepared in phase \(self.phase)")
+        guard self.phase == .preparing else { return [] }
+        self.phase = ok ? .prepared : .failed
+        self.failure = ok ? nil : reason
+        return [self.reply(.prepared(ok: ok, reason: self.failure))]
+    }
+
+    /// The switch saw a frame of the new epoch for `vm` before the marker: cut it now (Lai–Yang trigger).
+    public mutating func vmTriggered(_ vm: String, now: Instant) -> [Directive] {
+        guard self.phase == .prepared || self.phase == .cutting, self.vms.contains(vm),
+            self.reports[vm] == nil, !self.requested.contains(vm)
+        else { return [] }
+        self.requested.insert(vm)
+        self.triggered.insert(vm)
+        return [.cutVMs([vm])]
+    }
+
+    /// One VM's cut is done.
+    public mutating func vmCut(_ report: VMCutReport, now: Instant) -> [Directive] {
+        guard self.vms.contains(report.vm), self.reports[report.vm] == nil else { return [] }
+        var report = report
+        report.triggered = self.triggered.contains(report.vm)
+        self.reports[report.vm] = report
+        return self.finishCutIfDone()
+    }
+
+    /// Every local image is durable.
+    public mutating func imagesDurable(now: Instant) -> [Directive] {
+        guard self.phase == .cut else { return [] }
+        self.phase = .durable
+        self.nextResend = now.advanced(by: self.settings.retransmitInterval)
+        return [self.reply(.durable), .scheduleTick(at: self.nextResend!)]  // !-safe, just set
+    }
+
+    /// Resends `durable` until the outcome arrives.
+    public mutating func onTick(now: Instant) -> [Directive] {
+        guard self.phase == .durable, let resend = self.nextResend else { return [] }
+        guard now >= resend else { return [.scheduleTick(at: resend)] }
+        self.nextResend = now.advanced(by: self.settings.retransmitInterval)
+        return [self.reply(.durable), .scheduleTick(at: self.nextResend!)]  // !-safe, just set
+    }
+
+    // ==== ------------------------------------------------------------------------------------------------------------
+    // MARK: Helpers
+
+    private mutating func cutRemaining() -> [Directive] {
+        let remaining = self.vms.filter { self.reports[$0] == nil && !self.requested.contains($0) }
+        self.requested.formUnion(remaining)
+        var directives: [Directive] = remaining.isEmpty ? [] : [.cutVMs(remaining)]
+        directives += self.finishCutIfDone()
+        return directives
+    }
+
+    private mutating func finishCutIfDone() -> [Directive] {
+        guard self.phase == .cutting, self.reports.count == self.vms.count else { return [] }
+        self.phase = .cut
+        return [self.reply(.cutDone(self.sortedReports))]
+    }
+
+    private var sortedReports: [VMCutReport] {
+        self.reports.values.sorted { $0.vm < $1.vm }
+    }
+
+    private func reply(_ body: SnapshotMessage.Body) -> Directive {
+        .send(SnapshotMessage(key: self.key, from: self.me, body: body), to: self.initiator)
+    }
+}

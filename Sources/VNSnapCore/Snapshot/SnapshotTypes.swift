@@ -1,0 +1,81 @@
+/// How a snapshot cuts its VMs (DESIGN §6).
+public enum SnapshotMode: String, Sendable, Hashable, Codable, CaseIterable {
+    /// Cut at a short pause, save RAM copy-on-write in the background (QEMU `background-snapshot`).
+    case cow
+    /// Cut at the end of a pre-copy migration, final pauses lined up by the initiator.
+    case precopy
+    /// VNsnap's policy, for comparison: frames from the new epoch to a VM not yet cut are dropped.
+    case drop
+}
+
+/// Names one run of the snapshot protocol: every message carries it, and a lower term is refused.
+public struct SnapshotKey: Sendable, Hashable, Codable, CustomStringConvertible {
+    /// The snapshot's identity (unique per cluster).
+    public var id: UInt64
+    /// The VIOLIN being snapshotted.
+    public var violin: String
+    /// The epoch its VMs move to at their cut.
+    public var epoch: UInt32
+    /// The initiator's election term.
+    public var term: UInt64
+
+    /// Creates a key.
+    public init(id: UInt64, violin: String, epoch: UInt32, term: UInt64) {
+        self.id = id
+        self.violin = violin
+        self.epoch = epoch
+        self.term = term
+    }
+
+    public var description: String { "snapshot \(self.id) of \(self.violin) (epoch \(self.epoch), term \(self.term))" }
+}
+
+/// What the initiator decided before preparing: who takes part and which of their VMs are cut.
+public struct SnapshotPlan: Sendable, Hashable, Codable {
+    /// The VMs each participant runs, by peer.
+    public var vms: [PeerID: [String]]
+    /// The cut mode.
+    public var mode: SnapshotMode
+
+    /// Creates a plan.
+    public init(vms: [PeerID: [String]], mode: SnapshotMode) {
+        self.vms = vms
+        self.mode = mode
+    }
+
+    /// Every participant.
+    public var participants: Set<PeerID> { Set(self.vms.keys) }
+}
+
+/// One VM's cut as its peer measured it.
+public struct VMCutReport: Sendable, Hashable, Codable {
+    /// The VM.
+    public var vm: String
+    /// When the cut happened, in nanoseconds of the participant's wall clock (for cut skew).
+    public var cutAtNanoseconds: UInt64
+    /// How long it was paused (STOP to RESUME), in nanoseconds.
+    public var downtimeNanoseconds: UInt64
+    /// Whether a frame of the new epoch triggered the cut before the marker arrived.
+    public var triggered: Bool
+
+    /// Creates a report.
+    public init(vm: String, cutAtNanoseconds: UInt64, downtimeNanoseconds: UInt64, triggered: Bool) {
+        self.vm = vm
+        self.cutAtNanoseconds = cutAtNanoseconds
+        self.downtimeNanoseconds = downtimeNanoseconds
+        self.triggered = triggered
+    }
+}
+
+/// Why a snapshot was aborted, for the operator.
+public struct SnapshotAbortReason: Sendable, Hashable, Codable, CustomStringConvertible {
+    /// What went wrong, naming the phase and the peer or VM.
+    public var message: String
+
+    /// Creates a reason.
+    public init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { self.message }
+}
