@@ -40,6 +40,8 @@ final class MembershipEngine {
     var datagramsSent: UInt64 = 0
     var datagramsReceived: UInt64 = 0
     var addresses: [String: SocketAddress] = [:]
+    /// Which member answers at each membership address.
+    var memberAt: [String: PeerID] = [:]
     var seeds: [String] = []
     let startedAt = ContinuousClock.now
     var seedWarningAt: Instant?
@@ -112,7 +114,10 @@ final class MembershipEngine {
             if error == .unknownKey { self.noteUnknownKey(datagram, from: remote, now: now) }
             return self.reject(error)
         }
-        guard header.destination == PeerID(rawValue: 0), header.source != self.swim.me.id else {
+        // Addressed to this peer, or to nobody in particular (a first contact through a seed address).
+        guard header.destination == self.swim.me.id || header.destination == PeerID(rawValue: 0),
+            header.source != self.swim.me.id
+        else {
             return self.reject(.misdirected)
         }
         if let reason = self.inbound[header.source, default: InboundTunnelState()].admit(
@@ -180,6 +185,7 @@ final class MembershipEngine {
     }
 
     private func memberChanged(_ state: MemberState, previous: MemberStatus?) {
+        self.memberAt[state.address] = state.id
         if state.status != previous {
             self.logger.info(
                 "Member \(state.status)",
@@ -220,7 +226,8 @@ final class MembershipEngine {
             kind: kind,
             vni: VNI(0)!,  // !-safe, 0 is in range
             source: self.swim.me.id,
-            destination: PeerID(rawValue: 0),
+            // The recipient when known, so a datagram captured on its way to one member is refused by another.
+            destination: self.memberAt[address] ?? PeerID(rawValue: 0),
             session: self.session,
             epoch: UInt32(clamping: self.election.term),
             keyID: 0,
