@@ -1,0 +1,157 @@
+import Testing
+import VNSnapCore
+
+/// The initiator and its participants together on a simulated network that loses, duplicates and reorders
+/// messages, with local work (preparing, cutting, streaming) taking random time: every run must end the same
+/// way everywhere — all committed, or all aborted — and never half.
+@Suite struct SnapshotProtocolSimulationTests {
+    typealias F = SnapshotFixtures
+
+    enum Event {
+        case toInitiator(SnapshotMessage)
+        case toParticipant(PeerID, SnapshotMessage)
+        case prepared(PeerID)
+        case cut(PeerID, String)
+        case durable(PeerID)
+        case manifest
+        case initiatorTick
+        case participantTick(PeerID)
+    }
+
+    struct World {
+        var rng: SplitMix64
+        var loss: Double
+        var silent: Set<PeerID> = []
+        var queue: [(Int, Int, Event)] = []  // (time ms, order, event)
+        var order = 0
+        var initiator: TestInitiator
+        var participants: [PeerID: TestParticipant] = [:]
+        var outcome: TestInitiator.Outcome?
+        var committedLocally: Set<PeerID> = []
+        var abortedLocally: Set<PeerID> = []
+
+        mutating func at(_ time: Int, _ event: Event) {
+            self.order += 1
+            self.queue.append((time, self.order, event))
+        }
+
+        /// A message: maybe lost, maybe duplicated, always some random 1–30 ms late (so reordered).
+        mutating func deliver(_ event: Event, now: Int) {
+            guard Double.random(in: 0..<1, using: &self.rng) >= self.loss else { return }
+            self.at(now + Int.random(in: 1...30, using: &self.rng), event)
+            if Double.random(in: 0..<1, using: &self.rng) < 0.1 {
+                self.at(now + Int.random(in: 1...60, using: &self.rng), event)
+            }
+        }
+
+        mutating func run(until end: Int) {
+            while let next = self.queue.min(by: { ($0.0, $0.1) < ($1.0, $1.1) }), next.0 <= end {
+                self.queue.removeAll { $0.1 == next.1 }
+                self.handle(next.2, now: next.0)
+            }
+        }
+
+        mutating func handle(_ event: Event, now: Int) {
+            let t = TestInstant.ms(now)
+            switch event {
+            case .toInitiator(let message):
+                self.initiatorDo(self.initiator.onMessage(message, now: t), now: now)
+            case .toParticipant(let peer, let message):
+                guard !self.silent.contains(peer) else { return }
+                if self.participants[peer] == nil {
+                    guard case .prepare = message.body else { return }
+                    let participant = TestParticipant(prepare: message, me: peer)
+                    self.participants[peer] = participant
+                    self.participantDo(peer, participant.start(), now: now)
+                }
+                self.participantDo(peer, self.participants[peer]!.onMessage(message, now: t), now: now)
+            case .prepared(let peer):
+                self.participantDo(peer, self.participants[peer]!.localPrepared(ok: true, now: t), now: now)
+            case .cut(let peer, let vm):
+                let report = VMCutReport(
+                    vm: vm,
+                    cutAtNanoseconds: UInt64(now),
+                    downtimeNanoseconds: 5,
+                    triggered: false
+                )
+                self.participantDo(peer, self.participants[peer]!.vmCut(report, now: t), now: now)
+                if self.participants[peer]!.phase == .cut {
+                    self.at(now + Int.random(in: 10...500, using: &self.rng), .durable(peer))
+                }
+            case .durable(let peer):
+                self.participantDo(peer, self.participants[peer]!.imagesDurable(now: t), now: now)
+            case .manifest:
+                self.initiatorDo(self.initiator.manifestWritten(now: t), now: now)
+            case .initiatorTick:
+                self.initiatorDo(self.initiator.onTick(now: t), now: now)
+            case .participantTick(let peer):
+                self.participantDo(peer, self.participants[peer]!.onTick(now: t), now: now)
+            }
+        }
+
+        mutating func initiatorDo(_ directives: [TestInitiator.Directive], now: Int) {
+            for directive in directives {
+                switch directive {
+                case .send(let message, let peer): self.deliver(.toParticipant(peer, message), now: now)
+                case .writeManifest: self.at(now + 5, .manifest)
+                case .finished(let outcome): self.outcome = outcome
+                case .scheduleTick(let at): self.at(max(now + 1, Self.ms(at)), .initiatorTick)
+                }
+            }
+        }
+
+        mutating func participantDo(_ peer: PeerID, _ directives: [TestParticipant.Directive], now: Int) {
+            for directive in directives {
+                switch directive {
+                case .send(let message, _): self.deliver(.toInitiator(message), now: now)
+                case .prepareLocal: self.at(now + Int.random(in: 1...50, using: &self.rng), .prepared(peer))
+                case .cutVMs(let vms):
+                    for vm in vms { self.at(now + Int.random(in: 5...15, using: &self.rng), .cut(peer, vm)) }
+                case .commitLocal: self.committedLocally.insert(peer)
+                case .abortLocal: self.abortedLocally.insert(peer)
+                case .scheduleTick(let at): self.at(max(now + 1, Self.ms(at)), .participantTick(peer))
+                }
+            }
+        }
+
+        static func ms(_ instant: TestInstant) -> Int {
+            Int(TestInstant.zero.duration(to: instant) / .milliseconds(1))
+        }
+    }
+
+    static func world(seed: UInt64, loss: Double, silent: Set<PeerID> = []) -> World {
+        var world = World(
+            rng: SplitMix64(seed: seed),
+            loss: loss,
+            silent: silent,
+            initiator: TestInitiator(key: F.key, me: F.initiator, plan: F.plan, now: .zero)
+        )
+        world.initiatorDo(world.initiator.start(now: .zero), now: 0)
+        return world
+    }
+
+    @Test(arguments: [0.0, 0.2, 0.4])
+    func test_lossyDuplicatingReorderingNetwork_everyRunCommitsEverywhere(loss: Double) {
+        for seed in UInt64(1)...30 {
+            var world = Self.world(seed: seed, loss: loss)
+            world.run(until: 60_000)
+            #expect(world.outcome == .committed, "seed \(seed): \(String(describing: world.outcome))")
+            #expect(world.committedLocally == Set(F.peers), "seed \(seed)")
+            #expect(world.abortedLocally.isEmpty, "seed \(seed)")
+        }
+    }
+
+    @Test func test_participantThatNeverAnswers_abortsEverywhere_nobodyCommits() {
+        for seed in UInt64(1)...10 {
+            var world = Self.world(seed: seed, loss: 0.2, silent: [F.peers[1]])
+            world.run(until: 60_000)
+            guard case .aborted(let reason) = world.outcome else {
+                Issue.record("seed \(seed): \(String(describing: world.outcome))")
+                continue
+            }
+            #expect(reason.message.contains(F.peers[1].description))
+            #expect(world.committedLocally.isEmpty)
+            #expect(world.abortedLocally == [F.peers[0]], "seed \(seed)")
+        }
+    }
+}

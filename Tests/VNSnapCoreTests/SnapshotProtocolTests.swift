@@ -1,0 +1,205 @@
+import Testing
+import VNSnapCore
+
+typealias TestInitiator = SnapshotInitiator<TestInstant>
+typealias TestParticipant = SnapshotParticipant<TestInstant>
+
+enum SnapshotFixtures {
+    static let initiator = PeerID(name: "h0")
+    static let peers = [PeerID(name: "h1"), PeerID(name: "h2")]
+    static let key = SnapshotKey(id: 7, violin: "pipeline", epoch: 1, term: 3)
+    static let plan = SnapshotPlan(vms: [peers[0]: ["source", "sink"], peers[1]: ["relay"]], mode: .cow)
+
+    static func report(_ vm: String, at: UInt64 = 1) -> VMCutReport {
+        VMCutReport(vm: vm, cutAtNanoseconds: at, downtimeNanoseconds: 5_000_000, triggered: false)
+    }
+
+    static func message(_ body: SnapshotMessage.Body, from: PeerID) -> SnapshotMessage {
+        SnapshotMessage(key: key, from: from, body: body)
+    }
+}
+
+extension Array where Element == TestInitiator.Directive {
+    var sent: [(SnapshotMessage.Body, PeerID)] {
+        self.compactMap {
+            if case .send(let message, let peer) = $0 { return (message.body, peer) }
+            return nil
+        }
+    }
+}
+
+/// The initiator alone, fed answers by hand: every phase, retransmits, timeouts, abort.
+@Suite struct SnapshotInitiatorTests {
+    typealias F = SnapshotFixtures
+
+    func started() -> TestInitiator {
+        var initiator = TestInitiator(key: F.key, me: F.initiator, plan: F.plan, now: .zero)
+        let directives = initiator.start(now: .zero)
+        #expect(directives.sent.map(\.1) == F.peers.sorted())
+        return initiator
+    }
+
+    @Test func test_allPhases_answeredInOrder_commitOnlyAfterManifest() {
+        var initiator = self.started()
+        _ = initiator.onMessage(F.message(.prepared(ok: true, reason: nil), from: F.peers[0]), now: .ms(1))
+        #expect(initiator.phase == .preparing)
+        let cut = initiator.onMessage(F.message(.prepared(ok: true, reason: nil), from: F.peers[1]), now: .ms(2))
+        #expect(initiator.phase == .cutting)
+        #expect(cut.sent.filter { $0.0 == .cut }.count == 2)
+        _ = initiator.onMessage(
+            F.message(.cutDone([F.report("sink"), F.report("source")]), from: F.peers[0]),
+            now: .ms(3)
+        )
+        // Durable may arrive before the other participant's cut report.
+        _ = initiator.onMessage(F.message(.durable, from: F.peers[0]), now: .ms(4))
+        _ = initiator.onMessage(F.message(.cutDone([F.report("relay")]), from: F.peers[1]), now: .ms(5))
+        #expect(initiator.phase == .streaming)
+        let manifest = initiator.onMessage(F.message(.durable, from: F.peers[1]), now: .ms(6))
+        #expect(initiator.phase == .writingManifest)
+        #expect(
+            manifest.contains(
+                .writeManifest([F.peers[0]: [F.report("sink"), F.report("source")], F.peers[1]: [F.report("relay")]])
+            )
+        )
+        // Not committed until the manifest is written: an abort now still wins.
+        let commit = initiator.manifestWritten(now: .ms(7))
+        #expect(commit.sent.filter { $0.0 == .commit }.count == 2)
+        _ = initiator.onMessage(F.message(.committed, from: F.peers[0]), now: .ms(8))
+        let done = initiator.onMessage(F.message(.committed, from: F.peers[1]), now: .ms(9))
+        #expect(done.contains(.finished(.committed)))
+        // After the commit point an abort changes nothing.
+        #expect(initiator.abort(SnapshotAbortReason("late"), now: .ms(10)).sent.isEmpty)
+        #expect(initiator.phase == .committed)
+    }
+
+    @Test func test_unansweredPrepare_isResentToTheSilentOnly_thenAbortsNamingThem() {
+        var initiator = self.started()
+        _ = initiator.onMessage(F.message(.prepared(ok: true, reason: nil), from: F.peers[0]), now: .ms(1))
+        let resend = initiator.onTick(now: .ms(200))
+        #expect(resend.sent.map(\.1) == [F.peers[1]])
+        var t = 200
+        var aborted: [TestInitiator.Directive] = []
+        while initiator.phase == .preparing, t < 20_000 {
+            t += 200
+            aborted = initiator.onTick(now: .ms(t))
+        }
+        #expect(initiator.phase == .aborting)
+        #expect(t == 10_000, "prepare timeout is 10 s")
+        #expect(initiator.abortReason?.message.contains(F.peers[1].description) == true)
+        #expect(aborted.sent.filter { if case .abort = $0.0 { true } else { false } }.count == 2)
+        _ = initiator.onMessage(F.message(.aborted, from: F.peers[0]), now: .ms(t + 1))
+        let done = initiator.onMessage(F.message(.aborted, from: F.peers[1]), now: .ms(t + 2))
+        #expect(done.contains(.finished(.aborted(initiator.abortReason!))))
+    }
+
+    @Test func test_participantThatCannotPrepare_abortsEverywhereWithItsReason() {
+        var initiator = self.started()
+        let directives = initiator.onMessage(
+            F.message(.prepared(ok: false, reason: "disk full"), from: F.peers[1]),
+            now: .ms(1)
+        )
+        #expect(initiator.phase == .aborting)
+        #expect(initiator.abortReason?.message.contains("disk full") == true)
+        #expect(directives.sent.count == 2)
+    }
+
+    @Test func test_otherSnapshotsAndStrangers_areIgnored() {
+        var initiator = self.started()
+        var otherKey = F.key
+        otherKey.term = 2
+        _ = initiator.onMessage(
+            SnapshotMessage(key: otherKey, from: F.peers[0], body: .prepared(ok: true, reason: nil)),
+            now: .ms(1)
+        )
+        _ = initiator.onMessage(
+            F.message(.prepared(ok: true, reason: nil), from: PeerID(name: "stranger")),
+            now: .ms(1)
+        )
+        _ = initiator.onMessage(F.message(.prepared(ok: true, reason: nil), from: F.peers[1]), now: .ms(2))
+        #expect(initiator.phase == .preparing, "only h2 of h1, h2 has answered")
+    }
+
+    @Test func test_participantStillSendingDurableAfterCommit_isToldAgain() {
+        var initiator = self.started()
+        for peer in F.peers {
+            _ = initiator.onMessage(F.message(.prepared(ok: true, reason: nil), from: peer), now: .ms(1))
+        }
+        for peer in F.peers { _ = initiator.onMessage(F.message(.cutDone([]), from: peer), now: .ms(2)) }
+        for peer in F.peers { _ = initiator.onMessage(F.message(.durable, from: peer), now: .ms(3)) }
+        _ = initiator.manifestWritten(now: .ms(4))
+        let again = initiator.onMessage(F.message(.durable, from: F.peers[0]), now: .ms(5))
+        #expect(again.sent.map(\.0) == [.commit])
+    }
+}
+
+/// A participant alone: prepare, trigger before the marker, idempotent answers, commit and abort.
+@Suite struct SnapshotParticipantTests {
+    typealias F = SnapshotFixtures
+
+    func prepared(_ peer: PeerID = F.peers[0]) -> TestParticipant {
+        var participant = TestParticipant(prepare: F.message(.prepare(F.plan), from: F.initiator), me: peer)
+        #expect(participant.start() == [.prepareLocal(F.plan.vms[peer]!)])
+        let answer = participant.localPrepared(ok: true, now: .ms(1))
+        #expect(
+            answer == [
+                .send(SnapshotMessage(key: F.key, from: peer, body: .prepared(ok: true, reason: nil)), to: F.initiator)
+            ]
+        )
+        return participant
+    }
+
+    @Test func test_triggerBeforeMarker_cutsThatVMAtOnce_andTheMarkerCutsOnlyTheRest() {
+        var participant = self.prepared()
+        #expect(participant.vmTriggered("sink", now: .ms(2)) == [.cutVMs(["sink"])])
+        #expect(participant.vmTriggered("sink", now: .ms(2)).isEmpty, "a second trigger does not cut twice")
+        _ = participant.vmCut(F.report("sink"), now: .ms(3))
+        let marker = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(4))
+        #expect(marker == [.cutVMs(["source"])])
+        let done = participant.vmCut(F.report("source"), now: .ms(5))
+        guard case .send(let message, _) = done.first, case .cutDone(let reports) = message.body else {
+            Issue.record("no cutDone: \(done)")
+            return
+        }
+        #expect(reports.map(\.vm) == ["sink", "source"])
+        #expect(reports.map(\.triggered) == [true, false])
+        // A retransmitted marker is answered with the same reports, and cuts nothing.
+        let again = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(6))
+        #expect(again.count == 1)
+        #expect(participant.phase == .cut)
+    }
+
+    @Test func test_durableIsResentUntilCommit_thenCommittedIsIdempotent() {
+        var participant = self.prepared(F.peers[1])
+        _ = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(2))
+        _ = participant.vmCut(F.report("relay"), now: .ms(3))
+        _ = participant.imagesDurable(now: .ms(4))
+        let resent = participant.onTick(now: .ms(204))
+        #expect(resent.contains { if case .send(let m, _) = $0 { m.body == .durable } else { false } })
+        let commit = participant.onMessage(F.message(.commit, from: F.initiator), now: .ms(300))
+        #expect(commit.first == .commitLocal)
+        #expect(participant.phase == .committed)
+        #expect(participant.onTick(now: .ms(600)).isEmpty, "no more resends after the commit")
+        #expect(participant.onMessage(F.message(.commit, from: F.initiator), now: .ms(700)).count == 1)
+        // An abort after the commit is not obeyed.
+        #expect(
+            participant.onMessage(F.message(.abort(SnapshotAbortReason("x")), from: F.initiator), now: .ms(800)).isEmpty
+        )
+    }
+
+    @Test func test_abortInAnyPhaseBeforeCommit_abortsLocally_once() {
+        var participant = self.prepared()
+        _ = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(2))
+        let reason = SnapshotAbortReason("h2 did not answer")
+        let aborted = participant.onMessage(F.message(.abort(reason), from: F.initiator), now: .ms(3))
+        #expect(aborted.first == .abortLocal(reason))
+        #expect(participant.phase == .aborted)
+        let again = participant.onMessage(F.message(.abort(reason), from: F.initiator), now: .ms(4))
+        #expect(again.count == 1, "answered again, not aborted twice")
+        #expect(participant.vmCut(F.report("source"), now: .ms(5)).isEmpty)
+    }
+
+    @Test func test_staleTerm_isNotAdmitted() {
+        #expect(TestParticipant.admits(F.key, highestTerm: 3))
+        #expect(!TestParticipant.admits(F.key, highestTerm: 4))
+    }
+}
