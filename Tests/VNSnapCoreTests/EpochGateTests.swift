@@ -1,0 +1,83 @@
+import Testing
+import VNSnapCore
+
+/// The switch's per-VM epoch decisions around a cut, and channel drain counting.
+@Suite struct EpochGateTests {
+    @Test func test_unarmed_everyFrameIsDelivered_whateverItsEpoch() {
+        var gate = EpochGate(epoch: 3)
+        for epoch: UInt32 in [0, 2, 3, 4, 9] { #expect(gate.inbound(frameEpoch: epoch) == .deliver) }
+    }
+
+    @Test func test_triggerBeforeMarker_holdsAndCuts_thenReleasedFramesAreDeliveredAndOldOnesRecorded() {
+        var gate = EpochGate(epoch: 0)
+        gate.arm(policy: .trigger)
+        #expect(gate.inbound(frameEpoch: 0) == .deliver, "old-epoch frames flow until the cut")
+        #expect(gate.inbound(frameEpoch: 1) == .holdAndTriggerCut)
+        #expect(gate.inbound(frameEpoch: 0) == .hold, "everything waits while the VM is being cut")
+        #expect(gate.inbound(frameEpoch: 1) == .hold)
+        gate.finishCut()
+        #expect(gate.epoch == 1)
+        #expect(gate.released(frameEpoch: 1) == .deliver)
+        #expect(gate.released(frameEpoch: 0) == .deliverAndRecord)
+        #expect(gate.released(frameEpoch: 1) == .deliver)
+        #expect(gate.held == 0)
+        // In flight from a sender not cut yet: channel state.
+        #expect(gate.inbound(frameEpoch: 0) == .deliverAndRecord)
+        gate.stopRecording()
+        #expect(gate.inbound(frameEpoch: 0) == .deliver)
+        #expect(gate.counters == .init(held: 3, dropped: 0, recorded: 2, triggered: true))
+    }
+
+    @Test func test_markerCut_holdsDuringThePause_notTriggered() {
+        var gate = EpochGate(epoch: 4)
+        gate.arm(policy: .trigger)
+        gate.beginCut()
+        #expect(gate.inbound(frameEpoch: 4) == .hold)
+        gate.finishCut()
+        #expect(gate.released(frameEpoch: 4) == .deliverAndRecord)
+        #expect(!gate.counters.triggered)
+    }
+
+    @Test func test_dropPolicy_dropsNewEpochFramesBeforeTheCut_likeVNsnap() {
+        var gate = EpochGate(epoch: 0)
+        gate.arm(policy: .drop)
+        #expect(gate.inbound(frameEpoch: 1) == .drop(.newEpochBeforeCut))
+        #expect(gate.inbound(frameEpoch: 0) == .deliver)
+        #expect(!gate.cutting)
+        #expect(gate.counters.dropped == 1)
+    }
+
+    @Test func test_holdQueue_isBounded_excessIsDroppedAndCounted() {
+        var gate = EpochGate(epoch: 0, holdLimit: 2)
+        gate.arm(policy: .trigger)
+        #expect(gate.inbound(frameEpoch: 1) == .holdAndTriggerCut)
+        #expect(gate.inbound(frameEpoch: 1) == .hold)
+        #expect(gate.inbound(frameEpoch: 1) == .drop(.holdFull))
+        #expect(gate.counters.dropped == 1)
+    }
+
+    @Test func test_abortBeforeTheCut_disarms_newEpochFramesFlowAgain() {
+        var gate = EpochGate(epoch: 0)
+        gate.arm(policy: .trigger)
+        gate.disarm()
+        #expect(gate.inbound(frameEpoch: 1) == .deliver)
+        #expect(gate.epoch == 0)
+    }
+
+    @Test func test_channelDrain_drainedOnlyWhenEverySenderAnnouncedAndAllArrived() {
+        let a = PeerID(name: "a")
+        let b = PeerID(name: "b")
+        var drain = ChannelDrain(senders: [a, b])
+        drain.oldEpochFrame(from: a)
+        drain.endOfEpoch(from: a, sent: 2)
+        #expect(!drain.isDrained)
+        drain.oldEpochFrame(from: a)
+        drain.endOfEpoch(from: b, sent: 0)
+        #expect(drain.isDrained)
+        var lossy = ChannelDrain(senders: [a])
+        lossy.endOfEpoch(from: a, sent: 5)
+        lossy.oldEpochFrame(from: a)
+        #expect(!lossy.isDrained)
+        #expect(lossy.missing == [a: 4])
+    }
+}
