@@ -50,9 +50,7 @@ public enum PeerDaemon {
         }
         let supervisor = VMSupervisor(
             definitions: config.vms,
-            paths: { vm in
-                QEMUPaths(vmDirectory: config.vmDirectory(vm.name), switchPortSocket: config.switchPortSocket(vm.name))
-            },
+            paths: { vm in Self.paths(config, vm.name) },
             qemu: qemu,
             onStart: { vm in await switchService.vmStarted(vm) },
             logger: logger
@@ -116,12 +114,14 @@ public enum PeerDaemon {
         }
     }
 
+    /// Where one VM's sockets and logs live: the supervisor and the switch must agree.
+    static func paths(_ config: PeerConfig, _ vm: String) -> QEMUPaths {
+        QEMUPaths(vmDirectory: config.vmDirectory(vm), switchPortSocket: config.switchPortSocket(vm))
+    }
+
     static func portSpecs(_ config: PeerConfig) -> [SwitchService.PortSpec] {
         config.vms.map { vm in
-            let paths = QEMUPaths(
-                vmDirectory: config.vmDirectory(vm.name),
-                switchPortSocket: config.switchPortSocket(vm.name)
-            )
+            let paths = Self.paths(config, vm.name)
             return SwitchService.PortSpec(
                 vm: vm.name,
                 violin: config.violin(named: vm.violin)!,  // !-safe, the loader checked every VM's VIOLIN
