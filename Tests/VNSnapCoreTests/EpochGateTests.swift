@@ -10,27 +10,30 @@ import VNSnapCore
 
     @Test func test_triggerBeforeMarker_holdsAndCuts_thenReleasedFramesAreDeliveredAndOldOnesRecorded() {
         var gate = EpochGate(epoch: 0)
-        gate.arm(policy: .trigger)
+        #expect(step(&gate) { $0.arm(to: 1, policy: .trigger) })
         #expect(gate.inbound(frameEpoch: 0) == .deliver, "old-epoch frames flow until the cut")
         #expect(gate.inbound(frameEpoch: 1) == .holdAndTriggerCut)
         #expect(gate.inbound(frameEpoch: 0) == .hold, "everything waits while the VM is being cut")
         #expect(gate.inbound(frameEpoch: 1) == .hold)
         gate.finishCut()
         #expect(gate.epoch == 1)
+        // Until the held frames are out, new ones queue behind them.
+        #expect(gate.inbound(frameEpoch: 1) == .hold)
         #expect(gate.released(frameEpoch: 1) == .deliver)
         #expect(gate.released(frameEpoch: 0) == .deliverAndRecord)
+        #expect(gate.released(frameEpoch: 1) == .deliver)
         #expect(gate.released(frameEpoch: 1) == .deliver)
         #expect(gate.held == 0)
         // In flight from a sender not cut yet: channel state.
         #expect(gate.inbound(frameEpoch: 0) == .deliverAndRecord)
         gate.stopRecording()
         #expect(gate.inbound(frameEpoch: 0) == .deliver)
-        #expect(gate.counters == .init(held: 3, dropped: 0, recorded: 2, triggered: true))
+        #expect(gate.counters == .init(held: 4, dropped: 0, recorded: 2, triggered: true))
     }
 
     @Test func test_markerCut_holdsDuringThePause_notTriggered() {
         var gate = EpochGate(epoch: 4)
-        gate.arm(policy: .trigger)
+        #expect(step(&gate) { $0.arm(to: 5, policy: .trigger) })
         gate.beginCut()
         #expect(gate.inbound(frameEpoch: 4) == .hold)
         gate.finishCut()
@@ -40,7 +43,7 @@ import VNSnapCore
 
     @Test func test_dropPolicy_dropsNewEpochFramesBeforeTheCut_likeVNsnap() {
         var gate = EpochGate(epoch: 0)
-        gate.arm(policy: .drop)
+        #expect(step(&gate) { $0.arm(to: 1, policy: .drop) })
         #expect(gate.inbound(frameEpoch: 1) == .drop(.newEpochBeforeCut))
         #expect(gate.inbound(frameEpoch: 0) == .deliver)
         #expect(!gate.cutting)
@@ -49,7 +52,7 @@ import VNSnapCore
 
     @Test func test_holdQueue_isBounded_excessIsDroppedAndCounted() {
         var gate = EpochGate(epoch: 0, holdLimit: 2)
-        gate.arm(policy: .trigger)
+        #expect(step(&gate) { $0.arm(to: 1, policy: .trigger) })
         #expect(gate.inbound(frameEpoch: 1) == .holdAndTriggerCut)
         #expect(gate.inbound(frameEpoch: 1) == .hold)
         #expect(gate.inbound(frameEpoch: 1) == .drop(.holdFull))
@@ -58,10 +61,33 @@ import VNSnapCore
 
     @Test func test_abortBeforeTheCut_disarms_newEpochFramesFlowAgain() {
         var gate = EpochGate(epoch: 0)
-        gate.arm(policy: .trigger)
+        #expect(step(&gate) { $0.arm(to: 1, policy: .trigger) })
         gate.disarm()
         #expect(gate.inbound(frameEpoch: 1) == .deliver)
         #expect(gate.epoch == 0)
+    }
+
+    @Test func test_arm_targetsTheSnapshotsEpoch_afterAnAbortLeftVMsApart() {
+        // An aborted snapshot cut A (now at 1) but not B (at 0): the next snapshot moves both to 2.
+        var a = EpochGate(epoch: 1)
+        var b = EpochGate(epoch: 0)
+        #expect(step(&a) { $0.arm(to: 2, policy: .trigger) })
+        #expect(step(&b) { $0.arm(to: 2, policy: .trigger) })
+        #expect(a.inbound(frameEpoch: 1) == .deliver, "B's old-epoch frame does not trigger A")
+        #expect(b.inbound(frameEpoch: 2) == .holdAndTriggerCut)
+        var stale = EpochGate(epoch: 2)
+        #expect(!step(&stale) { $0.arm(to: 2, policy: .trigger) }, "a snapshot must move the VM forward")
+    }
+
+    @Test func test_cancelledCut_staysInTheOldEpoch_andReleasesHeldFramesUnrecorded() {
+        var gate = EpochGate(epoch: 0)
+        #expect(step(&gate) { $0.arm(to: 1, policy: .trigger) })
+        #expect(gate.inbound(frameEpoch: 1) == .holdAndTriggerCut)
+        gate.cancelCut()
+        #expect(gate.epoch == 0)
+        #expect(gate.released(frameEpoch: 1) == .deliver)
+        gate.disarm()
+        #expect(gate.inbound(frameEpoch: 1) == .deliver)
     }
 
     @Test func test_channelDrain_drainedOnlyWhenEverySenderAnnouncedAndAllArrived() {

@@ -16,12 +16,15 @@ import VNSnapCore
         case manifest
         case initiatorTick
         case participantTick(PeerID)
+        case trigger(PeerID, String)
     }
 
     struct World {
         var rng: SplitMix64
         var loss: Double
         var silent: Set<PeerID> = []
+        /// A VM whose cut fails.
+        var failingVM: String?
         var queue: [(Int, Int, Event)] = []  // (time ms, order, event)
         var order = 0
         var initiator: TestInitiator
@@ -67,7 +70,21 @@ import VNSnapCore
                 self.participantDo(peer, self.participants[peer]!.onMessage(message, now: t), now: now)
             case .prepared(let peer):
                 self.participantDo(peer, self.participants[peer]!.localPrepared(ok: true, now: t), now: now)
+                // Sometimes a frame of the new epoch arrives before the marker and triggers a cut.
+                if let vm = F.plan.vms[peer]!.randomElement(using: &self.rng), Bool.random(using: &self.rng) {
+                    self.at(now + Int.random(in: 1...100, using: &self.rng), .trigger(peer, vm))
+                }
+            case .trigger(let peer, let vm):
+                self.participantDo(peer, self.participants[peer]!.vmTriggered(vm, now: t), now: now)
             case .cut(let peer, let vm):
+                if vm == self.failingVM {
+                    self.participantDo(
+                        peer,
+                        self.participants[peer]!.vmCutFailed(vm, reason: "QMP stop failed", now: t),
+                        now: now
+                    )
+                    return
+                }
                 let report = VMCutReport(
                     vm: vm,
                     cutAtNanoseconds: UInt64(now),
@@ -75,7 +92,8 @@ import VNSnapCore
                     triggered: false
                 )
                 self.participantDo(peer, self.participants[peer]!.vmCut(report, now: t), now: now)
-                if self.participants[peer]!.phase == .cut {
+                // Its images become durable some time after its last VM is cut, marker or not.
+                if self.participants[peer]!.reports.count == F.plan.vms[peer]!.count {
                     self.at(now + Int.random(in: 10...500, using: &self.rng), .durable(peer))
                 }
             case .durable(let peer):
@@ -109,6 +127,7 @@ import VNSnapCore
                     for vm in vms { self.at(now + Int.random(in: 5...15, using: &self.rng), .cut(peer, vm)) }
                 case .commitLocal: self.committedLocally.insert(peer)
                 case .abortLocal: self.abortedLocally.insert(peer)
+                case .declineTrigger: break
                 case .scheduleTick(let at): self.at(max(now + 1, Self.ms(at)), .participantTick(peer))
                 }
             }
@@ -119,11 +138,12 @@ import VNSnapCore
         }
     }
 
-    static func world(seed: UInt64, loss: Double, silent: Set<PeerID> = []) -> World {
+    static func world(seed: UInt64, loss: Double, silent: Set<PeerID> = [], failingVM: String? = nil) -> World {
         var world = World(
             rng: SplitMix64(seed: seed),
             loss: loss,
             silent: silent,
+            failingVM: failingVM,
             initiator: TestInitiator(key: F.key, me: F.initiator, plan: F.plan, now: .zero)
         )
         world.initiatorDo(world.initiator.start(now: .zero), now: 0)
@@ -152,6 +172,24 @@ import VNSnapCore
             #expect(reason.message.contains(F.peers[1].description))
             #expect(world.committedLocally.isEmpty)
             #expect(world.abortedLocally == [F.peers[0]], "seed \(seed)")
+        }
+    }
+
+    @Test func test_aVMWhoseCutFails_abortsEverywhere_evenWithTriggersAndLoss() {
+        for seed in UInt64(1)...20 {
+            var world = Self.world(seed: seed, loss: 0.2, failingVM: "relay")
+            world.run(until: 60_000)
+            guard case .aborted(let reason) = world.outcome else {
+                Issue.record("seed \(seed): \(String(describing: world.outcome))")
+                continue
+            }
+            #expect(reason.message.contains("QMP stop failed"), "seed \(seed): \(reason)")
+            #expect(world.committedLocally.isEmpty, "seed \(seed)")
+            // A peer the abort overtook never prepared (or gave up on its own after the silence limit).
+            #expect(
+                world.abortedLocally == Set(world.participants.keys),
+                "seed \(seed): \(world.abortedLocally) phases \(world.participants.mapValues(\.phase))"
+            )
         }
     }
 }

@@ -132,6 +132,68 @@ extension Array where Element == TestInitiator.Directive {
     }
 }
 
+extension SnapshotInitiatorTests {
+    @Test func test_abortWhileTheManifestIsWritten_waitsForTheWrite_andAFailedWriteAborts() {
+        typealias F = SnapshotFixtures
+        var initiator = self.started()
+        for peer in F.peers {
+            _ = initiator.onMessage(F.message(.prepared(ok: true, reason: nil), from: peer), now: .ms(1))
+        }
+        for peer in F.peers { _ = initiator.onMessage(F.message(.cutDone([]), from: peer), now: .ms(2)) }
+        for peer in F.peers { _ = initiator.onMessage(F.message(.durable, from: peer), now: .ms(3)) }
+        #expect(initiator.abort(SnapshotAbortReason("operator"), now: .ms(4)).sent.isEmpty)
+        #expect(initiator.phase == .writingManifest)
+        let aborted = initiator.manifestFailed("disk full", now: .ms(5))
+        #expect(initiator.phase == .aborting)
+        #expect(aborted.sent.count == 2)
+    }
+
+    @Test func test_participantReportingFailure_abortsEverywhereWithItsReason() {
+        typealias F = SnapshotFixtures
+        var initiator = self.started()
+        for peer in F.peers {
+            _ = initiator.onMessage(F.message(.prepared(ok: true, reason: nil), from: peer), now: .ms(1))
+        }
+        _ = initiator.onMessage(F.message(.failed("QMP stop failed"), from: F.peers[1]), now: .ms(2))
+        #expect(initiator.phase == .aborting)
+        #expect(initiator.abortReason?.message.contains("QMP stop failed") == true)
+    }
+}
+
+extension SnapshotParticipantTests {
+    @Test func test_everyVMCutByTriggersAndDurableBeforeTheMarker_sendsCutDoneThenDurable() {
+        typealias F = SnapshotFixtures
+        var participant = self.prepared(F.peers[1])
+        _ = participant.vmTriggered("relay", now: .ms(2))
+        _ = participant.vmCut(F.report("relay"), now: .ms(3))
+        #expect(participant.imagesDurable(now: .ms(4)).isEmpty, "not before the marker")
+        let marker = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(5))
+        let bodies = marker.compactMap { if case .send(let m, _) = $0 { m.body } else { nil } }
+        #expect(bodies.count == 2)
+        #expect(bodies.last == .durable)
+        #expect(participant.phase == .durable)
+    }
+
+    @Test func test_initiatorSilentBeforeTheCut_participantAbortsOnItsOwn_andSaysSo() {
+        typealias F = SnapshotFixtures
+        var participant = self.prepared()
+        #expect(participant.onTick(now: .ms(20_000)) == [.scheduleTick(at: .ms(30_001))])
+        let gaveUp = participant.onTick(now: .ms(30_001))
+        guard case .abortLocal(let reason) = gaveUp.first else {
+            Issue.record("\(gaveUp)")
+            return
+        }
+        #expect(reason.message.contains("no word from the initiator"))
+        #expect(participant.phase == .aborted)
+    }
+
+    @Test func test_triggerInAPhaseThatCannotCut_isDeclined() {
+        typealias F = SnapshotFixtures
+        var participant = TestParticipant(prepare: F.message(.prepare(F.plan), from: F.initiator), me: F.peers[0])
+        #expect(participant.vmTriggered("sink", now: .ms(1)) == [.declineTrigger("sink")])
+    }
+}
+
 /// A participant alone: prepare, trigger before the marker, idempotent answers, commit and abort.
 @Suite struct SnapshotParticipantTests {
     typealias F = SnapshotFixtures
@@ -140,11 +202,9 @@ extension Array where Element == TestInitiator.Directive {
         var participant = TestParticipant(prepare: F.message(.prepare(F.plan), from: F.initiator), me: peer)
         #expect(participant.start() == [.prepareLocal(F.plan.vms[peer]!)])
         let answer = participant.localPrepared(ok: true, now: .ms(1))
-        #expect(
-            answer == [
-                .send(SnapshotMessage(key: F.key, from: peer, body: .prepared(ok: true, reason: nil)), to: F.initiator)
-            ]
-        )
+        let prepared = SnapshotMessage(key: F.key, from: peer, body: .prepared(ok: true, reason: nil))
+        #expect(answer.first == .send(prepared, to: F.initiator))
+        #expect(answer.last == .scheduleTick(at: .ms(30_001)), "the silence limit is watched from now on")
         return participant
     }
 

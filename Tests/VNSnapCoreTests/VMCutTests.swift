@@ -5,14 +5,15 @@ import VNSnapCore
 @Suite struct VMCutTests {
     typealias Cut = VMCut<TestInstant>
 
-    @Test func test_steps_inOrder_downtimeFromQEMUsEvents() {
+    @Test func test_steps_inOrder_drainWhileStopped_downtimeFromQEMUsEvents() {
         var cut = Cut(vm: "sink", triggered: true, now: .zero)
         #expect(cut.start() == [.holdInbound, .checkNICQueue(at: .zero)])
         #expect(cut.nicQueueChecked(empty: false, now: .ms(0)) == [.checkNICQueue(at: .ms(1))])
         #expect(cut.nicQueueChecked(empty: true, now: .ms(1)) == [.stopVM])
-        #expect(cut.stopped(atNanoseconds: 1_000_000) == [.startSnapshot])
-        #expect(cut.snapshotStarted() == [.drainOutbound])
-        #expect(cut.outboundDrained() == [.advanceEpoch])
+        #expect(cut.stopped(atNanoseconds: 1_000_000) == [.drainOutbound])
+        // The drain happens before the snapshot can resume the VM; only then does the epoch advance.
+        #expect(cut.outboundDrained() == [.advanceEpoch, .startSnapshot])
+        #expect(cut.snapshotStarted().isEmpty, "held frames wait for RESUME")
         let done = cut.resumed(atNanoseconds: 7_500_000)
         #expect(
             done == [
@@ -30,16 +31,24 @@ import VNSnapCore
         #expect(!cut.queueWaitExpired)
     }
 
-    @Test func test_resumeBeforeTheDrainEnds_finishesWhenTheDrainDoes() {
+    @Test func test_resumeBeforeTheSnapshotCommandAnswers_finishesWhenItDoes() {
         var cut = Cut(vm: "a", triggered: false, now: .zero)
         _ = cut.nicQueueChecked(empty: true, now: .zero)
         _ = cut.stopped(atNanoseconds: 10)
-        _ = cut.snapshotStarted()
-        #expect(cut.resumed(atNanoseconds: 15).isEmpty, "old frames are still being drained")
-        let done = cut.outboundDrained()
-        #expect(done.first == .advanceEpoch)
-        #expect(done.contains(.releaseHeld))
+        _ = cut.outboundDrained()
+        #expect(cut.resumed(atNanoseconds: 15).isEmpty)
+        let done = cut.snapshotStarted()
+        #expect(done.first == .releaseHeld)
         #expect(cut.step == .done)
+    }
+
+    @Test func test_failureAfterTheStop_continuesTheVM_cancelsTheCut_releases() {
+        var cut = Cut(vm: "relay", triggered: false, now: .zero)
+        _ = cut.nicQueueChecked(empty: true, now: .zero)
+        _ = cut.stopped(atNanoseconds: 10)
+        _ = cut.outboundDrained()
+        let failed = cut.fail("migrate: userfaultfd unavailable")
+        #expect(failed == [.continueVM, .cancelCut, .releaseHeld, .failed("relay: migrate: userfaultfd unavailable")])
     }
 
     @Test func test_queueThatNeverEmpties_stopsAnywayAfterTheWait_andSaysSo() {
@@ -58,7 +67,7 @@ import VNSnapCore
         var cut = Cut(vm: "relay", triggered: false, now: .zero)
         _ = cut.nicQueueChecked(empty: true, now: .zero)
         let failed = cut.fail("QMP stop: VM not running")
-        #expect(failed == [.releaseHeld, .failed("relay: QMP stop: VM not running")])
+        #expect(failed == [.cancelCut, .releaseHeld, .failed("relay: QMP stop: VM not running")])
         #expect(cut.stopped(atNanoseconds: 1).isEmpty)
         #expect(cut.fail("again").isEmpty)
     }

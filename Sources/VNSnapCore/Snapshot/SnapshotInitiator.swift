@@ -105,6 +105,8 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
             // Durable implies cut; the cut report itself still comes with `cutDone` (cut is resent).
             self.durable.insert(peer)
             if self.phase == .streaming { directives += self.checkDurable() }
+        case (.preparing, .failed(let reason)), (.cutting, .failed(let reason)), (.streaming, .failed(let reason)):
+            return self.abort(SnapshotAbortReason("\(peer) failed: \(reason)"), now: now)
         case (.committing, .committed), (.aborting, .aborted):
             self.answered.insert(peer)
             if self.answered == self.plan.participants { directives += self.finish() }
@@ -167,20 +169,29 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
     /// The manifest could not be written: abort.
     public mutating func manifestFailed(_ reason: String, now: Instant) -> [Directive] {
         precondition(self.phase == .writingManifest, "manifestFailed in phase \(self.phase)")
-        return self.abort(SnapshotAbortReason("cannot write the manifest: \(reason)"), now: now)
+        return self.abortEverywhere(SnapshotAbortReason("cannot write the manifest: \(reason)"), now: now)
     }
 
-    /// Aborts everywhere, unless the commit point has passed (then nothing happens).
+    /// Aborts everywhere, unless the manifest is being written (its result decides) or the commit point has
+    /// passed (then nothing happens).
     public mutating func abort(_ reason: SnapshotAbortReason, now: Instant) -> [Directive] {
         var directives: [Directive] = []
         switch self.phase {
-        case .preparing, .cutting, .streaming, .writingManifest:
-            self.abortReason = reason
-            self.enter(.aborting, timeout: self.settings.settleTimeout, now: now)
-            directives += self.request(.abort(reason), to: self.plan.participants)
+        case .writingManifest:
+            break  // `manifestWritten` commits, `manifestFailed` aborts
+        case .preparing, .cutting, .streaming:
+            return self.abortEverywhere(reason, now: now)
         case .committing, .aborting, .committed, .aborted:
             break
         }
+        directives.append(.scheduleTick(at: self.nextDeadline))
+        return directives
+    }
+
+    private mutating func abortEverywhere(_ reason: SnapshotAbortReason, now: Instant) -> [Directive] {
+        self.abortReason = reason
+        self.enter(.aborting, timeout: self.settings.settleTimeout, now: now)
+        var directives = self.request(.abort(reason), to: self.plan.participants)
         directives.append(.scheduleTick(at: self.nextDeadline))
         return directives
     }

@@ -15,6 +15,9 @@ public struct SnapshotMessage: Sendable, Hashable, Codable {
         case cutDone([VMCutReport])
         /// Participant → initiator: every local image is durable; repeated until `commit` or `abort`.
         case durable
+        /// Participant → initiator: it cannot go on (a VM's cut failed, or it heard nothing for too long and
+        /// aborted itself before becoming durable): abort everywhere.
+        case failed(String)
         /// Initiator → participant: the manifest is written; the snapshot exists.
         case commit
         /// Participant → initiator: committed here.
@@ -48,6 +51,9 @@ public struct SnapshotSettings: Sendable, Hashable {
     public var prepareTimeout: Duration = .seconds(10)
     /// Longest wait for every participant to finish its cuts.
     public var cutTimeout: Duration = .seconds(10)
+    /// How long a participant that has prepared but is not cut yet waits for word from the initiator before
+    /// aborting on its own (safe before it is durable: the initiator cannot commit without it).
+    public var participantSilence: Duration = .seconds(30)
     /// Longest wait for every image to be durable.
     public var streamTimeout: Duration = .seconds(600)
     /// How long the initiator keeps telling participants of a commit or an abort before it stops waiting

@@ -22,6 +22,8 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         case commitLocal
         /// Discard partial images, disarm the switch, leave every VM running.
         case abortLocal(SnapshotAbortReason)
+        /// A trigger this phase does not act on: end the gate's cut (`EpochGate.cancelCut`) and release.
+        case declineTrigger(String)
         /// Call `onTick` at this time.
         case scheduleTick(at: Instant)
     }
@@ -44,6 +46,8 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
     var triggered: Set<String> = []
     var failure: String?
     var nextResend: Instant?
+    var durablePending = false
+    var lastHeard: Instant?
 
     /// Whether a message under `key` may be acted on, given the highest election term this peer has seen
     /// (fencing: an initiator of an older term has been superseded).
@@ -59,7 +63,9 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         self.key = message.key
         self.me = me
         self.initiator = message.from
-        self.vms = plan.vms[me] ?? []
+        // A VM named twice in a plan would never count as all cut.
+        var seen: Set<String> = []
+        self.vms = (plan.vms[me] ?? []).filter { seen.insert($0).inserted }
         self.settings = settings
         self.phase = .preparing
     }
@@ -76,11 +82,15 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
     public mutating func onMessage(_ message: SnapshotMessage, now: Instant) -> [Directive] {
         var directives: [Directive] = []
         guard message.key == self.key, message.from == self.initiator else { return directives }
+        self.lastHeard = now
         switch (message.body, self.phase) {
         case (.prepare, .prepared), (.prepare, .cutting), (.prepare, .cut), (.prepare, .durable):
             directives.append(self.reply(.prepared(ok: true, reason: nil)))
         case (.prepare, .failed):
             directives.append(self.reply(.prepared(ok: false, reason: self.failure)))
+        case (.cut, .failed):
+            // A cut that failed is reported again each time the marker is resent (the report may be lost).
+            directives.append(self.reply(.failed(self.failure ?? "cut failed")))
         case (.cut, .prepared):
             self.phase = .cutting
             directives += self.cutRemaining()
@@ -112,14 +122,18 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         guard self.phase == .preparing else { return [] }
         self.phase = ok ? .prepared : .failed
         self.failure = ok ? nil : reason
-        return [self.reply(.prepared(ok: ok, reason: self.failure))]
+        self.lastHeard = now
+        var directives = [self.reply(.prepared(ok: ok, reason: self.failure))]
+        if ok { directives.append(.scheduleTick(at: now.advanced(by: self.settings.participantSilence))) }
+        return directives
     }
 
     /// The switch saw a frame of the new epoch for `vm` before the marker: cut it now (Lai–Yang trigger).
     public mutating func vmTriggered(_ vm: String, now: Instant) -> [Directive] {
-        guard self.phase == .prepared || self.phase == .cutting, self.vms.contains(vm),
-            self.reports[vm] == nil, !self.requested.contains(vm)
-        else { return [] }
+        if self.reports[vm] != nil || self.requested.contains(vm) { return [] }  // its cut is under way
+        guard self.phase == .prepared || self.phase == .cutting, self.vms.contains(vm) else {
+            return [.declineTrigger(vm)]
+        }
         self.requested.insert(vm)
         self.triggered.insert(vm)
         return [.cutVMs([vm])]
@@ -134,16 +148,39 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         return self.finishCutIfDone()
     }
 
+    /// A VM's cut failed (the VM runs on in the old epoch): the snapshot cannot complete.
+    public mutating func vmCutFailed(_ vm: String, reason: String, now: Instant) -> [Directive] {
+        guard self.phase == .prepared || self.phase == .cutting else { return [] }
+        self.phase = .failed
+        self.failure = reason
+        return [self.reply(.failed(reason))]
+    }
+
     /// Every local image is durable.
     public mutating func imagesDurable(now: Instant) -> [Directive] {
+        if self.phase == .prepared {
+            // Every VM was cut by triggers and streamed before the marker came: say so once it does.
+            self.durablePending = true
+            return []
+        }
         guard self.phase == .cut else { return [] }
         self.phase = .durable
         self.nextResend = now.advanced(by: self.settings.retransmitInterval)
         return [self.reply(.durable), .scheduleTick(at: self.nextResend!)]  // !-safe, just set
     }
 
-    /// Resends `durable` until the outcome arrives.
+    /// Resends `durable` until the outcome arrives; gives up (aborting here) if the initiator falls silent
+    /// before this peer is durable.
     public mutating func onTick(now: Instant) -> [Directive] {
+        if self.phase == .prepared || self.phase == .cutting, let heard = self.lastHeard {
+            let limit = heard.advanced(by: self.settings.participantSilence)
+            guard now >= limit else { return [.scheduleTick(at: limit)] }
+            let reason = SnapshotAbortReason(
+                "no word from the initiator \(self.initiator) for \(self.settings.participantSilence)"
+            )
+            self.phase = .aborted
+            return [.abortLocal(reason), self.reply(.failed(reason.message))]
+        }
         guard self.phase == .durable, let resend = self.nextResend else { return [] }
         guard now >= resend else { return [.scheduleTick(at: resend)] }
         self.nextResend = now.advanced(by: self.settings.retransmitInterval)
@@ -164,7 +201,12 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
     private mutating func finishCutIfDone() -> [Directive] {
         guard self.phase == .cutting, self.reports.count == self.vms.count else { return [] }
         self.phase = .cut
-        return [self.reply(.cutDone(self.sortedReports))]
+        var directives = [self.reply(.cutDone(self.sortedReports))]
+        if self.durablePending {
+            self.durablePending = false
+            directives += self.imagesDurable(now: self.lastHeard!)  // !-safe, set by every message and prepare
+        }
+        return directives
     }
 
     private var sortedReports: [VMCutReport] {

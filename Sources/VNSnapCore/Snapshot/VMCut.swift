@@ -3,16 +3,17 @@
 /// Two queues sit between a VM and its switch and QEMU saves neither, so the shell follows these steps:
 /// 1. hold inbound: stop sending to the VM's port, hold what arrives, and wait until QEMU has read what was
 ///    already sent (its socket's receive queue is empty) or `queueWait` passes;
-/// 2. pause: QMP `stop`, then start the snapshot (`migrate` with `background-snapshot`, or the precopy's final
-///    stage) — QEMU resumes the VM by itself;
-/// 3. drain outbound: while stopped, read what is left in the switch's port socket: those frames are of the
-///    old epoch; only then does the VM's epoch change;
-/// 4. once QEMU reports RESUME, release the held frames.
-/// Downtime is STOP to RESUME as QEMU reports them, never a guess.
+/// 2. pause: QMP `stop`;
+/// 3. drain outbound while the VM is certainly stopped: what is left in the switch's port socket was sent
+///    before the cut and is of the old epoch; then the VM's epoch advances;
+/// 4. start the snapshot (`migrate` with `background-snapshot`, which resumes the VM by itself);
+/// 5. once QEMU reports RESUME and the snapshot has started, release the held frames.
+/// Downtime is STOP to RESUME as QEMU reports them, never a guess. A failure after the stop asks the shell
+/// to continue the VM, so a failed cut never leaves it paused.
 public struct VMCut<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
     /// Where the cut stands.
     public enum Step: Sendable, Hashable {
-        case waitingForQueue, stopping, startingSnapshot, draining, waitingForResume, done, failed
+        case waitingForQueue, stopping, draining, startingSnapshot, done, failed
     }
 
     /// What the shell must do next.
@@ -31,6 +32,10 @@ public struct VMCut<Instant: InstantProtocol>: Sendable where Instant.Duration =
         case advanceEpoch
         /// Release the held frames in order (`EpochGate.released`).
         case releaseHeld
+        /// The cut failed with the VM stopped: QMP `cont`, so it runs again.
+        case continueVM
+        /// The cut failed: end the gate's cut in the old epoch (`EpochGate.cancelCut`) before releasing.
+        case cancelCut
         /// The cut is complete: report it.
         case finished(VMCutReport)
         /// The cut failed before the VM was stopped, or QEMU refused: release everything, VM keeps running.
@@ -52,7 +57,7 @@ public struct VMCut<Instant: InstantProtocol>: Sendable where Instant.Duration =
     let startedAt: Instant
     var stoppedAtNanoseconds: UInt64?
     var resumedAtNanoseconds: UInt64?
-    var drained = false
+    var snapshotRunning = false
 
     /// Begins a cut.
     public init(
@@ -89,47 +94,47 @@ public struct VMCut<Instant: InstantProtocol>: Sendable where Instant.Duration =
     public mutating func stopped(atNanoseconds: UInt64) -> [Directive] {
         guard self.step == .stopping else { return [] }
         self.stoppedAtNanoseconds = atNanoseconds
-        self.step = .startingSnapshot
-        return [.startSnapshot]
-    }
-
-    /// The snapshot started (QEMU is saving the VM as of the stop).
-    public mutating func snapshotStarted() -> [Directive] {
-        guard self.step == .startingSnapshot else { return [] }
         self.step = .draining
         return [.drainOutbound]
     }
 
-    /// The switch read every frame left in the port socket.
+    /// The switch read every frame left in the port socket (the VM is still stopped): advance the epoch,
+    /// then start the snapshot.
     public mutating func outboundDrained() -> [Directive] {
         guard self.step == .draining else { return [] }
-        self.drained = true
-        self.step = .waitingForResume
-        var directives: [Directive] = [.advanceEpoch]
-        // QEMU may have resumed the VM before the drain finished: then everything is done now.
-        if self.resumedAtNanoseconds != nil { directives += self.finish() }
-        return directives
+        self.step = .startingSnapshot
+        return [.advanceEpoch, .startSnapshot]
     }
 
-    /// QEMU's RESUME event (it may come before the drain is over: the VM runs again, its new frames wait in
-    /// the port socket behind the old ones, which are read first).
+    /// The snapshot started (QEMU is saving the VM as of the stop).
+    public mutating func snapshotStarted() -> [Directive] {
+        guard self.step == .startingSnapshot, !self.snapshotRunning else { return [] }
+        self.snapshotRunning = true
+        return self.resumedAtNanoseconds != nil ? self.finish() : []
+    }
+
+    /// QEMU's RESUME event (it may arrive before or after the reply to the snapshot command).
     public mutating func resumed(atNanoseconds: UInt64) -> [Directive] {
-        guard self.stoppedAtNanoseconds != nil, self.resumedAtNanoseconds == nil else { return [] }
+        guard self.step == .startingSnapshot, self.resumedAtNanoseconds == nil else { return [] }
         self.resumedAtNanoseconds = atNanoseconds
-        return self.step == .waitingForResume ? self.finish() : []
+        return self.snapshotRunning ? self.finish() : []
     }
 
-    /// Something failed (QMP error, QEMU gone): the VM keeps (or starts) running, held frames go out.
+    /// Something failed (QMP error, QEMU gone): the gate's cut is cancelled, the VM runs again, held frames
+    /// go out, and the failure is reported.
     public mutating func fail(_ reason: String) -> [Directive] {
         guard self.step != .done, self.step != .failed else { return [] }
+        let wasStopped = self.stoppedAtNanoseconds != nil && self.resumedAtNanoseconds == nil
         self.step = .failed
-        return [.releaseHeld, .failed("\(self.vm): \(reason)")]
+        var directives: [Directive] = wasStopped ? [.continueVM] : []
+        directives += [.cancelCut, .releaseHeld, .failed("\(self.vm): \(reason)")]
+        return directives
     }
 
     private mutating func finish() -> [Directive] {
         self.step = .done
         let stop = self.stoppedAtNanoseconds!  // !-safe, resumed requires it
-        let resume = max(stop, self.resumedAtNanoseconds!)  // !-safe, the callers check it
+        let resume = max(stop, self.resumedAtNanoseconds!)  // !-safe, both callers have it
         return [
             .releaseHeld,
             .finished(

@@ -30,7 +30,7 @@ public struct EpochGate: Sendable, Hashable {
 
     /// The VM's current epoch.
     public private(set) var epoch: UInt32
-    /// The epoch a prepared snapshot will move the VM to, while one is armed.
+    /// The epoch an armed snapshot will move the VM to.
     public private(set) var armed: UInt32?
     /// Whether the VM is being cut (its inbound frames are held).
     public private(set) var cutting = false
@@ -72,11 +72,14 @@ public struct EpochGate: Sendable, Hashable {
         self.holdLimit = holdLimit
     }
 
-    /// A snapshot moving this VM to `epoch + 1` is prepared here.
-    public mutating func arm(policy: Policy) {
-        self.armed = self.epoch &+ 1
+    /// A snapshot moving this VM to `target` (the snapshot's epoch, the same for every VM of the VIOLIN) is
+    /// prepared here. Refused (false) unless `target` is past the VM's epoch.
+    public mutating func arm(to target: UInt32, policy: Policy) -> Bool {
+        guard target > self.epoch, !self.cutting else { return false }
+        self.armed = target
         self.policy = policy
         self.counters = Counters()
+        return true
     }
 
     /// The snapshot was aborted before this VM's cut: back to normal.
@@ -87,7 +90,8 @@ public struct EpochGate: Sendable, Hashable {
 
     /// Decides about a frame of the sender's epoch `frameEpoch` arriving for this VM.
     public mutating func inbound(frameEpoch: UInt32) -> Decision {
-        if self.cutting { return self.holdOrDrop() }
+        // While frames are held nothing may overtake them, also after the cut until they are released.
+        if self.cutting || self.held > 0 { return self.holdOrDrop() }
         if let next = self.armed, frameEpoch >= next {
             switch self.policy {
             case .drop:
@@ -123,7 +127,13 @@ public struct EpochGate: Sendable, Hashable {
         self.recording = true
     }
 
-    /// What to do with a held frame, in arrival order, once the cut has finished.
+    /// The cut failed: the VM stays in its epoch; held frames are released as they are (`released`).
+    public mutating func cancelCut() {
+        precondition(self.cutting, "cancelCut without a cut")
+        self.cutting = false
+    }
+
+    /// What to do with a held frame, in arrival order, once the cut has finished (or was cancelled).
     public mutating func released(frameEpoch: UInt32) -> Decision {
         precondition(!self.cutting && self.held > 0, "released without held frames after a cut")
         self.held -= 1
