@@ -18,18 +18,7 @@ public enum SWIMCodec {
     static let version: UInt8 = 1
 
     /// Why a membership datagram was refused.
-    public enum Failure: String, Error, Sendable, Hashable, CaseIterable, Codable, CodingKeyRepresentable {
-        /// Ends before a field does.
-        case truncated
-        /// A version this build does not speak.
-        case badVersion
-        /// An unknown message type, status or role bit.
-        case malformed
-        /// Bytes left over after the message.
-        case trailingBytes
-        /// Larger than `maximumSize` (on encoding), or a string longer than 255 bytes.
-        case oversized
-    }
+    public typealias Failure = WireFailure
 
     // ==== ------------------------------------------------------------------------------------------------------------
     // MARK: Sizes
@@ -60,7 +49,7 @@ public enum SWIMCodec {
 
     /// Encodes a message; throws `oversized` past `maximumSize` or for a string over 255 bytes.
     public static func encode(_ message: SWIMMessage) throws(Failure) -> [UInt8] {
-        var writer = Writer()
+        var writer = WireWriter()
         writer.u8(Self.version)
         switch message.body {
         case .ping(let sequence, let target):
@@ -109,7 +98,7 @@ public enum SWIMCodec {
     /// Decodes a message; every malformed input throws, none crashes.
     public static func decode(_ bytes: [UInt8]) throws(Failure) -> SWIMMessage {
         guard bytes.count <= Self.maximumSize else { throw .oversized }
-        var reader = Reader(bytes: bytes)
+        var reader = WireReader(bytes: bytes)
         guard try reader.u8() == Self.version else { throw .badVersion }
         let type = try reader.u8()
         let from = PeerID(rawValue: try reader.u64())
@@ -145,97 +134,55 @@ public enum SWIMCodec {
     }
 
     static let roleBits: [(PeerRole, UInt8)] = [(.vm, 1), (.store, 2), (.relay, 4)]
+}
 
-    struct Writer {
-        var bytes: [UInt8] = []
-        mutating func u8(_ value: UInt8) { self.bytes.append(value) }
-        mutating func u32(_ value: UInt32) {
-            for shift in stride(from: 24, through: 0, by: -8) {
-                self.bytes.append(UInt8(truncatingIfNeeded: value >> UInt32(shift)))
-            }
-        }
-        mutating func u64(_ value: UInt64) {
-            for shift in stride(from: 56, through: 0, by: -8) {
-                self.bytes.append(UInt8(truncatingIfNeeded: value >> UInt64(shift)))
-            }
-        }
-        mutating func string(_ value: String) throws(Failure) {
-            let utf8 = Array(value.utf8)
-            guard utf8.count <= 255 else { throw .oversized }
-            self.u8(UInt8(utf8.count))
-            self.bytes += utf8
-        }
-        mutating func state(_ state: MemberState) throws(Failure) {
-            self.u64(state.id.rawValue)
-            try self.string(state.name)
-            try self.string(state.address)
-            self.u64(state.incarnation)
-            self.u8(state.status.rawValue)
-            self.u8(SWIMCodec.roleBits.reduce(0) { state.metadata.roles.contains($1.0) ? $0 | $1.1 : $0 })
-            try self.string(state.metadata.tunnelAddress)
-            self.u64(state.metadata.storeCapacity)
-            try self.string(state.metadata.version)
-            self.u64(state.metadata.keyringGeneration)
-            self.u32(state.metadata.keyringDigest)
-        }
+/// A member state on the wire (`state` in the grammar above).
+extension WireWriter {
+    mutating func state(_ state: MemberState) throws(WireFailure) {
+        self.u64(state.id.rawValue)
+        try self.string(state.name)
+        try self.string(state.address)
+        self.u64(state.incarnation)
+        self.u8(state.status.rawValue)
+        self.u8(SWIMCodec.roleBits.reduce(0) { state.metadata.roles.contains($1.0) ? $0 | $1.1 : $0 })
+        try self.string(state.metadata.tunnelAddress)
+        self.u64(state.metadata.storeCapacity)
+        try self.string(state.metadata.version)
+        self.u64(state.metadata.keyringGeneration)
+        self.u32(state.metadata.keyringDigest)
     }
+}
 
-    struct Reader {
-        let bytes: [UInt8]
-        var offset = 0
-        mutating func u8() throws(Failure) -> UInt8 {
-            guard self.offset < self.bytes.count else { throw .truncated }
-            defer { self.offset += 1 }
-            return self.bytes[self.offset]
-        }
-        mutating func u32() throws(Failure) -> UInt32 {
-            var value: UInt32 = 0
-            for _ in 0..<4 { value = (value << 8) | UInt32(try self.u8()) }
-            return value
-        }
-        mutating func u64() throws(Failure) -> UInt64 {
-            var value: UInt64 = 0
-            for _ in 0..<8 { value = (value << 8) | UInt64(try self.u8()) }
-            return value
-        }
-        mutating func string() throws(Failure) -> String {
-            let length = Int(try self.u8())
-            guard self.offset + length <= self.bytes.count else { throw .truncated }
-            defer { self.offset += length }
-            guard let text = String(validating: self.bytes[self.offset..<self.offset + length], as: UTF8.self) else {
-                throw .malformed
-            }
-            return text
-        }
-        mutating func state() throws(Failure) -> MemberState {
-            let id = PeerID(rawValue: try self.u64())
-            let name = try self.string()
-            let address = try self.string()
-            let incarnation = try self.u64()
-            guard let status = MemberStatus(rawValue: try self.u8()) else { throw .malformed }
-            let roleByte = try self.u8()
-            guard roleByte & ~0x07 == 0 else { throw .malformed }
-            let roles = Set(SWIMCodec.roleBits.filter { roleByte & $0.1 != 0 }.map(\.0))
-            let tunnel = try self.string()
-            let capacity = try self.u64()
-            let version = try self.string()
-            let keyringGeneration = try self.u64()
-            let keyringDigest = try self.u32()
-            return MemberState(
-                id: id,
-                name: name,
-                address: address,
-                incarnation: incarnation,
-                status: status,
-                metadata: MemberMetadata(
-                    roles: roles,
-                    tunnelAddress: tunnel,
-                    storeCapacity: capacity,
-                    version: version,
-                    keyringGeneration: keyringGeneration,
-                    keyringDigest: keyringDigest
-                )
+/// A member state from the wire.
+extension WireReader {
+    mutating func state() throws(WireFailure) -> MemberState {
+        let id = PeerID(rawValue: try self.u64())
+        let name = try self.string()
+        let address = try self.string()
+        let incarnation = try self.u64()
+        guard let status = MemberStatus(rawValue: try self.u8()) else { throw .malformed }
+        let roleByte = try self.u8()
+        guard roleByte & ~0x07 == 0 else { throw .malformed }
+        let roles = Set(SWIMCodec.roleBits.filter { roleByte & $0.1 != 0 }.map(\.0))
+        let tunnel = try self.string()
+        let capacity = try self.u64()
+        let version = try self.string()
+        let keyringGeneration = try self.u64()
+        let keyringDigest = try self.u32()
+        return MemberState(
+            id: id,
+            name: name,
+            address: address,
+            incarnation: incarnation,
+            status: status,
+            metadata: MemberMetadata(
+                roles: roles,
+                tunnelAddress: tunnel,
+                storeCapacity: capacity,
+                version: version,
+                keyringGeneration: keyringGeneration,
+                keyringDigest: keyringDigest
             )
-        }
+        )
     }
 }

@@ -1,0 +1,152 @@
+/// The binary wire format of snapshot protocol messages (sent sealed, like membership messages), big-endian.
+///
+/// ```
+/// message = version:u8(1) type:u8 id:u64 violin:str epoch:u32 term:u64 from:u64 body
+/// type    = 1 prepare, 2 prepared, 3 cut, 4 cutDone, 5 durable, 6 commit, 7 committed, 8 abort, 9 aborted,
+///           10 failed
+/// body    = prepare: mode:u8 peers:u8 (peer:u64 vms:u8 vm:str*)* | prepared: ok:u8 reason:str
+///         | cutDone: count:u8 (vm:str cutAt:u64 downtime:u64 triggered:u8)* | abort, failed: reason:str
+///         | (nothing for the others)
+/// str     = length:u8 utf8
+/// ```
+/// Human-readable reasons longer than 255 bytes are shortened at a character boundary; everything else that
+/// does not fit (names over 255 bytes, more than 255 peers or VMs, a message over `maximumSize`) is refused.
+public enum SnapshotCodec {
+    /// Largest encoded message (a sealed one stays within one 1500-byte datagram).
+    public static let maximumSize = 1360
+    static let version: UInt8 = 1
+    static let modes: [SnapshotMode] = [.cow, .precopy, .drop]
+
+    /// Encodes a message.
+    public static func encode(_ message: SnapshotMessage) throws(WireFailure) -> [UInt8] {
+        var writer = WireWriter()
+        writer.u8(Self.version)
+        writer.u8(Self.type(of: message.body))
+        writer.u64(message.key.id)
+        try writer.string(message.key.violin)
+        writer.u32(message.key.epoch)
+        writer.u64(message.key.term)
+        writer.u64(message.from.rawValue)
+        switch message.body {
+        case .prepare(let plan):
+            writer.u8(UInt8(Self.modes.firstIndex(of: plan.mode)!))  // !-safe, every mode is listed
+            guard plan.vms.count <= 255 else { throw .oversized }
+            writer.u8(UInt8(plan.vms.count))
+            for (peer, vms) in plan.vms.sorted(by: { $0.key < $1.key }) {
+                writer.u64(peer.rawValue)
+                guard vms.count <= 255 else { throw .oversized }
+                writer.u8(UInt8(vms.count))
+                for vm in vms { try writer.string(vm) }
+            }
+        case .prepared(let ok, let reason):
+            writer.u8(ok ? 1 : 0)
+            try writer.string(Self.shortened(reason ?? ""))
+        case .cutDone(let reports):
+            guard reports.count <= 255 else { throw .oversized }
+            writer.u8(UInt8(reports.count))
+            for report in reports {
+                try writer.string(report.vm)
+                writer.u64(report.cutAtNanoseconds)
+                writer.u64(report.downtimeNanoseconds)
+                writer.u8(report.triggered ? 1 : 0)
+            }
+        case .abort(let reason):
+            try writer.string(Self.shortened(reason.message))
+        case .failed(let reason):
+            try writer.string(Self.shortened(reason))
+        case .cut, .durable, .commit, .committed, .aborted:
+            break
+        }
+        guard writer.bytes.count <= Self.maximumSize else { throw .oversized }
+        return writer.bytes
+    }
+
+    /// Decodes a message; malformed input throws, never crashes.
+    public static func decode(_ bytes: [UInt8]) throws(WireFailure) -> SnapshotMessage {
+        guard bytes.count <= Self.maximumSize else { throw .oversized }
+        var reader = WireReader(bytes: bytes)
+        guard try reader.u8() == Self.version else { throw .badVersion }
+        let type = try reader.u8()
+        let key = SnapshotKey(
+            id: try reader.u64(),
+            violin: try reader.string(),
+            epoch: try reader.u32(),
+            term: try reader.u64()
+        )
+        let from = PeerID(rawValue: try reader.u64())
+        let body: SnapshotMessage.Body
+        switch type {
+        case 1:
+            let modeIndex = Int(try reader.u8())
+            guard modeIndex < Self.modes.count else { throw .malformed }
+            var vms: [PeerID: [String]] = [:]
+            for _ in 0..<Int(try reader.u8()) {
+                let peer = PeerID(rawValue: try reader.u64())
+                var names: [String] = []
+                for _ in 0..<Int(try reader.u8()) { names.append(try reader.string()) }
+                guard vms[peer] == nil else { throw .malformed }
+                vms[peer] = names
+            }
+            body = .prepare(SnapshotPlan(vms: vms, mode: Self.modes[modeIndex]))
+        case 2:
+            let ok = try reader.u8()
+            guard ok <= 1 else { throw .malformed }
+            let reason = try reader.string()
+            body = .prepared(ok: ok == 1, reason: reason.isEmpty ? nil : reason)
+        case 3: body = .cut
+        case 4:
+            var reports: [VMCutReport] = []
+            for _ in 0..<Int(try reader.u8()) {
+                let vm = try reader.string()
+                let cutAt = try reader.u64()
+                let downtime = try reader.u64()
+                let triggered = try reader.u8()
+                guard triggered <= 1 else { throw .malformed }
+                reports.append(
+                    VMCutReport(
+                        vm: vm,
+                        cutAtNanoseconds: cutAt,
+                        downtimeNanoseconds: downtime,
+                        triggered: triggered == 1
+                    )
+                )
+            }
+            body = .cutDone(reports)
+        case 5: body = .durable
+        case 6: body = .commit
+        case 7: body = .committed
+        case 8: body = .abort(SnapshotAbortReason(try reader.string()))
+        case 9: body = .aborted
+        case 10: body = .failed(try reader.string())
+        default: throw .malformed
+        }
+        guard reader.offset == bytes.count else { throw .trailingBytes }
+        return SnapshotMessage(key: key, from: from, body: body)
+    }
+
+    static func type(of body: SnapshotMessage.Body) -> UInt8 {
+        switch body {
+        case .prepare: 1
+        case .prepared: 2
+        case .cut: 3
+        case .cutDone: 4
+        case .durable: 5
+        case .commit: 6
+        case .committed: 7
+        case .abort: 8
+        case .aborted: 9
+        case .failed: 10
+        }
+    }
+
+    /// A reason cut to at most 255 UTF-8 bytes at a character boundary.
+    static func shortened(_ text: String) -> String {
+        guard text.utf8.count > 255 else { return text }
+        var result = ""
+        for character in text {
+            guard result.utf8.count + String(character).utf8.count <= 252 else { break }
+            result.append(character)
+        }
+        return result + "…"
+    }
+}

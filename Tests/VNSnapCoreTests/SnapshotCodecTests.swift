@@ -1,0 +1,70 @@
+import Testing
+import VNSnapCore
+
+/// The snapshot protocol's wire format: every message round-trips; every damaged input is refused.
+@Suite struct SnapshotCodecTests {
+    typealias F = SnapshotFixtures
+
+    static let messages: [SnapshotMessage] = [
+        F.message(.prepare(F.plan), from: F.initiator),
+        F.message(.prepared(ok: true, reason: nil), from: F.peers[0]),
+        F.message(.prepared(ok: false, reason: "disk full on /var/lib/vnsnap-peer"), from: F.peers[1]),
+        F.message(.cut, from: F.initiator),
+        F.message(
+            .cutDone([
+                F.report("sink", at: 42),
+                VMCutReport(vm: "source", cutAtNanoseconds: 7, downtimeNanoseconds: 9, triggered: true),
+            ]),
+            from: F.peers[0]
+        ),
+        F.message(.durable, from: F.peers[0]),
+        F.message(.commit, from: F.initiator),
+        F.message(.committed, from: F.peers[1]),
+        F.message(.abort(SnapshotAbortReason("no answer in phase cutting from h2")), from: F.initiator),
+        F.message(.aborted, from: F.peers[1]),
+        F.message(.failed("QMP stop failed"), from: F.peers[1]),
+    ]
+
+    @Test func test_everyMessage_roundTrips() throws {
+        for message in Self.messages {
+            #expect(try SnapshotCodec.decode(SnapshotCodec.encode(message)) == message)
+        }
+    }
+
+    @Test func test_everyTruncation_andTrailingByte_isRefused() throws {
+        for message in Self.messages {
+            let bytes = try SnapshotCodec.encode(message)
+            for length in 0..<bytes.count {
+                #expect(throws: WireFailure.self) { try SnapshotCodec.decode(Array(bytes.prefix(length))) }
+            }
+            #expect(throws: WireFailure.trailingBytes) { try SnapshotCodec.decode(bytes + [0]) }
+        }
+    }
+
+    @Test func test_randomBytes_neverCrash_andBadVersionOrTypeIsNamed() {
+        var rng = SplitMix64(seed: 5)
+        for _ in 0..<20_000 {
+            let bytes = (0..<Int.random(in: 0...200, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) }
+            _ = try? SnapshotCodec.decode(bytes)
+        }
+        var bytes = (try? SnapshotCodec.encode(Self.messages[3])) ?? []
+        bytes[0] = 2
+        #expect(throws: WireFailure.badVersion) { try SnapshotCodec.decode(bytes) }
+        bytes[0] = 1
+        bytes[1] = 99
+        #expect(throws: WireFailure.malformed) { try SnapshotCodec.decode(bytes) }
+    }
+
+    @Test func test_longReasonIsShortened_butTooManyVMsAreRefused() throws {
+        let long = String(repeating: "é", count: 400)
+        let decoded = try SnapshotCodec.decode(SnapshotCodec.encode(F.message(.failed(long), from: F.peers[0])))
+        guard case .failed(let reason) = decoded.body else {
+            Issue.record("\(decoded)")
+            return
+        }
+        #expect(reason.utf8.count <= 255)
+        #expect(reason.hasSuffix("…"))
+        let huge = SnapshotPlan(vms: [F.peers[0]: (0..<300).map { "vm\($0)" }], mode: .cow)
+        #expect(throws: WireFailure.self) { try SnapshotCodec.encode(F.message(.prepare(huge), from: F.initiator)) }
+    }
+}
