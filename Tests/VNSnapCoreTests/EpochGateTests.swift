@@ -107,3 +107,28 @@ import VNSnapCore
         #expect(lossy.missing == [a: 4])
     }
 }
+
+/// The end-of-epoch marker's payload.
+@Suite struct EndOfEpochMarkerTests {
+    @Test func test_marker_roundTripsThroughHeaderAndPayload_andRefusesOtherShapes() {
+        let marker = EndOfEpochMarker(vni: VNI(42)!, epoch: 3, frames: 1_234_567_890_123)
+        let header = TunnelHeader(
+            kind: .endOfEpoch,
+            vni: marker.vni,
+            source: PeerID(name: "a"),
+            destination: PeerID(name: "b"),
+            session: 1,
+            epoch: marker.epoch,
+            keyID: 0,
+            sequence: 9
+        )
+        #expect(EndOfEpochMarker(header: header, payload: marker.payload) == marker)
+        #expect(EndOfEpochMarker(header: header, payload: Array(marker.payload.dropLast())) == nil)
+        var frame = header
+        frame.kind = .frame
+        #expect(EndOfEpochMarker(header: frame, payload: marker.payload) == nil)
+        var zero = header
+        zero.epoch = 0
+        #expect(EndOfEpochMarker(header: zero, payload: marker.payload) == nil, "epoch 0 has no predecessor")
+    }
+}

@@ -32,6 +32,10 @@ public struct TunnelHeader: Hashable, Sendable {
         case membership = 2
         /// A keyring sync (the cluster's keys after a `vnsnap-peer keys` change), on the membership socket.
         case keyring = 3
+        /// A snapshot protocol message (`SnapshotCodec`), on the membership socket.
+        case snapshot = 4
+        /// The end of an epoch on a tunnel (`EndOfEpochMarker`), on the tunnel socket.
+        case endOfEpoch = 5
     }
 
     /// Wire version.

@@ -148,7 +148,8 @@ final class MembershipEngine {
         case .keyring:
             guard let offered = Keyring(syncPayload: payload) else { return self.reject(.malformed) }
             self.adopt(offered, from: "\(remote.displayString)")
-        case .frame:
+        case .frame, .endOfEpoch, .snapshot:
+            // Frames and markers belong on the tunnel socket; snapshot messages are not spoken yet.
             self.reject(.unknownKind)
         }
         self.flush()
