@@ -63,6 +63,12 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // The daemon's shells: config, switch I/O, control socket, service group.
+        // Images: zstd, hashing and durable chunk files on the local disk (blocking: run off the event loops).
+        .target(
+            name: "VNSnapImage",
+            dependencies: ["CZstd", "CSodium", "VNSnapCore"],
+            swiftSettings: swiftSettings
+        ),
         .target(
             name: "VNSnapPeer",
             dependencies: [
@@ -70,6 +76,7 @@ let package = Package(
                 "VNSnapCore",
                 "VNSnapCrypto",
                 "VNSnapHypervisor",
+                "VNSnapImage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -115,6 +122,11 @@ let package = Package(
         .testTarget(
             name: "VNSnapCryptoTests",
             dependencies: ["VNSnapCrypto", "VNSnapCore"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VNSnapImageTests",
+            dependencies: ["VNSnapImage", "VNSnapCore"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

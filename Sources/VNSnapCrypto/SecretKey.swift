@@ -1,4 +1,5 @@
 import CSodium
+import VNSnapCore
 
 /// A 32-byte symmetric cluster key, with its public fingerprint.
 public struct SecretKey: Sendable, Hashable {
@@ -19,10 +20,7 @@ public struct SecretKey: Sendable, Hashable {
         self.bytes = bytes
         var digest = [UInt8](repeating: 0, count: 32)
         _ = crypto_generichash(&digest, 32, bytes, UInt64(bytes.count), nil, 0)
-        self.fingerprint = digest.map { byte in
-            let hex = String(byte, radix: 16)
-            return hex.count == 1 ? "0" + hex : hex
-        }.joined()
+        self.fingerprint = digest.hexString
         self.keyID = digest[0..<4].reduce(0) { ($0 << 8) | UInt32($1) }
     }
 

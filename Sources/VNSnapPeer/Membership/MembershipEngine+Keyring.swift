@@ -1,6 +1,7 @@
 import Logging
 import VNSnapCore
 import VNSnapCrypto
+import VNSnapImage
 
 /// A cluster-wide keyring change asked for with `vnsnap-peer keys`.
 public enum KeyringChange: Sendable, Hashable, Codable {

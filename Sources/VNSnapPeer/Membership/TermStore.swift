@@ -1,4 +1,5 @@
 import Foundation
+import VNSnapImage
 
 /// A number kept durably across restarts that must never go down: the election term (DESIGN §5: a restarted
 /// peer never accepts a lower term) and the peer's session (a restarted peer's datagrams must carry a higher

@@ -6,9 +6,9 @@ import Glibc
 
 /// Writes small files so that a crash leaves either the old or the new content, never a mix: a temporary
 /// file in the same directory, fsync, rename over the target, fsync of the directory.
-enum DurableFile {
+public enum DurableFile {
     /// Replaces `path` with `bytes` durably; the file gets `mode`.
-    static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
+    public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o600) throws {
         let directory = (path as NSString).deletingLastPathComponent
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let temporary = "\(path).tmp-\(getpid())"
@@ -52,10 +52,13 @@ enum DurableFile {
 }
 
 /// A durable write that failed, naming the file, the step and the system's reason.
-struct DurableFileError: Error, CustomStringConvertible {
-    var path: String
-    var operation: String
-    var errno: Int32
+public struct DurableFileError: Error, CustomStringConvertible {
+    /// The file or directory.
+    public var path: String
+    /// The step that failed.
+    public var operation: String
+    /// The system's error number.
+    public var errno: Int32
 
-    var description: String { "cannot \(self.operation) \(self.path): \(String(cString: strerror(self.errno)))" }
+    public var description: String { "cannot \(self.operation) \(self.path): \(String(cString: strerror(self.errno)))" }
 }
