@@ -131,7 +131,7 @@ let package = Package(
         ),
         .testTarget(
             name: "VNSnapHypervisorTests",
-            dependencies: ["VNSnapHypervisor", "VNSnapCore"],
+            dependencies: ["VNSnapHypervisor", "VNSnapCore", "VNSnapImage"],
             swiftSettings: swiftSettings
         ),
         .testTarget(

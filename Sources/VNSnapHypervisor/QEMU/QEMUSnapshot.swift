@@ -1,0 +1,41 @@
+/// QEMU's side of a cut (DESIGN §6, §9): background snapshots over QMP.
+///
+/// `background-snapshot` saves RAM copy-on-write as of the moment the migration starts; started on a
+/// stopped VM, QEMU resumes the VM by itself once the device state is saved, so the pause is STOP to RESUME.
+/// The stream goes to `uri` (`unix:/path` where the peer's image writer listens).
+public enum QEMUSnapshot {
+    /// Turns the background-snapshot capability on (needs /dev/userfaultfd, i.e. root here).
+    public static func enableBackgroundSnapshot(_ monitor: QMPClient) async throws {
+        _ = try await monitor.execute(
+            "migrate-set-capabilities",
+            arguments: [
+                "capabilities": .array([.object(["capability": .string("background-snapshot"), "state": .bool(true)])])
+            ]
+        )
+    }
+
+    /// Starts saving the VM to `uri`.
+    public static func start(_ monitor: QMPClient, uri: String) async throws {
+        _ = try await monitor.execute("migrate", arguments: ["uri": .string(uri)])
+    }
+
+    /// The migration's status (`active`, `completed`, `failed`, ...), with QEMU's error if it failed.
+    public static func status(_ monitor: QMPClient) async throws -> (status: String, error: String?) {
+        let reply = try await monitor.execute("query-migrate")
+        return (reply["status"]?.stringValue ?? "none", reply["error-desc"]?.stringValue)
+    }
+
+    /// Polls until the migration completes; throws with QEMU's reason if it fails or `timeout` passes.
+    public static func waitCompleted(_ monitor: QMPClient, timeout: Duration = .seconds(120)) async throws {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            let (status, error) = try await self.status(monitor)
+            switch status {
+            case "completed": return
+            case "failed", "cancelled": throw QMPError(.commandFailed, "migrate: \(error ?? status)")
+            default: try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        throw QMPError(.timeout, "migrate: not completed within \(timeout)")
+    }
+}
