@@ -92,17 +92,31 @@ final class ImageReceiver: Sendable {
             let store = LocalChunkStore(directory: directory + "/image", label: "test snapshot, VM qmptest")
             try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
             let receiver = try ImageReceiver(path: directory + "/image.sock", store: store)
-            var events = monitor.events.makeAsyncIterator()
 
             try await QEMUSnapshot.enableBackgroundSnapshot(monitor)
             _ = try await monitor.execute("stop")
             try await QEMUSnapshot.start(monitor, uri: "unix:\(receiver.path)")
-            var stop: Int64?
-            var resume: Int64?
-            while resume == nil, let event = await events.next() {
-                if event.name == "STOP" { stop = event.timestampMicroseconds }
-                if event.name == "RESUME" { resume = event.timestampMicroseconds }
+            // QEMU's own STOP and RESUME times; a snapshot that never resumes the VM fails here, not hangs.
+            let times = try await withThrowingTaskGroup(of: (Int64?, Int64?).self) { group in
+                group.addTask {
+                    // The stream buffers what arrives before this iterator exists.
+                    var events = monitor.events.makeAsyncIterator()
+                    var stop: Int64?
+                    var resume: Int64?
+                    while resume == nil, let event = await events.next() {
+                        if event.name == "STOP" { stop = event.timestampMicroseconds }
+                        if event.name == "RESUME" { resume = event.timestampMicroseconds }
+                    }
+                    return (stop, resume)
+                }
+                group.addTask {
+                    try await Task.sleep(for: .seconds(30))
+                    return (nil, nil)
+                }
+                defer { group.cancelAll() }
+                return try await group.next() ?? (nil, nil)
             }
+            let (stop, resume) = times
             try await QEMUSnapshot.waitCompleted(monitor)
             let chunks = try await receiver.wait(timeout: .seconds(60))
 
@@ -125,5 +139,110 @@ final class ImageReceiver: Sendable {
             await machine.stop()
         }
         try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    /// The counter values a guest printed on its serial console so far.
+    static func counters(_ log: String) -> [Int] {
+        // Lossy decoding: a boot console may contain bytes that are not UTF-8.
+        let text = FileManager.default.contents(atPath: log).map { String(decoding: $0, as: UTF8.self) } ?? ""
+        // The console writes "\r\n", one Character in Swift: split on any newline.
+        return text.split(whereSeparator: \.isNewline).compactMap { line in
+            guard let range = line.range(of: "VNSNAP counter n=") else { return nil }
+            return Int(line[range.upperBound...].prefix { $0.isNumber })
+        }
+    }
+
+    /// Writes every chunk, verified, into a unix stream socket (the restoring QEMU listens there).
+    static func serve(_ chunks: [SnapshotManifest.ChunkDescriptor], from store: LocalChunkStore, to path: String)
+        async throws
+    {
+        var fd: Int32 = -1
+        for _ in 0..<200 {
+            fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            var address = sockaddr_un()
+            address.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &address.sun_path) { raw in
+                for (i, byte) in path.utf8.enumerated() { raw[i] = byte }
+            }
+            let connected = withUnsafePointer(to: &address) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
+                }
+            }
+            if connected == 0 { break }
+            close(fd)
+            fd = -1
+            try await Task.sleep(for: .milliseconds(25))
+        }
+        guard fd >= 0 else { throw POSIXError(.ECONNREFUSED) }
+        defer { close(fd) }
+        for chunk in chunks {
+            let bytes = try store.read(chunk)  // verified before use
+            var offset = 0
+            while offset < bytes.count {
+                let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+                if n < 0, errno == EINTR { continue }
+                guard n > 0 else { throw POSIXError(.EPIPE) }
+                offset += n
+            }
+        }
+    }
+
+    @Test func test_restoreFromVerifiedChunks_startsPaused_thenContinuesWhereTheCutWas() async throws {
+        guard getuid() == 0 else {
+            Issue.record("background snapshots need /dev/userfaultfd (root); tools/test runs as root")
+            return
+        }
+        guard let (directory, original) = try QEMUMachineLiveTests().prepare() else { return }
+        let restoredDirectory = directory + "-restored"
+        try FileManager.default.createDirectory(atPath: restoredDirectory, withIntermediateDirectories: true)
+        let restored = QEMUMachineLiveTests().makeMachine(restoredDirectory)
+        do {
+            try await original.start(stderrLog: directory + "/qemu.log")
+            let monitor = try #require(await original.monitor)
+            let serial = directory + "/serial.log"
+            let booted = ContinuousClock.now + .seconds(60)
+            while Self.counters(serial).count < 5 {
+                guard ContinuousClock.now < booted else { throw POSIXError(.ETIMEDOUT) }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let store = LocalChunkStore(directory: directory + "/image", label: "test snapshot, VM qmptest")
+            try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
+            let receiver = try ImageReceiver(path: directory + "/image.sock", store: store)
+            try await QEMUSnapshot.enableBackgroundSnapshot(monitor)
+            _ = try await monitor.execute("stop")
+            let atCut = Self.counters(serial).last ?? 0
+            try await QEMUSnapshot.start(monitor, uri: "unix:\(receiver.path)")
+            try await QEMUSnapshot.waitCompleted(monitor)
+            let chunks = try await receiver.wait(timeout: .seconds(60))
+            await original.stop()
+
+            // A new QEMU, paused, takes its state from the chunks.
+            try await restored.start(startPaused: true, incoming: true, stderrLog: restoredDirectory + "/qemu.log")
+            let restoredMonitor = try #require(await restored.monitor)
+            try await QEMUSnapshot.restore(restoredMonitor, uri: "unix:\(restoredDirectory)/incoming.sock")
+            try await Self.serve(chunks, from: store, to: restoredDirectory + "/incoming.sock")
+            try await QEMUSnapshot.waitCompleted(restoredMonitor)
+            #expect(try await restoredMonitor.execute("query-status")["status"]?.stringValue == "paused")
+            _ = try await restoredMonitor.execute("cont")
+            let restoredSerial = restoredDirectory + "/serial.log"
+            let deadline = ContinuousClock.now + .seconds(20)
+            while Self.counters(restoredSerial).count < 3, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let after = Self.counters(restoredSerial)
+            // It carries on from the cut: no reboot (no counter from 1), the next value after the cut's.
+            #expect(
+                after.first.map { $0 > 1 && abs($0 - (atCut + 1)) <= 2 } == true,
+                "cut at \(atCut), restored printed \(after.prefix(5))"
+            )
+            #expect(after == Array((after.first ?? 0)..<(after.first ?? 0) + after.count), "\(after)")
+        } catch {
+            Issue.record("\(error)")
+        }
+        await original.stop()
+        await restored.stop()
+        try? FileManager.default.removeItem(atPath: directory)
+        try? FileManager.default.removeItem(atPath: restoredDirectory)
     }
 }

@@ -35,12 +35,14 @@ public enum QEMUCommandLine {
     /// Arguments for `definition`, with the accelerator already decided.
     ///
     /// The NIC is a `-netdev dgram` over unix datagram sockets (QEMU ≥ 7.2): one datagram, one frame,
-    /// into the peer's switch port. `-S` starts the VM paused (restores resume the group together).
+    /// into the peer's switch port. `-S` starts the VM paused (restores resume the group together);
+    /// `incoming` adds `-incoming defer`, so the state comes from `migrate-incoming` (a restore).
     public static func arguments(
         for definition: VMDefinition,
         accelerator: VMDefinition.Accelerator,
         paths: QEMUPaths,
-        startPaused: Bool = false
+        startPaused: Bool = false,
+        incoming: Bool = false
     ) -> [String] {
         var args: [String] = [
             "-name", "\(definition.name),process=vnsnap-\(definition.name)",
@@ -69,6 +71,7 @@ public enum QEMUCommandLine {
             args += ["-drive", "file=\(path),format=\(format),if=virtio,cache=writeback"]
         }
         if startPaused { args.append("-S") }
+        if incoming { args += ["-incoming", "defer"] }
         return args
     }
 }

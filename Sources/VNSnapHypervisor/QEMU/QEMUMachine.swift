@@ -45,8 +45,8 @@ public actor QEMUMachine {
     /// The monitor client, once connected.
     public var monitor: QMPClient? { self.qmp }
 
-    /// Starts QEMU and connects to its monitor.
-    public func start(startPaused: Bool = false, stderrLog: String) async throws {
+    /// Starts QEMU and connects to its monitor; with `incoming`, it waits for its state (`QEMUSnapshot.restore`).
+    public func start(startPaused: Bool = false, incoming: Bool = false, stderrLog: String) async throws {
         for stale in [self.paths.qmpSocket, self.paths.nicSocket] {
             try? FileManager.default.removeItem(atPath: stale)
         }
@@ -54,7 +54,8 @@ public actor QEMUMachine {
             for: self.definition,
             accelerator: self.accelerator,
             paths: self.paths,
-            startPaused: startPaused
+            startPaused: startPaused,
+            incoming: incoming
         )
         self.process.executableURL = URL(fileURLWithPath: try Self.resolve(self.executable))
         self.process.arguments = args

@@ -19,6 +19,12 @@ public enum QEMUSnapshot {
         _ = try await monitor.execute("migrate", arguments: ["uri": .string(uri)])
     }
 
+    /// On a QEMU started with `incoming`: listen at `uri` (`unix:/path`) for the saved state; the restorer
+    /// connects there and writes the verified stream. With `-S` the VM stays paused afterwards.
+    public static func restore(_ monitor: QMPClient, uri: String) async throws {
+        _ = try await monitor.execute("migrate-incoming", arguments: ["uri": .string(uri)])
+    }
+
     /// The migration's status (`active`, `completed`, `failed`, ...), with QEMU's error if it failed.
     public static func status(_ monitor: QMPClient) async throws -> (status: String, error: String?) {
         let reply = try await monitor.execute("query-migrate")
