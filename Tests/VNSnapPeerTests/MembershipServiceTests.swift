@@ -70,7 +70,8 @@ import VNSnapPeer
         )
         configuration.leaveLinger = .milliseconds(300)
         let events = Events()
-        let service = try await MembershipService.start(configuration, logger: Logger(label: "test")) { event in
+        let quiet = Logger(label: "test", factory: { _ in SwiftLogNoOpLogHandler() })
+        let service = try await MembershipService.start(configuration, logger: quiet) { event in
             events.list.withLock { $0.append(event) }
         }
         let task = Task { try await service.run() }
