@@ -295,7 +295,8 @@ final class MembershipEngine {
 
     /// Remembers (and logs, at most every 10 s) a datagram sealed with a key this peer does not have.
     private func noteUnknownKey(_ datagram: ByteBuffer, from remote: SocketAddress, now: Instant) {
-        let keyID = datagram.getInteger(at: datagram.readerIndex + 36, as: UInt32.self) ?? 0
+        // The header decoder knows where the key id sits; the datagram opened that far before failing.
+        let keyID = datagram.withUnsafeReadableBytes { try? TunnelHeader.decode(datagram: $0) }?.keyID ?? 0
         let description = "from \(remote.displayString) sealed with key id \(String(keyID, radix: 16))"
         let last = self.lastUnknownKey?.at
         self.lastUnknownKey = (description, now)
