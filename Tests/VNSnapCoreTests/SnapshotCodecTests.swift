@@ -17,12 +17,24 @@ import VNSnapCore
             ]),
             from: F.peers[0]
         ),
-        F.message(.durable, from: F.peers[0]),
-        F.message(.commit, from: F.initiator),
+        F.message(.durable([]), from: F.peers[0]),
+        F.message(.durable(Array("{\"vms\":[]}".utf8)), from: F.peers[1]),
+        F.message(.commit(Array(repeating: 7, count: 20_000)), from: F.initiator),
         F.message(.committed, from: F.peers[1]),
         F.message(.abort(SnapshotAbortReason("no answer in phase cutting from h2")), from: F.initiator),
         F.message(.aborted, from: F.peers[1]),
         F.message(.failed("QMP stop failed"), from: F.peers[1]),
+        F.message(.request(mode: .precopy, name: "before-upgrade"), from: F.peers[1]),
+        F.message(
+            .progress(
+                SnapshotProgress(snapshotID: 9, phase: "committed", finished: true, message: "", blob: [1, 2, 3])
+            ),
+            from: F.initiator
+        ),
+        F.message(
+            .progress(SnapshotProgress(snapshotID: 0, phase: "refused", finished: true, message: "no VMs")),
+            from: F.initiator
+        ),
     ]
 
     @Test func test_everyMessage_roundTrips() throws {

@@ -16,9 +16,12 @@ import VNSnapCore
                 name: "sink",
                 peer: "h1",
                 cut: VMCutReport(vm: "sink", cutAtNanoseconds: 100, downtimeNanoseconds: 6_000_000, triggered: true),
-                image: .init(chunks: [
-                    .init(index: 0, rawBytes: 4 << 20, storedBytes: 1 << 20, hash: String(repeating: "ab", count: 32))
-                ]),
+                image: .init(
+                    chunkCount: 1,
+                    rawBytes: 4 << 20,
+                    storedBytes: 1 << 20,
+                    digest: String(repeating: "ab", count: 32)
+                ),
                 measurements: .init(
                     uptime: 900_000_000,
                     downtime: 6_000_000,
@@ -31,7 +34,20 @@ import VNSnapCore
                 )
             )
         ],
-        channels: [.init(vm: "sink", frames: 12, bytes: 17_880, chunks: [])]
+        channels: [
+            .init(
+                vm: "sink",
+                frames: 12,
+                bytes: 17_880,
+                image: .init(
+                    chunkCount: 1,
+                    rawBytes: 17_928,
+                    storedBytes: 9_000,
+                    digest: String(repeating: "cd", count: 32)
+                ),
+                drained: true
+            )
+        ]
     )
 
     @Test func test_roundTrip_andDerivedDisruption() throws {

@@ -99,7 +99,7 @@ import VNSnapCore
             case .durable(let peer):
                 self.participantDo(peer, self.participants[peer]!.imagesDurable(now: t), now: now)
             case .manifest:
-                self.initiatorDo(self.initiator.manifestWritten(now: t), now: now)
+                self.initiatorDo(self.initiator.manifestWritten([], now: t), now: now)
             case .initiatorTick:
                 self.initiatorDo(self.initiator.onTick(now: t), now: now)
             case .participantTick(let peer):

@@ -51,19 +51,22 @@ extension Array where Element == TestInitiator.Directive {
             now: .ms(3)
         )
         // Durable may arrive before the other participant's cut report.
-        _ = initiator.onMessage(F.message(.durable, from: F.peers[0]), now: .ms(4))
+        _ = initiator.onMessage(F.message(.durable([]), from: F.peers[0]), now: .ms(4))
         _ = initiator.onMessage(F.message(.cutDone([F.report("relay")]), from: F.peers[1]), now: .ms(5))
         #expect(initiator.phase == .streaming)
-        let manifest = initiator.onMessage(F.message(.durable, from: F.peers[1]), now: .ms(6))
+        let manifest = initiator.onMessage(F.message(.durable([]), from: F.peers[1]), now: .ms(6))
         #expect(initiator.phase == .writingManifest)
         #expect(
             manifest.contains(
-                .writeManifest([F.peers[0]: [F.report("sink"), F.report("source")], F.peers[1]: [F.report("relay")]])
+                .writeManifest(
+                    cuts: [F.peers[0]: [F.report("sink"), F.report("source")], F.peers[1]: [F.report("relay")]],
+                    reports: [F.peers[0]: [], F.peers[1]: []]
+                )
             )
         )
         // Not committed until the manifest is written: an abort now still wins.
-        let commit = initiator.manifestWritten(now: .ms(7))
-        #expect(commit.sent.filter { $0.0 == .commit }.count == 2)
+        let commit = initiator.manifestWritten([], now: .ms(7))
+        #expect(commit.sent.filter { $0.0 == .commit([]) }.count == 2)
         _ = initiator.onMessage(F.message(.committed, from: F.peers[0]), now: .ms(8))
         let done = initiator.onMessage(F.message(.committed, from: F.peers[1]), now: .ms(9))
         #expect(done.contains(.finished(.committed)))
@@ -125,10 +128,10 @@ extension Array where Element == TestInitiator.Directive {
             _ = initiator.onMessage(F.message(.prepared(ok: true, reason: nil), from: peer), now: .ms(1))
         }
         for peer in F.peers { _ = initiator.onMessage(F.message(.cutDone([]), from: peer), now: .ms(2)) }
-        for peer in F.peers { _ = initiator.onMessage(F.message(.durable, from: peer), now: .ms(3)) }
-        _ = initiator.manifestWritten(now: .ms(4))
-        let again = initiator.onMessage(F.message(.durable, from: F.peers[0]), now: .ms(5))
-        #expect(again.sent.map(\.0) == [.commit])
+        for peer in F.peers { _ = initiator.onMessage(F.message(.durable([]), from: peer), now: .ms(3)) }
+        _ = initiator.manifestWritten([], now: .ms(4))
+        let again = initiator.onMessage(F.message(.durable([]), from: F.peers[0]), now: .ms(5))
+        #expect(again.sent.map(\.0) == [.commit([])])
     }
 }
 
@@ -140,7 +143,7 @@ extension SnapshotInitiatorTests {
             _ = initiator.onMessage(F.message(.prepared(ok: true, reason: nil), from: peer), now: .ms(1))
         }
         for peer in F.peers { _ = initiator.onMessage(F.message(.cutDone([]), from: peer), now: .ms(2)) }
-        for peer in F.peers { _ = initiator.onMessage(F.message(.durable, from: peer), now: .ms(3)) }
+        for peer in F.peers { _ = initiator.onMessage(F.message(.durable([]), from: peer), now: .ms(3)) }
         #expect(initiator.abort(SnapshotAbortReason("operator"), now: .ms(4)).sent.isEmpty)
         #expect(initiator.phase == .writingManifest)
         let aborted = initiator.manifestFailed("disk full", now: .ms(5))
@@ -170,7 +173,7 @@ extension SnapshotParticipantTests {
         let marker = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(5))
         let bodies = marker.compactMap { if case .send(let m, _) = $0 { m.body } else { nil } }
         #expect(bodies.count == 2)
-        #expect(bodies.last == .durable)
+        #expect(bodies.last == .durable([]))
         #expect(participant.phase == .durable)
     }
 
@@ -234,12 +237,12 @@ extension SnapshotParticipantTests {
         _ = participant.vmCut(F.report("relay"), now: .ms(3))
         _ = participant.imagesDurable(now: .ms(4))
         let resent = participant.onTick(now: .ms(204))
-        #expect(resent.contains { if case .send(let m, _) = $0 { m.body == .durable } else { false } })
-        let commit = participant.onMessage(F.message(.commit, from: F.initiator), now: .ms(300))
-        #expect(commit.first == .commitLocal)
+        #expect(resent.contains { if case .send(let m, _) = $0 { m.body == .durable([]) } else { false } })
+        let commit = participant.onMessage(F.message(.commit([]), from: F.initiator), now: .ms(300))
+        #expect(commit.first == .commitLocal([]))
         #expect(participant.phase == .committed)
         #expect(participant.onTick(now: .ms(600)).isEmpty, "no more resends after the commit")
-        #expect(participant.onMessage(F.message(.commit, from: F.initiator), now: .ms(700)).count == 1)
+        #expect(participant.onMessage(F.message(.commit([]), from: F.initiator), now: .ms(700)).count == 1)
         // An abort after the commit is not obeyed.
         #expect(
             participant.onMessage(F.message(.abort(SnapshotAbortReason("x")), from: F.initiator), now: .ms(800)).isEmpty

@@ -11,8 +11,11 @@ import Foundation
 ///   "createdAtNanoseconds": ..., "initiator": "h0",
 ///   "vms": [ { "name": "sink", "peer": "h1", "cut": { VMCutReport }, "image": { ImageDescriptor },
 ///              "measurements": { VMMeasurements } } ],
-///   "channels": [ { "vm": "sink", "frames": 12, "bytes": 17880, "chunks": [ ChunkDescriptor ] } ] }
+///   "channels": [ { "vm": "sink", "frames": 12, "bytes": 17880, "drained": true, "image": { ImageDescriptor } } ] }
+/// ImageDescriptor = { "chunkCount": 24, "rawBytes": ..., "storedBytes": ..., "digest": "<BLAKE2b-256 hex>" }
 /// ```
+/// The chunk lists themselves stay in the catalogs of the peers holding the images; each descriptor's digest
+/// is computed over its list (`ImageDescriptor.digestInput`), so a restore checks the list, then every chunk.
 public struct SnapshotManifest: Sendable, Hashable, Codable {
     /// The only version this build reads and writes.
     public static let currentVersion = 1
@@ -39,23 +42,34 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
         }
     }
 
-    /// A VM's memory (and device) image.
+    /// A VM's memory (and device) image, or a channel log: its chunk list stays with the peers holding it,
+    /// and `digest` pins that list, so a holder cannot serve other chunks than the ones committed.
     public struct ImageDescriptor: Sendable, Hashable, Codable {
-        /// The chunks, in order.
-        public var chunks: [ChunkDescriptor]
+        /// Chunks in the image.
+        public var chunkCount: Int
+        /// Bytes before compression.
+        public var rawBytes: UInt64
+        /// Bytes as stored.
+        public var storedBytes: UInt64
+        /// BLAKE2b-256 over the chunk list (each chunk's index, sizes and hash), hex.
+        public var digest: String
         /// The disk overlay taken at the same pause, if the VM has a disk.
         public var diskOverlay: String?
 
         /// Creates a descriptor.
-        public init(chunks: [ChunkDescriptor], diskOverlay: String? = nil) {
-            self.chunks = chunks
+        public init(chunkCount: Int, rawBytes: UInt64, storedBytes: UInt64, digest: String, diskOverlay: String? = nil)
+        {
+            self.chunkCount = chunkCount
+            self.rawBytes = rawBytes
+            self.storedBytes = storedBytes
+            self.digest = digest
             self.diskOverlay = diskOverlay
         }
 
-        /// Bytes before compression.
-        public var rawBytes: UInt64 { self.chunks.reduce(0) { $0 + $1.rawBytes } }
-        /// Bytes as stored.
-        public var storedBytes: UInt64 { self.chunks.reduce(0) { $0 + $1.storedBytes } }
+        /// The text a chunk list's digest is computed over: one line per chunk, in order.
+        public static func digestInput(_ chunks: [ChunkDescriptor]) -> [UInt8] {
+            Array(chunks.map { "\($0.index) \($0.rawBytes) \($0.storedBytes) \($0.hash)\n" }.joined().utf8)
+        }
     }
 
     /// What DESIGN §8 asks to record per VM, in nanoseconds and frames.
@@ -136,15 +150,18 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
         public var frames: UInt64
         /// Their bytes.
         public var bytes: UInt64
-        /// Where they are stored.
-        public var chunks: [ChunkDescriptor]
+        /// The stored log (records of `length:u32 frame`), held by the VM's peer.
+        public var image: ImageDescriptor
+        /// Whether every channel into the VM was drained (markers matched) when the log was closed.
+        public var drained: Bool
 
         /// Creates a log entry.
-        public init(vm: String, frames: UInt64, bytes: UInt64, chunks: [ChunkDescriptor]) {
+        public init(vm: String, frames: UInt64, bytes: UInt64, image: ImageDescriptor, drained: Bool) {
             self.vm = vm
             self.frames = frames
             self.bytes = bytes
-            self.chunks = chunks
+            self.image = image
+            self.drained = drained
         }
     }
 

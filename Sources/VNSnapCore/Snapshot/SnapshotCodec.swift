@@ -3,17 +3,24 @@
 /// ```
 /// message = version:u8(1) type:u8 id:u64 violin:str epoch:u32 term:u64 from:u64 body
 /// type    = 1 prepare, 2 prepared, 3 cut, 4 cutDone, 5 durable, 6 commit, 7 committed, 8 abort, 9 aborted,
-///           10 failed
+///           10 failed, 11 request, 12 progress
 /// body    = prepare: mode:u8 peers:u8 (peer:u64 vms:u8 vm:str*)* | prepared: ok:u8 reason:str
 ///         | cutDone: count:u8 (vm:str cutAt:u64 downtime:u64 triggered:u8)* | abort, failed: reason:str
+///         | durable, commit: blob | request: mode:u8 name:str
+///         | progress: snapshot:u64 phase:str finished:u8 message:str blob
 ///         | (nothing for the others)
 /// str     = length:u8 utf8
+/// blob    = length:u32 bytes
 /// ```
 /// Human-readable reasons longer than 255 bytes are shortened at a character boundary; everything else that
-/// does not fit (names over 255 bytes, more than 255 peers or VMs, a message over `maximumSize`) is refused.
+/// does not fit (names over 255 bytes, more than 255 peers or VMs, a message over its limit) is refused.
+/// Messages without a blob fit one 1500-byte datagram; those with one (reports, manifests) may be larger and
+/// travel as one fragmented UDP datagram, resent whole like every other message.
 public enum SnapshotCodec {
-    /// Largest encoded message (a sealed one stays within one 1500-byte datagram).
+    /// Largest encoded message without a blob (a sealed one stays within one 1500-byte datagram).
     public static let maximumSize = 1360
+    /// Largest encoded message with a blob (durable reports, manifests, progress).
+    public static let maximumBlobMessageSize = 60_000
     static let version: UInt8 = 1
     static let modes: [SnapshotMode] = [.cow, .precopy, .drop]
 
@@ -54,16 +61,27 @@ public enum SnapshotCodec {
             try writer.string(Self.shortened(reason.message))
         case .failed(let reason):
             try writer.string(Self.shortened(reason))
-        case .cut, .durable, .commit, .committed, .aborted:
+        case .durable(let blob), .commit(let blob):
+            writer.blob(blob)
+        case .request(let mode, let name):
+            writer.u8(UInt8(Self.modes.firstIndex(of: mode)!))  // !-safe, every mode is listed
+            try writer.string(name)
+        case .progress(let progress):
+            writer.u64(progress.snapshotID)
+            try writer.string(progress.phase)
+            writer.u8(progress.finished ? 1 : 0)
+            try writer.string(Self.shortened(progress.message))
+            writer.blob(progress.blob)
+        case .cut, .committed, .aborted:
             break
         }
-        guard writer.bytes.count <= Self.maximumSize else { throw .oversized }
+        guard writer.bytes.count <= Self.limit(of: message.body) else { throw .oversized }
         return writer.bytes
     }
 
     /// Decodes a message; malformed input throws, never crashes.
     public static func decode(_ bytes: [UInt8]) throws(WireFailure) -> SnapshotMessage {
-        guard bytes.count <= Self.maximumSize else { throw .oversized }
+        guard bytes.count <= Self.maximumBlobMessageSize else { throw .oversized }
         var reader = WireReader(bytes: bytes)
         guard try reader.u8() == Self.version else { throw .badVersion }
         let type = try reader.u8()
@@ -112,14 +130,34 @@ public enum SnapshotCodec {
                 )
             }
             body = .cutDone(reports)
-        case 5: body = .durable
-        case 6: body = .commit
+        case 5: body = .durable(try reader.blob())
+        case 6: body = .commit(try reader.blob())
         case 7: body = .committed
         case 8: body = .abort(SnapshotAbortReason(try reader.string()))
         case 9: body = .aborted
         case 10: body = .failed(try reader.string())
+        case 11:
+            let modeIndex = Int(try reader.u8())
+            guard modeIndex < Self.modes.count else { throw .malformed }
+            body = .request(mode: Self.modes[modeIndex], name: try reader.string())
+        case 12:
+            let id = try reader.u64()
+            let phase = try reader.string()
+            let finished = try reader.u8()
+            guard finished <= 1 else { throw .malformed }
+            let text = try reader.string()
+            body = .progress(
+                SnapshotProgress(
+                    snapshotID: id,
+                    phase: phase,
+                    finished: finished == 1,
+                    message: text,
+                    blob: try reader.blob()
+                )
+            )
         default: throw .malformed
         }
+        guard bytes.count <= Self.limit(of: body) else { throw .oversized }
         guard reader.offset == bytes.count else { throw .trailingBytes }
         return SnapshotMessage(key: key, from: from, body: body)
     }
@@ -136,6 +174,16 @@ public enum SnapshotCodec {
         case .abort: 8
         case .aborted: 9
         case .failed: 10
+        case .request: 11
+        case .progress: 12
+        }
+    }
+
+    /// The size limit of a message with this body.
+    static func limit(of body: SnapshotMessage.Body) -> Int {
+        switch body {
+        case .durable, .commit, .progress: Self.maximumBlobMessageSize
+        default: Self.maximumSize
         }
     }
 

@@ -20,9 +20,9 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
     public enum Directive: Sendable, Hashable {
         /// Send `message` to `peer`.
         case send(SnapshotMessage, to: PeerID)
-        /// Every image is durable: write the manifest with these cuts durably, then call `manifestWritten`
-        /// (or `manifestFailed`).
-        case writeManifest([PeerID: [VMCutReport]])
+        /// Every image is durable: write the manifest with these cuts and the participants' durable reports
+        /// durably, then call `manifestWritten` (or `manifestFailed`).
+        case writeManifest(cuts: [PeerID: [VMCutReport]], reports: [PeerID: [UInt8]])
         /// The protocol is over (every participant answered, or the settle timeout passed).
         case finished(Outcome)
         /// Call `onTick` at this time.
@@ -43,6 +43,10 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
     public private(set) var cuts: [PeerID: [VMCutReport]] = [:]
     /// Why it aborts, once it does.
     public private(set) var abortReason: SnapshotAbortReason?
+    /// The durable reports received so far.
+    public private(set) var reports: [PeerID: [UInt8]] = [:]
+    /// The manifest, once written.
+    public private(set) var manifest: [UInt8] = []
     var answered: Set<PeerID> = []
     var durable: Set<PeerID> = []
     var deadline: Instant
@@ -101,9 +105,10 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
                 self.enter(.streaming, timeout: self.settings.streamTimeout, now: now)
                 directives += self.checkDurable()
             }
-        case (.cutting, .durable), (.streaming, .durable):
+        case (.cutting, .durable(let report)), (.streaming, .durable(let report)):
             // Durable implies cut; the cut report itself still comes with `cutDone` (cut is resent).
             self.durable.insert(peer)
+            self.reports[peer] = report
             if self.phase == .streaming { directives += self.checkDurable() }
         case (.preparing, .failed(let reason)), (.cutting, .failed(let reason)), (.streaming, .failed(let reason)):
             return self.abort(SnapshotAbortReason("\(peer) failed: \(reason)"), now: now)
@@ -112,7 +117,7 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
             if self.answered == self.plan.participants { directives += self.finish() }
         case (.committing, .durable), (.committed, .durable):
             // It missed the commit: tell it again at once.
-            directives.append(.send(self.message(.commit), to: peer))
+            directives.append(.send(self.message(.commit(self.manifest)), to: peer))
         case (.aborting, _), (.aborted, _):
             if case .aborted = message.body { break }
             directives.append(.send(self.message(.abort(self.abortReason!)), to: peer))  // !-safe, set on abort
@@ -148,7 +153,7 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
             switch self.phase {
             case .preparing: directives += self.request(.prepare(self.plan), to: missing)
             case .cutting: directives += self.request(.cut, to: missing)
-            case .committing: directives += self.request(.commit, to: missing)
+            case .committing: directives += self.request(.commit(self.manifest), to: missing)
             case .aborting: directives += self.request(.abort(self.abortReason!), to: missing)  // !-safe, set on abort
             case .streaming, .writingManifest, .committed, .aborted: break
             }
@@ -157,11 +162,12 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
         return directives
     }
 
-    /// The manifest is durable: the snapshot is committed; tell everyone.
-    public mutating func manifestWritten(now: Instant) -> [Directive] {
+    /// The manifest is durable: the snapshot is committed; tell everyone (the commit carries the manifest).
+    public mutating func manifestWritten(_ manifest: [UInt8], now: Instant) -> [Directive] {
         precondition(self.phase == .writingManifest, "manifestWritten in phase \(self.phase)")
+        self.manifest = manifest
         self.enter(.committing, timeout: self.settings.settleTimeout, now: now)
-        var directives = self.request(.commit, to: self.plan.participants)
+        var directives = self.request(.commit(manifest), to: self.plan.participants)
         directives.append(.scheduleTick(at: self.nextDeadline))
         return directives
     }
@@ -209,7 +215,7 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
     private mutating func checkDurable() -> [Directive] {
         guard self.phase == .streaming, self.durable == self.plan.participants else { return [] }
         self.phase = .writingManifest
-        return [.writeManifest(self.cuts)]
+        return [.writeManifest(cuts: self.cuts, reports: self.reports)]
     }
 
     private mutating func finish() -> [Directive] {

@@ -13,19 +13,26 @@ public struct SnapshotMessage: Sendable, Hashable, Codable {
         case cut
         /// Participant → initiator: every local VM is cut.
         case cutDone([VMCutReport])
-        /// Participant → initiator: every local image is durable; repeated until `commit` or `abort`.
-        case durable
+        /// Participant → initiator: every local image is durable; repeated until `commit` or `abort`. The report
+        /// (opaque to the protocol: the shell's per-VM image summaries) goes into the manifest.
+        case durable([UInt8])
         /// Participant → initiator: it cannot go on (a VM's cut failed, or it heard nothing for too long and
         /// aborted itself before becoming durable): abort everywhere.
         case failed(String)
-        /// Initiator → participant: the manifest is written; the snapshot exists.
-        case commit
+        /// Initiator → participant: the manifest (carried, as written) is durable; the snapshot exists.
+        case commit([UInt8])
         /// Participant → initiator: committed here.
         case committed
         /// Initiator → participant: give up, discard partial images, leave the VMs running.
         case abort(SnapshotAbortReason)
         /// Participant → initiator: aborted here.
         case aborted
+        /// Any peer → initiator: take a snapshot (`key.id` is the request's id, `key.violin` the VIOLIN); resent
+        /// as a poll until the outcome comes back in `progress`.
+        case request(mode: SnapshotMode, name: String)
+        /// Initiator → requester: where the requested snapshot stands (`key` is the request's); `blob` carries
+        /// the manifest once committed.
+        case progress(SnapshotProgress)
     }
 
     /// Which run of the protocol.
@@ -62,4 +69,27 @@ public struct SnapshotSettings: Sendable, Hashable {
 
     /// The defaults.
     public init() {}
+}
+
+/// Where a requested snapshot stands, as the initiator tells the peer that asked for it.
+public struct SnapshotProgress: Sendable, Hashable, Codable {
+    /// The snapshot's id (0 while not started).
+    public var snapshotID: UInt64
+    /// The phase, for people (`preparing`, `cutting`, `streaming`, `committed`, `aborted`, `refused`).
+    public var phase: String
+    /// Whether the snapshot has ended (committed, aborted or refused).
+    public var finished: Bool
+    /// Why it was aborted or refused, or a note.
+    public var message: String
+    /// The manifest, once committed.
+    public var blob: [UInt8]
+
+    /// Creates a progress report.
+    public init(snapshotID: UInt64, phase: String, finished: Bool, message: String = "", blob: [UInt8] = []) {
+        self.snapshotID = snapshotID
+        self.phase = phase
+        self.finished = finished
+        self.message = message
+        self.blob = blob
+    }
 }

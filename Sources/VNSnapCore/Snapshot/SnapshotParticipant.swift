@@ -18,8 +18,8 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         case prepareLocal([String])
         /// Cut these VMs now (each reported back with `vmCut`).
         case cutVMs([String])
-        /// The snapshot is committed: mark it so in the local catalog.
-        case commitLocal
+        /// The snapshot is committed: mark it so in the local catalog, with the initiator's manifest.
+        case commitLocal([UInt8])
         /// Discard partial images, disarm the switch, leave every VM running.
         case abortLocal(SnapshotAbortReason)
         /// A trigger this phase does not act on: end the gate's cut (`EpochGate.cancelCut`) and release.
@@ -47,6 +47,7 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
     var failure: String?
     var nextResend: Instant?
     var durablePending = false
+    var durableReport: [UInt8] = []
     var lastHeard: Instant?
 
     /// Whether a message under `key` may be acted on, given the highest election term this peer has seen
@@ -96,10 +97,10 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
             directives += self.cutRemaining()
         case (.cut, .cut), (.cut, .durable):
             directives.append(self.reply(.cutDone(self.sortedReports)))
-        case (.commit, .durable):
+        case (.commit(let manifest), .durable):
             self.phase = .committed
             self.nextResend = nil
-            directives.append(.commitLocal)
+            directives.append(.commitLocal(manifest))
             directives.append(self.reply(.committed))
         case (.commit, .committed):
             directives.append(self.reply(.committed))
@@ -156,8 +157,9 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         return [self.reply(.failed(reason))]
     }
 
-    /// Every local image is durable.
-    public mutating func imagesDurable(now: Instant) -> [Directive] {
+    /// Every local image is durable; `report` goes to the initiator for the manifest.
+    public mutating func imagesDurable(report: [UInt8] = [], now: Instant) -> [Directive] {
+        self.durableReport = report
         if self.phase == .prepared {
             // Every VM was cut by triggers and streamed before the marker came: say so once it does.
             self.durablePending = true
@@ -166,7 +168,7 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         guard self.phase == .cut else { return [] }
         self.phase = .durable
         self.nextResend = now.advanced(by: self.settings.retransmitInterval)
-        return [self.reply(.durable), .scheduleTick(at: self.nextResend!)]  // !-safe, just set
+        return [self.reply(.durable(report)), .scheduleTick(at: self.nextResend!)]  // !-safe, just set
     }
 
     /// Resends `durable` until the outcome arrives; gives up (aborting here) if the initiator falls silent
@@ -184,7 +186,7 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         guard self.phase == .durable, let resend = self.nextResend else { return [] }
         guard now >= resend else { return [.scheduleTick(at: resend)] }
         self.nextResend = now.advanced(by: self.settings.retransmitInterval)
-        return [self.reply(.durable), .scheduleTick(at: self.nextResend!)]  // !-safe, just set
+        return [self.reply(.durable(self.durableReport)), .scheduleTick(at: self.nextResend!)]  // !-safe, just set
     }
 
     // ==== ------------------------------------------------------------------------------------------------------------
@@ -204,7 +206,7 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         var directives = [self.reply(.cutDone(self.sortedReports))]
         if self.durablePending {
             self.durablePending = false
-            directives += self.imagesDurable(now: self.lastHeard!)  // !-safe, set by every message and prepare
+            directives += self.imagesDurable(report: self.durableReport, now: self.lastHeard!)  // !-safe, set by every message and prepare
         }
         return directives
     }

@@ -172,6 +172,9 @@ public enum EpochGateDropReason: String, Sendable, Hashable, Codable {
 
 /// Counts, per sending peer, the frames of the old epoch received on its tunnel, against the count its
 /// end-of-epoch marker announces: the channel from that peer is drained when they match (DESIGN §6).
+///
+/// Both counts are cumulative over the sender's session (frames of any epoch before the new one), so the
+/// receiver starts from what it had already received when the snapshot was armed.
 public struct ChannelDrain: Sendable, Hashable {
     /// Peers whose channels must drain.
     public let senders: Set<PeerID>
@@ -180,9 +183,15 @@ public struct ChannelDrain: Sendable, Hashable {
     /// Old-epoch frames each sender says it sent (from its end-of-epoch marker).
     public private(set) var announced: [PeerID: UInt64] = [:]
 
-    /// Waits for `senders`.
-    public init(senders: Set<PeerID>) {
+    /// Waits for `senders`, having already received `received` old-epoch frames from them.
+    public init(senders: Set<PeerID>, received: [PeerID: UInt64] = [:]) {
         self.senders = senders
+        self.received = received.filter { senders.contains($0.key) }
+    }
+
+    /// A sender restarted (new session): its count starts over, as its marker's will.
+    public mutating func senderRestarted(_ sender: PeerID) {
+        self.received[sender] = 0
     }
 
     /// A frame of the old epoch arrived from `sender`.

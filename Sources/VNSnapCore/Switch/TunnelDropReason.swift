@@ -36,4 +36,8 @@ public enum TunnelDropReason: String, Error, Hashable, Sendable, CaseIterable, C
     case receiveFailed
     /// Larger than one datagram can carry.
     case oversized
+    /// A new-epoch frame for a VM not cut yet, in snapshot mode `drop` (VNsnap's policy, for comparison).
+    case epochPolicy
+    /// The hold queue of a VM being cut was full.
+    case holdFull
 }

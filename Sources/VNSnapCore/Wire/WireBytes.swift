@@ -32,6 +32,10 @@ struct WireWriter {
         self.u8(UInt8(utf8.count))
         self.bytes += utf8
     }
+    mutating func blob(_ value: [UInt8]) {
+        self.u32(UInt32(truncatingIfNeeded: value.count))
+        self.bytes += value
+    }
 }
 
 /// Big-endian reader of the binary wire formats; every read past the end throws `truncated`.
@@ -61,5 +65,11 @@ struct WireReader {
             throw .malformed
         }
         return text
+    }
+    mutating func blob() throws(WireFailure) -> [UInt8] {
+        let length = Int(try self.u32())
+        guard length <= self.bytes.count - self.offset else { throw .truncated }
+        defer { self.offset += length }
+        return Array(self.bytes[self.offset..<self.offset + length])
     }
 }

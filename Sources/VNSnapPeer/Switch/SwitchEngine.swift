@@ -31,6 +31,12 @@ final class SwitchEngine {
         /// Whether the port's socket is connected to the VM's (see `UnixDatagramSocket.connect`).
         var connected = false
         var lastConnectAttempt: ContinuousClock.Instant?
+        /// Where the VM stands in the snapshot epochs (DESIGN §6).
+        var gate = EpochGate()
+        /// Frames held while the VM is cut, with their sender's epoch and tunnel.
+        var heldFrames = CircularBuffer<HeldFrame>()
+        /// The armed snapshot's measurements and channel log.
+        var snapshot: PortSnapshot?
     }
 
     struct TunnelState {
@@ -43,23 +49,31 @@ final class SwitchEngine {
         /// Whether membership sees the peer alive. A tunnel that goes down is kept, not deleted: its next
         /// sequence number must survive, or a revived tunnel would reuse nonces of this session.
         var up = true
+        /// Frames sealed to this peer per VIOLIN and epoch (end-of-epoch markers announce them).
+        var sent: [VNI: EpochCounts] = [:]
+        /// Frames opened from this peer per VIOLIN and epoch, in its current session.
+        var received: [VNI: EpochCounts] = [:]
     }
 
     let eventLoop: any EventLoop
     let me: PeerID
     let session: UInt64
     private var core: SwitchCore<ContinuousClock.Instant>
-    private var crypto: TunnelCrypto
+    var crypto: TunnelCrypto
     var ports: [PortState] = []
-    private var tunnels: [PeerID: TunnelState] = [:]
-    private var tunnelOrder: [PeerID] = []
-    private var tunnelChannel: (any Channel)?
-    private var tunnelDirty = false
+    var tunnels: [PeerID: TunnelState] = [:]
+    var tunnelOrder: [PeerID] = []
+    var tunnelChannel: (any Channel)?
+    var tunnelDirty = false
     private var rejected: [TunnelDropReason: UInt64] = [:]
     private let violinsByVNI: [VNI: Violin]
-    private let logger: Logger
+    let logger: Logger
     let allocator = ByteBufferAllocator()
     var portsToFlush: [PortID] = []
+    /// Channel drains of armed snapshots, per VIOLIN.
+    var drains: [VNI: ViolinDrain] = [:]
+    /// Called (on the loop) when a frame of the new epoch triggers a VM's cut.
+    var onTrigger: ((String) -> Void)?
 
     init(
         eventLoop: any EventLoop,
@@ -148,14 +162,15 @@ final class SwitchEngine {
         let decision = self.core.forward(destination: destination, source: source, from: .port(port), now: .now)
         let epoch = self.ports[port.rawValue].epoch
         let vni = self.ports[port.rawValue].violin.vni
+        if self.ports[port.rawValue].snapshot != nil { self.notePayload(port, length: length) }
         switch decision {
         case .port(let target):
-            self.sendToPort(target, frame: frame)
+            self.deliver(frame, to: target, epoch: epoch)
         case .tunnel(let peer):
             self.sendToTunnel(peer, vni: vni, epoch: epoch, frame: frame)
         case .flood(let vni, let excluding, let includeTunnels):
             for target in self.core.ports(in: vni) where target != excluding {
-                self.sendToPort(target, frame: frame)
+                self.deliver(frame, to: target, epoch: epoch)
             }
             if includeTunnels {
                 for peer in self.tunnelOrder where self.tunnels[peer]?.up == true {
@@ -183,7 +198,7 @@ final class SwitchEngine {
                     return .failure(error)
                 }
                 // Membership and keyring datagrams belong on the membership socket.
-                guard header.kind == .frame else { return .failure(.unknownKind) }
+                guard header.kind == .frame || header.kind == .endOfEpoch else { return .failure(.unknownKind) }
                 guard header.destination == self.me else { return .failure(.misdirected) }
                 guard self.tunnels[header.source]?.up == true else { return .failure(.unknownPeer) }
                 do throws(TunnelDropReason) {
@@ -206,10 +221,23 @@ final class SwitchEngine {
         }
         let source = header.source
         // !-safe (here and below): the source's tunnel was checked before opening.
+        let sessionBefore = self.tunnels[source]!.inbound.session
         if let reason = self.tunnels[source]!.inbound.admit(session: header.session, sequence: header.sequence) {
             self.tunnels[source]!.counters.dropped(reason)
             return
         }
+        if self.tunnels[source]!.inbound.session != sessionBefore { self.senderRestarted(source) }
+        if header.kind == .endOfEpoch {
+            let payload = frame.getBytes(at: frame.readerIndex, length: payloadLength) ?? []
+            guard let marker = EndOfEpochMarker(header: header, payload: payload) else {
+                self.tunnels[source]!.counters.dropped(.malformed)
+                return
+            }
+            self.endOfEpoch(marker, from: source)
+            return
+        }
+        self.tunnels[source]!.received[header.vni, default: EpochCounts()].add(header.epoch)
+        if !self.drains.isEmpty { self.countForDrain(vni: header.vni, epoch: header.epoch, from: source) }
         self.tunnels[source]!.counters.received(payloadLength)
         guard let (destination, sourceMAC) = frame.withUnsafeReadableBytes({ EthernetFrame.addresses(of: $0) }) else {
             self.tunnels[source]!.counters.dropped(.runt)
@@ -223,10 +251,10 @@ final class SwitchEngine {
         )
         switch decision {
         case .port(let target):
-            self.sendToPort(target, frame: frame)
+            self.deliver(frame, to: target, epoch: header.epoch)
         case .flood(let vni, let excluding, _):
             for target in self.core.ports(in: vni) where target != excluding {
-                self.sendToPort(target, frame: frame)
+                self.deliver(frame, to: target, epoch: header.epoch)
             }
         case .tunnel:
             // SwitchCore never sends a tunnel's frame into another tunnel (split horizon).
@@ -241,7 +269,7 @@ final class SwitchEngine {
     /// How soon a port with a backlog tries again.
     static let backlogRetry = TimeAmount.microseconds(50)
 
-    private func sendToTunnel(_ peer: PeerID, vni: VNI, epoch: UInt32, frame: ByteBuffer) {
+    func sendToTunnel(_ peer: PeerID, vni: VNI, epoch: UInt32, frame: ByteBuffer, kind: TunnelHeader.Kind = .frame) {
         guard let channel = self.tunnelChannel, var tunnel = self.tunnels[peer], tunnel.up else { return }
         let length = frame.readableBytes
         var datagram = channel.allocator.buffer(capacity: length + TunnelCrypto.overhead)
@@ -249,7 +277,7 @@ final class SwitchEngine {
         datagram.writeImmutableBuffer(frame)
         datagram.writeRepeatingByte(0, count: TunnelHeader.tagSize)
         let header = TunnelHeader(
-            kind: .frame,
+            kind: kind,
             vni: vni,
             source: self.me,
             destination: peer,
@@ -264,6 +292,7 @@ final class SwitchEngine {
         }
         channel.write(AddressedEnvelope(remoteAddress: tunnel.address, data: datagram), promise: nil)
         tunnel.counters.sent(length)
+        if kind == .frame { tunnel.sent[vni, default: EpochCounts()].add(epoch) }
         self.tunnels[peer] = tunnel
         self.tunnelDirty = true
     }

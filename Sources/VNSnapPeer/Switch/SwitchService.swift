@@ -13,8 +13,8 @@ import Glibc
 /// The VIOLIN switch as a service: binds the tunnel socket and one port socket per local VM on a
 /// dedicated event loop, and runs until graceful shutdown.
 public final class SwitchService: Service, Sendable {
-    private let group: MultiThreadedEventLoopGroup
-    private let engine: NIOLoopBound<SwitchEngine>
+    let group: MultiThreadedEventLoopGroup
+    let engine: NIOLoopBound<SwitchEngine>
     private let channels: [any Channel]
     private let sweeper: NIOLoopBound<RepeatedTask>
     private let logger: Logger

@@ -1,0 +1,147 @@
+import Foundation
+import Synchronization
+import VNSnapCore
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Receives one save stream (QEMU's migration stream) on a unix stream socket and writes it as verified chunk
+/// files (DESIGN §7): cut into chunks, compressed, hashed and written durably on its own thread, never on an
+/// event loop. Memory stays bounded (one chunk plus one read buffer) whatever the VM's size.
+public final class ImageStreamWriter: Sendable {
+    /// Bytes received and stored so far.
+    public struct Progress: Sendable, Hashable {
+        /// Raw bytes received.
+        public var rawBytes: UInt64 = 0
+        /// Bytes written after compression.
+        public var storedBytes: UInt64 = 0
+        /// Chunks written.
+        public var chunks: Int = 0
+    }
+
+    /// The socket QEMU connects to.
+    public let socketPath: String
+    private let listener: Int32
+    private final class Shared: Sendable {
+        let state = Mutex<(progress: Progress, result: Result<[SnapshotManifest.ChunkDescriptor], ImageError>?)>(
+            (Progress(), nil)
+        )
+        let cancelled = Atomic<Bool>(false)
+    }
+    private let shared = Shared()
+
+    /// Listens at `socketPath` and writes what arrives into `store` in `chunkSize`-byte chunks.
+    public init(socketPath: String, store: LocalChunkStore, chunkSize: Int = 4 << 20) throws(ImageError) {
+        self.socketPath = socketPath
+        unlink(socketPath)
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw ImageError(.io, "\(store.label): socket: \(String(cString: strerror(errno)))") }
+        let bound = UnixSocketAddress.with(socketPath) { bind(fd, $0, $1) }
+        guard bound == 0, listen(fd, 1) == 0 else {
+            let reason = String(cString: strerror(errno))
+            close(fd)
+            throw ImageError(.io, "\(store.label): cannot listen at \(socketPath): \(reason)")
+        }
+        self.listener = fd
+        let thread = Thread { [shared = self.shared] in
+            Self.receive(listener: fd, store: store, chunkSize: chunkSize, shared: shared)
+        }
+        thread.name = "vnsnap-image"
+        thread.start()
+    }
+
+    private static func receive(
+        listener: Int32,
+        store: LocalChunkStore,
+        chunkSize: Int,
+        shared: Shared
+    ) {
+        let connection = accept(listener, nil, nil)
+        close(listener)
+        guard connection >= 0, !shared.cancelled.load(ordering: .relaxed) else {
+            if connection >= 0 { close(connection) }
+            shared.state.withLock { $0.result = .failure(ImageError(.io, "\(store.label): the stream was cancelled")) }
+            return
+        }
+        defer { close(connection) }
+        var chunker = ImageChunker(chunkSize: chunkSize)
+        var chunks: [SnapshotManifest.ChunkDescriptor] = []
+        var buffer = [UInt8](repeating: 0, count: 256 << 10)
+        do throws(ImageError) {
+            func save(_ chunk: (index: Int, bytes: [UInt8])) throws(ImageError) {
+                let descriptor = try store.write(index: chunk.index, raw: chunk.bytes)
+                chunks.append(descriptor)
+                shared.state.withLock {
+                    $0.progress.storedBytes += descriptor.storedBytes
+                    $0.progress.chunks += 1
+                }
+            }
+            while true {
+                let n = buffer.withUnsafeMutableBytes { read(connection, $0.baseAddress, $0.count) }
+                if n < 0, errno == EINTR { continue }
+                if n < 0 {
+                    throw ImageError(.io, "\(store.label): reading the stream: \(String(cString: strerror(errno)))")
+                }
+                if n == 0 { break }
+                if shared.cancelled.load(ordering: .relaxed) {
+                    throw ImageError(.io, "\(store.label): the stream was cancelled")
+                }
+                shared.state.withLock { $0.progress.rawBytes += UInt64(n) }
+                for chunk in chunker.append(buffer[0..<n]) { try save(chunk) }
+            }
+            if let last = chunker.finish() { try save(last) }
+            shared.state.withLock { $0.result = .success(chunks) }
+        } catch {
+            shared.state.withLock { $0.result = .failure(error) }
+        }
+    }
+
+    /// What has arrived so far.
+    public var progress: Progress { self.shared.state.withLock { $0.progress } }
+
+    /// The chunk list once the stream ended, or why it failed; `nil` while it runs.
+    public var result: Result<[SnapshotManifest.ChunkDescriptor], ImageError>? {
+        self.shared.state.withLock { $0.result }
+    }
+
+    /// Waits (polling) until the stream ends; throws its failure, or a timeout.
+    public func wait(timeout: Duration) async throws(ImageError) -> [SnapshotManifest.ChunkDescriptor] {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let result = self.result { return try result.get() }
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        throw ImageError(.io, "image stream at \(self.socketPath): not finished within \(timeout)")
+    }
+
+    /// Gives up: a writer still waiting for its connection is woken and ends with a failure.
+    public func cancel() {
+        self.shared.cancelled.store(true, ordering: .relaxed)
+        // Wake a thread blocked in accept by connecting once.
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        if fd >= 0 {
+            _ = UnixSocketAddress.with(self.socketPath) { connect(fd, $0, $1) }
+            close(fd)
+        }
+    }
+
+    deinit {
+        unlink(self.socketPath)
+    }
+}
+
+/// Builds `sockaddr_un` values for unix socket paths.
+public enum UnixSocketAddress {
+    /// Calls `body` with a `sockaddr` for `path` and its length (for bind and connect).
+    public static func with<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, byte) in path.utf8.prefix(raw.count - 1).enumerated() { raw[i] = byte }
+        }
+        return withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+    }
+}
