@@ -18,3 +18,76 @@ int vnsnap_sendmmsg_unix(int fd, const struct iovec *iov, unsigned int count, co
     }
     return sendmmsg(fd, messages, count, MSG_DONTWAIT);
 }
+
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <linux/sock_diag.h>
+#include <linux/unix_diag.h>
+#include <unistd.h>
+
+long vnsnap_unix_receive_queue(const char *path) {
+    int fd = socket(AF_NETLINK, SOCK_DGRAM | SOCK_CLOEXEC, NETLINK_SOCK_DIAG);
+    if (fd < 0) {
+        return -1;
+    }
+    struct {
+        struct nlmsghdr header;
+        struct unix_diag_req request;
+    } message;
+    memset(&message, 0, sizeof(message));
+    message.header.nlmsg_len = sizeof(message);
+    message.header.nlmsg_type = SOCK_DIAG_BY_FAMILY;
+    message.header.nlmsg_flags = NLM_F_REQUEST | NLM_F_DUMP;
+    message.request.sdiag_family = AF_UNIX;
+    message.request.udiag_states = 0xffffffff;
+    message.request.udiag_show = UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN;
+    struct sockaddr_nl kernel = {.nl_family = AF_NETLINK};
+    if (sendto(fd, &message, sizeof(message), 0, (struct sockaddr *)&kernel, sizeof(kernel)) < 0) {
+        close(fd);
+        return -1;
+    }
+    size_t pathLength = strlen(path);
+    long found = -2;
+    static __thread char buffer[32768];
+    for (;;) {
+        ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
+        if (n < 0) {
+            if (errno == EINTR) {
+                continue;
+            }
+            found = -1;
+            break;
+        }
+        int done = 0;
+        for (struct nlmsghdr *h = (struct nlmsghdr *)buffer; NLMSG_OK(h, (unsigned int)n); h = NLMSG_NEXT(h, n)) {
+            if (h->nlmsg_type == NLMSG_DONE || h->nlmsg_type == NLMSG_ERROR) {
+                done = 1;
+                break;
+            }
+            struct unix_diag_msg *diag = NLMSG_DATA(h);
+            int attributesLength = (int)(h->nlmsg_len - NLMSG_LENGTH(sizeof(*diag)));
+            const char *name = NULL;
+            size_t nameLength = 0;
+            long queue = -1;
+            for (struct rtattr *a = (struct rtattr *)(diag + 1); RTA_OK(a, attributesLength);
+                 a = RTA_NEXT(a, attributesLength)) {
+                if (a->rta_type == UNIX_DIAG_NAME) {
+                    name = RTA_DATA(a);
+                    nameLength = RTA_PAYLOAD(a);
+                } else if (a->rta_type == UNIX_DIAG_RQLEN) {
+                    struct unix_diag_rqlen *lengths = RTA_DATA(a);
+                    queue = lengths->udiag_rqueue;
+                }
+            }
+            if (found == -2 && name != NULL && nameLength >= pathLength && memcmp(name, path, pathLength) == 0 &&
+                (nameLength == pathLength || name[pathLength] == '\0')) {
+                found = queue;
+            }
+        }
+        if (done) {
+            break;
+        }
+    }
+    close(fd);
+    return found;
+}

@@ -25,11 +25,20 @@ struct PeerSocketOptions: ParsableArguments {
     }
 
     /// Sends `request` and returns the response, or fails with the peer's error.
-    func send(_ request: ControlRequest) async throws -> ControlResponse {
+    func send(
+        _ request: ControlRequest,
+        timeout: Duration = .seconds(10),
+        onProgress: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws -> ControlResponse {
         let socket = try self.resolve()
         let response: ControlResponse
         do {
-            response = try await ControlClient.request(request, socket: socket)
+            response = try await ControlClient.request(
+                request,
+                socket: socket,
+                timeout: timeout,
+                onProgress: onProgress
+            )
         } catch {
             throw failure("\(error)")
         }

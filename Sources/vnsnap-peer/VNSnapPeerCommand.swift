@@ -14,6 +14,9 @@ struct VNSnapPeerCommand: AsyncParsableCommand {
             other peers. `vnsnap-peer status` asks the peer on this host what it sees.
             """,
         version: PeerDaemon.version,
-        subcommands: [RunCommand.self, StatusCommand.self, LeaveCommand.self, KeysCommand.self, KeygenCommand.self]
+        subcommands: [
+            RunCommand.self, StatusCommand.self, LeaveCommand.self, KeysCommand.self, KeygenCommand.self,
+            SnapshotCommand.self, ListCommand.self, ShowCommand.self, RestoreCommand.self, DeleteCommand.self,
+        ]
     )
 }

@@ -10,4 +10,8 @@
 /// (Glibc's sendmmsg and struct mmsghdr need _GNU_SOURCE, which Swift's Glibc module does not define.)
 int vnsnap_sendmmsg_unix(int fd, const struct iovec *iov, unsigned int count, const struct sockaddr_un *to);
 
+/// The receive queue of the unix socket bound at `path`, as the kernel's sock_diag reports it (for a datagram
+/// socket: the size of the next queued datagram, 0 when empty). -2 if no such socket, -1 on error (errno set).
+long vnsnap_unix_receive_queue(const char *path);
+
 #endif

@@ -3,11 +3,12 @@
 /// ```
 /// message = version:u8(1) type:u8 id:u64 violin:str epoch:u32 term:u64 from:u64 body
 /// type    = 1 prepare, 2 prepared, 3 cut, 4 cutDone, 5 durable, 6 commit, 7 committed, 8 abort, 9 aborted,
-///           10 failed, 11 request, 12 progress
-/// body    = prepare: mode:u8 peers:u8 (peer:u64 vms:u8 vm:str*)* | prepared: ok:u8 reason:str
+///           10 failed, 11 request, 12 progress, 13 restore, 14 restoreAnswer, 15 deleteSnapshot, 16 deleted
+/// body    = prepare: mode:u8 vni:u32 peers:u8 (peer:u64 vms:u8 vm:str*)* | prepared: ok:u8 reason:str
 ///         | cutDone: count:u8 (vm:str cutAt:u64 downtime:u64 triggered:u8)* | abort, failed: reason:str
 ///         | durable, commit: blob | request: mode:u8 name:str
 ///         | progress: snapshot:u64 phase:str finished:u8 message:str blob
+///         | restore: run:u64 step:u8 replay:u8 | restoreAnswer: run:u64 step:u8 ok:u8 reason:str blob
 ///         | (nothing for the others)
 /// str     = length:u8 utf8
 /// blob    = length:u32 bytes
@@ -37,6 +38,7 @@ public enum SnapshotCodec {
         switch message.body {
         case .prepare(let plan):
             writer.u8(UInt8(Self.modes.firstIndex(of: plan.mode)!))  // !-safe, every mode is listed
+            writer.u32(plan.vni)
             guard plan.vms.count <= 255 else { throw .oversized }
             writer.u8(UInt8(plan.vms.count))
             for (peer, vms) in plan.vms.sorted(by: { $0.key < $1.key }) {
@@ -72,7 +74,17 @@ public enum SnapshotCodec {
             writer.u8(progress.finished ? 1 : 0)
             try writer.string(Self.shortened(progress.message))
             writer.blob(progress.blob)
-        case .cut, .committed, .aborted:
+        case .restore(let run, let step, let replay):
+            writer.u64(run)
+            writer.u8(step.rawValue)
+            writer.u8(replay ? 1 : 0)
+        case .restoreAnswer(let run, let step, let ok, let reason, let blob):
+            writer.u64(run)
+            writer.u8(step.rawValue)
+            writer.u8(ok ? 1 : 0)
+            try writer.string(Self.shortened(reason))
+            writer.blob(blob)
+        case .cut, .committed, .aborted, .deleteSnapshot, .deleted:
             break
         }
         guard writer.bytes.count <= Self.limit(of: message.body) else { throw .oversized }
@@ -97,6 +109,7 @@ public enum SnapshotCodec {
         case 1:
             let modeIndex = Int(try reader.u8())
             guard modeIndex < Self.modes.count else { throw .malformed }
+            let vni = try reader.u32()
             var vms: [PeerID: [String]] = [:]
             for _ in 0..<Int(try reader.u8()) {
                 let peer = PeerID(rawValue: try reader.u64())
@@ -105,7 +118,7 @@ public enum SnapshotCodec {
                 guard vms[peer] == nil else { throw .malformed }
                 vms[peer] = names
             }
-            body = .prepare(SnapshotPlan(vms: vms, mode: Self.modes[modeIndex]))
+            body = .prepare(SnapshotPlan(vms: vms, mode: Self.modes[modeIndex], vni: vni))
         case 2:
             let ok = try reader.u8()
             guard ok <= 1 else { throw .malformed }
@@ -155,6 +168,21 @@ public enum SnapshotCodec {
                     blob: try reader.blob()
                 )
             )
+        case 13:
+            let run = try reader.u64()
+            guard let step = RestoreStep(rawValue: try reader.u8()) else { throw .malformed }
+            let replay = try reader.u8()
+            guard replay <= 1 else { throw .malformed }
+            body = .restore(run: run, step: step, replay: replay == 1)
+        case 14:
+            let run = try reader.u64()
+            guard let step = RestoreStep(rawValue: try reader.u8()) else { throw .malformed }
+            let ok = try reader.u8()
+            guard ok <= 1 else { throw .malformed }
+            let reason = try reader.string()
+            body = .restoreAnswer(run: run, step: step, ok: ok == 1, reason: reason, blob: try reader.blob())
+        case 15: body = .deleteSnapshot
+        case 16: body = .deleted
         default: throw .malformed
         }
         guard bytes.count <= Self.limit(of: body) else { throw .oversized }
@@ -176,13 +204,17 @@ public enum SnapshotCodec {
         case .failed: 10
         case .request: 11
         case .progress: 12
+        case .restore: 13
+        case .restoreAnswer: 14
+        case .deleteSnapshot: 15
+        case .deleted: 16
         }
     }
 
     /// The size limit of a message with this body.
     static func limit(of body: SnapshotMessage.Body) -> Int {
         switch body {
-        case .durable, .commit, .progress: Self.maximumBlobMessageSize
+        case .durable, .commit, .progress, .restoreAnswer: Self.maximumBlobMessageSize
         default: Self.maximumSize
         }
     }

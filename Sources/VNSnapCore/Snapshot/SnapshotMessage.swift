@@ -33,6 +33,15 @@ public struct SnapshotMessage: Sendable, Hashable, Codable {
         /// Initiator → requester: where the requested snapshot stands (`key` is the request's); `blob` carries
         /// the manifest once committed.
         case progress(SnapshotProgress)
+        /// Restorer → holder of VMs (`key.id` the snapshot): carry out one step of restore `run`; `replay` says
+        /// whether the channel logs are re-injected (off only to show what they are for).
+        case restore(run: UInt64, step: RestoreStep, replay: Bool)
+        /// Holder → restorer: the step is done (or not, and why); `blob` carries per-VM timings (JSON).
+        case restoreAnswer(run: UInt64, step: RestoreStep, ok: Bool, reason: String, blob: [UInt8])
+        /// Any peer → every member: delete snapshot `key.id`'s images and catalog rows.
+        case deleteSnapshot
+        /// Member → deleting peer: done.
+        case deleted
     }
 
     /// Which run of the protocol.
@@ -92,4 +101,14 @@ public struct SnapshotProgress: Sendable, Hashable, Codable {
         self.message = message
         self.blob = blob
     }
+}
+
+/// The steps of a restore (DESIGN §7), each done by every peer holding VMs of the snapshot before the next.
+public enum RestoreStep: UInt8, Sendable, Hashable, Codable, CaseIterable {
+    /// Check every chunk of every local image against the manifest; touch nothing.
+    case verify = 1
+    /// Stop the VMs, start each paused from its verified image, set the switch epochs.
+    case load = 2
+    /// Re-inject the channel logs and resume every VM.
+    case resume = 3
 }

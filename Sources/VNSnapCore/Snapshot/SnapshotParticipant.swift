@@ -152,9 +152,17 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
     /// A VM's cut failed (the VM runs on in the old epoch): the snapshot cannot complete.
     public mutating func vmCutFailed(_ vm: String, reason: String, now: Instant) -> [Directive] {
         guard self.phase == .prepared || self.phase == .cutting else { return [] }
+        return self.localFailed(reason, now: now)
+    }
+
+    /// Something local failed after preparing (an image stream, the disk): the snapshot cannot complete. The
+    /// failure is resent until the initiator aborts.
+    public mutating func localFailed(_ reason: String, now: Instant) -> [Directive] {
+        guard [.prepared, .cutting, .cut].contains(self.phase) else { return [] }
         self.phase = .failed
         self.failure = reason
-        return [self.reply(.failed(reason))]
+        self.nextResend = now.advanced(by: self.settings.retransmitInterval)
+        return [self.reply(.failed(reason)), .scheduleTick(at: self.nextResend!)]  // !-safe, just set
     }
 
     /// Every local image is durable; `report` goes to the initiator for the manifest.
@@ -183,10 +191,12 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
             self.phase = .aborted
             return [.abortLocal(reason), self.reply(.failed(reason.message))]
         }
-        guard self.phase == .durable, let resend = self.nextResend else { return [] }
+        guard self.phase == .durable || self.phase == .failed, let resend = self.nextResend else { return [] }
         guard now >= resend else { return [.scheduleTick(at: resend)] }
         self.nextResend = now.advanced(by: self.settings.retransmitInterval)
-        return [self.reply(.durable(self.durableReport)), .scheduleTick(at: self.nextResend!)]  // !-safe, just set
+        let body: SnapshotMessage.Body =
+            self.phase == .durable ? .durable(self.durableReport) : .failed(self.failure ?? "failed")
+        return [self.reply(body), .scheduleTick(at: self.nextResend!)]  // !-safe, just set
     }
 
     // ==== ------------------------------------------------------------------------------------------------------------

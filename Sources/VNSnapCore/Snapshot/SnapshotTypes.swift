@@ -36,11 +36,14 @@ public struct SnapshotPlan: Sendable, Hashable, Codable {
     public var vms: [PeerID: [String]]
     /// The cut mode.
     public var mode: SnapshotMode
+    /// The VIOLIN's VNI (peers without a VM of it still close their channels with end-of-epoch markers).
+    public var vni: UInt32
 
     /// Creates a plan.
-    public init(vms: [PeerID: [String]], mode: SnapshotMode) {
+    public init(vms: [PeerID: [String]], mode: SnapshotMode, vni: UInt32 = 0) {
         self.vms = vms
         self.mode = mode
+        self.vni = vni
     }
 
     /// Every participant.
@@ -68,7 +71,7 @@ public struct VMCutReport: Sendable, Hashable, Codable {
 }
 
 /// Why a snapshot was aborted, for the operator.
-public struct SnapshotAbortReason: Sendable, Hashable, Codable, CustomStringConvertible {
+public struct SnapshotAbortReason: Error, Sendable, Hashable, Codable, CustomStringConvertible {
     /// What went wrong, naming the phase and the peer or VM.
     public var message: String
 

@@ -1,4 +1,5 @@
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOExtras
 import NIOPosix
@@ -14,11 +15,32 @@ public final class QMPClient: Sendable {
     private let handler: NIOLoopBound<QMPHandler>
     /// Every event QEMU sends, in order, until the connection closes.
     public let events: AsyncStream<QMPEvent>
+    /// The latest events, so several waiters can look for theirs without sharing the stream.
+    private let recent: RecentEvents
 
-    private init(channel: any Channel, handler: NIOLoopBound<QMPHandler>, events: AsyncStream<QMPEvent>) {
+    private init(
+        channel: any Channel,
+        handler: NIOLoopBound<QMPHandler>,
+        events: AsyncStream<QMPEvent>,
+        recent: RecentEvents
+    ) {
         self.channel = channel
         self.handler = handler
         self.events = events
+        self.recent = recent
+    }
+
+    /// Waits for the first event named `name` stamped at or after `since` (QEMU's wall-clock microseconds),
+    /// also one that arrived before the call; throws after `timeout`.
+    public func waitForEvent(_ name: String, since: Int64, timeout: Duration = .seconds(10)) async throws -> QMPEvent {
+        let deadline = ContinuousClock.now + timeout
+        while true {
+            if let event = self.recent.first(named: name, since: since) { return event }
+            guard ContinuousClock.now < deadline, self.channel.isActive else {
+                throw QMPError(.timeout, "no \(name) event within \(timeout)")
+            }
+            try await Task.sleep(for: .milliseconds(1))
+        }
     }
 
     /// Connects to the QMP socket at `path`, reads the greeting and enters command mode.
@@ -29,12 +51,18 @@ public final class QMPClient: Sendable {
         logger: Logger
     ) async throws -> QMPClient {
         let (stream, continuation) = AsyncStream.makeStream(of: QMPEvent.self, bufferingPolicy: .bufferingNewest(1024))
+        let recent = RecentEvents()
         let channel: any Channel
         do {
             channel = try await ClientBootstrap(group: group)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        let handler = QMPHandler(eventLoop: channel.eventLoop, events: continuation, logger: logger)
+                        let handler = QMPHandler(
+                            eventLoop: channel.eventLoop,
+                            events: continuation,
+                            recent: recent,
+                            logger: logger
+                        )
                         try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(LineBasedFrameDecoder()))
                         try channel.pipeline.syncOperations.addHandler(handler)
                     }
@@ -50,7 +78,7 @@ public final class QMPClient: Sendable {
                 eventLoop: channel.eventLoop
             )
         }.get()
-        let client = QMPClient(channel: channel, handler: handler, events: stream)
+        let client = QMPClient(channel: channel, handler: handler, events: stream, recent: recent)
         do {
             try await client.withTimeout(timeout, what: "greeting") {
                 try await channel.eventLoop.flatSubmit { handler.value.greeting.futureResult }.get()
@@ -109,16 +137,23 @@ final class QMPHandler: ChannelInboundHandler {
     let greeting: EventLoopPromise<Void>
     private let eventLoop: any EventLoop
     private let events: AsyncStream<QMPEvent>.Continuation
+    private let recent: RecentEvents
     private let logger: Logger
     private var context: ChannelHandlerContext?
     private var pending: [Int: EventLoopPromise<JSONValue>] = [:]
     private var nextID = 1
     private var greeted = false
 
-    init(eventLoop: any EventLoop, events: AsyncStream<QMPEvent>.Continuation, logger: Logger) {
+    init(
+        eventLoop: any EventLoop,
+        events: AsyncStream<QMPEvent>.Continuation,
+        recent: RecentEvents,
+        logger: Logger
+    ) {
         self.eventLoop = eventLoop
         self.greeting = eventLoop.makePromise()
         self.events = events
+        self.recent = recent
         self.logger = logger
     }
 
@@ -164,6 +199,7 @@ final class QMPHandler: ChannelInboundHandler {
         case .failure(let id, let errorClass, let description):
             self.complete(id: id) { $0.fail(QMPError(.commandFailed, "\(errorClass): \(description)")) }
         case .event(let event):
+            self.recent.append(event)
             self.events.yield(event)
         }
     }
@@ -196,3 +232,19 @@ final class QMPHandler: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension QMPHandler: Sendable {}
+
+/// The last 256 events of one monitor connection.
+final class RecentEvents: Sendable {
+    private let events = NIOLockedValueBox<[QMPEvent]>([])
+
+    func append(_ event: QMPEvent) {
+        self.events.withLockedValue {
+            if $0.count >= 256 { $0.removeFirst($0.count - 255) }
+            $0.append(event)
+        }
+    }
+
+    func first(named name: String, since: Int64) -> QMPEvent? {
+        self.events.withLockedValue { $0.first { $0.name == name && $0.timestampMicroseconds >= since } }
+    }
+}

@@ -9,7 +9,8 @@ public enum ControlClient {
     public static func request(
         _ request: ControlRequest,
         socket: String,
-        timeout: Duration = .seconds(10)
+        timeout: Duration = .seconds(10),
+        onProgress: @escaping @Sendable (String) -> Void = { _ in }
     ) async throws -> ControlResponse {
         let channel: NIOAsyncChannel<ByteBuffer, ByteBuffer>
         do {
@@ -33,7 +34,15 @@ public enum ControlClient {
                     bytes.append(UInt8(ascii: "\n"))
                     try await outbound.write(ByteBuffer(bytes: bytes))
                     for try await line in inbound {
-                        return try JSONDecoder().decode(ControlResponse.self, from: Data(line.readableBytesView))
+                        let response = try JSONDecoder().decode(
+                            ControlResponse.self,
+                            from: Data(line.readableBytesView)
+                        )
+                        if let progress = response.progress {
+                            onProgress(progress)
+                            continue
+                        }
+                        return response
                     }
                     throw ControlError("the peer closed the control connection without answering")
                 }

@@ -1,14 +1,52 @@
+import VNSnapCore
+
 /// One request on the control socket: a JSON object on one line.
 public struct ControlRequest: Sendable, Codable, Hashable {
     /// What to do: `status`, `leave`, or `keys` (with `keyChange`).
     public var command: String
     /// For `keys`: the cluster-wide keyring change.
     public var keyChange: KeyringChange?
+    /// For `snapshot`: what to take.
+    public var snapshot: SnapshotOrder?
+    /// For `show`, `delete`, `restore`: the snapshot id.
+    public var id: UInt64?
+    /// For `restore`: the operator confirmed stopping the VIOLIN's running VMs.
+    public var yes: Bool?
+    /// For `restore`: re-inject the channel logs (default true; false only to show what they are for).
+    public var replay: Bool?
 
     /// Creates a request.
-    public init(command: String, keyChange: KeyringChange? = nil) {
+    public init(
+        command: String,
+        keyChange: KeyringChange? = nil,
+        snapshot: SnapshotOrder? = nil,
+        id: UInt64? = nil,
+        yes: Bool? = nil,
+        replay: Bool? = nil
+    ) {
         self.command = command
         self.keyChange = keyChange
+        self.snapshot = snapshot
+        self.id = id
+        self.yes = yes
+        self.replay = replay
+    }
+}
+
+/// What `vnsnap-peer snapshot` asks for.
+public struct SnapshotOrder: Sendable, Codable, Hashable {
+    /// The VIOLIN.
+    public var violin: String
+    /// The cut mode.
+    public var mode: SnapshotMode
+    /// The operator's name for it.
+    public var name: String
+
+    /// Creates an order.
+    public init(violin: String, mode: SnapshotMode, name: String) {
+        self.violin = violin
+        self.mode = mode
+        self.name = name
     }
 }
 
@@ -20,11 +58,35 @@ public struct ControlResponse: Sendable, Codable, Hashable {
     public var error: String?
     /// The status, for `status` (and after `keys`, so the caller sees the new keyring).
     public var status: PeerStatus?
+    /// A progress line of a long request (`snapshot`, `restore`); the final answer has none.
+    public var progress: String?
+    /// For `list`: the committed snapshots.
+    public var snapshots: [SnapshotCatalog.Entry]?
+    /// For `snapshot` and `show`: the manifest.
+    public var manifest: SnapshotManifest?
+    /// For `restore`: per step, per peer, the timings.
+    public var restore: [String: [String: RestoreTimings]]?
+    /// Remarks for the operator (members that did not answer a delete, ...).
+    public var notes: [String]?
 
     /// Creates a response.
-    public init(ok: Bool, error: String? = nil, status: PeerStatus? = nil) {
+    public init(
+        ok: Bool,
+        error: String? = nil,
+        status: PeerStatus? = nil,
+        progress: String? = nil,
+        snapshots: [SnapshotCatalog.Entry]? = nil,
+        manifest: SnapshotManifest? = nil,
+        restore: [String: [String: RestoreTimings]]? = nil,
+        notes: [String]? = nil
+    ) {
         self.ok = ok
         self.error = error
         self.status = status
+        self.progress = progress
+        self.snapshots = snapshots
+        self.manifest = manifest
+        self.restore = restore
+        self.notes = notes
     }
 }

@@ -9,8 +9,10 @@ import ServiceLifecycle
 ///
 /// The socket is created mode 0600 (root talks to root), so only the peer's owner can ask it things.
 public final class ControlServer: Service, Sendable {
-    /// Answers one request.
-    public typealias Handler = @Sendable (ControlRequest) async -> ControlResponse
+    /// Answers one request; long requests may send progress lines first through the second argument.
+    public typealias Handler =
+        @Sendable (ControlRequest, _ progress: @escaping @Sendable (String) async -> Void) async
+        -> ControlResponse
 
     private let server: NIOAsyncChannel<NIOAsyncChannel<ByteBuffer, ByteBuffer>, Never>
     private let path: String
@@ -76,7 +78,14 @@ public final class ControlServer: Service, Sendable {
                     let response: ControlResponse
                     if let request = try? JSONDecoder().decode(ControlRequest.self, from: Data(line.readableBytesView))
                     {
-                        response = await self.handler(request)
+                        response = await self.handler(request) { text in
+                            guard var bytes = try? JSONEncoder().encode(ControlResponse(ok: true, progress: text))
+                            else {
+                                return
+                            }
+                            bytes.append(UInt8(ascii: "\n"))
+                            try? await outbound.write(ByteBuffer(bytes: bytes))
+                        }
                     } else {
                         response = ControlResponse(ok: false, error: "malformed request: expected {\"command\": ...}")
                     }

@@ -9,11 +9,20 @@ struct DaemonServices: Sendable {
     let switchService: SwitchService
     let membership: MembershipService
     let supervisor: VMSupervisor
+    let snapshots: SnapshotService
     /// Starts the daemon's graceful shutdown.
     let shutdown: @Sendable () async -> Void
 
-    func handle(_ request: ControlRequest) async -> ControlResponse {
+    func handle(_ request: ControlRequest, progress: @escaping @Sendable (String) async -> Void) async
+        -> ControlResponse
+    {
         switch request.command {
+        case "snapshot", "list", "show", "delete", "restore":
+            do {
+                return try await self.handleSnapshot(request, progress: progress)
+            } catch {
+                return ControlResponse(ok: false, error: "\(error)")
+            }
         case "status":
             return await self.statusResponse()
         case "leave":
@@ -33,7 +42,55 @@ struct DaemonServices: Sendable {
         default:
             return ControlResponse(
                 ok: false,
-                error: "unknown command \"\(request.command)\" (known: status, leave, keys)"
+                error:
+                    "unknown command \"\(request.command)\" (known: status, leave, keys, snapshot, list, show, delete, restore)"
+            )
+        }
+    }
+
+    private func handleSnapshot(_ request: ControlRequest, progress: @escaping @Sendable (String) async -> Void)
+        async throws -> ControlResponse
+    {
+        switch request.command {
+        case "snapshot":
+            guard let order = request.snapshot else { throw SnapshotError("snapshot needs a VIOLIN") }
+            let manifest = try await self.snapshots.requestSnapshot(
+                violin: order.violin,
+                mode: order.mode,
+                name: order.name
+            ) { update in
+                let id = update.snapshotID == 0 ? "" : "snapshot \(update.snapshotID): "
+                await progress("\(id)\(update.phase)\(update.message.isEmpty ? "" : " (\(update.message))")")
+            }
+            return ControlResponse(ok: true, manifest: manifest)
+        case "list":
+            return ControlResponse(ok: true, snapshots: try await self.snapshots.list())
+        case "show":
+            guard let id = request.id else { throw SnapshotError("show needs a snapshot id") }
+            return ControlResponse(ok: true, manifest: try await self.snapshots.manifest(id))
+        case "delete":
+            guard let id = request.id else { throw SnapshotError("delete needs a snapshot id") }
+            let silent = try await self.snapshots.delete(id)
+            return ControlResponse(
+                ok: true,
+                notes: silent.isEmpty
+                    ? nil
+                    : ["not answered by \(silent.joined(separator: ", ")): they delete it when told again"]
+            )
+        default:
+            guard let id = request.id else { throw SnapshotError("restore needs a snapshot id") }
+            let manifest = try await self.snapshots.manifest(id)
+            guard request.yes == true else {
+                let vms = manifest.vms.map { "\($0.name) on \($0.peer)" }.joined(separator: ", ")
+                throw SnapshotError(
+                    "restoring snapshot \(id) stops and replaces the VMs of VIOLIN \(manifest.violin) (\(vms)); nothing was stopped: confirm, or pass --yes"
+                )
+            }
+            let timings = try await self.snapshots.restore(id, replay: request.replay ?? true, progress: progress)
+            return ControlResponse(
+                ok: true,
+                manifest: manifest,
+                restore: Dictionary(uniqueKeysWithValues: timings.map { ("\($0.key)", $0.value) })
             )
         }
     }

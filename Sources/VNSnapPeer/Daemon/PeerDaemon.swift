@@ -27,6 +27,8 @@ public enum PeerDaemon {
         let session = try TermStore.session(path: config.peer.dataDirectory + "/session")
             .nextSession(now: UInt64(Date().timeIntervalSince1970 * 1_000_000_000))
 
+        let catalog = try SnapshotCatalog(path: config.peer.dataDirectory + "/catalog.sqlite")
+        let snapshotBox = NIOLockedValueBox<SnapshotService?>(nil)
         let switchService = try await SwitchService.start(
             me: config.peer.name,
             bind: config.peer.bind,
@@ -42,7 +44,13 @@ public enum PeerDaemon {
             membership = try await MembershipService.start(
                 Self.membershipConfiguration(config, session: session, tunnelPort: switchService.tunnelAddress.port),
                 logger: logger,
-                onEvent: { event in await Self.follow(event, switchService: switchService, config: config) }
+                onEvent: { event in
+                    if case .snapshot(let message) = event {
+                        snapshotBox.withLockedValue { $0 }?.deliver(message)
+                        return
+                    }
+                    await Self.follow(event, switchService: switchService, config: config)
+                }
             )
         } catch {
             await switchService.close()
@@ -55,6 +63,16 @@ public enum PeerDaemon {
             onStart: { vm in await switchService.vmStarted(vm) },
             logger: logger
         )
+        let snapshots = SnapshotService(
+            config: config,
+            membership: membership,
+            switchService: switchService,
+            supervisor: supervisor,
+            catalog: catalog,
+            logger: logger
+        )
+        try await snapshots.start()
+        snapshotBox.withLockedValue { $0 = snapshots }
         let groupBox = NIOLockedValueBox<ServiceGroup?>(nil)
         let services = DaemonServices(
             config: config,
@@ -63,13 +81,14 @@ public enum PeerDaemon {
             switchService: switchService,
             membership: membership,
             supervisor: supervisor,
+            snapshots: snapshots,
             shutdown: { await groupBox.withLockedValue { $0 }?.triggerGracefulShutdown() }
         )
         let control: ControlServer
         do {
             control = try await ControlServer.bind(
                 path: config.peer.controlSocket,
-                handler: { request in await services.handle(request) },
+                handler: { request, progress in await services.handle(request, progress: progress) },
                 logger: logger
             )
         } catch {
@@ -98,6 +117,7 @@ public enum PeerDaemon {
         )
         groupBox.withLockedValue { $0 = group }
         try await group.run()
+        await snapshots.stop()
         logger.info("Peer stopped", metadata: ["peer.name": "\(config.peer.name)"])
     }
 
@@ -111,6 +131,8 @@ public enum PeerDaemon {
             await switchService.removeTunnel(name: name)
         case .keyringChanged(let keyring):
             await switchService.replaceCrypto(TunnelCrypto(keyring: keyring, clusterName: config.cluster.name))
+        case .snapshot:
+            break  // routed to the snapshot service before this
         }
     }
 

@@ -11,6 +11,8 @@ public enum MembershipEvent: Sendable, Hashable {
     case memberDown(name: String)
     /// The cluster's keyring changed: the switch seals and opens with it from now on.
     case keyringChanged(Keyring)
+    /// A snapshot protocol message from another peer (its sealed source checked).
+    case snapshot(SnapshotMessage)
 }
 
 /// The membership shell on its event loop: opens and seals datagrams, feeds `SWIMInstance` and `Election`,
@@ -103,7 +105,7 @@ final class MembershipEngine {
     /// A datagram from `remote`: opened, checked against replays, then handed to SWIM or the keyring.
     func receive(_ datagram: ByteBuffer, from remote: SocketAddress) {
         let now = ContinuousClock.now
-        guard datagram.readableBytes <= SWIMCodec.maximumSize + TunnelCrypto.overhead else {
+        guard datagram.readableBytes <= Self.maximumDatagram else {
             return self.reject(.oversized)
         }
         let header: TunnelHeader
@@ -148,8 +150,17 @@ final class MembershipEngine {
         case .keyring:
             guard let offered = Keyring(syncPayload: payload) else { return self.reject(.malformed) }
             self.adopt(offered, from: "\(remote.displayString)")
-        case .frame, .endOfEpoch, .snapshot:
-            // Frames and markers belong on the tunnel socket; snapshot messages are not spoken yet.
+        case .snapshot:
+            let message: SnapshotMessage
+            do throws(WireFailure) {
+                message = try SnapshotCodec.decode(payload)
+            } catch {
+                return self.reject(error == .badVersion ? .badVersion : .malformed)
+            }
+            guard message.from == header.source else { return self.reject(.malformed) }
+            self.emit(.snapshot(message))
+        case .frame, .endOfEpoch:
+            // Frames and markers belong on the tunnel socket.
             self.reject(.unknownKind)
         }
         self.flush()
@@ -239,6 +250,28 @@ final class MembershipEngine {
         channel.write(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: datagram)), promise: nil)
         self.datagramsSent &+= 1
         self.dirty = true
+    }
+
+    /// Largest datagram accepted: a snapshot message with a blob (manifests), sealed.
+    static let maximumDatagram =
+        max(SWIMCodec.maximumSize, SnapshotCodec.maximumBlobMessageSize) + TunnelCrypto.overhead
+
+    /// Sends a snapshot protocol message to a member (to itself: handed straight back as an event).
+    func sendSnapshot(_ message: SnapshotMessage, to peer: PeerID) {
+        if peer == self.swim.me.id {
+            self.emit(.snapshot(message))
+            return
+        }
+        guard let member = self.swim.state(of: peer) else {
+            self.logger.debug("Snapshot message for an unknown member", metadata: ["snapshot.peer": "\(peer)"])
+            return
+        }
+        do {
+            self.sendSealed(kind: .snapshot, payload: try SnapshotCodec.encode(message), to: member.address)
+            self.flush()
+        } catch {
+            self.logger.error("Snapshot message does not fit a datagram", metadata: ["snapshot.error": "\(error)"])
+        }
     }
 
     private func send(_ message: SWIMMessage, to address: String) {

@@ -119,7 +119,10 @@ public final class MembershipService: Service, Sendable {
             }.get()
             let channel = try await DatagramBootstrap(group: loop)
                 .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 2048))
+                .channelOption(
+                    .recvAllocator,
+                    value: FixedSizeRecvByteBufferAllocator(capacity: MembershipEngine.maximumDatagram + 1)
+                )
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {
                         try channel.pipeline.syncOperations.addHandler(MembershipHandler(engine: engine.value))
@@ -182,6 +185,30 @@ public final class MembershipService: Service, Sendable {
         try await self.submit { engine throws in try engine.change(change) }
     }
 
+    /// Sends a snapshot protocol message to a member, sealed, over the membership socket.
+    public func send(snapshot message: SnapshotMessage, to peer: PeerID) async {
+        _ = try? await self.submit { $0.sendSnapshot(message, to: peer) }
+    }
+
+    /// The alive members (this peer included) by id and name, the current initiator and the term.
+    public func view() async throws -> MembershipView {
+        try await self.submit { engine in
+            var alive = [engine.swim.me.id: engine.swim.me.name]
+            for member in engine.swim.otherMembers where member.state.status == .alive {
+                alive[member.state.id] = member.state.name
+            }
+            var names = alive
+            for member in engine.swim.otherMembers { names[member.state.id] = member.state.name }
+            return MembershipView(
+                me: engine.swim.me.id,
+                alive: alive,
+                names: names,
+                initiator: engine.initiator,
+                term: engine.election.term
+            )
+        }
+    }
+
     private func submit<T: Sendable>(_ body: @escaping @Sendable (MembershipEngine) throws -> T) async throws -> T {
         let engine = self.engine
         return try await self.group.next().submit { try body(engine.value) }.get()
@@ -206,5 +233,28 @@ final class MembershipHandler: ChannelInboundHandler {
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A UDP socket reports ICMP errors (port unreachable) of earlier sends; the socket stays usable.
         self.engine.sendFailed()
+    }
+}
+
+/// What the snapshot service needs of membership at one moment.
+public struct MembershipView: Sendable, Hashable {
+    /// This peer.
+    public var me: PeerID
+    /// Alive members (this peer included), by id, with their names.
+    public var alive: [PeerID: String]
+    /// Every known member's name (dead and left too).
+    public var names: [PeerID: String]
+    /// The initiator, if this peer sees a majority.
+    public var initiator: PeerID?
+    /// The current election term.
+    public var term: UInt64
+
+    /// Creates a view.
+    public init(me: PeerID, alive: [PeerID: String], names: [PeerID: String], initiator: PeerID?, term: UInt64) {
+        self.me = me
+        self.alive = alive
+        self.names = names
+        self.initiator = initiator
+        self.term = term
     }
 }

@@ -304,7 +304,7 @@ extension SwitchEngine {
     // ==== ------------------------------------------------------------------------------------------------------------
     // MARK: Markers
 
-    private func sendMarkers(vni: VNI, epoch: UInt32) {
+    func sendMarkers(vni: VNI, epoch: UInt32) {
         for peer in self.tunnelOrder where self.tunnels[peer]?.up == true {
             let frames = self.tunnels[peer]!.sent[vni]?.below(epoch) ?? 0  // !-safe, checked above
             let marker = EndOfEpochMarker(vni: vni, epoch: epoch, frames: frames)

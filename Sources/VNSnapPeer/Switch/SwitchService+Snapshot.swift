@@ -71,6 +71,11 @@ extension SwitchService {
         try await self.onLoop { $0.inject(vm, frames: frames) }
     }
 
+    /// Closes this peer's channels of a VIOLIN it has no VM of: end-of-epoch markers on every tunnel.
+    public func sendMarkers(vni: VNI, epoch: UInt32) async throws {
+        try await self.onLoop { $0.sendMarkers(vni: vni, epoch: epoch) }
+    }
+
     /// The current epoch of every port, by VM.
     public func epochs() async throws -> [String: UInt32] {
         try await self.onLoop { engine in Dictionary(engine.ports.map { ($0.vm, $0.gate.epoch) }, uniquingKeysWith: max)

@@ -46,6 +46,8 @@ public final class VMSupervisor: Service, Sendable {
     private let order: [String]
     private let logger: Logger
     private let onStart: @Sendable (String) async -> Void
+    private let paths: @Sendable (VMDefinition) -> QEMUPaths
+    private let qemu: String
 
     /// Prepares the VMs of `definitions`; nothing starts until `run`.
     public init(
@@ -56,6 +58,8 @@ public final class VMSupervisor: Service, Sendable {
         logger: Logger
     ) {
         self.onStart = onStart
+        self.paths = paths
+        self.qemu = qemu
         var entries: [String: Entry] = [:]
         let fallback = QEMUMachine.defaultAccelerator()
         for definition in definitions {
@@ -90,8 +94,10 @@ public final class VMSupervisor: Service, Sendable {
             }
             try? await gracefulShutdown()
             self.markStopping()
+            // The machines now: a restore may have replaced some since the start.
+            let current = self.entries.withLock { entries in self.order.compactMap { entries[$0]?.machine } }
             await withTaskGroup(of: Void.self) { stops in
-                for machine in machines {
+                for machine in current {
                     stops.addTask { await machine.stop() }
                 }
             }
@@ -118,7 +124,17 @@ public final class VMSupervisor: Service, Sendable {
             await machine.stop()
             return
         }
+        await self.watch(machine)
+    }
+
+    /// Waits for `machine` to exit and records how it ended (unless a restore replaced it meanwhile).
+    private func watch(_ machine: QEMUMachine) async {
+        let name = machine.definition.name
         let status = await machine.exitStatus()
+        let replaced = self.entries.withLock {
+            $0[name].map { $0.machine !== machine || $0.state == "restoring" } ?? true
+        }
+        if replaced { return }
         let wasStopping = self.entries.withLock { $0[name]?.state == "stopping" }
         self.update(name) {
             $0.state = wasStopping ? "stopped" : "exited"
@@ -131,10 +147,59 @@ public final class VMSupervisor: Service, Sendable {
         }
     }
 
+    /// The running QEMU of `vm`, if it runs.
+    public func machine(_ vm: String) async -> QEMUMachine? {
+        guard let entry = self.entries.withLock({ $0[vm] }), entry.state == "running" else { return nil }
+        return await entry.machine.hasExited ? nil : entry.machine
+    }
+
+    /// The state of every VM (`running`, `exited`, ...), by name.
+    public func states() -> [String: String] {
+        self.entries.withLock { $0.mapValues(\.state) }
+    }
+
+    /// A restore: stops `vm`'s QEMU (if it runs) and starts a new one, paused, waiting for its state through
+    /// `migrate-incoming`. The new machine is supervised like the first.
+    public func restart(_ vm: String, forIncoming: Bool) async throws -> QEMUMachine {
+        guard let entry = self.entries.withLock({ $0[vm] }) else {
+            throw QMPError(.commandFailed, "no VM \(vm) on this peer")
+        }
+        self.update(vm) { $0.state = "restoring" }
+        await entry.machine.stop()
+        let machine = QEMUMachine(
+            definition: entry.definition,
+            accelerator: entry.machine.accelerator,
+            paths: self.paths(entry.definition),
+            executable: self.qemu,
+            logger: self.logger
+        )
+        self.update(vm) {
+            $0.machine = machine
+            $0.error = nil
+            $0.exitStatus = nil
+        }
+        do {
+            let directory = (machine.paths.serialLog as NSString).deletingLastPathComponent
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            try await machine.start(startPaused: true, incoming: forIncoming, stderrLog: directory + "/qemu.log")
+            await self.onStart(vm)
+        } catch {
+            self.update(vm) {
+                $0.state = "failed"
+                $0.error = "restore: \(error)"
+            }
+            await machine.stop()
+            throw error
+        }
+        self.update(vm) { $0.state = "running" }
+        Task { await self.watch(machine) }
+        return machine
+    }
+
     /// Marks every VM as stopping, so their exits are not reported as crashes.
     public func markStopping() {
         self.entries.withLock { entries in
-            for name in entries.keys where entries[name]!.state == "running" {  // !-safe, iterating keys
+            for name in entries.keys where ["running", "restoring"].contains(entries[name]!.state) {  // !-safe, its keys
                 entries[name]!.state = "stopping"
             }
         }

@@ -1,0 +1,192 @@
+import Foundation
+import Logging
+import NIOPosix
+import VNSnapCore
+import VNSnapHypervisor
+import VNSnapImage
+
+/// Making a participant's images durable, and ending its part of a snapshot (commit or abort).
+extension SnapshotService {
+    /// How long after its last cut a peer waits for the channels into its VMs to drain before closing the logs
+    /// with what arrived (a lost frame can never arrive; the manifest then says `drained: false`).
+    static let drainTimeout = Duration.seconds(3)
+
+    /// Waits for every local image stream and channel, writes the channel logs, records everything in the
+    /// catalog, and reports durable (or failed).
+    func makeDurable(_ id: UInt64) async {
+        guard let run = self.participants[id] else { return }
+        let key = run.machine.key
+        do {
+            var vms: [ParticipantReport.VM] = []
+            var images: [String: [SnapshotManifest.ChunkDescriptor]] = [:]
+            var durableAt: [String: Instant] = [:]
+            for vm in run.machine.vms {
+                guard let writer = run.writers[vm] else { throw SnapshotError("\(vm): no image writer") }
+                if let monitor = await self.monitor(vm) {
+                    try await QEMUSnapshot.waitCompleted(monitor, timeout: self.settings.streamTimeout)
+                }
+                do {
+                    images[vm] = try await writer.wait(timeout: self.settings.streamTimeout)
+                } catch {
+                    throw SnapshotError("\(vm): \(error.message)")
+                }
+                durableAt[vm] = .now
+            }
+            let drainDeadline = ContinuousClock.now + Self.drainTimeout
+            for vm in run.machine.vms {
+                while try await !self.switchService.isDrained(vm), ContinuousClock.now < drainDeadline {
+                    try await Task.sleep(for: .milliseconds(5))
+                }
+            }
+            for vm in run.machine.vms {
+                guard let report = try await self.switchService.snapshotReport(vm), let chunks = images[vm] else {
+                    throw SnapshotError("\(vm): the switch has no record of its snapshot")
+                }
+                let directory = "\(self.directory(id))/\(vm)"
+                let channelChunks = try await Self.writeChannelLog(
+                    report.log,
+                    to: LocalChunkStore(
+                        directory: directory + "/channel",
+                        label: "snapshot \(id), VM \(vm), channel log"
+                    )
+                )
+                try self.catalog.recordImage(
+                    snapshot: id,
+                    vm: vm,
+                    kind: .memory,
+                    peer: self.config.peer.name,
+                    directory: directory + "/memory",
+                    chunks: chunks
+                )
+                try self.catalog.recordImage(
+                    snapshot: id,
+                    vm: vm,
+                    kind: .channel,
+                    peer: self.config.peer.name,
+                    directory: directory + "/channel",
+                    chunks: channelChunks
+                )
+                if report.logOverflow > 0 || !report.drained {
+                    self.logger.warning(
+                        "Channel log incomplete",
+                        metadata: [
+                            "snapshot.id": "\(id)", "vm.name": "\(vm)", "snapshot.logOverflow": "\(report.logOverflow)",
+                            "snapshot.missing": "\(report.missing)",
+                        ]
+                    )
+                }
+                let started = run.cutStarted[vm] ?? .now
+                let durable = durableAt[vm] ?? .now
+                vms.append(
+                    ParticipantReport.VM(
+                        name: vm,
+                        image: ImageStreamFeeder.descriptor(of: chunks),
+                        channel: SnapshotManifest.ChannelLog(
+                            vm: vm,
+                            frames: UInt64(report.log.count),
+                            bytes: UInt64(report.log.reduce(0) { $0 + $1.count }),
+                            image: ImageStreamFeeder.descriptor(of: channelChunks),
+                            drained: report.drained && report.logOverflow == 0
+                        ),
+                        stall: report.stall,
+                        counters: report.counters,
+                        timeToDurable: Self.nanoseconds(started.duration(to: durable)),
+                        queueWaitExpired: run.outcomes[vm]?.queueWaitExpired ?? false
+                    )
+                )
+            }
+            try await self.switchService.endSnapshot(vms: run.machine.vms)
+            let report = try ParticipantReport(peer: self.config.peer.name, vms: vms).encoded()
+            guard var current = self.participants[id] else { return }
+            let directives = current.machine.imagesDurable(report: report, now: .now)
+            self.participants[id] = current
+            self.logger.info(
+                "Snapshot images durable",
+                metadata: ["snapshot.id": "\(id)", "snapshot.vms": "\(vms.count)"]
+            )
+            await self.executeParticipant(id, directives)
+        } catch {
+            self.logger.error(
+                "Snapshot images failed",
+                metadata: ["snapshot.id": "\(id)", "snapshot.violin": "\(key.violin)", "snapshot.error": "\(error)"]
+            )
+            guard var current = self.participants[id] else { return }
+            let directives = current.machine.localFailed("\(self.config.peer.name): \(error)", now: .now)
+            self.participants[id] = current
+            await self.executeParticipant(id, directives)
+        }
+    }
+
+    /// Compresses and writes a channel log on the thread pool; returns its chunks.
+    private static func writeChannelLog(_ frames: [[UInt8]], to store: LocalChunkStore) async throws
+        -> [SnapshotManifest.ChunkDescriptor]
+    {
+        try await NIOThreadPool.singleton.runIfActive {
+            try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
+            var chunker = ImageChunker(chunkSize: 4 << 20)
+            var chunks: [SnapshotManifest.ChunkDescriptor] = []
+            for chunk in chunker.append(ChannelLogFormat.encode(frames)) {
+                chunks.append(try store.write(index: chunk.index, raw: chunk.bytes))
+            }
+            if let last = chunker.finish() { chunks.append(try store.write(index: last.index, raw: last.bytes)) }
+            return chunks
+        }
+    }
+
+    func commitLocal(_ id: UInt64, document: [UInt8]) async {
+        self.participants[id]?.ended = .now
+        do {
+            let manifest = try SnapshotManifest.decode(Data(document), source: "commit of snapshot \(id)")
+            try self.catalog.commit(manifest, document: Data(document))
+            self.logger.info("Snapshot committed here", metadata: ["snapshot.id": "\(id)"])
+        } catch {
+            self.logger.error(
+                "Cannot record a commit",
+                metadata: ["snapshot.id": "\(id)", "snapshot.error": "\(error)"]
+            )
+        }
+    }
+
+    func abortLocal(_ id: UInt64, reason: SnapshotAbortReason) async {
+        self.participants[id]?.ended = .now
+        let vms = self.participants[id]?.machine.vms ?? []
+        self.logger.warning(
+            "Snapshot aborted here",
+            metadata: ["snapshot.id": "\(id)", "snapshot.reason": "\(reason)"]
+        )
+        _ = try? self.catalog.abort(id, reason: reason.message)
+        await self.cleanUp(id, vms: vms)
+    }
+
+    /// Stops what runs for snapshot `id` here and deletes its partial files; every VM keeps running.
+    func cleanUp(_ id: UInt64, vms: [String]) async {
+        for (vm, writer) in self.participants[id]?.writers ?? [:] {
+            writer.cancel()
+            if let monitor = await self.monitor(vm),
+                let (status, _) = try? await QEMUSnapshot.status(monitor),
+                ["active", "setup", "pre-switchover", "device"].contains(status)
+            {
+                _ = try? await monitor.execute("migrate_cancel")
+            }
+            if let monitor = await self.monitor(vm),
+                (try? await monitor.execute("query-status"))?["status"]?.stringValue == "postmigrate"
+            {
+                _ = try? await monitor.execute("cont")
+            }
+        }
+        self.participants[id]?.writers = [:]
+        try? await self.switchService.endSnapshot(vms: vms)
+        try? FileManager.default.removeItem(atPath: self.directory(id))
+    }
+
+    /// Removes snapshot `id`'s files and rows here.
+    func deleteLocally(_ id: UInt64) async {
+        _ = try? self.catalog.delete(id)
+        try? FileManager.default.removeItem(atPath: self.directory(id))
+    }
+
+    static func nanoseconds(_ duration: Duration) -> UInt64 {
+        UInt64(max(0, duration.components.seconds)) * 1_000_000_000
+            + UInt64(max(0, duration.components.attoseconds / 1_000_000_000))
+    }
+}

@@ -1,0 +1,217 @@
+import Foundation
+import Logging
+import VNSnapCore
+
+/// The initiator's side: requests from any peer start a snapshot here; directives go out as messages.
+extension SnapshotService {
+    /// A request (or its poll) from the peer where `vnsnap-peer snapshot` runs.
+    func serveRequest(_ message: SnapshotMessage, mode: SnapshotMode, name: String) async {
+        let requestID = message.key.id
+        if let request = self.served[requestID] {
+            return await self.answer(requestID, request.progress, to: message.from)
+        }
+        let progress: SnapshotProgress
+        do {
+            let id = try await self.startSnapshot(
+                violin: message.key.violin,
+                mode: mode,
+                name: name,
+                requestID: requestID,
+                requester: message.from
+            )
+            progress = SnapshotProgress(snapshotID: id, phase: "preparing", finished: false)
+        } catch {
+            progress = SnapshotProgress(snapshotID: 0, phase: "refused", finished: true, message: "\(error)")
+        }
+        self.served[requestID] = ServedRequest(snapshotID: progress.snapshotID, progress: progress, at: .now)
+        await self.answer(requestID, progress, to: message.from)
+    }
+
+    private func answer(_ requestID: UInt64, _ progress: SnapshotProgress, to peer: PeerID) async {
+        let key = SnapshotKey(id: requestID, violin: "", epoch: 0, term: 0)
+        await self.membership.send(
+            snapshot: SnapshotMessage(key: key, from: self.me, body: .progress(progress)),
+            to: peer
+        )
+    }
+
+    /// Plans and starts a snapshot of `violin`; throws (refusing it) with a reason for the operator.
+    private func startSnapshot(
+        violin: String,
+        mode: SnapshotMode,
+        name: String,
+        requestID: UInt64,
+        requester: PeerID
+    ) async throws -> UInt64 {
+        let view = try await self.membership.view()
+        guard view.initiator == self.me else {
+            let other = view.initiator.flatMap { view.names[$0] }
+            throw SnapshotError(
+                other.map { "this peer is not the initiator; \($0) is (ask again)" }
+                    ?? "no initiator: this peer does not see a majority of the cluster"
+            )
+        }
+        guard let definition = self.config.violin(named: violin) else {
+            let known = self.config.violins.map(\.name).joined(separator: ", ")
+            throw SnapshotError("unknown VIOLIN \"\(violin)\" (the initiator knows: \(known.isEmpty ? "none" : known))")
+        }
+        if let running = self.initiators.values.first(where: {
+            $0.machine.key.violin == violin && $0.finished == nil
+        }) {
+            throw SnapshotError("snapshot \(running.machine.key.id) of \(violin) is still in progress")
+        }
+        // The epoch must be past every VM's: past every snapshot of the VIOLIN this peer knows, and past its
+        // own VMs' epochs (a participant whose VM is further refuses at prepare, naming it).
+        let localEpochs = try await self.switchService.epochs()
+        let highest = max(
+            try self.catalog.highestEpoch(violin: violin),
+            self.initiators.values.filter { $0.machine.key.violin == violin }.map(\.machine.key.epoch).max() ?? 0,
+            self.config.vms.filter { $0.violin == violin }.compactMap { localEpochs[$0.name] }.max() ?? 0
+        )
+        guard highest < UInt32.max else { throw SnapshotError("VIOLIN \(violin) has run out of epochs") }
+        let id = UInt64.random(in: 1...UInt64(Int64.max))
+        let key = SnapshotKey(id: id, violin: violin, epoch: highest + 1, term: view.term)
+        // Every alive member takes part: each knows its own VMs of the VIOLIN, and one without any still closes
+        // its channels with end-of-epoch markers.
+        let plan = SnapshotPlan(
+            vms: Dictionary(uniqueKeysWithValues: view.alive.keys.map { ($0, [String]()) }),
+            mode: mode,
+            vni: definition.vni.rawValue
+        )
+        try self.catalog.begin(key, name: name, mode: mode, createdAtNanoseconds: Self.wallNanoseconds())
+        var machine = SnapshotInitiator<Instant>(key: key, me: self.me, plan: plan, settings: self.settings, now: .now)
+        let directives = machine.start(now: .now)
+        self.initiators[id] = InitiatorRun(machine: machine, name: name, requestID: requestID, requester: requester)
+        self.logger.info(
+            "Snapshot started",
+            metadata: [
+                "snapshot.id": "\(id)", "snapshot.violin": "\(violin)", "snapshot.epoch": "\(key.epoch)",
+                "snapshot.mode": "\(mode.rawValue)", "snapshot.participants": "\(plan.participants.count)",
+            ]
+        )
+        await self.executeInitiator(id, directives)
+        return id
+    }
+
+    func executeInitiator(_ id: UInt64, _ directives: [SnapshotInitiator<Instant>.Directive]) async {
+        for directive in directives {
+            switch directive {
+            case .send(let message, let peer):
+                await self.membership.send(snapshot: message, to: peer)
+            case .writeManifest(let cuts, let reports):
+                await self.writeManifest(id, cuts: cuts, reports: reports)
+            case .finished(let outcome):
+                guard var run = self.initiators[id] else { continue }
+                run.finished = .now
+                self.initiators[id] = run
+                switch outcome {
+                case .committed:
+                    self.logger.info("Snapshot committed", metadata: ["snapshot.id": "\(id)"])
+                case .aborted(let reason):
+                    self.logger.warning(
+                        "Snapshot aborted",
+                        metadata: ["snapshot.id": "\(id)", "snapshot.reason": "\(reason)"]
+                    )
+                    _ = try? self.catalog.abort(id, reason: reason.message)
+                }
+            case .scheduleTick:
+                break  // ticked every `tickInterval`
+            }
+        }
+        self.updateProgress(id)
+    }
+
+    /// Keeps what a requester's next poll is told in step with the initiator's phase.
+    private func updateProgress(_ id: UInt64) {
+        guard let run = self.initiators[id], var request = self.served[run.requestID] else { return }
+        let machine = run.machine
+        let phase: String
+        var message = ""
+        var finished = false
+        var blob: [UInt8] = []
+        switch machine.phase {
+        case .preparing: phase = "preparing"
+        case .cutting: phase = "cutting"
+        case .streaming: phase = "streaming"
+        case .writingManifest: phase = "writing manifest"
+        case .committing, .committed:
+            phase = "committed"
+            finished = true
+            blob = machine.manifest
+        case .aborting, .aborted:
+            phase = "aborted"
+            finished = true
+            message = machine.abortReason?.message ?? "aborted"
+        }
+        if phase == "cutting" || phase == "streaming" {
+            message = "\(machine.cuts.values.reduce(0) { $0 + $1.count }) VMs cut"
+        }
+        request.progress = SnapshotProgress(
+            snapshotID: id,
+            phase: phase,
+            finished: finished,
+            message: message,
+            blob: blob
+        )
+        self.served[run.requestID] = request
+    }
+
+    private func writeManifest(_ id: UInt64, cuts: [PeerID: [VMCutReport]], reports: [PeerID: [UInt8]]) async {
+        guard let run = self.initiators[id] else { return }
+        let key = run.machine.key
+        let result: Result<[UInt8], SnapshotError>
+        do {
+            var parsed: [SnapshotManifest.PeerReport] = []
+            for (peer, bytes) in reports.sorted(by: { $0.key < $1.key }) {
+                parsed.append(.init(peer: peer, report: try ParticipantReport.decode(bytes)))
+            }
+            guard parsed.contains(where: { !$0.report.vms.isEmpty }) else {
+                throw SnapshotError("no VM of VIOLIN \(key.violin) runs on any alive peer")
+            }
+            let manifest = SnapshotManifest.build(
+                key: key,
+                name: run.name,
+                vni: run.machine.plan.vni,
+                mode: run.machine.plan.mode,
+                initiator: self.config.peer.name,
+                cuts: cuts,
+                reports: parsed,
+                now: Self.wallNanoseconds()
+            )
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            let document = try encoder.encode(manifest)
+            guard document.count <= SnapshotCodec.maximumBlobMessageSize - 200 else {
+                throw SnapshotError("the manifest (\(document.count) bytes) is too large for one message")
+            }
+            // The commit point: the manifest is durable in this peer's catalog.
+            try self.catalog.commit(manifest, document: document)
+            result = .success(Array(document))
+        } catch let error as SnapshotError {
+            result = .failure(error)
+        } catch {
+            result = .failure(SnapshotError("\(error)"))
+        }
+        guard var current = self.initiators[id] else { return }
+        let directives: [SnapshotInitiator<Instant>.Directive]
+        switch result {
+        case .success(let document): directives = current.machine.manifestWritten(document, now: .now)
+        case .failure(let error): directives = current.machine.manifestFailed(error.message, now: .now)
+        }
+        self.initiators[id] = current
+        await self.executeInitiator(id, directives)
+    }
+}
+
+/// A snapshot or restore refused or failed, for the operator.
+public struct SnapshotError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What went wrong.
+    public var message: String
+
+    /// Creates an error.
+    public init(_ message: String) {
+        self.message = message
+    }
+
+    public var description: String { self.message }
+}

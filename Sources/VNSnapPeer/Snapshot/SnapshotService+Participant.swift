@@ -1,0 +1,237 @@
+import Foundation
+import Logging
+import NIOPosix
+import VNSnapCore
+import VNSnapHypervisor
+import VNSnapImage
+
+/// The participant's side: prepare image writers and the switch, cut the local VMs, make their images and
+/// channel logs durable, then commit or abort as the initiator says.
+extension SnapshotService {
+    func startParticipant(_ message: SnapshotMessage) async {
+        let id = message.key.id
+        if var run = self.participants[id] {
+            let directives = run.machine.onMessage(message, now: .now)
+            self.participants[id] = run
+            return await self.executeParticipant(id, directives)
+        }
+        guard case .prepare(var plan) = message.body else { return }
+        let view = try? await self.membership.view()
+        guard SnapshotParticipant<Instant>.admits(message.key, highestTerm: view?.term ?? 0) else {
+            self.logger.warning(
+                "Snapshot prepare of a superseded term refused",
+                metadata: ["snapshot.id": "\(id)", "snapshot.term": "\(message.key.term)"]
+            )
+            return
+        }
+        // This peer knows its own VMs of the VIOLIN; the plan names the participants.
+        plan.vms[self.me] = self.config.vms.filter { $0.violin == message.key.violin }.map(\.name)
+        let local = SnapshotMessage(key: message.key, from: message.from, body: .prepare(plan))
+        let machine = SnapshotParticipant<Instant>(prepare: local, me: self.me, settings: self.settings)
+        self.participants[id] = ParticipantRun(machine: machine, plan: plan)
+        await self.executeParticipant(id, machine.start())
+    }
+
+    func participantMessage(_ message: SnapshotMessage) async {
+        let id = message.key.id
+        guard var run = self.participants[id] else {
+            // Unknown here (this peer restarted, or never prepared): an abort is answered so the initiator settles.
+            if case .abort = message.body {
+                await self.membership.send(
+                    snapshot: SnapshotMessage(key: message.key, from: self.me, body: .aborted),
+                    to: message.from
+                )
+            }
+            return
+        }
+        let directives = run.machine.onMessage(message, now: .now)
+        self.participants[id] = run
+        await self.executeParticipant(id, directives)
+    }
+
+    func executeParticipant(_ id: UInt64, _ directives: [SnapshotParticipant<Instant>.Directive]) async {
+        for directive in directives {
+            switch directive {
+            case .send(let message, let peer):
+                await self.membership.send(snapshot: message, to: peer)
+            case .prepareLocal(let vms):
+                let failure = await self.prepareLocal(id, vms: vms)
+                guard var run = self.participants[id] else { continue }
+                let next = run.machine.localPrepared(ok: failure == nil, reason: failure, now: .now)
+                self.participants[id] = run
+                await self.executeParticipant(id, next)
+            case .cutVMs(let vms):
+                for vm in vms { self.cut(id, vm: vm) }
+            case .commitLocal(let document):
+                await self.commitLocal(id, document: document)
+            case .abortLocal(let reason):
+                await self.abortLocal(id, reason: reason)
+            case .declineTrigger(let vm):
+                try? await self.switchService.cancelCut(vm)
+                try? await self.switchService.releaseHeld(vm)
+            case .scheduleTick:
+                break
+            }
+        }
+        await self.afterCut(id)
+    }
+
+    /// Opens an image writer per VM, configures QEMU for the mode and arms the switch; returns why not.
+    private func prepareLocal(_ id: UInt64, vms: [String]) async -> String? {
+        guard let run = self.participants[id] else { return "snapshot \(id) is gone" }
+        let key = run.machine.key
+        let mode = run.plan.mode
+        do {
+            try self.catalog.begin(key, name: "", mode: mode, createdAtNanoseconds: Self.wallNanoseconds())
+            var writers: [String: ImageStreamWriter] = [:]
+            for vm in vms {
+                guard let machine = await self.supervisor.machine(vm), let monitor = await machine.monitor else {
+                    throw SnapshotError("VM \(vm) is not running on \(self.config.peer.name)")
+                }
+                let directory = "\(self.directory(id))/\(vm)"
+                try FileManager.default.createDirectory(
+                    atPath: directory + "/memory",
+                    withIntermediateDirectories: true
+                )
+                let socket = "\(self.directory(id))/\(vm).sock"
+                guard socket.utf8.count < 100 else {
+                    throw SnapshotError(
+                        "image socket path \(socket) is too long for a unix socket; use a shorter data_dir"
+                    )
+                }
+                let store = LocalChunkStore(directory: directory + "/memory", label: "snapshot \(id), VM \(vm)")
+                writers[vm] = try ImageStreamWriter(socketPath: socket, store: store)
+                // QEMU's default cap (128 MiB/s) would make saving RAM the slowest part.
+                _ = try await monitor.execute(
+                    "migrate-set-parameters",
+                    arguments: ["max-bandwidth": .number(Double(8 << 30))]
+                )
+                _ = try await monitor.execute(
+                    "migrate-set-capabilities",
+                    arguments: [
+                        "capabilities": .array([
+                            .object(["capability": .string("background-snapshot"), "state": .bool(mode != .precopy)])
+                        ])
+                    ]
+                )
+            }
+            self.participants[id]?.writers = writers
+            let refused = try await self.switchService.arm(
+                vms: vms,
+                epoch: key.epoch,
+                policy: mode == .drop ? .drop : .trigger,
+                senders: run.plan.participants.subtracting([self.me])
+            )
+            if let (vm, reason) = refused.sorted(by: { $0.key < $1.key }).first {
+                throw SnapshotError("cannot arm the switch for \(vm): \(reason)")
+            }
+            if mode == .precopy {
+                // Pre-copy runs now, while the VMs keep running; the cut is the final pause, lined up by the marker.
+                for (vm, writer) in writers {
+                    guard let monitor = await self.monitor(vm) else { continue }
+                    try await QEMUSnapshot.start(monitor, uri: "unix:\(writer.socketPath)")
+                }
+                for vm in writers.keys {
+                    guard let monitor = await self.monitor(vm) else { continue }
+                    try await Self.waitForPrecopyToConverge(monitor, vm: vm)
+                }
+            }
+            return nil
+        } catch {
+            self.logger.error(
+                "Snapshot prepare failed",
+                metadata: ["snapshot.id": "\(id)", "snapshot.error": "\(error)"]
+            )
+            await self.cleanUp(id, vms: vms)
+            return "\(self.config.peer.name): \(error)"
+        }
+    }
+
+    /// Waits until a pre-copy migration has sent RAM at least once (two dirty-bitmap syncs).
+    private static func waitForPrecopyToConverge(_ monitor: QMPClient, vm: String) async throws {
+        let deadline = ContinuousClock.now + .seconds(60)
+        while ContinuousClock.now < deadline {
+            let reply = try await monitor.execute("query-migrate")
+            let status = reply["status"]?.stringValue ?? "none"
+            if status == "failed" || status == "cancelled" {
+                throw SnapshotError("VM \(vm): pre-copy \(status): \(reply["error-desc"]?.stringValue ?? "")")
+            }
+            if status == "completed" { return }
+            if (reply["ram"]?["dirty-sync-count"]?.intValue ?? 0) >= 2 { return }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        throw SnapshotError("VM \(vm): pre-copy did not converge within 60 s")
+    }
+
+    /// Starts one VM's cut on its own task.
+    private func cut(_ id: UInt64, vm: String) {
+        guard let run = self.participants[id], let writer = run.writers[vm] else {
+            Task { await self.cutFinished(id, vm: vm, .failure(SnapshotAbortReason("\(vm): no image writer"))) }
+            return
+        }
+        self.participants[id]?.cutStarted[vm] = .now
+        let mode = run.plan.mode
+        let paths = PeerDaemon.paths(self.config, vm)
+        Task {
+            guard let machine = await self.supervisor.machine(vm), let monitor = await machine.monitor else {
+                await self.cutFinished(id, vm: vm, .failure(SnapshotAbortReason("\(vm): not running")))
+                return
+            }
+            let runner = VMCutRunner(
+                vm: vm,
+                monitor: monitor,
+                switchService: self.switchService,
+                nicSocket: paths.nicSocket,
+                uri: "unix:\(writer.socketPath)",
+                precopy: mode == .precopy,
+                logger: self.logger
+            )
+            await self.cutFinished(id, vm: vm, await runner.run(triggered: false))
+        }
+    }
+
+    private func cutFinished(_ id: UInt64, vm: String, _ outcome: Result<VMCutRunner.Outcome, SnapshotAbortReason>)
+        async
+    {
+        guard var run = self.participants[id] else { return }
+        let directives: [SnapshotParticipant<Instant>.Directive]
+        switch outcome {
+        case .success(let result):
+            run.outcomes[vm] = result
+            directives = run.machine.vmCut(result.report, now: .now)
+        case .failure(let reason):
+            directives = run.machine.vmCutFailed(vm, reason: reason.message, now: .now)
+        }
+        self.participants[id] = run
+        if run.machine.phase == .aborted { try? await self.switchService.endSnapshot(vms: [vm]) }
+        await self.executeParticipant(id, directives)
+    }
+
+    /// A frame of the new epoch reached a VM not cut yet: cut it now (or release it, if no snapshot wants it).
+    func vmTriggered(_ vm: String) async {
+        guard
+            let (id, run) = self.participants.first(where: {
+                $0.value.machine.vms.contains(vm) && [.prepared, .cutting].contains($0.value.machine.phase)
+            })
+        else {
+            try? await self.switchService.cancelCut(vm)
+            try? await self.switchService.releaseHeld(vm)
+            return
+        }
+        var machine = run.machine
+        let directives = machine.vmTriggered(vm, now: .now)
+        self.participants[id]?.machine = machine
+        await self.executeParticipant(id, directives)
+    }
+
+    /// Once every local VM is cut: peers without VMs close their channels, and durability begins.
+    private func afterCut(_ id: UInt64) async {
+        guard let run = self.participants[id], run.machine.phase == .cut, !run.durabilityStarted else { return }
+        self.participants[id]?.durabilityStarted = true
+        if run.machine.vms.isEmpty, !run.markersSent, let vni = VNI(run.plan.vni) {
+            self.participants[id]?.markersSent = true
+            try? await self.switchService.sendMarkers(vni: vni, epoch: run.machine.key.epoch)
+        }
+        Task { await self.makeDurable(id) }
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import Logging
+import VNSnapCore
+
+/// What `vnsnap-peer snapshot`, `list`, `show` and `delete` ask of the local peer.
+extension SnapshotService {
+    /// Asks the initiator for a snapshot of `violin` and follows it to its end; `progress` hears every change
+    /// of phase. Returns the committed manifest, or throws why it was refused or aborted.
+    public func requestSnapshot(
+        violin: String,
+        mode: SnapshotMode,
+        name: String,
+        progress: @escaping @Sendable (SnapshotProgress) async -> Void
+    ) async throws -> SnapshotManifest {
+        let view = try await self.membership.view()
+        guard let initiator = view.initiator else {
+            throw SnapshotError(
+                "no initiator: this peer does not see a majority of the cluster (see `vnsnap-peer status`)"
+            )
+        }
+        let requestID = UInt64.random(in: 1...UInt64(Int64.max))
+        let key = SnapshotKey(id: requestID, violin: violin, epoch: 0, term: view.term)
+        let request = SnapshotMessage(key: key, from: self.me, body: .request(mode: mode, name: name))
+        self.awaited[requestID] = .some(nil)
+        defer { self.awaited[requestID] = nil }
+        let deadline =
+            ContinuousClock.now + self.settings.prepareTimeout + self.settings.cutTimeout
+            + self.settings.streamTimeout + self.settings.settleTimeout
+        var last: SnapshotProgress?
+        var heardAt = ContinuousClock.now
+        while ContinuousClock.now < deadline {
+            // The request doubles as the poll: the initiator answers each with where the snapshot stands.
+            await self.membership.send(snapshot: request, to: initiator)
+            try? await Task.sleep(for: .milliseconds(100))
+            guard case .some(.some(let current)) = self.awaited[requestID] else {
+                if heardAt.duration(to: .now) > .seconds(10) {
+                    throw SnapshotError("the initiator \(view.names[initiator] ?? "\(initiator)") does not answer")
+                }
+                continue
+            }
+            heardAt = .now
+            if current != last {
+                last = current
+                await progress(current)
+            }
+            guard current.finished else { continue }
+            guard current.phase == "committed" else {
+                throw SnapshotError("snapshot \(current.phase): \(current.message)")
+            }
+            let manifest = try SnapshotManifest.decode(Data(current.blob), source: "the initiator's manifest")
+            try self.catalog.commit(manifest, document: Data(current.blob))
+            return manifest
+        }
+        throw SnapshotError("no outcome from the initiator in time; see `vnsnap-peer list` for whether it committed")
+    }
+
+    /// Committed snapshots this peer knows of.
+    public func list() throws -> [SnapshotCatalog.Entry] {
+        try self.catalog.list()
+    }
+
+    /// One committed snapshot's manifest.
+    public func manifest(_ id: UInt64) throws -> SnapshotManifest {
+        guard let entry = try self.catalog.entry(id), let manifest = entry.manifest, entry.state == "committed" else {
+            throw SnapshotError("no committed snapshot \(id) (see `vnsnap-peer list`)")
+        }
+        return manifest
+    }
+
+    /// Deletes snapshot `id` on every alive member (images and catalog rows); returns the members that did not
+    /// answer within `timeout`.
+    public func delete(_ id: UInt64, timeout: Duration = .seconds(5)) async throws -> [String] {
+        guard let entry = try self.catalog.entry(id) else {
+            throw SnapshotError("no snapshot \(id) (see `vnsnap-peer list`)")
+        }
+        let view = try await self.membership.view()
+        let others = Set(view.alive.keys).subtracting([self.me])
+        self.deletions[id] = others
+        defer { self.deletions[id] = nil }
+        let key = SnapshotKey(id: id, violin: entry.violin, epoch: entry.epoch, term: view.term)
+        let deadline = ContinuousClock.now + timeout
+        while let waiting = self.deletions[id], !waiting.isEmpty, ContinuousClock.now < deadline {
+            for peer in waiting.sorted() {
+                await self.membership.send(
+                    snapshot: SnapshotMessage(key: key, from: self.me, body: .deleteSnapshot),
+                    to: peer
+                )
+            }
+            try? await Task.sleep(for: .milliseconds(200))
+        }
+        await self.deleteLocally(id)
+        return (self.deletions[id] ?? []).map { view.names[$0] ?? "\($0)" }.sorted()
+    }
+}

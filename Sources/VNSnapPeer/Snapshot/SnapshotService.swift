@@ -1,0 +1,178 @@
+import Foundation
+import Logging
+import VNSnapCore
+import VNSnapHypervisor
+import VNSnapImage
+
+/// The snapshot protocol's shell on one peer (DESIGN §6): runs the initiator's side when this peer is the
+/// initiator, the participant's side for its own VMs, and the requester's side for `vnsnap-peer snapshot`.
+///
+/// The protocol itself is in `SnapshotInitiator` and `SnapshotParticipant`; this actor carries out their
+/// directives with membership (messages), the switch (epochs), QMP (cuts) and the image writers, and ticks them
+/// every `tickInterval`.
+public actor SnapshotService {
+    typealias Instant = ContinuousClock.Instant
+
+    struct InitiatorRun {
+        var machine: SnapshotInitiator<Instant>
+        var name: String
+        var requestID: UInt64
+        var requester: PeerID
+        var finished: Instant?
+    }
+
+    struct ParticipantRun {
+        var machine: SnapshotParticipant<Instant>
+        var plan: SnapshotPlan
+        var writers: [String: ImageStreamWriter] = [:]
+        var outcomes: [String: VMCutRunner.Outcome] = [:]
+        /// Monotonic time each VM's cut began (for time to durable).
+        var cutStarted: [String: Instant] = [:]
+        var durabilityStarted = false
+        var markersSent = false
+        var ended: Instant?
+    }
+
+    /// What the initiator remembers of a request, to answer the requester's polls.
+    struct ServedRequest {
+        var snapshotID: UInt64
+        var progress: SnapshotProgress
+        var at: Instant
+    }
+
+    let config: PeerConfig
+    let me: PeerID
+    let membership: MembershipService
+    let switchService: SwitchService
+    let supervisor: VMSupervisor
+    let catalog: SnapshotCatalog
+    let settings: SnapshotSettings
+    let logger: Logger
+    var initiators: [UInt64: InitiatorRun] = [:]
+    var participants: [UInt64: ParticipantRun] = [:]
+    var served: [UInt64: ServedRequest] = [:]
+    var awaited: [UInt64: SnapshotProgress?] = [:]
+    var restores: [UInt64: RestoreRun] = [:]
+    var holding: [UInt64: HolderRestore] = [:]
+    var deletions: [UInt64: Set<PeerID>] = [:]
+    private var ticker: Task<Void, Never>?
+
+    /// How often the protocol machines are ticked (retransmissions, deadlines).
+    static let tickInterval = Duration.milliseconds(50)
+
+    /// Creates the service; `start` begins ticking.
+    public init(
+        config: PeerConfig,
+        membership: MembershipService,
+        switchService: SwitchService,
+        supervisor: VMSupervisor,
+        catalog: SnapshotCatalog,
+        settings: SnapshotSettings = SnapshotSettings(),
+        logger: Logger
+    ) {
+        self.config = config
+        self.me = config.peer.id
+        self.membership = membership
+        self.switchService = switchService
+        self.supervisor = supervisor
+        self.catalog = catalog
+        self.settings = settings
+        self.logger = logger
+    }
+
+    /// Starts ticking; the switch's triggers come here.
+    public func start() async throws {
+        try await self.switchService.onTrigger { [weak self] vm in
+            guard let self else { return }
+            Task { await self.vmTriggered(vm) }
+        }
+        self.ticker = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: Self.tickInterval)
+                await self?.tick()
+            }
+        }
+    }
+
+    /// Stops ticking.
+    public func stop() {
+        self.ticker?.cancel()
+    }
+
+    /// A snapshot message from membership (or from this peer to itself).
+    public nonisolated func deliver(_ message: SnapshotMessage) {
+        Task { await self.receive(message) }
+    }
+
+    func receive(_ message: SnapshotMessage) async {
+        let id = message.key.id
+        switch message.body {
+        case .request(let mode, let name):
+            await self.serveRequest(message, mode: mode, name: name)
+        case .progress(let progress):
+            if self.awaited[id] != nil { self.awaited[id] = progress }
+        case .prepare:
+            await self.startParticipant(message)
+        case .prepared, .cutDone, .durable, .failed, .committed, .aborted:
+            guard var run = self.initiators[id] else { return }
+            let directives = run.machine.onMessage(message, now: .now)
+            self.initiators[id] = run
+            await self.executeInitiator(id, directives)
+        case .cut, .commit, .abort:
+            await self.participantMessage(message)
+        case .restore, .restoreAnswer:
+            await self.restoreMessage(message)
+        case .deleteSnapshot:
+            await self.deleteLocally(id)
+            await self.membership.send(
+                snapshot: SnapshotMessage(key: message.key, from: self.me, body: .deleted),
+                to: message.from
+            )
+        case .deleted:
+            self.deletions[id]?.remove(message.from)
+        }
+    }
+
+    private func tick() async {
+        let now = ContinuousClock.now
+        for id in Array(self.initiators.keys) {
+            guard var run = self.initiators[id] else { continue }
+            if let finished = run.finished, finished.duration(to: now) > .seconds(600) {
+                self.initiators[id] = nil
+                continue
+            }
+            let directives = run.machine.onTick(now: now)
+            self.initiators[id] = run
+            await self.executeInitiator(id, directives)
+        }
+        for id in Array(self.participants.keys) {
+            guard var run = self.participants[id] else { continue }
+            if let ended = run.ended, ended.duration(to: now) > .seconds(600) {
+                self.participants[id] = nil
+                continue
+            }
+            let directives = run.machine.onTick(now: now)
+            self.participants[id] = run
+            await self.executeParticipant(id, directives)
+        }
+        await self.tickRestores(now: now)
+        for (id, request) in self.served where request.at.duration(to: now) > .seconds(3600) {
+            self.served[id] = nil
+        }
+    }
+
+    /// The monitor of a running local VM.
+    func monitor(_ vm: String) async -> QMPClient? {
+        guard let machine = await self.supervisor.machine(vm) else { return nil }
+        return await machine.monitor
+    }
+
+    /// Where snapshot `id`'s local files live.
+    func directory(_ id: UInt64) -> String {
+        "\(self.config.peer.dataDirectory)/snapshots/\(id)"
+    }
+
+    static func wallNanoseconds() -> UInt64 {
+        UInt64(Date().timeIntervalSince1970 * 1_000_000_000)
+    }
+}

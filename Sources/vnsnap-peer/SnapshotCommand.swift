@@ -1,0 +1,67 @@
+import ArgumentParser
+import Foundation
+import VNSnapCore
+import VNSnapPeer
+
+extension SnapshotMode: ExpressibleByArgument {}
+
+/// `vnsnap-peer snapshot VIOLIN`: a network-consistent snapshot of every VM of a VIOLIN.
+struct SnapshotCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot",
+        abstract: "Take a network-consistent live snapshot of every VM of a VIOLIN.",
+        discussion: """
+            Asks the cluster's initiator (from any host), shows each phase as it goes, and ends with a table per \
+            VM: uptime, downtime, stall, TCP backoff, disruption, cut skew, frames held / dropped / recorded, raw \
+            and compressed image bytes, time to durable. Exits non-zero, with the reason, if the snapshot was \
+            refused or aborted; an aborted snapshot leaves every VM running and nothing listed.
+
+            """ + PeerSocketOptions.socketDiscussion
+    )
+
+    @OptionGroup var peer: PeerSocketOptions
+
+    @Argument(help: "The VIOLIN to snapshot.")
+    var violin: String
+
+    @Option(
+        name: .long,
+        help: "cow (pause of milliseconds, RAM saved copy-on-write), precopy, or drop (VNsnap's policy)."
+    )
+    var mode: SnapshotMode = .cow
+
+    @Option(name: .long, help: "A name for the snapshot (default: the VIOLIN and the time).")
+    var name: String?
+
+    @Flag(name: .long, help: "Print the manifest as JSON at the end instead of the table.")
+    var json = false
+
+    func run() async throws {
+        let name = self.name ?? "\(self.violin)-\(ISO8601DateFormatter().string(from: Date()))"
+        let started = ContinuousClock.now
+        let response = try await self.peer.send(
+            ControlRequest(
+                command: "snapshot",
+                snapshot: SnapshotOrder(violin: self.violin, mode: self.mode, name: name)
+            ),
+            timeout: .seconds(3600)
+        ) { line in
+            let elapsed = started.duration(to: .now)
+            print(
+                String(
+                    format: "[%6.2f s] %@",
+                    Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
+                    line
+                )
+            )
+            fflush(nil)
+        }
+        guard let manifest = response.manifest else { throw failure("the peer returned no manifest") }
+        if self.json {
+            print(String(decoding: try manifest.encoded(), as: UTF8.self))
+        } else {
+            print(SnapshotFormatter.summary(manifest), terminator: "")
+            print(SnapshotFormatter.table(manifest), terminator: "")
+        }
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import VNSnapCore
+import VNSnapPeer
+
+/// The text forms of snapshots for `snapshot`, `list`, `show` and `restore`.
+enum SnapshotFormatter {
+    /// One row of `list --json`.
+    struct ListRow: Codable {
+        var id: UInt64
+        var name: String
+        var violin: String
+        var createdAt: String
+        var vms: Int
+        var storedBytes: UInt64
+        var mode: String
+        var state: String
+
+        init(_ entry: SnapshotCatalog.Entry) {
+            self.id = entry.id
+            self.name = entry.name
+            self.violin = entry.violin
+            self.createdAt = SnapshotFormatter.time(entry.createdAtNanoseconds)
+            self.vms = entry.manifest?.vms.count ?? 0
+            self.storedBytes = entry.manifest.map(SnapshotFormatter.storedBytes) ?? 0
+            self.mode = entry.mode
+            self.state = entry.state
+        }
+    }
+
+    static func time(_ nanoseconds: UInt64) -> String {
+        ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(nanoseconds) / 1e9))
+    }
+
+    static func storedBytes(_ manifest: SnapshotManifest) -> UInt64 {
+        manifest.vms.reduce(0) { $0 + $1.image.storedBytes } + manifest.channels.reduce(0) { $0 + $1.image.storedBytes }
+    }
+
+    static func ms(_ nanoseconds: UInt64) -> String {
+        String(format: "%.1f", Double(nanoseconds) / 1e6)
+    }
+
+    static func mib(_ bytes: UInt64) -> String {
+        String(format: "%.1f", Double(bytes) / 1_048_576)
+    }
+
+    /// Left-aligned columns.
+    static func columns(_ rows: [[String]]) -> String {
+        guard let first = rows.first else { return "" }
+        let widths = first.indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
+        return rows.map { row in
+            row.enumerated().map { $0.element.padding(toLength: widths[$0.offset], withPad: " ", startingAt: 0) }
+                .joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+        }.joined(separator: "\n") + "\n"
+    }
+
+    static func list(_ entries: [SnapshotCatalog.Entry]) -> String {
+        guard !entries.isEmpty else { return "no committed snapshots\n" }
+        var rows = [["ID", "NAME", "VIOLIN", "CREATED", "VMS", "SIZE MiB", "MODE", "STATE"]]
+        for entry in entries {
+            let row = ListRow(entry)
+            rows.append([
+                "\(row.id)", row.name, row.violin, row.createdAt, "\(row.vms)", Self.mib(row.storedBytes), row.mode,
+                row.state,
+            ])
+        }
+        return Self.columns(rows)
+    }
+
+    static func summary(_ manifest: SnapshotManifest) -> String {
+        let channels = manifest.channels.reduce(0) { $0 + $1.frames }
+        let undrained = manifest.channels.filter { !$0.drained }.map(\.vm)
+        return """
+            snapshot \(manifest.id) "\(manifest.name)" of VIOLIN \(manifest.violin) (vni \(manifest.vni)), epoch \(manifest.epoch), \
+            mode \(manifest.mode.rawValue), term \(manifest.term), initiator \(manifest.initiator)
+            created \(Self.time(manifest.createdAtNanoseconds)); \(manifest.vms.count) VMs, \
+            \(Self.mib(Self.storedBytes(manifest))) MiB stored; channel state: \(channels) frames in flight recorded\
+            \(undrained.isEmpty ? "" : " (not drained for \(undrained.joined(separator: ", ")))")
+
+            """
+    }
+
+    /// The per-VM table (DESIGN §8), milliseconds and MiB.
+    static func table(_ manifest: SnapshotManifest) -> String {
+        var rows = [
+            [
+                "VM", "PEER", "UPTIME", "DOWNTIME", "STALL", "TCP BACKOFF", "DISRUPTION", "CUT SKEW", "HELD", "DROPPED",
+                "RECORDED", "RAW MiB", "STORED MiB", "DURABLE",
+            ]
+        ]
+        for vm in manifest.vms {
+            let m = vm.measurements
+            rows.append([
+                vm.name, vm.peer, Self.ms(m.uptime), Self.ms(m.downtime), Self.ms(m.stall), Self.ms(m.tcpBackoff),
+                Self.ms(m.disruption), Self.ms(m.cutSkew), "\(m.held)", "\(m.dropped)", "\(m.recorded)",
+                Self.mib(vm.image.rawBytes), Self.mib(vm.image.storedBytes), Self.ms(m.timeToDurable),
+            ])
+        }
+        return Self.columns(rows) + "(times in ms)\n"
+    }
+
+    static func restoreTable(_ timings: [String: [String: RestoreTimings]]) -> String {
+        var perVM: [String: (peer: String, verify: Double?, load: Double?, resume: Double?, injected: Int)] = [:]
+        for (step, peers) in timings {
+            for (peer, timing) in peers {
+                for (vm, ms) in timing.milliseconds {
+                    var row = perVM[vm] ?? (peer, nil, nil, nil, 0)
+                    switch step {
+                    case "verify": row.verify = ms
+                    case "load": row.load = ms
+                    default: row.resume = ms
+                    }
+                    perVM[vm] = row
+                }
+                for (vm, count) in timing.injected { perVM[vm]?.injected = count }
+            }
+        }
+        var rows = [["VM", "PEER", "VERIFY ms", "LOAD ms", "RESUME ms", "FRAMES RE-INJECTED"]]
+        for (vm, row) in perVM.sorted(by: { $0.key < $1.key }) {
+            let f = { (value: Double?) in value.map { String(format: "%.1f", $0) } ?? "-" }
+            rows.append([vm, row.peer, f(row.verify), f(row.load), f(row.resume), "\(row.injected)"])
+        }
+        return "restored and resumed\n" + Self.columns(rows)
+    }
+}
