@@ -44,6 +44,11 @@ struct VMCutRunner: Sendable {
             case .stopVM:
                 let since = Self.wallMicroseconds() - 1_000
                 do {
+                    if self.precopy, try await QEMUSnapshot.status(self.monitor).status == "completed" {
+                        throw SnapshotError(
+                            "pre-copy finished by itself just before the cut, so its image is of an earlier moment"
+                        )
+                    }
                     _ = try await self.monitor.execute("stop", timeout: .seconds(10))
                     let stop = try await self.monitor.waitForEvent("STOP", since: since, timeout: .seconds(5))
                     stopMicroseconds = stop.timestampMicroseconds
@@ -59,7 +64,12 @@ struct VMCutRunner: Sendable {
             case .startSnapshot:
                 do {
                     if self.precopy {
-                        // The stopped VM's last dirty pages go out; then it sits in `postmigrate` until `cont`.
+                        // The stopped VM's last dirty pages go out at full speed; then it sits in `postmigrate`
+                        // until `cont`.
+                        _ = try await self.monitor.execute(
+                            "migrate-set-parameters",
+                            arguments: ["max-bandwidth": .number(Double(8 << 30))]
+                        )
                         try await QEMUSnapshot.waitCompleted(self.monitor, timeout: .seconds(120))
                         _ = try await self.monitor.execute("cont")
                     } else {
