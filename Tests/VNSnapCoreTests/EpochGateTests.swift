@@ -106,6 +106,24 @@ import VNSnapCore
         #expect(!lossy.isDrained)
         #expect(lossy.missing == [a: 4])
     }
+
+    @Test func test_channelDrain_countsFromWhatWasReceivedBeforeArming_andStartsOverWhenTheSenderRestarts() {
+        let a = PeerID(name: "a")
+        // 100 old-epoch frames arrived before this peer armed; the marker counts the whole session.
+        var drain = ChannelDrain(senders: [a], received: [a: 100, PeerID(name: "stranger"): 7])
+        #expect(drain.received == [a: 100], "only senders are counted")
+        drain.endOfEpoch(from: a, sent: 102)
+        drain.oldEpochFrame(from: a)
+        #expect(!drain.isDrained)
+        drain.oldEpochFrame(from: a)
+        #expect(drain.isDrained)
+        // A restarted sender's session counts from zero, as its next marker will.
+        drain.senderRestarted(a)
+        drain.endOfEpoch(from: a, sent: 1)
+        #expect(!drain.isDrained)
+        drain.oldEpochFrame(from: a)
+        #expect(drain.isDrained)
+    }
 }
 
 /// The end-of-epoch marker's payload.

@@ -266,3 +266,38 @@ extension SnapshotParticipantTests {
         #expect(!TestParticipant.admits(F.key, highestTerm: 4))
     }
 }
+
+extension SnapshotParticipantTests {
+    @Test func test_localFailureAfterTheCut_isReportedAndResentUntilTheAbort() {
+        typealias F = SnapshotFixtures
+        var participant = self.prepared(F.peers[1])
+        _ = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(2))
+        _ = participant.vmCut(F.report("relay"), now: .ms(3))
+        #expect(participant.phase == .cut)
+        let failed = participant.localFailed("h2: snapshot 7, VM relay, chunk 4: No space left on device", now: .ms(4))
+        #expect(
+            failed.first
+                == .send(
+                    F.message(.failed("h2: snapshot 7, VM relay, chunk 4: No space left on device"), from: F.peers[1]),
+                    to: F.initiator
+                )
+        )
+        #expect(participant.phase == .failed)
+        let resent = participant.onTick(now: .ms(205))
+        #expect(
+            resent.contains {
+                if case .send(let m, _) = $0 {
+                    m.body == .failed("h2: snapshot 7, VM relay, chunk 4: No space left on device")
+                } else {
+                    false
+                }
+            }
+        )
+        let abort = participant.onMessage(
+            F.message(.abort(SnapshotAbortReason("h2 failed")), from: F.initiator),
+            now: .ms(300)
+        )
+        #expect(abort.first == .abortLocal(SnapshotAbortReason("h2 failed")))
+        #expect(participant.onTick(now: .ms(600)).isEmpty, "nothing resent after the abort")
+    }
+}

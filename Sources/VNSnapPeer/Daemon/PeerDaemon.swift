@@ -49,6 +49,9 @@ public enum PeerDaemon {
                         snapshotBox.withLockedValue { $0 }?.deliver(message)
                         return
                     }
+                    if case .memberDown(let name) = event, let snapshots = snapshotBox.withLockedValue({ $0 }) {
+                        await snapshots.memberDown(name)
+                    }
                     await Self.follow(event, switchService: switchService, config: config)
                 }
             )

@@ -93,6 +93,19 @@ extension SnapshotService {
         return id
     }
 
+    /// A member died or left: a snapshot it takes part in cannot complete (before its commit point).
+    public func memberDown(_ name: String) async {
+        let peer = PeerID(name: name)
+        for id in Array(self.initiators.keys) {
+            guard var run = self.initiators[id], run.machine.plan.participants.contains(peer), peer != self.me else {
+                continue
+            }
+            let directives = run.machine.abort(SnapshotAbortReason("participant \(name) died or left"), now: .now)
+            self.initiators[id] = run
+            await self.executeInitiator(id, directives)
+        }
+    }
+
     func executeInitiator(_ id: UInt64, _ directives: [SnapshotInitiator<Instant>.Directive]) async {
         for directive in directives {
             switch directive {

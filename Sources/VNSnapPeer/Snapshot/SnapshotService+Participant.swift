@@ -147,7 +147,7 @@ extension SnapshotService {
     }
 
     /// Starts (or, after a pre-copy that finished by itself, restarts into a fresh image) `vm`'s pre-copy.
-    private func startPrecopy(_ id: UInt64, vm: String, fresh: Bool) async throws {
+    func startPrecopy(_ id: UInt64, vm: String, fresh: Bool) async throws {
         guard let monitor = await self.monitor(vm) else { throw SnapshotError("VM \(vm) is not running") }
         if fresh {
             self.participants[id]?.writers[vm]?.cancel()
@@ -160,7 +160,10 @@ extension SnapshotService {
                 store: LocalChunkStore(directory: directory, label: "snapshot \(id), VM \(vm)")
             )
             self.participants[id]?.writers[vm] = writer
-            _ = try await monitor.execute("migrate-set-parameters", arguments: ["max-bandwidth": .number(Double(64 << 20))])
+            _ = try await monitor.execute(
+                "migrate-set-parameters",
+                arguments: ["max-bandwidth": .number(Double(64 << 20))]
+            )
         }
         guard let writer = self.participants[id]?.writers[vm] else { throw SnapshotError("\(vm): no image writer") }
         try await QEMUSnapshot.start(monitor, uri: "unix:\(writer.socketPath)")
@@ -169,7 +172,7 @@ extension SnapshotService {
     /// Waits until `vm`'s pre-copy has sent RAM at least once (two dirty-bitmap syncs), then slows it to a
     /// trickle so it keeps iterating until the cut's `stop` lets it finish. A guest that dirtied no memory
     /// between two syncs makes QEMU finish (and pause it) by itself: it is resumed and copied again.
-    private func waitForPrecopy(_ id: UInt64, vm: String) async throws {
+    func waitForPrecopy(_ id: UInt64, vm: String) async throws {
         for _ in 0..<5 {
             guard let monitor = await self.monitor(vm) else { throw SnapshotError("VM \(vm) is not running") }
             let deadline = ContinuousClock.now + .seconds(60)
@@ -179,7 +182,9 @@ extension SnapshotService {
                 let reply = try await monitor.execute("query-migrate")
                 switch reply["status"]?.stringValue ?? "none" {
                 case "failed", "cancelled":
-                    throw SnapshotError("VM \(vm): pre-copy failed: \(reply["error-desc"]?.stringValue ?? "no reason given")")
+                    throw SnapshotError(
+                        "VM \(vm): pre-copy failed: \(reply["error-desc"]?.stringValue ?? "no reason given")"
+                    )
                 case "completed":
                     converged = false
                 default:
@@ -188,7 +193,10 @@ extension SnapshotService {
                 }
             }
             if converged == true {
-                _ = try await monitor.execute("migrate-set-parameters", arguments: ["max-bandwidth": .number(Double(1 << 20))])
+                _ = try await monitor.execute(
+                    "migrate-set-parameters",
+                    arguments: ["max-bandwidth": .number(Double(1 << 20))]
+                )
                 return
             }
             self.logger.info("Pre-copy finished by itself; copying again", metadata: ["vm.name": "\(vm)"])
@@ -219,6 +227,10 @@ extension SnapshotService {
                 nicSocket: paths.nicSocket,
                 uri: "unix:\(writer.socketPath)",
                 precopy: mode == .precopy,
+                restartPrecopy: { [self] in
+                    try await self.startPrecopy(id, vm: vm, fresh: true)
+                    try await self.waitForPrecopy(id, vm: vm)
+                },
                 logger: self.logger
             )
             await self.cutFinished(id, vm: vm, await runner.run(triggered: false))

@@ -15,6 +15,9 @@ struct VMCutRunner: Sendable {
     var uri: String
     /// Mode `precopy`: the migration already runs; the cut is its final pause, ended by `cont`.
     var precopy: Bool
+    /// Mode `precopy`: copies the VM again into a fresh image, when QEMU finished the pre-copy by itself (and
+    /// paused the VM) before the cut.
+    var restartPrecopy: (@Sendable () async throws -> Void)?
     var logger: Logger
 
     /// What a finished cut reports.
@@ -29,6 +32,19 @@ struct VMCutRunner: Sendable {
 
     /// Runs the cut; a failure leaves the VM running in its old epoch.
     func run(triggered: Bool) async -> Result<Outcome, SnapshotAbortReason> {
+        if self.precopy, let restart = self.restartPrecopy,
+            (try? await QEMUSnapshot.status(self.monitor).status) == "completed"
+        {
+            do {
+                // The image is of the moment QEMU paused the VM by itself; run it again and copy it again.
+                _ = try await self.monitor.execute("cont")
+                try await restart()
+            } catch {
+                return .failure(
+                    SnapshotAbortReason("\(self.vm): copying again after the pre-copy finished early: \(error)")
+                )
+            }
+        }
         var cut = VMCut<ContinuousClock.Instant>(vm: self.vm, triggered: triggered, now: .now)
         var pending = cut.start()[...]
         var stopMicroseconds: Int64 = 0

@@ -1,0 +1,89 @@
+import Foundation
+import Testing
+import VNSnapCore
+import VNSnapPeer
+
+/// The per-peer snapshot catalog in a real SQLite file.
+@Suite struct SnapshotCatalogTests {
+    func scratch() throws -> String {
+        let directory = NSTemporaryDirectory() + "vnsnap-catalog-\(UInt32.random(in: 0...UInt32.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        return directory
+    }
+
+    static let key = SnapshotKey(id: 42, violin: "pipeline", epoch: 3, term: 2)
+
+    static func manifest(id: UInt64 = 42) -> SnapshotManifest {
+        SnapshotManifest(
+            key: SnapshotKey(id: id, violin: "pipeline", epoch: 3, term: 2),
+            name: "halfway",
+            vni: 42,
+            mode: .cow,
+            createdAtNanoseconds: 1_000,
+            initiator: "h2",
+            vms: [],
+            channels: []
+        )
+    }
+
+    @Test func test_pendingSnapshot_isNotListed_untilCommitted_andItsChunkListIsKeptInOrder() throws {
+        let directory = try self.scratch()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let catalog = try SnapshotCatalog(path: directory + "/catalog.sqlite")
+        try catalog.begin(Self.key, name: "", mode: .cow, createdAtNanoseconds: 5)
+        let chunks = (0..<3).map {
+            SnapshotManifest.ChunkDescriptor(index: $0, rawBytes: 10, storedBytes: 4, hash: "h\($0)")
+        }
+        try catalog.recordImage(
+            snapshot: 42,
+            vm: "sink",
+            kind: .memory,
+            peer: "h1",
+            directory: "/d/sink",
+            chunks: chunks
+        )
+        #expect(try catalog.list().isEmpty)
+        #expect(try catalog.pending().map(\.id) == [42])
+        try catalog.commit(Self.manifest(), document: try Self.manifest().encoded())
+        // Reopened: everything was on disk.
+        let reopened = try SnapshotCatalog(path: directory + "/catalog.sqlite")
+        #expect(try reopened.list().map(\.id) == [42])
+        #expect(try reopened.list().first?.manifest?.name == "halfway")
+        #expect(try reopened.image(snapshot: 42, vm: "sink", kind: .memory)?.chunks == chunks)
+        #expect(try reopened.image(snapshot: 42, vm: "sink", kind: .channel) == nil)
+        #expect(try reopened.highestEpoch(violin: "pipeline") == 3)
+    }
+
+    @Test func test_abort_forgetsTheImagesAndReturnsTheirDirectories_aCommittedSnapshotStaysCommitted() throws {
+        let directory = try self.scratch()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let catalog = try SnapshotCatalog(path: directory + "/catalog.sqlite")
+        try catalog.begin(Self.key, name: "", mode: .cow, createdAtNanoseconds: 5)
+        try catalog.recordImage(snapshot: 42, vm: "sink", kind: .memory, peer: "h1", directory: "/d/sink", chunks: [])
+        #expect(try catalog.abort(42, reason: "h2 failed") == ["/d/sink"])
+        #expect(try catalog.entry(42)?.state == "aborted")
+        #expect(try catalog.entry(42)?.reason == "h2 failed")
+        #expect(try catalog.image(snapshot: 42, vm: "sink", kind: .memory) == nil)
+        let other = Self.manifest(id: 43)
+        try catalog.commit(other, document: try other.encoded())
+        try catalog.abort(43, reason: "late")
+        #expect(try catalog.entry(43)?.state == "committed")
+        try catalog.delete(43)
+        #expect(try catalog.entry(43) == nil)
+    }
+
+    @Test func test_aFileThatIsNotACatalog_isRefusedNamingIt_andLeftAlone() throws {
+        let directory = try self.scratch()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let path = directory + "/catalog.sqlite"
+        let garbage = Data("this is not a database, and it must survive being looked at".utf8)
+        _ = FileManager.default.createFile(atPath: path, contents: garbage)
+        #expect(
+            performing: { try SnapshotCatalog(path: path) },
+            throws: { error in
+                "\(error)".contains(path)
+            }
+        )
+        #expect(FileManager.default.contents(atPath: path) == garbage)
+    }
+}
