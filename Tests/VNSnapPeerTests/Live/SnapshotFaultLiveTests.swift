@@ -24,6 +24,17 @@ import Glibc
         try cluster.startPeer("h2", config: configs["h2"]!)
     }
 
+    /// Waits until the pipeline's sink has received `blocks` blocks.
+    func waitForStream(_ cluster: LiveCluster, atLeast blocks: Int) async throws {
+        try await cluster.waitForSerialNumber(
+            host: "h1",
+            vm: "sink",
+            after: "VNSNAP progress blocks=",
+            atLeast: blocks,
+            timeout: .seconds(180)
+        )
+    }
+
     @Test
     func
         test_restoreWithoutYes_stopsNothing_aCorruptedChunkStopsTheRestoreBeforeAnyVMIsTouched_andAKilledParticipantAbortsTheSnapshot()
