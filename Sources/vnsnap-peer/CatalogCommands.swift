@@ -124,15 +124,7 @@ struct RestoreCommand: AsyncParsableCommand {
             ControlRequest(command: "restore", id: self.id, yes: true, replay: !self.noReplay),
             timeout: .seconds(3600)
         ) { line in
-            let elapsed = started.duration(to: .now)
-            print(
-                String(
-                    format: "[%6.2f s] %@",
-                    Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
-                    line
-                )
-            )
-            fflush(nil)
+            SnapshotFormatter.progress(line, since: started, toStandardError: false)
         }
         print(SnapshotFormatter.restoreTable(response.restore ?? [:]), terminator: "")
     }

@@ -45,16 +45,9 @@ struct SnapshotCommand: AsyncParsableCommand {
                 snapshot: SnapshotOrder(violin: self.violin, mode: self.mode, name: name)
             ),
             timeout: .seconds(3600)
-        ) { line in
-            let elapsed = started.duration(to: .now)
-            print(
-                String(
-                    format: "[%6.2f s] %@",
-                    Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18,
-                    line
-                )
-            )
-            fflush(nil)
+        ) { [json = self.json] line in
+            // With --json, stdout carries only the manifest.
+            SnapshotFormatter.progress(line, since: started, toStandardError: json)
         }
         guard let manifest = response.manifest else { throw failure("the peer returned no manifest") }
         if self.json {

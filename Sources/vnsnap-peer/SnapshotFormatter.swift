@@ -27,6 +27,14 @@ enum SnapshotFormatter {
         }
     }
 
+    /// One progress line, stamped with the seconds since `started`.
+    static func progress(_ line: String, since started: ContinuousClock.Instant, toStandardError: Bool) {
+        let elapsed = started.duration(to: .now)
+        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        let text = String(format: "[%6.2f s] %@\n", seconds, line)
+        FileHandle(fileDescriptor: toStandardError ? STDERR_FILENO : STDOUT_FILENO).write(Data(text.utf8))
+    }
+
     static func time(_ nanoseconds: UInt64) -> String {
         ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(nanoseconds) / 1e9))
     }

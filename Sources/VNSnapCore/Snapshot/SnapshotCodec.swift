@@ -23,7 +23,7 @@ public enum SnapshotCodec {
     /// Largest encoded message with a blob (durable reports, manifests, progress).
     public static let maximumBlobMessageSize = 60_000
     static let version: UInt8 = 1
-    static let modes: [SnapshotMode] = [.cow, .precopy, .drop]
+    static let modes: [SnapshotMode] = [.cow, .precopy, .drop, .loop]
 
     /// Encodes a message.
     public static func encode(_ message: SnapshotMessage) throws(WireFailure) -> [UInt8] {

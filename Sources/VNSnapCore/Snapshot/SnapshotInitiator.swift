@@ -95,8 +95,8 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
             }
             self.answered.insert(peer)
             if self.answered == self.plan.participants {
-                self.enter(.cutting, timeout: self.settings.cutTimeout, now: now)
-                directives += self.request(.cut, to: self.plan.participants)
+                self.enter(.cutting, timeout: self.cutTimeout, now: now)
+                directives += self.request(.cut, to: self.cutTargets)
             }
         case (.cutting, .cutDone(let reports)):
             self.cuts[peer] = reports
@@ -104,6 +104,9 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
             if self.answered == self.plan.participants {
                 self.enter(.streaming, timeout: self.settings.streamTimeout, now: now)
                 directives += self.checkDurable()
+            } else if self.plan.mode == .loop {
+                // One peer's VMs after another's: the next peer's marker only now.
+                directives += self.request(.cut, to: self.cutTargets)
             }
         case (.cutting, .durable(let report)), (.streaming, .durable(let report)):
             // Durable implies cut; the cut report itself still comes with `cutDone` (cut is resent).
@@ -152,7 +155,7 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
             let missing = self.plan.participants.subtracting(self.answered)
             switch self.phase {
             case .preparing: directives += self.request(.prepare(self.plan), to: missing)
-            case .cutting: directives += self.request(.cut, to: missing)
+            case .cutting: directives += self.request(.cut, to: self.cutTargets)
             case .committing: directives += self.request(.commit(self.manifest), to: missing)
             case .aborting: directives += self.request(.abort(self.abortReason!), to: missing)  // !-safe, set on abort
             case .streaming, .writingManifest, .committed, .aborted: break
@@ -237,6 +240,18 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
 
     private func request(_ body: SnapshotMessage.Body, to peers: Set<PeerID>) -> [Directive] {
         peers.sorted().map { .send(self.message(body), to: $0) }
+    }
+
+    /// Who is sent the marker now: everyone, or in mode `loop` the first participant not cut yet.
+    var cutTargets: Set<PeerID> {
+        let missing = self.plan.participants.subtracting(self.answered)
+        guard self.plan.mode == .loop else { return missing }
+        return missing.min().map { [$0] } ?? []
+    }
+
+    /// Mode `loop` cuts one peer after another, each waiting for its images: the whole stream budget.
+    var cutTimeout: Duration {
+        self.plan.mode == .loop ? self.settings.streamTimeout : self.settings.cutTimeout
     }
 
     /// The next time something is due; past the end, a far tick that does nothing.

@@ -6,6 +6,9 @@ public enum SnapshotMode: String, Sendable, Hashable, Codable, CaseIterable {
     case precopy
     /// VNsnap's policy, for comparison: frames from the new epoch to a VM not yet cut are dropped.
     case drop
+    /// What a libvirt or Proxmox user gets, for comparison: one VM's snapshot after another, each complete
+    /// before the next begins, with no epochs and no channel state (not a consistent cut).
+    case loop
 }
 
 /// Names one run of the snapshot protocol: every message carries it, and a lower term is refused.

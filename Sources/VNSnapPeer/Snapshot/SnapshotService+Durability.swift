@@ -21,14 +21,17 @@ extension SnapshotService {
             var images: [String: [SnapshotManifest.ChunkDescriptor]] = [:]
             var durableAt: [String: Instant] = [:]
             for vm in run.machine.vms {
-                guard let writer = run.writers[vm] else { throw SnapshotError("\(vm): no image writer") }
-                if let monitor = await self.monitor(vm) {
-                    try await QEMUSnapshot.waitCompleted(monitor, timeout: self.settings.streamTimeout)
+                // The writer first: when it fails (a full disk), QEMU only sees its socket closed.
+                guard let writer = self.participants[id]?.writers[vm] else {
+                    throw SnapshotError("\(vm): no image writer")
                 }
                 do {
                     images[vm] = try await writer.wait(timeout: self.settings.streamTimeout)
                 } catch {
                     throw SnapshotError("\(vm): \(error.message)")
+                }
+                if let monitor = await self.monitor(vm) {
+                    try await QEMUSnapshot.waitCompleted(monitor, timeout: self.settings.streamTimeout)
                 }
                 durableAt[vm] = .now
             }
@@ -39,9 +42,19 @@ extension SnapshotService {
                 }
             }
             for vm in run.machine.vms {
-                guard let report = try await self.switchService.snapshotReport(vm), let chunks = images[vm] else {
-                    throw SnapshotError("\(vm): the switch has no record of its snapshot")
-                }
+                guard let chunks = images[vm] else { throw SnapshotError("\(vm): no image") }
+                // Mode `loop` never armed the switch: no channel state, nothing measured there.
+                let report =
+                    try await self.switchService.snapshotReport(vm)
+                    ?? PortSnapshotReport(
+                        vm: vm,
+                        counters: EpochGate.Counters(),
+                        stall: 0,
+                        log: [],
+                        logOverflow: 0,
+                        drained: run.plan.mode == .loop,
+                        missing: [:]
+                    )
                 let directory = "\(self.directory(id))/\(vm)"
                 let channelChunks = try await Self.writeChannelLog(
                     report.log,

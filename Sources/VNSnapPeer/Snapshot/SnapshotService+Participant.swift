@@ -61,7 +61,11 @@ extension SnapshotService {
                 self.participants[id] = run
                 await self.executeParticipant(id, next)
             case .cutVMs(let vms):
-                for vm in vms { self.cut(id, vm: vm) }
+                if self.participants[id]?.plan.mode == .loop {
+                    self.cutOneAfterAnother(id, vms: vms)
+                } else {
+                    for vm in vms { self.cut(id, vm: vm) }
+                }
             case .commitLocal(let document):
                 await self.commitLocal(id, document: document)
             case .abortLocal(let reason):
@@ -121,12 +125,17 @@ extension SnapshotService {
                 )
             }
             self.participants[id]?.writers = writers
-            let refused = try await self.switchService.arm(
-                vms: vms,
-                epoch: key.epoch,
-                policy: mode == .drop ? .drop : .trigger,
-                senders: run.plan.participants.subtracting([self.me])
-            )
+            // Mode `loop` (the per-VM baseline) leaves the switch alone: no epochs, no channel state.
+            if mode == .loop { try await self.switchService.measure(vms: vms) }
+            let refused =
+                mode == .loop
+                ? [:]
+                : try await self.switchService.arm(
+                    vms: vms,
+                    epoch: key.epoch,
+                    policy: mode == .drop ? .drop : .trigger,
+                    senders: run.plan.participants.subtracting([self.me])
+                )
             if let (vm, reason) = refused.sorted(by: { $0.key < $1.key }).first {
                 throw SnapshotError("cannot arm the switch for \(vm): \(reason)")
             }
@@ -208,33 +217,51 @@ extension SnapshotService {
 
     /// Starts one VM's cut on its own task.
     private func cut(_ id: UInt64, vm: String) {
-        guard let run = self.participants[id], let writer = run.writers[vm] else {
-            Task { await self.cutFinished(id, vm: vm, .failure(SnapshotAbortReason("\(vm): no image writer"))) }
-            return
-        }
         self.participants[id]?.cutStarted[vm] = .now
-        let mode = run.plan.mode
-        let paths = PeerDaemon.paths(self.config, vm)
+        Task { await self.cutFinished(id, vm: vm, await self.runCut(id, vm: vm)) }
+    }
+
+    /// Mode `loop`: each VM's snapshot completes before the next one's begins, as a per-VM tool does it.
+    private func cutOneAfterAnother(_ id: UInt64, vms: [String]) {
         Task {
-            guard let machine = await self.supervisor.machine(vm), let monitor = await machine.monitor else {
-                await self.cutFinished(id, vm: vm, .failure(SnapshotAbortReason("\(vm): not running")))
-                return
+            for vm in vms {
+                self.participants[id]?.cutStarted[vm] = .now
+                var outcome = await self.runCut(id, vm: vm)
+                if case .success = outcome, let monitor = await self.monitor(vm) {
+                    do {
+                        try await QEMUSnapshot.waitCompleted(monitor, timeout: self.settings.streamTimeout)
+                    } catch {
+                        outcome = .failure(SnapshotAbortReason("\(vm): \(error)"))
+                    }
+                }
+                await self.cutFinished(id, vm: vm, outcome)
             }
-            let runner = VMCutRunner(
-                vm: vm,
-                monitor: monitor,
-                switchService: self.switchService,
-                nicSocket: paths.nicSocket,
-                uri: "unix:\(writer.socketPath)",
-                precopy: mode == .precopy,
-                restartPrecopy: { [self] in
-                    try await self.startPrecopy(id, vm: vm, fresh: true)
-                    try await self.waitForPrecopy(id, vm: vm)
-                },
-                logger: self.logger
-            )
-            await self.cutFinished(id, vm: vm, await runner.run(triggered: false))
         }
+    }
+
+    /// Runs one VM's cut with QMP and the switch.
+    private func runCut(_ id: UInt64, vm: String) async -> Result<VMCutRunner.Outcome, SnapshotAbortReason> {
+        guard let run = self.participants[id], let writer = run.writers[vm] else {
+            return .failure(SnapshotAbortReason("\(vm): no image writer"))
+        }
+        guard let monitor = await self.monitor(vm) else {
+            return .failure(SnapshotAbortReason("\(vm): not running"))
+        }
+        let mode = run.plan.mode
+        let runner = VMCutRunner(
+            vm: vm,
+            monitor: monitor,
+            switchService: self.switchService,
+            nicSocket: PeerDaemon.paths(self.config, vm).nicSocket,
+            uri: "unix:\(writer.socketPath)",
+            precopy: mode == .precopy,
+            restartPrecopy: { [self] in
+                try await self.startPrecopy(id, vm: vm, fresh: true)
+                try await self.waitForPrecopy(id, vm: vm)
+            },
+            logger: self.logger
+        )
+        return await runner.run(triggered: false)
     }
 
     private func cutFinished(_ id: UInt64, vm: String, _ outcome: Result<VMCutRunner.Outcome, SnapshotAbortReason>)

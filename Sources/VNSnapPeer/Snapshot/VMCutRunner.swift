@@ -60,10 +60,19 @@ struct VMCutRunner: Sendable {
             case .stopVM:
                 let since = Self.wallMicroseconds() - 1_000
                 do {
-                    if self.precopy, try await QEMUSnapshot.status(self.monitor).status == "completed" {
-                        throw SnapshotError(
-                            "pre-copy finished by itself just before the cut, so its image is of an earlier moment"
-                        )
+                    // QEMU may have finished the pre-copy by itself (pausing the VM) since it was checked. Inbound
+                    // frames are held now, so running the VM again and copying it again keeps the cut exact: what
+                    // reached its NIC while it was paused is read before the new image's pause.
+                    var attempts = 0
+                    while self.precopy, let restart = self.restartPrecopy,
+                        try await QEMUSnapshot.status(self.monitor).status == "completed"
+                    {
+                        attempts += 1
+                        guard attempts <= 3 else {
+                            throw SnapshotError("pre-copy kept finishing by itself before the cut (an idle guest)")
+                        }
+                        _ = try await self.monitor.execute("cont")
+                        try await restart()
                     }
                     _ = try await self.monitor.execute("stop", timeout: .seconds(10))
                     let stop = try await self.monitor.waitForEvent("STOP", since: since, timeout: .seconds(5))

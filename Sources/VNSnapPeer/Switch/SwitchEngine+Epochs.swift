@@ -184,6 +184,15 @@ extension SwitchEngine {
         return refused
     }
 
+    /// Measures `vms`' stall without arming their gates (mode `loop`, the per-VM baseline).
+    func measure(vms: [String]) {
+        let now = Self.monotonicNanoseconds()
+        for vm in vms {
+            guard let index = self.portIndex(vm), self.ports[index].snapshot == nil else { continue }
+            self.ports[index].snapshot = PortSnapshot(epoch: self.ports[index].gate.epoch, armedAt: now)
+        }
+    }
+
     /// The marker (or a trigger) begins `vm`'s cut: inbound frames are held from now on.
     func beginCut(_ vm: String) {
         guard let index = self.portIndex(vm), self.ports[index].gate.armed != nil else { return }

@@ -21,6 +21,11 @@ extension SwitchService {
         try await self.onLoop { $0.arm(vms: vms, epoch: epoch, policy: policy, senders: senders) }
     }
 
+    /// Measures `vms`' stall without arming them (the per-VM baseline).
+    public func measure(vms: [String]) async throws {
+        try await self.onLoop { $0.measure(vms: vms) }
+    }
+
     /// Holds `vm`'s inbound frames from now on (the cut begins).
     public func beginCut(_ vm: String) async throws {
         try await self.onLoop { $0.beginCut(vm) }
