@@ -59,42 +59,54 @@ public final class ImageStreamWriter: Sendable {
     ) {
         let connection = accept(listener, nil, nil)
         close(listener)
-        guard connection >= 0, !shared.cancelled.load(ordering: .relaxed) else {
-            if connection >= 0 { close(connection) }
-            shared.state.withLock { $0.result = .failure(ImageError(.io, "\(store.label): the stream was cancelled")) }
+        guard connection >= 0 else {
+            let reason = String(cString: strerror(errno))
+            shared.state.withLock { $0.result = .failure(ImageError(.io, "\(store.label): accept: \(reason)")) }
             return
         }
         defer { close(connection) }
         var chunker = ImageChunker(chunkSize: chunkSize)
         var chunks: [SnapshotManifest.ChunkDescriptor] = []
         var buffer = [UInt8](repeating: 0, count: 256 << 10)
-        do throws(ImageError) {
-            func save(_ chunk: (index: Int, bytes: [UInt8])) throws(ImageError) {
+        // After a failure (a full disk) or a cancellation the rest of the stream is still read, and discarded:
+        // QEMU's background snapshot must run to its end, or the guest's write-protected memory stays
+        // protected and the guest hangs.
+        var failure: ImageError?
+        func save(_ chunk: (index: Int, bytes: [UInt8])) {
+            guard failure == nil else { return }
+            do {
                 let descriptor = try store.write(index: chunk.index, raw: chunk.bytes)
                 chunks.append(descriptor)
                 shared.state.withLock {
                     $0.progress.storedBytes += descriptor.storedBytes
                     $0.progress.chunks += 1
                 }
+            } catch {
+                failure = error
             }
-            while true {
-                let n = buffer.withUnsafeMutableBytes { read(connection, $0.baseAddress, $0.count) }
-                if n < 0, errno == EINTR { continue }
-                if n < 0 {
-                    throw ImageError(.io, "\(store.label): reading the stream: \(String(cString: strerror(errno)))")
-                }
-                if n == 0 { break }
-                if shared.cancelled.load(ordering: .relaxed) {
-                    throw ImageError(.io, "\(store.label): the stream was cancelled")
-                }
-                shared.state.withLock { $0.progress.rawBytes += UInt64(n) }
-                for chunk in chunker.append(buffer[0..<n]) { try save(chunk) }
-            }
-            if let last = chunker.finish() { try save(last) }
-            shared.state.withLock { $0.result = .success(chunks) }
-        } catch {
-            shared.state.withLock { $0.result = .failure(error) }
         }
+        while true {
+            let n = buffer.withUnsafeMutableBytes { read(connection, $0.baseAddress, $0.count) }
+            if n < 0, errno == EINTR { continue }
+            if n < 0 {
+                if failure == nil {
+                    failure = ImageError(.io, "\(store.label): reading the stream: \(String(cString: strerror(errno)))")
+                }
+                break
+            }
+            if n == 0 { break }
+            if failure == nil, shared.cancelled.load(ordering: .relaxed) {
+                failure = ImageError(.io, "\(store.label): the stream was cancelled")
+            }
+            shared.state.withLock { $0.progress.rawBytes += UInt64(n) }
+            guard failure == nil else { continue }
+            for chunk in chunker.append(buffer[0..<n]) { save(chunk) }
+        }
+        if failure == nil, shared.cancelled.load(ordering: .relaxed) {
+            failure = ImageError(.io, "\(store.label): the stream was cancelled")
+        }
+        if failure == nil, let last = chunker.finish() { save(last) }
+        shared.state.withLock { $0.result = failure.map { .failure($0) } ?? .success(chunks) }
     }
 
     /// What has arrived so far.
@@ -115,7 +127,8 @@ public final class ImageStreamWriter: Sendable {
         throw ImageError(.io, "image stream at \(self.socketPath): not finished within \(timeout)")
     }
 
-    /// Gives up: a writer still waiting for its connection is woken and ends with a failure.
+    /// Gives up: a writer still waiting for its connection is woken and ends with a failure; one that is
+    /// receiving reads the rest of the stream and discards it (so QEMU's snapshot can end normally).
     public func cancel() {
         self.shared.cancelled.store(true, ordering: .relaxed)
         // Wake a thread blocked in accept by connecting once.

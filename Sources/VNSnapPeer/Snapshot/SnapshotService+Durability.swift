@@ -175,15 +175,24 @@ extension SnapshotService {
     func cleanUp(_ id: UInt64, vms: [String]) async {
         for (vm, writer) in self.participants[id]?.writers ?? [:] {
             writer.cancel()
-            if let monitor = await self.monitor(vm),
+            guard let monitor = await self.monitor(vm) else { continue }
+            // A background snapshot (every mode but `precopy`) runs to its end into the discarding writer:
+            // cancelling one half-way can leave the guest's memory write-protected, and the guest hung.
+            if self.participants[id]?.plan.mode == .precopy,
                 let (status, _) = try? await QEMUSnapshot.status(monitor),
                 ["active", "setup", "pre-switchover", "device"].contains(status)
             {
                 _ = try? await monitor.execute("migrate_cancel")
+                // Let the cancellation finish before looking at the VM's state.
+                for _ in 0..<100 {
+                    guard let (now, _) = try? await QEMUSnapshot.status(monitor), now == "cancelling" else { break }
+                    try? await Task.sleep(for: .milliseconds(10))
+                }
             }
-            if let monitor = await self.monitor(vm),
-                (try? await monitor.execute("query-status"))?["status"]?.stringValue == "postmigrate"
-            {
+            // A migration that failed or was cancelled mid-way (or a pre-copy paused at its switch-over, or one
+            // that finished) can leave the VM stopped: every VM keeps running after an abort.
+            let state = (try? await monitor.execute("query-status"))?["status"]?.stringValue
+            if let state, ["paused", "postmigrate", "finish-migrate"].contains(state) {
                 _ = try? await monitor.execute("cont")
             }
         }

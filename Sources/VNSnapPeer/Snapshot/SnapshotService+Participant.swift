@@ -105,21 +105,20 @@ extension SnapshotService {
                 }
                 let store = LocalChunkStore(directory: directory + "/memory", label: "snapshot \(id), VM \(vm)")
                 writers[vm] = try ImageStreamWriter(socketPath: socket, store: store)
-                // QEMU's default cap (128 MiB/s) would make saving RAM the slowest part of `cow`. In `precopy` the
-                // migration must not finish by itself (QEMU would pause the VM whenever it converged): a downtime
-                // limit of 1 ms and a moderate first pass make it go on iterating; the cut's `stop` ends it.
+                // QEMU's default cap (128 MiB/s) would make saving RAM the slowest part. `precopy` is a normal
+                // migration that pauses before its switch-over, so the cut can finish while the VM is stopped.
                 _ = try await monitor.execute(
                     "migrate-set-parameters",
-                    arguments: [
-                        "max-bandwidth": .number(Double(mode == .precopy ? 64 << 20 : 8 << 30)),
-                        "downtime-limit": .number(mode == .precopy ? 1 : 300),
-                    ]
+                    arguments: ["max-bandwidth": .number(Double(8 << 30)), "downtime-limit": .number(300)]
                 )
                 _ = try await monitor.execute(
                     "migrate-set-capabilities",
                     arguments: [
                         "capabilities": .array([
-                            .object(["capability": .string("background-snapshot"), "state": .bool(mode != .precopy)])
+                            .object(["capability": .string("background-snapshot"), "state": .bool(mode != .precopy)]),
+                            .object([
+                                "capability": .string("pause-before-switchover"), "state": .bool(mode == .precopy),
+                            ]),
                         ])
                     ]
                 )
@@ -139,11 +138,6 @@ extension SnapshotService {
             if let (vm, reason) = refused.sorted(by: { $0.key < $1.key }).first {
                 throw SnapshotError("cannot arm the switch for \(vm): \(reason)")
             }
-            if mode == .precopy {
-                // Pre-copy runs now, while the VMs keep running; the cut is the final pause, lined up by the marker.
-                for vm in vms { try await self.startPrecopy(id, vm: vm, fresh: false) }
-                for vm in vms { try await self.waitForPrecopy(id, vm: vm) }
-            }
             return nil
         } catch {
             self.logger.error(
@@ -153,66 +147,6 @@ extension SnapshotService {
             await self.cleanUp(id, vms: vms)
             return "\(self.config.peer.name): \(error)"
         }
-    }
-
-    /// Starts (or, after a pre-copy that finished by itself, restarts into a fresh image) `vm`'s pre-copy.
-    func startPrecopy(_ id: UInt64, vm: String, fresh: Bool) async throws {
-        guard let monitor = await self.monitor(vm) else { throw SnapshotError("VM \(vm) is not running") }
-        if fresh {
-            self.participants[id]?.writers[vm]?.cancel()
-            let directory = "\(self.directory(id))/\(vm)/memory"
-            try? FileManager.default.removeItem(atPath: directory)
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            // A new socket path: the old writer removes its own when it goes.
-            let writer = try ImageStreamWriter(
-                socketPath: "\(self.directory(id))/\(vm)-\(UInt16.random(in: 1...UInt16.max)).sock",
-                store: LocalChunkStore(directory: directory, label: "snapshot \(id), VM \(vm)")
-            )
-            self.participants[id]?.writers[vm] = writer
-            _ = try await monitor.execute(
-                "migrate-set-parameters",
-                arguments: ["max-bandwidth": .number(Double(64 << 20))]
-            )
-        }
-        guard let writer = self.participants[id]?.writers[vm] else { throw SnapshotError("\(vm): no image writer") }
-        try await QEMUSnapshot.start(monitor, uri: "unix:\(writer.socketPath)")
-    }
-
-    /// Waits until `vm`'s pre-copy has sent RAM at least once (two dirty-bitmap syncs), then slows it to a
-    /// trickle so it keeps iterating until the cut's `stop` lets it finish. A guest that dirtied no memory
-    /// between two syncs makes QEMU finish (and pause it) by itself: it is resumed and copied again.
-    func waitForPrecopy(_ id: UInt64, vm: String) async throws {
-        for _ in 0..<5 {
-            guard let monitor = await self.monitor(vm) else { throw SnapshotError("VM \(vm) is not running") }
-            let deadline = ContinuousClock.now + .seconds(60)
-            var converged: Bool?
-            while converged == nil {
-                guard ContinuousClock.now < deadline else { throw SnapshotError("VM \(vm): pre-copy took over 60 s") }
-                let reply = try await monitor.execute("query-migrate")
-                switch reply["status"]?.stringValue ?? "none" {
-                case "failed", "cancelled":
-                    throw SnapshotError(
-                        "VM \(vm): pre-copy failed: \(reply["error-desc"]?.stringValue ?? "no reason given")"
-                    )
-                case "completed":
-                    converged = false
-                default:
-                    if (reply["ram"]?["dirty-sync-count"]?.intValue ?? 0) >= 2 { converged = true }
-                    try await Task.sleep(for: .milliseconds(20))
-                }
-            }
-            if converged == true {
-                _ = try await monitor.execute(
-                    "migrate-set-parameters",
-                    arguments: ["max-bandwidth": .number(Double(1 << 20))]
-                )
-                return
-            }
-            self.logger.info("Pre-copy finished by itself; copying again", metadata: ["vm.name": "\(vm)"])
-            _ = try await monitor.execute("cont")
-            try await self.startPrecopy(id, vm: vm, fresh: true)
-        }
-        throw SnapshotError("VM \(vm): pre-copy kept finishing by itself (an idle guest); use mode cow")
     }
 
     /// Starts one VM's cut on its own task.
@@ -255,10 +189,6 @@ extension SnapshotService {
             nicSocket: PeerDaemon.paths(self.config, vm).nicSocket,
             uri: "unix:\(writer.socketPath)",
             precopy: mode == .precopy,
-            restartPrecopy: { [self] in
-                try await self.startPrecopy(id, vm: vm, fresh: true)
-                try await self.waitForPrecopy(id, vm: vm)
-            },
             logger: self.logger
         )
         return await runner.run(triggered: false)

@@ -13,11 +13,9 @@ struct VMCutRunner: Sendable {
     var nicSocket: String
     /// Where QEMU sends the image (`unix:/path` of the image writer).
     var uri: String
-    /// Mode `precopy`: the migration already runs; the cut is its final pause, ended by `cont`.
+    /// Mode `precopy`: the cut is the pause at the end of a normal (live) migration, held before its
+    /// switch-over; inbound frames are held during the whole pre-copy, so the cut stays exact.
     var precopy: Bool
-    /// Mode `precopy`: copies the VM again into a fresh image, when QEMU finished the pre-copy by itself (and
-    /// paused the VM) before the cut.
-    var restartPrecopy: (@Sendable () async throws -> Void)?
     var logger: Logger
 
     /// What a finished cut reports.
@@ -26,25 +24,39 @@ struct VMCutRunner: Sendable {
         var queueWaitExpired: Bool
     }
 
+    /// Mode `precopy`: a live migration into the image writer until QEMU pauses the VM before its
+    /// switch-over — by itself once converged, or because this peer stops the VM after the first full pass.
+    private func precopyUntilPaused() async throws {
+        try await QEMUSnapshot.start(self.monitor, uri: self.uri)
+        let deadline = ContinuousClock.now + .seconds(120)
+        var stopped = false
+        while ContinuousClock.now < deadline {
+            let reply = try await self.monitor.execute("query-migrate")
+            switch reply["status"]?.stringValue ?? "none" {
+            case "pre-switchover":
+                return
+            case "failed", "cancelled":
+                throw SnapshotError(
+                    "migration \(reply["status"]?.stringValue ?? ""): \(reply["error-desc"]?.stringValue ?? "")"
+                )
+            default:
+                if !stopped, (reply["ram"]?["dirty-sync-count"]?.intValue ?? 0) >= 2 {
+                    // RAM went out once; what the guest dirties meanwhile goes in the final pause.
+                    _ = try await self.monitor.execute("stop", timeout: .seconds(10))
+                    stopped = true
+                }
+                try await Task.sleep(for: .milliseconds(2))
+            }
+        }
+        throw SnapshotError("pre-copy did not reach its switch-over within 120 s")
+    }
+
     static func wallMicroseconds() -> Int64 {
         Int64(Date().timeIntervalSince1970 * 1_000_000)
     }
 
     /// Runs the cut; a failure leaves the VM running in its old epoch.
     func run(triggered: Bool) async -> Result<Outcome, SnapshotAbortReason> {
-        if self.precopy, let restart = self.restartPrecopy,
-            (try? await QEMUSnapshot.status(self.monitor).status) == "completed"
-        {
-            do {
-                // The image is of the moment QEMU paused the VM by itself; run it again and copy it again.
-                _ = try await self.monitor.execute("cont")
-                try await restart()
-            } catch {
-                return .failure(
-                    SnapshotAbortReason("\(self.vm): copying again after the pre-copy finished early: \(error)")
-                )
-            }
-        }
         var cut = VMCut<ContinuousClock.Instant>(vm: self.vm, triggered: triggered, now: .now)
         var pending = cut.start()[...]
         var stopMicroseconds: Int64 = 0
@@ -60,26 +72,16 @@ struct VMCutRunner: Sendable {
             case .stopVM:
                 let since = Self.wallMicroseconds() - 1_000
                 do {
-                    // QEMU may have finished the pre-copy by itself (pausing the VM) since it was checked. Inbound
-                    // frames are held now, so running the VM again and copying it again keeps the cut exact: what
-                    // reached its NIC while it was paused is read before the new image's pause.
-                    var attempts = 0
-                    while self.precopy, let restart = self.restartPrecopy,
-                        try await QEMUSnapshot.status(self.monitor).status == "completed"
-                    {
-                        attempts += 1
-                        guard attempts <= 3 else {
-                            throw SnapshotError("pre-copy kept finishing by itself before the cut (an idle guest)")
-                        }
-                        _ = try await self.monitor.execute("cont")
-                        try await restart()
+                    if self.precopy {
+                        try await self.precopyUntilPaused()
+                    } else {
+                        _ = try await self.monitor.execute("stop", timeout: .seconds(10))
                     }
-                    _ = try await self.monitor.execute("stop", timeout: .seconds(10))
                     let stop = try await self.monitor.waitForEvent("STOP", since: since, timeout: .seconds(5))
                     stopMicroseconds = stop.timestampMicroseconds
                     pending += cut.stopped(atNanoseconds: UInt64(stop.timestampMicroseconds) * 1_000)
                 } catch {
-                    pending += cut.fail("QMP stop: \(error)")
+                    pending += cut.fail("\(self.precopy ? "pre-copy" : "QMP stop"): \(error)")
                 }
             case .drainOutbound:
                 _ = try? await self.switchService.drainOutbound(self.vm)
@@ -89,11 +91,11 @@ struct VMCutRunner: Sendable {
             case .startSnapshot:
                 do {
                     if self.precopy {
-                        // The stopped VM's last dirty pages go out at full speed; then it sits in `postmigrate`
-                        // until `cont`.
+                        // Past the switch-over: the last dirty pages and the device state go out; then the VM
+                        // sits in `postmigrate` until `cont`.
                         _ = try await self.monitor.execute(
-                            "migrate-set-parameters",
-                            arguments: ["max-bandwidth": .number(Double(8 << 30))]
+                            "migrate-continue",
+                            arguments: ["state": .string("pre-switchover")]
                         )
                         try await QEMUSnapshot.waitCompleted(self.monitor, timeout: .seconds(120))
                         _ = try await self.monitor.execute("cont")

@@ -52,7 +52,12 @@ extension LiveCluster {
         let deadline = ContinuousClock.now + timeout
         while self.lastSerialNumber(host: host, vm: vm, after: prefix) < value {
             guard ContinuousClock.now < deadline else {
-                throw Shell.Failure(description: "\(vm) on \(host): \(prefix)\(value) not reached within \(timeout)")
+                let serial = FileManager.default.contents(atPath: self.serialLog(host: host, vm: vm)) ?? Data()
+                throw Shell.Failure(
+                    description: "\(vm) on \(host): \(prefix)\(value) not reached within \(timeout). Serial tail:\n"
+                        + String(decoding: serial.suffix(600), as: UTF8.self) + "\nPeer log tail:\n"
+                        + self.peerLogSummary(host)
+                )
             }
             try await Task.sleep(for: .milliseconds(100))
         }
