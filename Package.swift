@@ -108,6 +108,7 @@ let package = Package(
             dependencies: [
                 "VNSnapCore",
                 "VNSnapCrypto",
+                "VNSnapImage",
                 "VNSnapPeer",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

@@ -6,6 +6,9 @@ struct BenchCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "vnsnap-bench",
         abstract: "Load generators and benchmarks for vnsnap-peer.",
-        subcommands: [InjectCommand.self, SwitchAloneCommand.self, SimulateCommand.self, MembershipBenchCommand.self]
+        subcommands: [
+            InjectCommand.self, SwitchAloneCommand.self, SimulateCommand.self, MembershipBenchCommand.self,
+            ImageWriterCommand.self,
+        ]
     )
 }
