@@ -1,6 +1,7 @@
 /* udpcat: the test guest's UDP workload (busybox nc speaks no UDP).
  *
- *   udpcat send HOST PORT COUNT PACE_MS   sends "seq 1" ... "seq COUNT", one datagram each, PACE_MS apart,
+ *   udpcat send HOST PORT COUNT PACE_MS   sends "seq 1" ... "seq COUNT", one datagram each, PACE_MS apart
+ *                                         (paced by spinning on the clock: a TCG guest's sleeps are coarse),
  *                                         then "end COUNT" five times, 200 ms apart
  *   udpcat recv PORT                      counts "seq K" datagrams (expects 1, 2, 3, ... in order) and on
  *                                         the first "end N" prints whether every one arrived
@@ -21,6 +22,18 @@ static void pause_ms(long ms) {
     }
 }
 
+static long long now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+/* Paces by spinning on the clock: a TCG guest's sleeps last a timer tick or more, far longer than asked. */
+static void spin_until(long long deadline) {
+    while (now_ns() < deadline) {
+    }
+}
+
 static int send_all(const char *host, int port, long count, long pace) {
     int fd = socket(AF_INET, SOCK_DGRAM, 0);
     struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(port)};
@@ -29,6 +42,7 @@ static int send_all(const char *host, int port, long count, long pace) {
         return 1;
     }
     char line[64];
+    long long next = now_ns();
     for (long k = 1; k <= count; k++) {
         int n = snprintf(line, sizeof(line), "seq %ld\n", k);
         if (send(fd, line, n, 0) < 0) {
@@ -38,7 +52,8 @@ static int send_all(const char *host, int port, long count, long pace) {
             printf("VNSNAP udp sent=%ld\n", k);
             fflush(stdout);
         }
-        pause_ms(pace);
+        next += pace * 1000000LL;
+        spin_until(next);
     }
     for (int r = 0; r < 5; r++) {
         int n = snprintf(line, sizeof(line), "end %ld\n", count);

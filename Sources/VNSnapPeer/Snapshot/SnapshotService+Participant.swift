@@ -87,7 +87,6 @@ extension SnapshotService {
         let mode = run.plan.mode
         do {
             try self.catalog.begin(key, name: "", mode: mode, createdAtNanoseconds: Self.wallNanoseconds())
-            var writers: [String: ImageStreamWriter] = [:]
             for vm in vms {
                 guard let machine = await self.supervisor.machine(vm), let monitor = await machine.monitor else {
                     throw SnapshotError("VM \(vm) is not running on \(self.config.peer.name)")
@@ -104,7 +103,8 @@ extension SnapshotService {
                     )
                 }
                 let store = LocalChunkStore(directory: directory + "/memory", label: "snapshot \(id), VM \(vm)")
-                writers[vm] = try ImageStreamWriter(socketPath: socket, store: store)
+                // Kept at once, so a failure further on cancels it (its thread waits in accept until then).
+                self.participants[id]?.writers[vm] = try ImageStreamWriter(socketPath: socket, store: store)
                 // QEMU's default cap (128 MiB/s) would make saving RAM the slowest part. `precopy` is a normal
                 // migration that pauses before its switch-over, so the cut can finish while the VM is stopped.
                 _ = try await monitor.execute(
@@ -123,7 +123,6 @@ extension SnapshotService {
                     ]
                 )
             }
-            self.participants[id]?.writers = writers
             // Mode `loop` (the per-VM baseline) leaves the switch alone: no epochs, no channel state.
             if mode == .loop { try await self.switchService.measure(vms: vms) }
             let refused =

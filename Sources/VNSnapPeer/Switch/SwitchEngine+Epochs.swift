@@ -249,6 +249,12 @@ extension SwitchEngine {
             default: self.deliverNow(held.frame, to: PortID(index), record: false)
             }
         }
+        // The channels drained while frames were held: recording ends now that they are out.
+        if let drain = self.drains[self.ports[index].violin.vni], drain.drainedAt != nil,
+            self.ports[index].gate.epoch >= drain.epoch
+        {
+            self.ports[index].gate.stopRecording()
+        }
         self.flushPending()
     }
 
@@ -344,9 +350,12 @@ extension SwitchEngine {
         guard let drain = self.drains[vni], drain.drainedAt == nil, drain.localPending.isEmpty, drain.drain.isDrained
         else { return }
         self.drains[vni]!.drainedAt = Self.monotonicNanoseconds()  // !-safe, checked above
-        // Every channel is empty: frames of the old epoch can no longer arrive, recording ends.
+        // Every channel is empty: frames of the old epoch can no longer arrive, recording ends — except on a
+        // port still holding frames: old-epoch frames among them are in flight too, recorded when released.
         for index in self.ports.indices where self.ports[index].violin.vni == vni {
-            if self.ports[index].gate.epoch >= drain.epoch { self.ports[index].gate.stopRecording() }
+            if self.ports[index].gate.epoch >= drain.epoch, self.ports[index].heldFrames.isEmpty {
+                self.ports[index].gate.stopRecording()
+            }
         }
     }
 }

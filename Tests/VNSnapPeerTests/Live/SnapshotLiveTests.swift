@@ -79,21 +79,24 @@ import VNSnapPeer
         let cluster = try LiveCluster(hosts: ["h1", "h2"])
         do {
             let violins = "\n[[violins]]\nname = \"udp\"\nvni = 43\n"
-            let count = 4000
+            // Long enough (~30 s at 1 ms per datagram) that every attempt below catches the stream running.
+            let count = 30_000
+            // One datagram per millisecond: the source's last old-epoch datagrams, sent while the sink is already
+            // being cut, are in flight toward it at most cuts.
             try cluster.startPeer(
-                "h1",
-                config: cluster.baseConfig("h1") + violins
+                "h2",
+                config: cluster.baseConfig("h2") + violins
                     + LiveCluster.guestVM(
                         name: "udpsource",
                         violin: "udp",
                         mac: "52:54:00:00:01:01",
                         append:
-                            "vnsnap.role=udpsource vnsnap.ip=10.10.1.1/24 vnsnap.to=10.10.1.2:6000 vnsnap.count=\(count) vnsnap.pace=2"
+                            "vnsnap.role=udpsource vnsnap.ip=10.10.1.1/24 vnsnap.to=10.10.1.2:6000 vnsnap.count=\(count) vnsnap.pace=1"
                     )
             )
             try cluster.startPeer(
-                "h2",
-                config: cluster.baseConfig("h2") + violins
+                "h1",
+                config: cluster.baseConfig("h1") + violins
                     + LiveCluster.guestVM(
                         name: "udpsink",
                         violin: "udp",
@@ -105,20 +108,24 @@ import VNSnapPeer
             var chosen: SnapshotManifest?
             for attempt in 1...6 {
                 try await cluster.waitForSerialNumber(
-                    host: "h2",
+                    host: "h1",
                     vm: "udpsink",
                     after: "VNSNAP udp got=",
-                    atLeast: 300 * attempt,
+                    atLeast: 1000 * attempt,
                     timeout: .seconds(180)
                 )
-                let manifest = try await cluster.snapshot("h2", violin: "udp", mode: .cow, name: "udp-\(attempt)")
+                let manifest = try await cluster.snapshot("h1", violin: "udp", mode: .cow, name: "udp-\(attempt)")
+                let sink = manifest.vms.first { $0.name == "udpsink" }?.measurements
+                print(
+                    "udp snapshot \(attempt): sink held \(sink?.held ?? 0) recorded \(sink?.recorded ?? 0), cut skew \(manifest.vms.map { "\($0.name) \($0.measurements.cutSkew) ns triggered \($0.cut.triggered)" })"
+                )
                 if (manifest.channels.first { $0.vm == "udpsink" }?.frames ?? 0) > 0 {
                     chosen = manifest
                     break
                 }
             }
             let live = try await cluster.waitForSerial(
-                host: "h2",
+                host: "h1",
                 vm: "udpsink",
                 containing: "verdict=",
                 timeout: .seconds(180)
@@ -130,17 +137,17 @@ import VNSnapPeer
                 return
             }
             let inFlight = manifest.channels.first { $0.vm == "udpsink" }!.frames
-            try await cluster.restore("h1", id: manifest.id, replay: true)
+            try await cluster.restore("h2", id: manifest.id, replay: true)
             let replayed = try await cluster.waitForSerial(
-                host: "h2",
+                host: "h1",
                 vm: "udpsink",
                 containing: "verdict=",
                 timeout: .seconds(180)
             )
             #expect(replayed.contains("verdict=ok"), "restored with replay (\(inFlight) frames in flight): \(replayed)")
-            try await cluster.restore("h1", id: manifest.id, replay: false)
+            try await cluster.restore("h2", id: manifest.id, replay: false)
             let lost = try await cluster.waitForSerial(
-                host: "h2",
+                host: "h1",
                 vm: "udpsink",
                 containing: "verdict=",
                 timeout: .seconds(180)
