@@ -115,10 +115,6 @@ import VNSnapPeer
                     timeout: .seconds(180)
                 )
                 let manifest = try await cluster.snapshot("h1", violin: "udp", mode: .cow, name: "udp-\(attempt)")
-                let sink = manifest.vms.first { $0.name == "udpsink" }?.measurements
-                print(
-                    "udp snapshot \(attempt): sink held \(sink?.held ?? 0) recorded \(sink?.recorded ?? 0), cut skew \(manifest.vms.map { "\($0.name) \($0.measurements.cutSkew) ns triggered \($0.cut.triggered)" })"
-                )
                 if (manifest.channels.first { $0.vm == "udpsink" }?.frames ?? 0) > 0 {
                     chosen = manifest
                     break
