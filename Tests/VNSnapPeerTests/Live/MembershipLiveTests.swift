@@ -188,6 +188,14 @@ import VNSnapPeer
                 #expect(Set(status.membership.members.map(\.name)) == Set(legit), "\(status.peer.name)")
                 #expect(status.membership.keyring.lastUnknownKey != nil)
             }
+            // Terms settle once every peer has seen the highest one (adopted from datagrams): wait for that, so
+            // a late adoption is not mistaken for an effect of the garbage below.
+            let settled = statuses.values.map(\.membership.election.term).max() ?? 0
+            for name in legit {
+                _ = try await cluster.waitUntil(name, "agreeing on term \(settled)") {
+                    $0.membership.election.term >= settled
+                }
+            }
             // Garbage at h1's membership socket: counted exactly by reason, no change of membership state.
             let before = try await cluster.status("h1").membership
             let target = "\(cluster.host("h1").address):7947"
