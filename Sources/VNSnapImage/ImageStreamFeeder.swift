@@ -25,9 +25,7 @@ public enum ImageStreamFeeder {
         against descriptor: SnapshotManifest.ImageDescriptor,
         label: String
     ) throws(ImageError) {
-        guard chunks.count == descriptor.chunkCount,
-            LocalChunkStore.hash(SnapshotManifest.ImageDescriptor.digestInput(chunks)) == descriptor.digest
-        else {
+        guard chunks.count == descriptor.chunkCount, Self.digest(of: chunks) == descriptor.digest else {
             throw ImageError(
                 .corrupt,
                 "\(label): the chunk list (\(chunks.count) chunks) does not match the manifest (\(descriptor.chunkCount) chunks, digest \(descriptor.digest.prefix(16))…)"
@@ -41,8 +39,13 @@ public enum ImageStreamFeeder {
             chunkCount: chunks.count,
             rawBytes: chunks.reduce(0) { $0 + $1.rawBytes },
             storedBytes: chunks.reduce(0) { $0 + $1.storedBytes },
-            digest: LocalChunkStore.hash(SnapshotManifest.ImageDescriptor.digestInput(chunks))
+            digest: Self.digest(of: chunks)
         )
+    }
+
+    /// BLAKE2b-256 of a chunk list (`ImageDescriptor.digestInput`), hex.
+    static func digest(of chunks: [SnapshotManifest.ChunkDescriptor]) -> String {
+        LocalChunkStore.hash(SnapshotManifest.ImageDescriptor.digestInput(chunks))
     }
 
     /// Connects to `socketPath` (retrying for up to `connectTimeout`) and writes every chunk, each verified

@@ -48,12 +48,7 @@ struct ShowCommand: AsyncParsableCommand {
         guard let manifest = try await self.peer.send(ControlRequest(command: "show", id: self.id)).manifest else {
             throw failure("the peer returned no manifest")
         }
-        if self.json {
-            print(String(decoding: try manifest.encoded(), as: UTF8.self))
-        } else {
-            print(SnapshotFormatter.summary(manifest), terminator: "")
-            print(SnapshotFormatter.table(manifest), terminator: "")
-        }
+        try SnapshotFormatter.show(manifest, json: self.json)
     }
 }
 

@@ -50,11 +50,6 @@ struct SnapshotCommand: AsyncParsableCommand {
             SnapshotFormatter.progress(line, since: started, toStandardError: json)
         }
         guard let manifest = response.manifest else { throw failure("the peer returned no manifest") }
-        if self.json {
-            print(String(decoding: try manifest.encoded(), as: UTF8.self))
-        } else {
-            print(SnapshotFormatter.summary(manifest), terminator: "")
-            print(SnapshotFormatter.table(manifest), terminator: "")
-        }
+        try SnapshotFormatter.show(manifest, json: self.json)
     }
 }

@@ -29,10 +29,18 @@ enum SnapshotFormatter {
 
     /// One progress line, stamped with the seconds since `started`.
     static func progress(_ line: String, since started: ContinuousClock.Instant, toStandardError: Bool) {
-        let elapsed = started.duration(to: .now)
-        let seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        let text = String(format: "[%6.2f s] %@\n", seconds, line)
+        let text = String(format: "[%6.2f s] %@\n", started.duration(to: .now).inSeconds, line)
         FileHandle(fileDescriptor: toStandardError ? STDERR_FILENO : STDOUT_FILENO).write(Data(text.utf8))
+    }
+
+    /// A manifest as `snapshot` and `show` print it: the stored JSON, or the summary and the per-VM table.
+    static func show(_ manifest: SnapshotManifest, json: Bool) throws {
+        if json {
+            print(String(decoding: try manifest.encoded(), as: UTF8.self))
+        } else {
+            print(Self.summary(manifest), terminator: "")
+            print(Self.table(manifest), terminator: "")
+        }
     }
 
     static func time(_ nanoseconds: UInt64) -> String {

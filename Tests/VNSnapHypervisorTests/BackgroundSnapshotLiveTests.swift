@@ -1,5 +1,4 @@
 import Foundation
-import Synchronization
 import Testing
 import VNSnapCore
 import VNSnapHypervisor
@@ -8,76 +7,6 @@ import VNSnapImage
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Calls `body` with a `sockaddr` for the unix socket `path` and its length (bind, connect).
-func withUnixAddress<T>(_ path: String, _ body: (UnsafePointer<sockaddr>, socklen_t) -> T) -> T {
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-        for (i, byte) in path.utf8.enumerated() { raw[i] = byte }
-    }
-    return withUnsafePointer(to: &address) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { body($0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
-    }
-}
-
-/// Reads one connection on a unix stream socket into chunk files, on its own thread (blocking I/O and
-/// compression never run on an event loop).
-final class ImageReceiver: Sendable {
-    let path: String
-    final class Outcome: Sendable {
-        let value = Mutex<Result<[SnapshotManifest.ChunkDescriptor], any Error>?>(nil)
-    }
-    let result = Outcome()
-    let listener: Int32
-
-    init(path: String, store: LocalChunkStore, chunkSize: Int = 1 << 20) throws {
-        self.path = path
-        unlink(path)
-        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-        let bound = withUnixAddress(path) { bind(fd, $0, $1) }
-        guard fd >= 0, bound == 0, listen(fd, 1) == 0 else {
-            throw POSIXError(.EADDRINUSE)
-        }
-        self.listener = fd
-        let result = self.result
-        Thread.detachNewThread {
-            let connection = accept(fd, nil, nil)
-            var chunker = ImageChunker(chunkSize: chunkSize)
-            var chunks: [SnapshotManifest.ChunkDescriptor] = []
-            var buffer = [UInt8](repeating: 0, count: 256 << 10)
-            do {
-                while true {
-                    let n = buffer.withUnsafeMutableBytes { read(connection, $0.baseAddress, $0.count) }
-                    if n < 0, errno == EINTR { continue }
-                    guard n > 0 else { break }
-                    for chunk in chunker.append(buffer[0..<n]) {
-                        chunks.append(try store.write(index: chunk.index, raw: chunk.bytes))
-                    }
-                }
-                if let last = chunker.finish() { chunks.append(try store.write(index: last.index, raw: last.bytes)) }
-                result.value.withLock { $0 = .success(chunks) }
-            } catch {
-                result.value.withLock { $0 = .failure(error) }
-            }
-            close(connection)
-        }
-    }
-
-    func wait(timeout: Duration) async throws -> [SnapshotManifest.ChunkDescriptor] {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if let result = self.result.value.withLock({ $0 }) { return try result.get() }
-            try await Task.sleep(for: .milliseconds(20))
-        }
-        throw POSIXError(.ETIMEDOUT)
-    }
-
-    deinit {
-        close(self.listener)
-        unlink(self.path)
-    }
-}
 
 /// A real guest cut with QEMU's background snapshot: a short pause measured from QEMU's own STOP/RESUME
 /// events, the RAM streamed into verified chunk files, and the guest running on.
@@ -94,11 +23,15 @@ final class ImageReceiver: Sendable {
             try await Task.sleep(for: .seconds(2))  // let the guest get going: it is a live system that is cut
             let store = LocalChunkStore(directory: directory + "/image", label: "test snapshot, VM qmptest")
             try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
-            let receiver = try ImageReceiver(path: directory + "/image.sock", store: store)
+            let receiver = try ImageStreamWriter(
+                socketPath: directory + "/image.sock",
+                store: store,
+                chunkSize: 1 << 20
+            )
 
             try await QEMUSnapshot.enableBackgroundSnapshot(monitor)
             _ = try await monitor.execute("stop")
-            try await QEMUSnapshot.start(monitor, uri: "unix:\(receiver.path)")
+            try await QEMUSnapshot.start(monitor, uri: "unix:\(receiver.socketPath)")
             // QEMU's own STOP and RESUME times; a snapshot that never resumes the VM fails here, not hangs.
             let times = try await withThrowingTaskGroup(of: (Int64?, Int64?).self) { group in
                 group.addTask {
@@ -155,33 +88,6 @@ final class ImageReceiver: Sendable {
         }
     }
 
-    /// Writes every chunk, verified, into a unix stream socket (the restoring QEMU listens there).
-    static func serve(_ chunks: [SnapshotManifest.ChunkDescriptor], from store: LocalChunkStore, to path: String)
-        async throws
-    {
-        var fd: Int32 = -1
-        for _ in 0..<200 {
-            fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
-            let connected = withUnixAddress(path) { connect(fd, $0, $1) }
-            if connected == 0 { break }
-            close(fd)
-            fd = -1
-            try await Task.sleep(for: .milliseconds(25))
-        }
-        guard fd >= 0 else { throw POSIXError(.ECONNREFUSED) }
-        defer { close(fd) }
-        for chunk in chunks {
-            let bytes = try store.read(chunk)  // verified before use
-            var offset = 0
-            while offset < bytes.count {
-                let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
-                if n < 0, errno == EINTR { continue }
-                guard n > 0 else { throw POSIXError(.EPIPE) }
-                offset += n
-            }
-        }
-    }
-
     @Test func test_restoreFromVerifiedChunks_startsPaused_thenContinuesWhereTheCutWas() async throws {
         guard getuid() == 0 else {
             Issue.record("background snapshots need /dev/userfaultfd (root); tools/test runs as root")
@@ -202,11 +108,15 @@ final class ImageReceiver: Sendable {
             }
             let store = LocalChunkStore(directory: directory + "/image", label: "test snapshot, VM qmptest")
             try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
-            let receiver = try ImageReceiver(path: directory + "/image.sock", store: store)
+            let receiver = try ImageStreamWriter(
+                socketPath: directory + "/image.sock",
+                store: store,
+                chunkSize: 1 << 20
+            )
             try await QEMUSnapshot.enableBackgroundSnapshot(monitor)
             _ = try await monitor.execute("stop")
             let atCut = Self.counters(serial).last ?? 0
-            try await QEMUSnapshot.start(monitor, uri: "unix:\(receiver.path)")
+            try await QEMUSnapshot.start(monitor, uri: "unix:\(receiver.socketPath)")
             try await QEMUSnapshot.waitCompleted(monitor)
             let chunks = try await receiver.wait(timeout: .seconds(60))
             await original.stop()
@@ -215,7 +125,7 @@ final class ImageReceiver: Sendable {
             try await restored.start(startPaused: true, incoming: true, stderrLog: restoredDirectory + "/qemu.log")
             let restoredMonitor = try #require(await restored.monitor)
             try await QEMUSnapshot.restore(restoredMonitor, uri: "unix:\(restoredDirectory)/incoming.sock")
-            try await Self.serve(chunks, from: store, to: restoredDirectory + "/incoming.sock")
+            try ImageStreamFeeder.feed(chunks, from: store, to: restoredDirectory + "/incoming.sock")
             try await QEMUSnapshot.waitCompleted(restoredMonitor)
             #expect(try await restoredMonitor.execute("query-status")["status"]?.stringValue == "paused")
             _ = try await restoredMonitor.execute("cont")

@@ -23,8 +23,7 @@ public struct SimInstant: InstantProtocol, Sendable, Hashable, CustomStringConve
     public var description: String { "t=\(self.seconds)s" }
 
     static func nanoseconds(_ duration: Duration) -> Int64 {
-        let (seconds, attoseconds) = duration.components
-        return seconds * 1_000_000_000 + attoseconds / 1_000_000_000
+        duration.inNanoseconds
     }
 }
 

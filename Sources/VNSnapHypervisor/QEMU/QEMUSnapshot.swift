@@ -6,12 +6,26 @@
 public enum QEMUSnapshot {
     /// Turns the background-snapshot capability on (needs /dev/userfaultfd, i.e. root here).
     public static func enableBackgroundSnapshot(_ monitor: QMPClient) async throws {
+        try await self.setCapabilities(monitor, ["background-snapshot": true])
+    }
+
+    /// Sets migration capabilities (`background-snapshot`, `pause-before-switchover`, ...).
+    public static func setCapabilities(_ monitor: QMPClient, _ capabilities: [String: Bool]) async throws {
         _ = try await monitor.execute(
             "migrate-set-capabilities",
             arguments: [
-                "capabilities": .array([.object(["capability": .string("background-snapshot"), "state": .bool(true)])])
+                "capabilities": .array(
+                    capabilities.sorted { $0.key < $1.key }.map {
+                        .object(["capability": .string($0.key), "state": .bool($0.value)])
+                    }
+                )
             ]
         )
+    }
+
+    /// Sets migration parameters (`max-bandwidth` in bytes per second, `downtime-limit` in ms, ...).
+    public static func setParameters(_ monitor: QMPClient, _ parameters: [String: Double]) async throws {
+        _ = try await monitor.execute("migrate-set-parameters", arguments: parameters.mapValues { .number($0) })
     }
 
     /// Starts saving the VM to `uri`.

@@ -174,16 +174,10 @@ public final class SnapshotCatalog: Sendable {
     @discardableResult
     public func abort(_ id: UInt64, reason: String) throws -> [String] {
         try self.queue.write { db in
-            let snapshotID = Int64(bitPattern: id)
-            let directories = try String.fetchAll(
-                db,
-                sql: "SELECT directory FROM images WHERE snapshotID = ?",
-                arguments: [snapshotID]
-            )
-            try db.execute(sql: "DELETE FROM images WHERE snapshotID = ?", arguments: [snapshotID])
+            let directories = try Self.forgetImages(of: id, in: db)
             try db.execute(
                 sql: "UPDATE snapshots SET state = 'aborted', reason = ? WHERE id = ? AND state != 'committed'",
-                arguments: [reason, snapshotID]
+                arguments: [reason, Int64(bitPattern: id)]
             )
             return directories
         }
@@ -193,16 +187,22 @@ public final class SnapshotCatalog: Sendable {
     @discardableResult
     public func delete(_ id: UInt64) throws -> [String] {
         try self.queue.write { db in
-            let snapshotID = Int64(bitPattern: id)
-            let directories = try String.fetchAll(
-                db,
-                sql: "SELECT directory FROM images WHERE snapshotID = ?",
-                arguments: [snapshotID]
-            )
-            try db.execute(sql: "DELETE FROM images WHERE snapshotID = ?", arguments: [snapshotID])
-            try db.execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [snapshotID])
+            let directories = try Self.forgetImages(of: id, in: db)
+            try db.execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [Int64(bitPattern: id)])
             return directories
         }
+    }
+
+    /// Deletes a snapshot's image rows (their chunks and replicas go with them); returns their directories.
+    private static func forgetImages(of id: UInt64, in db: Database) throws -> [String] {
+        let snapshotID = Int64(bitPattern: id)
+        let directories = try String.fetchAll(
+            db,
+            sql: "SELECT directory FROM images WHERE snapshotID = ?",
+            arguments: [snapshotID]
+        )
+        try db.execute(sql: "DELETE FROM images WHERE snapshotID = ?", arguments: [snapshotID])
+        return directories
     }
 
     /// Committed snapshots, oldest first.

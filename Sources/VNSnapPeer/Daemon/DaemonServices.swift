@@ -105,7 +105,7 @@ struct DaemonServices: Sendable {
                     roles: self.config.peer.roles.map(\.rawValue).sorted(),
                     cluster: self.config.cluster.name,
                     session: self.session,
-                    uptimeSeconds: PeerDaemon.seconds(self.started.duration(to: .now)),
+                    uptimeSeconds: self.started.duration(to: .now).inSeconds,
                     version: PeerDaemon.version,
                     pid: getpid()
                 ),

@@ -192,7 +192,4 @@ public enum PeerDaemon {
         )
     }
 
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
-    }
 }

@@ -103,7 +103,7 @@ extension MembershipEngine {
                     .init(fingerprint: $0.element.shortFingerprint, primary: $0.offset == 0)
                 },
                 lastUnknownKey: self.lastUnknownKey.map {
-                    "\($0.description), \(Int(PeerDaemon.seconds($0.at.duration(to: now)))) s ago"
+                    "\($0.description), \(Int($0.at.duration(to: now).inSeconds)) s ago"
                 }
             ),
             waitingForSeeds: self.isWaitingForCluster ? self.seeds : [],
@@ -125,7 +125,7 @@ extension MembershipEngine {
             roles: state.metadata.roles.map(\.rawValue).sorted(),
             state: state.status.description,
             incarnation: state.incarnation,
-            sinceChangeSeconds: since.map { PeerDaemon.seconds($0.duration(to: now)) } ?? 0,
+            sinceChangeSeconds: since.map { $0.duration(to: now).inSeconds } ?? 0,
             storeCapacity: state.metadata.storeCapacity,
             version: state.metadata.version,
             keyringGeneration: state.metadata.keyringGeneration,

@@ -222,10 +222,7 @@ final class MembershipEngine {
             current.task.cancel()
         }
         let delay = now.duration(to: at)
-        let nanoseconds = max(
-            0,
-            delay.components.seconds * 1_000_000_000 + delay.components.attoseconds / 1_000_000_000
-        )
+        let nanoseconds = max(0, delay.inNanoseconds)
         let task = self.eventLoop.assumeIsolated().scheduleTask(in: .nanoseconds(nanoseconds)) { self.onTick() }
         self.tick = (task, at)
     }

@@ -103,7 +103,7 @@ extension SnapshotService {
                         ),
                         stall: report.stall,
                         counters: report.counters,
-                        timeToDurable: Self.nanoseconds(started.duration(to: durable)),
+                        timeToDurable: UInt64(max(0, started.duration(to: durable).inNanoseconds)),
                         queueWaitExpired: run.outcomes[vm]?.queueWaitExpired ?? false
                     )
                 )
@@ -205,10 +205,5 @@ extension SnapshotService {
     func deleteLocally(_ id: UInt64) async {
         _ = try? self.catalog.delete(id)
         try? FileManager.default.removeItem(atPath: self.directory(id))
-    }
-
-    static func nanoseconds(_ duration: Duration) -> UInt64 {
-        UInt64(max(0, duration.components.seconds)) * 1_000_000_000
-            + UInt64(max(0, duration.components.attoseconds / 1_000_000_000))
     }
 }

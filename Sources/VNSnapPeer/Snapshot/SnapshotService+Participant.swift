@@ -107,20 +107,13 @@ extension SnapshotService {
                 self.participants[id]?.writers[vm] = try ImageStreamWriter(socketPath: socket, store: store)
                 // QEMU's default cap (128 MiB/s) would make saving RAM the slowest part. `precopy` is a normal
                 // migration that pauses before its switch-over, so the cut can finish while the VM is stopped.
-                _ = try await monitor.execute(
-                    "migrate-set-parameters",
-                    arguments: ["max-bandwidth": .number(Double(8 << 30)), "downtime-limit": .number(300)]
+                try await QEMUSnapshot.setParameters(
+                    monitor,
+                    ["max-bandwidth": Double(8 << 30), "downtime-limit": 300]
                 )
-                _ = try await monitor.execute(
-                    "migrate-set-capabilities",
-                    arguments: [
-                        "capabilities": .array([
-                            .object(["capability": .string("background-snapshot"), "state": .bool(mode != .precopy)]),
-                            .object([
-                                "capability": .string("pause-before-switchover"), "state": .bool(mode == .precopy),
-                            ]),
-                        ])
-                    ]
+                try await QEMUSnapshot.setCapabilities(
+                    monitor,
+                    ["background-snapshot": mode != .precopy, "pause-before-switchover": mode == .precopy]
                 )
             }
             // Mode `loop` (the per-VM baseline) leaves the switch alone: no epochs, no channel state.

@@ -163,13 +163,13 @@ extension SnapshotService {
                 for vm in local {
                     let started = ContinuousClock.now
                     try await self.verify(manifest, vm: vm.name)
-                    timings.milliseconds[vm.name] = Self.milliseconds(started.duration(to: .now))
+                    timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
                 }
             case .load:
                 for vm in local {
                     let started = ContinuousClock.now
                     self.holding[run]?.frames[vm.name] = try await self.load(manifest, vm: vm.name)
-                    timings.milliseconds[vm.name] = Self.milliseconds(started.duration(to: .now))
+                    timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
                 }
             case .resume:
                 for vm in local {
@@ -184,7 +184,7 @@ extension SnapshotService {
                         throw SnapshotError("VM \(vm.name) is not running after its load")
                     }
                     _ = try await monitor.execute("cont")
-                    timings.milliseconds[vm.name] = Self.milliseconds(started.duration(to: .now))
+                    timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
                 }
                 self.logger.info("Restore resumed the VMs", metadata: ["snapshot.id": "\(key.id)"])
             }
@@ -259,9 +259,5 @@ extension SnapshotService {
         }
         try await self.switchService.setEpoch(vm, epoch: manifest.epoch)
         return frames
-    }
-
-    static func milliseconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) * 1000 + Double(duration.components.attoseconds) / 1e15
     }
 }

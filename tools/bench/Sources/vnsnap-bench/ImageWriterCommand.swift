@@ -12,11 +12,13 @@ import Glibc
 struct ImageWriterCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "image-writer",
-        abstract: "Time the image writer on a saved stream, next to bare zstd -1 (library, one thread) on the same bytes."
+        abstract:
+            "Time the image writer on a saved stream, next to bare zstd -1 (library, one thread) on the same bytes."
     )
 
     @Argument(help: "A saved raw stream (e.g. a VM's QEMU migration stream).") var file: String
-    @Option(help: "Where the chunk files go (a directory on the disk to measure).") var directory = "/tmp/vnsnap-bench-image"
+    @Option(help: "Where the chunk files go (a directory on the disk to measure).") var directory =
+        "/tmp/vnsnap-bench-image"
     @Option(help: "Rounds (medians are printed).") var rounds = 3
 
     func run() async throws {
@@ -28,25 +30,29 @@ struct ImageWriterCommand: AsyncParsableCommand {
         var zstdRates: [Double] = []
         for _ in 0..<self.rounds {
             try? FileManager.default.removeItem(atPath: self.directory)
-            try FileManager.default.createDirectory(atPath: self.directory + "/chunks", withIntermediateDirectories: true)
+            try FileManager.default.createDirectory(
+                atPath: self.directory + "/chunks",
+                withIntermediateDirectories: true
+            )
             let store = LocalChunkStore(directory: self.directory + "/chunks", label: "bench")
             let writer = try ImageStreamWriter(socketPath: self.directory + "/in.sock", store: store)
             let started = ContinuousClock.now
             try Self.send(stream, to: writer.socketPath)
             _ = try await writer.wait(timeout: .seconds(600))
-            writerRates.append(Double(stream.count) / Self.seconds(started.duration(to: .now)) / 1e6)
+            writerRates.append(Double(stream.count) / started.duration(to: .now).inSeconds / 1e6)
             let zstdStarted = ContinuousClock.now
             for start in stride(from: 0, to: stream.count, by: 4 << 20) {
                 _ = Zstd.compress(Array(stream[start..<min(stream.count, start + (4 << 20))]), level: 1)
             }
-            zstdRates.append(Double(stream.count) / Self.seconds(zstdStarted.duration(to: .now)) / 1e6)
+            zstdRates.append(Double(stream.count) / zstdStarted.duration(to: .now).inSeconds / 1e6)
         }
         try? FileManager.default.removeItem(atPath: self.directory)
         let writer = writerRates.sorted()[writerRates.count / 2]
         let zstd = zstdRates.sorted()[zstdRates.count / 2]
         print(
             String(
-                format: "image writer %.0f MB/s, zstd -1 alone %.0f MB/s (same 4 MiB chunks, same thread count), ratio %.2f (%d rounds, %.1f MB)",
+                format:
+                    "image writer %.0f MB/s, zstd -1 alone %.0f MB/s (same 4 MiB chunks, same thread count), ratio %.2f (%d rounds, %.1f MB)",
                 writer,
                 zstd,
                 writer / zstd,
@@ -54,10 +60,6 @@ struct ImageWriterCommand: AsyncParsableCommand {
                 Double(stream.count) / 1e6
             )
         )
-    }
-
-    static func seconds(_ duration: Duration) -> Double {
-        Double(duration.components.seconds) + Double(duration.components.attoseconds) / 1e18
     }
 
     static func send(_ bytes: [UInt8], to path: String) throws {
