@@ -79,11 +79,13 @@ import VNSnapHypervisor
             mac: MACAddress("52:54:00:00:00:02")!,
             memoryMiB: 128,
             vcpus: 1,
-            boot: .disk(path: "/img.qcow2", format: "qcow2"),
+            boot: .disk,
+            disk: VMDefinition.Disk(path: "/img.qcow2", format: "qcow2"),
             accelerator: nil
         )
         let args = QEMUCommandLine.arguments(for: vm, accelerator: .kvm, paths: self.paths, startPaused: true)
-        #expect(args.contains("file=/img.qcow2,format=qcow2,if=virtio,cache=writeback"))
+        #expect(args.contains("file=/img.qcow2,format=qcow2,if=virtio,cache=writeback,id=disk0"))
+        #expect(!args.contains("-kernel"))
         #expect(args.contains("-S"))
         #expect(args.joined(separator: " ").contains("-accel kvm -cpu host"))
     }

@@ -93,9 +93,24 @@ final class ConfigSandbox {
         )
         #expect(config.vms[0].accelerator == .tcg)
         #expect(config.vms[0].memoryMiB == 128)
-        #expect(config.vms[1].boot == .disk(path: sandbox.directory + "/disk.qcow2", format: "qcow2"))
+        #expect(config.vms[1].boot == .disk)
+        #expect(config.vms[1].disk == VMDefinition.Disk(path: sandbox.directory + "/disk.qcow2", format: "qcow2"))
         #expect(config.vms[1].accelerator == nil)
         #expect(config.vms[1].vcpus == 2)
+    }
+
+    @Test func test_parse_kernelWithDisk_shouldBootTheKernelWithTheDiskAttached() throws {
+        let sandbox = try ConfigSandbox()
+        let text = Self.valid.replacingOccurrences(
+            of: "kernel = \"vmlinuz\"",
+            with: "kernel = \"vmlinuz\"\ndisk = \"disk.qcow2\""
+        )
+        let config = try sandbox.load(text)
+        guard case .kernel = config.vms[0].boot else {
+            Issue.record("expected a kernel boot, got \(config.vms[0].boot)")
+            return
+        }
+        #expect(config.vms[0].disk == VMDefinition.Disk(path: sandbox.directory + "/disk.qcow2", format: "qcow2"))
     }
 
     @Test func test_load_checkedInExample_shouldParseExceptForMissingGuestFiles() throws {
@@ -140,7 +155,10 @@ final class ConfigSandbox {
         ("accel = \"tcg\"", "accel = \"xen\"", "vms[0].accel"),
         ("memory_mib = 256", "memory_mib = 1", "vms[1].memory_mib"),
         ("vcpus = 2", "vcpus = 0", "vms[1].vcpus"),
-        ("disk = \"disk.qcow2\"", "disk = \"disk.qcow2\"\nkernel = \"vmlinuz\"", "vms[1]"),
+        ("disk = \"disk.qcow2\"", "disk = \"disk.qcow2\"\nappend = \"console=ttyS0\"", "vms[1].append"),
+        ("disk = \"disk.qcow2\"", "disk = \"disk.qcow2\"\ndisk_format = \"vmdk\"", "vms[1].disk_format"),
+        ("disk = \"disk.qcow2\"", "disk = \"nope.qcow2\"", "vms[1].disk"),
+        ("kernel = \"vmlinuz\"", "kernel = \"vmlinuz\"\ndisk_format = \"raw\"", "vms[0].disk_format"),
         ("vcpus = 2", "vcpus = 2\ncolour = \"red\"", "vms[1].colour"),
         ("data_dir = \"data\"", "data_dir = \"data\"\nroles = [\"vm\", \"boss\"]", "peer.roles[1]"),
         ("[cluster]\nname = \"demo\"", "[cluster]\nname = \"\"", "cluster.name"),

@@ -10,10 +10,13 @@ import Foundation
 ///   "id": 7, "name": "before-upgrade", "violin": "pipeline", "vni": 42, "epoch": 1, "term": 3, "mode": "cow",
 ///   "createdAtNanoseconds": ..., "initiator": "h0",
 ///   "vms": [ { "name": "sink", "peer": "h1", "cut": { VMCutReport }, "image": { ImageDescriptor },
-///              "measurements": { VMMeasurements } } ],
+///              "measurements": { VMMeasurements }, "disk": [ DiskLayer ] } ],
 ///   "channels": [ { "vm": "sink", "frames": 12, "bytes": 17880, "drained": true, "image": { ImageDescriptor } } ] }
 /// ImageDescriptor = { "chunkCount": 24, "rawBytes": ..., "storedBytes": ..., "digest": "<BLAKE2b-256 hex>" }
+/// DiskLayer = { "path": "/data/disks/db/snapshot-7-....qcow2", "format": "qcow2", "bytes": ..., "digest": "..." }
 /// ```
+/// `disk` is absent for a VM without a disk; its first layer is the image frozen at the cut, the rest its backing
+/// chain (the VM's peer keeps them: a frozen image is never written again).
 /// The chunk lists themselves stay in the catalogs of the peers holding the images; each descriptor's digest
 /// is computed over its list (`ImageDescriptor.digestInput`), so a restore checks the list, then every chunk.
 public struct SnapshotManifest: Sendable, Hashable, Codable {
@@ -53,22 +56,38 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
         public var storedBytes: UInt64
         /// BLAKE2b-256 over the chunk list (each chunk's index, sizes and hash), hex.
         public var digest: String
-        /// The disk overlay taken at the same pause, if the VM has a disk.
-        public var diskOverlay: String?
 
         /// Creates a descriptor.
-        public init(chunkCount: Int, rawBytes: UInt64, storedBytes: UInt64, digest: String, diskOverlay: String? = nil)
-        {
+        public init(chunkCount: Int, rawBytes: UInt64, storedBytes: UInt64, digest: String) {
             self.chunkCount = chunkCount
             self.rawBytes = rawBytes
             self.storedBytes = storedBytes
             self.digest = digest
-            self.diskOverlay = diskOverlay
         }
 
         /// The text a chunk list's digest is computed over: one line per chunk, in order.
         public static func digestInput(_ chunks: [ChunkDescriptor]) -> [UInt8] {
             Array(chunks.map { "\($0.index) \($0.rawBytes) \($0.storedBytes) \($0.hash)\n" }.joined().utf8)
+        }
+    }
+
+    /// One file of a VM's disk as frozen at the cut (read-only from then on), on the VM's peer.
+    public struct DiskLayer: Sendable, Hashable, Codable {
+        /// The image file.
+        public var path: String
+        /// `qcow2` or `raw`.
+        public var format: String
+        /// Its size.
+        public var bytes: UInt64
+        /// BLAKE2b-256 of the whole file, hex.
+        public var digest: String
+
+        /// Creates a layer.
+        public init(path: String, format: String, bytes: UInt64, digest: String) {
+            self.path = path
+            self.format = format
+            self.bytes = bytes
+            self.digest = digest
         }
     }
 
@@ -130,15 +149,24 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
         public var image: ImageDescriptor
         /// Its measurements.
         public var measurements: VMMeasurements
+        /// Its disk at the cut, if it has one: the frozen image first, then its backing files down to the base.
+        public var disk: [DiskLayer]?
 
         /// Creates an entry.
-        public init(name: String, peer: String, cut: VMCutReport, image: ImageDescriptor, measurements: VMMeasurements)
-        {
+        public init(
+            name: String,
+            peer: String,
+            cut: VMCutReport,
+            image: ImageDescriptor,
+            measurements: VMMeasurements,
+            disk: [DiskLayer]? = nil
+        ) {
             self.name = name
             self.peer = peer
             self.cut = cut
             self.image = image
             self.measurements = measurements
+            self.disk = disk
         }
     }
 

@@ -4,8 +4,22 @@ public struct VMDefinition: Sendable, Hashable, Codable {
     public enum Boot: Sendable, Hashable, Codable {
         /// Direct kernel boot.
         case kernel(kernel: String, initrd: String?, append: String)
-        /// A disk image (qcow2 or raw).
-        case disk(path: String, format: String)
+        /// From its `disk`.
+        case disk
+    }
+
+    /// A disk image attached as the VM's first virtio disk (snapshotted with it, DESIGN §6).
+    public struct Disk: Sendable, Hashable, Codable {
+        /// The image file.
+        public var path: String
+        /// `qcow2` or `raw`.
+        public var format: String
+
+        /// Creates a disk.
+        public init(path: String, format: String) {
+            self.path = path
+            self.format = format
+        }
     }
 
     /// CPU virtualisation.
@@ -28,6 +42,8 @@ public struct VMDefinition: Sendable, Hashable, Codable {
     public var vcpus: Int
     /// Kernel or disk.
     public var boot: Boot
+    /// Its disk, if it has one (required to boot from disk).
+    public var disk: Disk?
     /// Accelerator; `nil` means "kvm if /dev/kvm opens, else tcg", decided when the VM starts.
     public var accelerator: Accelerator?
 
@@ -39,6 +55,7 @@ public struct VMDefinition: Sendable, Hashable, Codable {
         memoryMiB: Int,
         vcpus: Int,
         boot: Boot,
+        disk: Disk? = nil,
         accelerator: Accelerator?
     ) {
         self.name = name
@@ -47,6 +64,7 @@ public struct VMDefinition: Sendable, Hashable, Codable {
         self.memoryMiB = memoryMiB
         self.vcpus = vcpus
         self.boot = boot
+        self.disk = disk
         self.accelerator = accelerator
     }
 }

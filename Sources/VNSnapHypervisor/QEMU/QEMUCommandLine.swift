@@ -32,6 +32,9 @@ public struct QEMUPaths: Sendable, Hashable {
 
 /// Builds `qemu-system-x86_64` arguments for a VM definition. Pure, so it is tested without QEMU.
 public enum QEMUCommandLine {
+    /// The block device name of a VM's disk in QMP (`blockdev-snapshot-sync`, `query-block`).
+    public static let diskID = "disk0"
+
     /// Arguments for `definition`, with the accelerator already decided.
     ///
     /// The NIC is a `-netdev dgram` over unix datagram sockets (QEMU ≥ 7.2): one datagram, one frame,
@@ -62,13 +65,14 @@ public enum QEMUCommandLine {
             "dgram,id=net0,local.type=unix,local.path=\(paths.nicSocket),remote.type=unix,remote.path=\(paths.switchPortSocket)",
             "-device", "virtio-net-pci,netdev=net0,mac=\(definition.mac),romfile=",
         ]
-        switch definition.boot {
-        case .kernel(let kernel, let initrd, let append):
+        if case .kernel(let kernel, let initrd, let append) = definition.boot {
             args += ["-kernel", kernel]
             if let initrd { args += ["-initrd", initrd] }
             args += ["-append", append]
-        case .disk(let path, let format):
-            args += ["-drive", "file=\(path),format=\(format),if=virtio,cache=writeback"]
+        }
+        // Without -kernel, the firmware boots from this disk.
+        if let disk = definition.disk {
+            args += ["-drive", "file=\(disk.path),format=\(disk.format),if=virtio,cache=writeback,id=\(Self.diskID)"]
         }
         if startPaused { args.append("-S") }
         if incoming { args += ["-incoming", "defer"] }

@@ -247,26 +247,28 @@ extension PeerConfig {
         let append = try table.string("append")
         let disk = try table.string("disk").map(absolute)
         let format = try table.string("disk_format")
-        let boot: VMDefinition.Boot
-        switch (kernel, disk) {
-        case (.some(let kernel), .none):
-            try Self.checkReadable(kernel, table, "kernel")
-            if let initrd { try Self.checkReadable(initrd, table, "initrd") }
-            if format != nil { throw table.error("disk_format", "only valid with disk") }
-            boot = .kernel(kernel: kernel, initrd: initrd, append: append ?? "")
-        case (.none, .some(let disk)):
+        if format != nil, disk == nil { throw table.error("disk_format", "only valid with disk") }
+        var attached: VMDefinition.Disk?
+        if let disk {
             try Self.checkReadable(disk, table, "disk")
-            if initrd != nil { throw table.error("initrd", "only valid with kernel") }
-            if append != nil { throw table.error("append", "only valid with kernel") }
             let chosen = format ?? (disk.hasSuffix(".qcow2") ? "qcow2" : "raw")
             guard chosen == "qcow2" || chosen == "raw" else {
                 throw table.error("disk_format", "\"\(chosen)\" is not one of qcow2, raw")
             }
-            boot = .disk(path: disk, format: chosen)
-        case (.some, .some):
-            throw table.error(nil, "set either kernel (with initrd, append) or disk, not both")
-        case (.none, .none):
-            throw table.error(nil, "set kernel (with initrd, append) or disk")
+            attached = VMDefinition.Disk(path: disk, format: chosen)
+        }
+        let boot: VMDefinition.Boot
+        if let kernel {
+            // Direct kernel boot; a disk, if set, is attached as the VM's disk.
+            try Self.checkReadable(kernel, table, "kernel")
+            if let initrd { try Self.checkReadable(initrd, table, "initrd") }
+            boot = .kernel(kernel: kernel, initrd: initrd, append: append ?? "")
+        } else if attached != nil {
+            if initrd != nil { throw table.error("initrd", "only valid with kernel") }
+            if append != nil { throw table.error("append", "only valid with kernel") }
+            boot = .disk
+        } else {
+            throw table.error(nil, "set kernel (with initrd, append), disk, or both")
         }
         var accelerator: VMDefinition.Accelerator?
         if let accel = try table.string("accel") {
@@ -283,6 +285,7 @@ extension PeerConfig {
             memoryMiB: memory,
             vcpus: vcpus,
             boot: boot,
+            disk: attached,
             accelerator: accelerator
         )
     }

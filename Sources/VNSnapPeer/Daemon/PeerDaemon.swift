@@ -59,8 +59,10 @@ public enum PeerDaemon {
             await switchService.close()
             throw error
         }
+        // A VM whose disk was snapshotted runs on its newest overlay, not on the configured (frozen) file.
+        let disks = DiskLayers(config: config)
         let supervisor = VMSupervisor(
-            definitions: config.vms,
+            definitions: config.vms.map { disks.current($0, logger: logger) },
             paths: { vm in Self.paths(config, vm.name) },
             qemu: qemu,
             onStart: { vm in await switchService.vmStarted(vm) },

@@ -16,6 +16,8 @@ struct ParticipantReport: Sendable, Codable, Hashable {
         var timeToDurable: UInt64
         /// Whether QEMU's NIC queue was still not empty when the wait before the pause ran out.
         var queueWaitExpired: Bool
+        /// Its disk as frozen at the cut, if it has one.
+        var disk: [SnapshotManifest.DiskLayer]?
     }
 
     /// The peer's name.
@@ -71,7 +73,8 @@ extension SnapshotManifest {
                             dropped: vm.counters.dropped,
                             recorded: vm.counters.recorded,
                             timeToDurable: vm.timeToDurable
-                        )
+                        ),
+                        disk: vm.disk
                     )
                 )
                 channels.append(vm.channel)

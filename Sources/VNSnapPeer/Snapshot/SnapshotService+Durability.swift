@@ -88,6 +88,7 @@ extension SnapshotService {
                         ]
                     )
                 }
+                let disk = try await self.describeDisk(run.outcomes[vm]?.disk ?? [], vm: vm)
                 let started = run.cutStarted[vm] ?? .now
                 let durable = durableAt[vm] ?? .now
                 vms.append(
@@ -104,7 +105,8 @@ extension SnapshotService {
                         stall: report.stall,
                         counters: report.counters,
                         timeToDurable: UInt64(max(0, started.duration(to: durable).inNanoseconds)),
-                        queueWaitExpired: run.outcomes[vm]?.queueWaitExpired ?? false
+                        queueWaitExpired: run.outcomes[vm]?.queueWaitExpired ?? false,
+                        disk: disk
                     )
                 )
             }
@@ -128,6 +130,26 @@ extension SnapshotService {
             self.participants[id] = current
             await self.executeParticipant(id, directives)
         }
+    }
+
+    /// The manifest's layers of a disk frozen at a cut, hashed on the thread pool (each frozen file once: it is
+    /// never written again); `nil` for a VM without a disk.
+    private func describeDisk(_ chain: [VMDefinition.Disk], vm: String) async throws -> [SnapshotManifest.DiskLayer]? {
+        guard !chain.isEmpty else { return nil }
+        var layers: [SnapshotManifest.DiskLayer] = []
+        for file in chain {
+            if let known = self.frozenDigests[file.path] {
+                layers.append(known)
+                continue
+            }
+            let (bytes, digest) = try await NIOThreadPool.singleton.runIfActive {
+                try FileDigest.of(file.path, label: "VM \(vm), disk")
+            }
+            let layer = SnapshotManifest.DiskLayer(path: file.path, format: file.format, bytes: bytes, digest: digest)
+            self.frozenDigests[file.path] = layer
+            layers.append(layer)
+        }
+        return layers
     }
 
     /// Compresses and writes a channel log on the thread pool; returns its chunks.

@@ -174,6 +174,14 @@ extension SnapshotService {
             return .failure(SnapshotAbortReason("\(vm): not running"))
         }
         let mode = run.plan.mode
+        let layers = DiskLayers(config: self.config)
+        var disk: VMCutRunner.DiskFreeze?
+        if let configured = self.config.vms.first(where: { $0.name == vm })?.disk {
+            // Before the pause, not during it.
+            try? FileManager.default.createDirectory(atPath: layers.directory(vm), withIntermediateDirectories: true)
+            let overlay = layers.newOverlay(vm, label: "snapshot-\(id)")
+            disk = VMCutRunner.DiskFreeze(layers: layers, configured: configured, overlay: overlay)
+        }
         let runner = VMCutRunner(
             vm: vm,
             monitor: monitor,
@@ -181,6 +189,7 @@ extension SnapshotService {
             nicSocket: PeerDaemon.paths(self.config, vm).nicSocket,
             uri: "unix:\(writer.socketPath)",
             precopy: mode == .precopy,
+            disk: disk,
             logger: self.logger
         )
         return await runner.run(triggered: false)

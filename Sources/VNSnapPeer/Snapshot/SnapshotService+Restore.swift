@@ -225,10 +225,43 @@ extension SnapshotService {
             let log = manifest.channels.first(where: { $0.vm == vm })
         else { throw SnapshotError("snapshot \(manifest.id) has no VM \(vm)") }
         let (memory, channel) = try self.heldImages(manifest, vm: vm)
+        let label = "snapshot \(manifest.id), VM \(vm)"
+        if entry.disk == nil, self.config.vms.first(where: { $0.name == vm })?.disk != nil {
+            throw SnapshotError(
+                "\(label): the VM has a disk but the snapshot holds none (taken before the disk was added); restoring would pair its memory with today's disk"
+            )
+        }
         try await NIOThreadPool.singleton.runIfActive {
             try ImageStreamFeeder.verify(memory.0.chunks, against: entry.image, in: memory.1)
             try ImageStreamFeeder.verify(channel.0.chunks, against: log.image, in: channel.1)
+            for (index, layer) in (entry.disk ?? []).enumerated() {
+                let found = try FileDigest.of(layer.path, label: "\(label), disk layer \(index)")
+                guard found.bytes == layer.bytes, found.digest == layer.digest else {
+                    throw ImageError(
+                        .corrupt,
+                        "\(label), disk layer \(index): \(layer.path) does not match its digest (\(found.bytes) bytes, \(layer.bytes) committed)"
+                    )
+                }
+            }
         }
+    }
+
+    /// A fresh overlay on the snapshot's frozen disk of `vm` (recorded as the disk it runs on), or `nil` when
+    /// the snapshot holds no disk of it.
+    private func restoredDisk(_ entry: SnapshotManifest.VM, id: UInt64) async throws -> VMDefinition.Disk? {
+        guard let frozen = entry.disk?.first else { return nil }
+        let layers = DiskLayers(config: self.config)
+        let overlay = VMDefinition.Disk(path: layers.newOverlay(entry.name, label: "restore-\(id)"), format: "qcow2")
+        try await NIOThreadPool.singleton.runIfActive {
+            try QEMUDisk.createOverlay(
+                at: overlay.path,
+                on: VMDefinition.Disk(path: frozen.path, format: frozen.format)
+            )
+        }
+        if let configured = self.config.vms.first(where: { $0.name == entry.name })?.disk {
+            try layers.setActive(overlay, vm: entry.name, configured: configured)
+        }
+        return overlay
     }
 
     /// Stops `vm`, starts it paused from its verified image, sets its switch epoch; returns its channel log.
@@ -244,7 +277,8 @@ extension SnapshotService {
             for chunk in channel.0.chunks { bytes += try channel.1.read(chunk) }
             return try ChannelLogFormat.decode(bytes, label: channel.1.label)
         }
-        let machine = try await self.supervisor.restart(vm, forIncoming: true)
+        let disk = try await self.restoredDisk(entry, id: manifest.id)
+        let machine = try await self.supervisor.restart(vm, forIncoming: true, disk: disk)
         guard let monitor = await machine.monitor else { throw SnapshotError("VM \(vm): no monitor after restart") }
         let socket = "\(self.config.vmDirectory(vm))/incoming.sock"
         try? FileManager.default.removeItem(atPath: socket)

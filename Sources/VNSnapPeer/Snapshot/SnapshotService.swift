@@ -55,6 +55,8 @@ public actor SnapshotService {
     var restores: [UInt64: RestoreRun] = [:]
     var holding: [UInt64: HolderRestore] = [:]
     var deletions: [UInt64: Set<PeerID>] = [:]
+    /// Frozen disk images already hashed, by path (they are read-only once frozen).
+    var frozenDigests: [String: SnapshotManifest.DiskLayer] = [:]
     private var ticker: Task<Void, Never>?
 
     /// How often the protocol machines are ticked (retransmissions, deadlines).

@@ -16,12 +16,35 @@ struct VMCutRunner: Sendable {
     /// Mode `precopy`: the cut is the pause at the end of a normal (live) migration, held before its
     /// switch-over; inbound frames are held during the whole pre-copy, so the cut stays exact.
     var precopy: Bool
+    /// The VM's disk, frozen at the pause, if it has one.
+    var disk: DiskFreeze?
     var logger: Logger
+
+    /// Freezing a VM's disk at its pause: the VM goes on writing to `overlay`, recorded in `layers`.
+    struct DiskFreeze: Sendable {
+        var layers: DiskLayers
+        var configured: VMDefinition.Disk
+        var overlay: String
+    }
 
     /// What a finished cut reports.
     struct Outcome: Sendable {
         var report: VMCutReport
         var queueWaitExpired: Bool
+        /// The disk as frozen at the pause (the frozen image, then its backing files); empty without a disk.
+        var disk: [VMDefinition.Disk] = []
+    }
+
+    /// On the paused VM: freezes its disk and records the overlay it continues on. A failure to record fails
+    /// the cut: a restarted peer would run the VM on the frozen image and lose its newer writes.
+    private func freezeDisk() async throws {
+        guard let disk = self.disk else { return }
+        try await QEMUDisk.freeze(self.monitor, overlay: disk.overlay)
+        try disk.layers.setActive(
+            VMDefinition.Disk(path: disk.overlay, format: "qcow2"),
+            vm: self.vm,
+            configured: disk.configured
+        )
     }
 
     /// Mode `precopy`: a live migration into the image writer until QEMU pauses the VM before its
@@ -90,6 +113,7 @@ struct VMCutRunner: Sendable {
                 try? await self.switchService.finishCut(self.vm)
             case .startSnapshot:
                 do {
+                    try await self.freezeDisk()
                     if self.precopy {
                         // Past the switch-over: the last dirty pages and the device state go out; then the VM
                         // sits in `postmigrate` until `cont`.
@@ -119,7 +143,15 @@ struct VMCutRunner: Sendable {
             case .cancelCut:
                 try? await self.switchService.cancelCut(self.vm)
             case .finished(let report):
-                return .success(Outcome(report: report, queueWaitExpired: cut.queueWaitExpired))
+                var outcome = Outcome(report: report, queueWaitExpired: cut.queueWaitExpired)
+                if self.disk != nil {
+                    do {
+                        outcome.disk = Array(try await QEMUDisk.chain(self.monitor).dropFirst())
+                    } catch {
+                        return .failure(SnapshotAbortReason("\(self.vm): reading its disk chain: \(error)"))
+                    }
+                }
+                return .success(outcome)
             case .failed(let reason):
                 self.logger.error("VM cut failed", metadata: ["vm.name": "\(self.vm)", "snapshot.error": "\(reason)"])
                 return .failure(SnapshotAbortReason(reason))

@@ -159,17 +159,24 @@ public final class VMSupervisor: Service, Sendable {
     }
 
     /// A restore: stops `vm`'s QEMU (if it runs) and starts a new one, paused, waiting for its state through
-    /// `migrate-incoming`. The new machine is supervised like the first.
-    public func restart(_ vm: String, forIncoming: Bool) async throws -> QEMUMachine {
-        guard let entry = self.entries.withLock({ $0[vm] }) else {
+    /// `migrate-incoming`, on `disk` if given (a fresh overlay on the snapshot's frozen disk). The new machine
+    /// is supervised like the first.
+    public func restart(_ vm: String, forIncoming: Bool, disk: VMDefinition.Disk? = nil) async throws -> QEMUMachine {
+        guard var definition = self.entries.withLock({ $0[vm] })?.definition,
+            let entry = self.entries.withLock({ $0[vm] })
+        else {
             throw QMPError(.commandFailed, "no VM \(vm) on this peer")
         }
-        self.update(vm) { $0.state = "restoring" }
+        if let disk { definition.disk = disk }
+        self.update(vm) {
+            $0.state = "restoring"
+            $0.definition = definition
+        }
         await entry.machine.stop()
         let machine = QEMUMachine(
-            definition: entry.definition,
+            definition: definition,
             accelerator: entry.machine.accelerator,
-            paths: self.paths(entry.definition),
+            paths: self.paths(definition),
             executable: self.qemu,
             logger: self.logger
         )

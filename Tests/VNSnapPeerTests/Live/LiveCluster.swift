@@ -131,8 +131,15 @@ final class LiveCluster: @unchecked Sendable {
         if let pid = self.hosts[name]?.peerPID { kill(pid, signal) }
     }
 
-    /// A `[[vms]]` entry booting the test guest.
-    static func guestVM(name: String, violin: String, mac: String, append: String, memory: Int = 128) -> String {
+    /// A `[[vms]]` entry booting the test guest (with `disk` attached, if given).
+    static func guestVM(
+        name: String,
+        violin: String,
+        mac: String,
+        append: String,
+        memory: Int = 128,
+        disk: String? = nil
+    ) -> String {
         """
 
         [[vms]]
@@ -144,6 +151,7 @@ final class LiveCluster: @unchecked Sendable {
         initrd = "\(LiveEnvironment.guestDirectory)/initrd.img"
         append = "console=ttyS0 quiet panic=-1 no_timer_check \(append)"
         accel = "tcg"
+        \(disk.map { "disk = \"\($0)\"" } ?? "")
 
         """
     }

@@ -1,0 +1,136 @@
+import Foundation
+import Testing
+import VNSnapCore
+import VNSnapPeer
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A VM with a disk, on real guests across two real peers: its disk is frozen at the same pause as its memory
+/// (the guest's `diskseq` checks every block against its in-memory counter, so a restored run finishes only
+/// when disk and memory belong to one instant), the peer keeps the VM on its newest overlay across a restart,
+/// and a damaged frozen disk stops a restore before any VM is touched.
+@Suite(.serialized) struct DiskSnapshotLiveTests {
+    static let violins = "\n[[violins]]\nname = \"disks\"\nvni = 44\n"
+    static let blocks = 3_000
+
+    func start(_ cluster: LiveCluster, host: String, config: String) throws {
+        try cluster.startPeer(host, config: cluster.baseConfig(host) + Self.violins + config)
+    }
+
+    /// Waits until the disk VM has written `blocks` blocks.
+    func waitForBlocks(_ cluster: LiveCluster, atLeast blocks: Int) async throws {
+        try await cluster.waitForSerialNumber(
+            host: "h1",
+            vm: "diskvm",
+            after: "VNSNAP disk wrote=",
+            atLeast: blocks,
+            timeout: .seconds(180)
+        )
+    }
+
+    /// The QEMU command line of `vm` on `host` (to see which disk file it runs on).
+    func commandLine(_ cluster: LiveCluster, host: String, vm: String) async throws -> String {
+        let pid = try #require(try await cluster.vmPIDs(host)[vm])
+        let raw = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") ?? Data()
+        return String(decoding: raw.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
+    }
+
+    @Test
+    func
+        test_vmWithDisk_snapshotsFreezeTheDiskAtThePause_restoredRunsFindDiskAndMemoryOfOneInstant_aRestartedPeerKeepsTheNewestOverlay_aDamagedDiskLayerStopsTheRestore()
+        async throws
+    {
+        if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
+        let cluster = try LiveCluster(hosts: ["h1", "h2"])
+        do {
+            let base = "\(cluster.host("h1").directory)/disk.qcow2"
+            try Shell.run(["qemu-img", "create", "-q", "-f", "qcow2", base, "16M"])
+            let h1 = LiveCluster.guestVM(
+                name: "diskvm",
+                violin: "disks",
+                mac: "52:54:00:00:02:01",
+                append: "vnsnap.role=diskseq vnsnap.count=\(Self.blocks) vnsnap.pace=5",
+                disk: base
+            )
+            try self.start(cluster, host: "h1", config: h1)
+            try self.start(
+                cluster,
+                host: "h2",
+                config: LiveCluster.guestVM(name: "idle", violin: "disks", mac: "52:54:00:00:02:02", append: "")
+            )
+            try await self.waitForBlocks(cluster, atLeast: 500)
+            // The first snapshot freezes the configured file itself; the second, the first one's overlay.
+            let first = try await cluster.snapshot("h2", violin: "disks", mode: .cow, name: "disk-cow")
+            let firstDisk = try #require(first.vms.first { $0.name == "diskvm" }?.disk)
+            #expect(firstDisk.map(\.path) == [base])
+            #expect(first.vms.first { $0.name == "idle" }?.disk == nil)
+            try await self.waitForBlocks(cluster, atLeast: 1_200)
+            let second = try await cluster.snapshot("h1", violin: "disks", mode: .precopy, name: "disk-precopy")
+            let secondDisk = try #require(second.vms.first { $0.name == "diskvm" }?.disk)
+            #expect(secondDisk.count == 2 && secondDisk.last?.path == base, "\(secondDisk)")
+            #expect(secondDisk.first?.path.contains("/data/disks/diskvm/snapshot-\(first.id)-") == true)
+
+            // The live run, whose disk moved to new overlays twice, still checks out.
+            let live = try await cluster.waitForSerial(
+                host: "h1",
+                vm: "diskvm",
+                containing: "VNSNAP disk verdict=",
+                timeout: .seconds(180)
+            )
+            #expect(live.contains("verdict=ok count=\(Self.blocks)"), "live run: \(live)")
+
+            for manifest in [second, first] {
+                try await cluster.restore("h2", id: manifest.id)
+                let restored = try await cluster.waitForSerial(
+                    host: "h1",
+                    vm: "diskvm",
+                    containing: "VNSNAP disk verdict=",
+                    timeout: .seconds(180)
+                )
+                #expect(restored.contains("verdict=ok count=\(Self.blocks)"), "restored \(manifest.name): \(restored)")
+            }
+
+            // A restarted peer runs the VM on the overlay of the last restore, not on the frozen configured file.
+            let before = try await self.commandLine(cluster, host: "h1", vm: "diskvm")
+            #expect(before.contains("/data/disks/diskvm/restore-\(first.id)-"), "\(before)")
+            let pid = try #require(cluster.host("h1").peerPID)
+            cluster.signalPeer("h1", SIGTERM)
+            let deadline = ContinuousClock.now + .seconds(30)
+            while !LiveCluster.isZombie(pid), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            try self.start(cluster, host: "h1", config: h1)
+            _ = try await cluster.waitForSerial(
+                host: "h1",
+                vm: "diskvm",
+                containing: "VNSNAP ready",
+                timeout: .seconds(120)
+            )
+            let after = try await self.commandLine(cluster, host: "h1", vm: "diskvm")
+            let overlay = before.split(separator: " ").first { $0.hasPrefix("file=") }
+            #expect(overlay != nil && after.contains(overlay!), "before: \(before)\nafter: \(after)")
+
+            // One flipped byte in the frozen configured disk: the restore stops in verify; no VM touched.
+            try await cluster.waitUntil("h2", timeout: .seconds(60), "seeing h1 alive again") {
+                LiveCluster.states($0)["h1"] == "alive"
+            }
+            let pids = [try await cluster.vmPIDs("h1"), try await cluster.vmPIDs("h2")]
+            var bytes = [UInt8](try #require(FileManager.default.contents(atPath: base)))
+            bytes[bytes.count - 100] ^= 0x01
+            _ = FileManager.default.createFile(atPath: base, contents: Data(bytes))
+            do {
+                try await cluster.restore("h2", id: first.id)
+                Issue.record("a restore from a damaged disk layer went through")
+            } catch {
+                let text = "\(error)"
+                #expect(text.contains("snapshot \(first.id), VM diskvm, disk layer 0"), "\(text)")
+            }
+            #expect([try await cluster.vmPIDs("h1"), try await cluster.vmPIDs("h2")] == pids, "no VM was touched")
+        } catch {
+            Issue.record("\(error)")
+        }
+        await cluster.teardown()
+    }
+}
