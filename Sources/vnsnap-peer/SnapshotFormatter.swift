@@ -40,7 +40,22 @@ enum SnapshotFormatter {
         } else {
             print(Self.summary(manifest), terminator: "")
             print(Self.table(manifest), terminator: "")
+            print(Self.disks(manifest), terminator: "")
         }
+    }
+
+    /// Each VM's disk as frozen at the cut, frozen image first, on the VM's peer.
+    static func disks(_ manifest: SnapshotManifest) -> String {
+        var text = ""
+        for vm in manifest.vms {
+            guard let layers = vm.disk else { continue }
+            text += "disk of \(vm.name) on \(vm.peer), frozen at the cut:\n"
+            for layer in layers {
+                text +=
+                    "  \(layer.path) (\(layer.format), \(Self.mib(layer.bytes)) MiB, blake2b \(layer.digest.prefix(16))…)\n"
+            }
+        }
+        return text
     }
 
     static func time(_ nanoseconds: UInt64) -> String {

@@ -22,7 +22,11 @@ struct DiskLayers: Sendable {
     }
 
     init(config: PeerConfig) {
-        self.directory = "\(config.peer.dataDirectory)/disks"
+        self.init(directory: "\(config.peer.dataDirectory)/disks")
+    }
+
+    init(directory: String) {
+        self.directory = directory
     }
 
     /// Where `vm`'s overlays live.
