@@ -35,6 +35,14 @@ import VNSnapCore
             .progress(SnapshotProgress(snapshotID: 0, phase: "refused", finished: true, message: "no VMs")),
             from: F.initiator
         ),
+        F.message(
+            .streamed([
+                VMStreamedBytes(vm: "sink", rawBytes: 40 << 20, storedBytes: 12 << 20),
+                VMStreamedBytes(vm: "source", rawBytes: 0, storedBytes: 0),
+            ]),
+            from: F.peers[0]
+        ),
+        F.message(.streamed([]), from: F.peers[1]),
     ]
 
     @Test func test_everyMessage_roundTrips() throws {

@@ -84,6 +84,14 @@ public enum SnapshotCodec {
             writer.u8(ok ? 1 : 0)
             try writer.string(Self.shortened(reason))
             writer.blob(blob)
+        case .streamed(let counts):
+            guard counts.count <= 255 else { throw .oversized }
+            writer.u8(UInt8(counts.count))
+            for count in counts {
+                try writer.string(count.vm)
+                writer.u64(count.rawBytes)
+                writer.u64(count.storedBytes)
+            }
         case .cut, .committed, .aborted, .deleteSnapshot, .deleted:
             break
         }
@@ -183,6 +191,14 @@ public enum SnapshotCodec {
             body = .restoreAnswer(run: run, step: step, ok: ok == 1, reason: reason, blob: try reader.blob())
         case 15: body = .deleteSnapshot
         case 16: body = .deleted
+        case 17:
+            var counts: [VMStreamedBytes] = []
+            for _ in 0..<Int(try reader.u8()) {
+                counts.append(
+                    VMStreamedBytes(vm: try reader.string(), rawBytes: try reader.u64(), storedBytes: try reader.u64())
+                )
+            }
+            body = .streamed(counts)
         default: throw .malformed
         }
         guard bytes.count <= Self.limit(of: body) else { throw .oversized }
@@ -208,6 +224,7 @@ public enum SnapshotCodec {
         case .restoreAnswer: 14
         case .deleteSnapshot: 15
         case .deleted: 16
+        case .streamed: 17
         }
     }
 

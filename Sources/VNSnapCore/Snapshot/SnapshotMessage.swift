@@ -42,6 +42,9 @@ public struct SnapshotMessage: Sendable, Hashable, Codable {
         case deleteSnapshot
         /// Member → deleting peer: done.
         case deleted
+        /// Participant → initiator, while its images stream: bytes written so far per VM. Informational (shown
+        /// by `snapshot` as it runs), sent periodically, never retransmitted.
+        case streamed([VMStreamedBytes])
     }
 
     /// Which run of the protocol.
@@ -80,7 +83,24 @@ public struct SnapshotSettings: Sendable, Hashable {
     public init() {}
 }
 
-/// Where a requested snapshot stands, as the initiator tells the peer that asked for it.
+/// How much of one VM's image has been written while it streams.
+public struct VMStreamedBytes: Sendable, Hashable, Codable {
+    /// The VM.
+    public var vm: String
+    /// Bytes of its image received from QEMU.
+    public var rawBytes: UInt64
+    /// The same after compression, as written.
+    public var storedBytes: UInt64
+
+    /// Creates a count.
+    public init(vm: String, rawBytes: UInt64, storedBytes: UInt64) {
+        self.vm = vm
+        self.rawBytes = rawBytes
+        self.storedBytes = storedBytes
+    }
+}
+
+/// Where a requested snapshot stands, as the initiator tells the requester.
 public struct SnapshotProgress: Sendable, Hashable, Codable {
     /// The snapshot's id (0 while not started).
     public var snapshotID: UInt64

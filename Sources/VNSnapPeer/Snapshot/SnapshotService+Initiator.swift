@@ -135,7 +135,7 @@ extension SnapshotService {
     }
 
     /// Keeps what a requester's next poll is told in step with the initiator's phase.
-    private func updateProgress(_ id: UInt64) {
+    func updateProgress(_ id: UInt64) {
         guard let run = self.initiators[id], var request = self.served[run.requestID] else { return }
         let machine = run.machine
         let phase: String
@@ -158,6 +158,13 @@ extension SnapshotService {
         }
         if phase == "cutting" || phase == "streaming" {
             message = "\(machine.cuts.values.reduce(0) { $0 + $1.count }) VMs cut"
+            if !run.streamed.isEmpty {
+                // What each participant last said it wrote, raw / compressed.
+                message += "; written MiB raw/stored: "
+                message += run.streamed.values.sorted { $0.vm < $1.vm }.map {
+                    "\($0.vm) \(Self.mebibytes($0.rawBytes))/\(Self.mebibytes($0.storedBytes))"
+                }.joined(separator: ", ")
+            }
         }
         request.progress = SnapshotProgress(
             snapshotID: id,
@@ -167,6 +174,10 @@ extension SnapshotService {
             blob: blob
         )
         self.served[run.requestID] = request
+    }
+
+    static func mebibytes(_ bytes: UInt64) -> String {
+        String(format: "%.1f", Double(bytes) / 1_048_576)
     }
 
     private func writeManifest(_ id: UInt64, cuts: [PeerID: [VMCutReport]], reports: [PeerID: [UInt8]]) async {

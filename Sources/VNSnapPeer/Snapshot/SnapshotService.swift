@@ -19,6 +19,8 @@ public actor SnapshotService {
         var requestID: UInt64
         var requester: PeerID
         var finished: Instant?
+        /// The last bytes written per VM, as participants report them while streaming.
+        var streamed: [String: VMStreamedBytes] = [:]
     }
 
     struct ParticipantRun {
@@ -31,6 +33,8 @@ public actor SnapshotService {
         var durabilityStarted = false
         var markersSent = false
         var ended: Instant?
+        /// When this peer last told the initiator its VMs' streamed bytes.
+        var streamedSentAt: Instant?
     }
 
     /// What the initiator remembers of a request, to answer the requester's polls.
@@ -132,6 +136,10 @@ public actor SnapshotService {
             )
         case .deleted:
             self.deletions[id]?.remove(message.from)
+        case .streamed(let counts):
+            guard self.initiators[id] != nil else { return }
+            for count in counts { self.initiators[id]?.streamed[count.vm] = count }
+            self.updateProgress(id)
         }
     }
 
@@ -156,12 +164,38 @@ public actor SnapshotService {
             let directives = run.machine.onTick(now: now)
             self.participants[id] = run
             await self.executeParticipant(id, directives)
+            await self.reportStreamed(id, now: now)
         }
         await self.tickRestores(now: now)
         for (id, request) in self.served where request.at.duration(to: now) > .seconds(3600) {
             self.served[id] = nil
         }
     }
+
+    /// While this peer's images stream (cut, not yet durable), tells the initiator every `streamedInterval`
+    /// how many bytes each VM has written, for `snapshot`'s progress.
+    private func reportStreamed(_ id: UInt64, now: Instant) async {
+        guard let run = self.participants[id], [.cutting, .cut].contains(run.machine.phase), !run.writers.isEmpty,
+            run.streamedSentAt.map({ $0.duration(to: now) >= Self.streamedInterval }) ?? true
+        else { return }
+        self.participants[id]?.streamedSentAt = now
+        let counts = run.writers.sorted { $0.key < $1.key }.map { vm, writer in
+            let progress = writer.progress
+            return VMStreamedBytes(vm: vm, rawBytes: progress.rawBytes, storedBytes: progress.storedBytes)
+        }
+        // A few VMs per message keeps each within one datagram.
+        for start in stride(from: 0, to: counts.count, by: 16) {
+            let message = SnapshotMessage(
+                key: run.machine.key,
+                from: self.me,
+                body: .streamed(Array(counts[start..<min(start + 16, counts.count)]))
+            )
+            await self.membership.send(snapshot: message, to: run.machine.initiator)
+        }
+    }
+
+    /// How often a participant reports its streamed bytes.
+    static let streamedInterval = Duration.milliseconds(250)
 
     /// The monitor of a running local VM.
     func monitor(_ vm: String) async -> QMPClient? {
