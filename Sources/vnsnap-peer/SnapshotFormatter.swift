@@ -114,19 +114,21 @@ enum SnapshotFormatter {
     static func table(_ manifest: SnapshotManifest) -> String {
         var rows = [
             [
-                "VM", "PEER", "UPTIME", "DOWNTIME", "STALL", "TCP BACKOFF", "DISRUPTION", "CUT SKEW", "HELD", "DROPPED",
+                "VM", "PEER", "UPTIME", "DOWNTIME", "STALL", "STALL AT", "TCP BACKOFF", "DISRUPTION", "CUT SKEW",
+                "HELD", "DROPPED",
                 "RECORDED", "RAW MiB", "STORED MiB", "DURABLE",
             ]
         ]
         for vm in manifest.vms {
             let m = vm.measurements
             rows.append([
-                vm.name, vm.peer, Self.ms(m.uptime), Self.ms(m.downtime), Self.ms(m.stall), Self.ms(m.tcpBackoff),
+                vm.name, vm.peer, Self.ms(m.uptime), Self.ms(m.downtime), Self.ms(m.stall),
+                m.stallStartAfterCut.map { String(format: "%+.1f", Double($0) / 1e6) } ?? "-", Self.ms(m.tcpBackoff),
                 Self.ms(m.disruption), Self.ms(m.cutSkew), "\(m.held)", "\(m.dropped)", "\(m.recorded)",
                 Self.mib(vm.image.rawBytes), Self.mib(vm.image.storedBytes), Self.ms(m.timeToDurable),
             ])
         }
-        return Self.columns(rows) + "(times in ms)\n"
+        return Self.columns(rows) + "(times in ms; STALL AT: where the stall began, from the VM's cut)\n"
     }
 
     static func restoreTable(_ timings: [String: [String: RestoreTimings]]) -> String {

@@ -119,6 +119,40 @@ import VNSnapPeer
         }
         await net.stop()
     }
+
+    @Test func test_stallMeasurementWithoutSnapshot_returnsTheLongestPayloadGap_butYieldsToASnapshotArmedMeanwhile()
+        async throws
+    {
+        let net = try TwoSwitches()
+        do {
+            try await net.start()
+            try await self.learn(net)
+            let h2 = net.switches["h2"]!
+            let payload = String(repeating: "x", count: 200)  // payload frames are those of 128 bytes or more
+            try await h2.measure(vms: ["a2"])
+            for count in 2...3 {
+                try await net.nics["a1"]!.send(
+                    ethernetFrame(to: Self.a2, from: Self.a1, payload: payload),
+                    to: net.switchSocket("a1")
+                )
+                #expect(await eventually { net.nics["a2"]!.frames.count == count })
+                // The gap the measurement must see: at least this pause between the two arrivals' sends.
+                try await Task.sleep(for: .milliseconds(300))
+            }
+            let stall = try #require(try await h2.finishMeasure("a2"))
+            #expect(stall >= 100_000_000 && stall < 10_000_000_000, "\(stall) ns")
+            #expect(try await h2.finishMeasure("a2") == nil, "measured once")
+            // A snapshot arming the port during a measurement owns it: the measurement gives nothing back and
+            // leaves the snapshot's state alone.
+            try await h2.measure(vms: ["a2"])
+            _ = try await h2.arm(vms: ["a2"], epoch: 1, policy: .trigger, senders: [PeerID(name: "h1")])
+            #expect(try await h2.finishMeasure("a2") == nil)
+            #expect(try await h2.snapshotReport("a2") != nil)
+        } catch {
+            Issue.record("\(error)")
+        }
+        await net.stop()
+    }
 }
 
 /// VMs a switch reported as triggered.

@@ -109,6 +109,9 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
         public var recorded: UInt64
         /// From its cut until its image was durable.
         public var timeToDurable: UInt64
+        /// Where the stall began relative to the cut (negative: before it), to tell a stall at the pause from
+        /// one while the image streams.
+        public var stallStartAfterCut: Int64?
 
         /// Creates measurements.
         public init(
@@ -119,7 +122,8 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
             held: UInt64,
             dropped: UInt64,
             recorded: UInt64,
-            timeToDurable: UInt64
+            timeToDurable: UInt64,
+            stallStartAfterCut: Int64? = nil
         ) {
             self.uptime = uptime
             self.downtime = downtime
@@ -129,6 +133,7 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
             self.dropped = dropped
             self.recorded = recorded
             self.timeToDurable = timeToDurable
+            self.stallStartAfterCut = stallStartAfterCut
         }
 
         /// TCP backoff: the stall beyond the pause (the paper's term).

@@ -14,6 +14,9 @@ public struct ControlRequest: Sendable, Codable, Hashable {
     public var yes: Bool?
     /// For `restore`: re-inject the channel logs (default true; false only to show what they are for).
     public var replay: Bool?
+    /// For `stall`: the VIOLIN and how long to measure, seconds.
+    public var violin: String?
+    public var seconds: Double?
 
     /// Creates a request.
     public init(
@@ -22,7 +25,9 @@ public struct ControlRequest: Sendable, Codable, Hashable {
         snapshot: SnapshotOrder? = nil,
         id: UInt64? = nil,
         yes: Bool? = nil,
-        replay: Bool? = nil
+        replay: Bool? = nil,
+        violin: String? = nil,
+        seconds: Double? = nil
     ) {
         self.command = command
         self.keyChange = keyChange
@@ -30,6 +35,8 @@ public struct ControlRequest: Sendable, Codable, Hashable {
         self.id = id
         self.yes = yes
         self.replay = replay
+        self.violin = violin
+        self.seconds = seconds
     }
 }
 
@@ -68,6 +75,8 @@ public struct ControlResponse: Sendable, Codable, Hashable {
     public var restore: [String: [String: RestoreTimings]]?
     /// Remarks for the operator (members that did not answer a delete, ...).
     public var notes: [String]?
+    /// For `stall`: the longest payload gap per local VM, nanoseconds.
+    public var stalls: [String: UInt64]?
 
     /// Creates a response.
     public init(
@@ -78,7 +87,8 @@ public struct ControlResponse: Sendable, Codable, Hashable {
         snapshots: [SnapshotCatalog.Entry]? = nil,
         manifest: SnapshotManifest? = nil,
         restore: [String: [String: RestoreTimings]]? = nil,
-        notes: [String]? = nil
+        notes: [String]? = nil,
+        stalls: [String: UInt64]? = nil
     ) {
         self.ok = ok
         self.error = error
@@ -88,5 +98,6 @@ public struct ControlResponse: Sendable, Codable, Hashable {
         self.manifest = manifest
         self.restore = restore
         self.notes = notes
+        self.stalls = stalls
     }
 }

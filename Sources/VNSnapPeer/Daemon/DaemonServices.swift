@@ -17,7 +17,7 @@ struct DaemonServices: Sendable {
         -> ControlResponse
     {
         switch request.command {
-        case "snapshot", "list", "show", "delete", "restore":
+        case "snapshot", "list", "show", "delete", "restore", "stall":
             do {
                 return try await self.handleSnapshot(request, progress: progress)
             } catch {
@@ -43,7 +43,7 @@ struct DaemonServices: Sendable {
             return ControlResponse(
                 ok: false,
                 error:
-                    "unknown command \"\(request.command)\" (known: status, leave, keys, snapshot, list, show, delete, restore)"
+                    "unknown command \"\(request.command)\" (known: status, leave, keys, snapshot, list, show, delete, restore, stall)"
             )
         }
     }
@@ -65,6 +65,17 @@ struct DaemonServices: Sendable {
             return ControlResponse(ok: true, manifest: manifest)
         case "list":
             return ControlResponse(ok: true, snapshots: try await self.snapshots.list())
+        case "stall":
+            guard let violin = request.violin else { throw SnapshotError("stall needs a VIOLIN") }
+            let seconds = request.seconds ?? 2
+            guard seconds > 0, seconds <= 60 else {
+                throw SnapshotError("stall: --seconds \(seconds) is not in (0, 60]")
+            }
+            let stalls = try await self.snapshots.measureStall(
+                violin: violin,
+                duration: .milliseconds(Int(seconds * 1000))
+            )
+            return ControlResponse(ok: true, stalls: stalls)
         case "show":
             guard let id = request.id else { throw SnapshotError("show needs a snapshot id") }
             return ControlResponse(ok: true, manifest: try await self.snapshots.manifest(id))

@@ -11,6 +11,8 @@ struct ParticipantReport: Sendable, Codable, Hashable {
         var channel: SnapshotManifest.ChannelLog
         /// Longest gap in its payload frames, nanoseconds.
         var stall: UInt64
+        /// Where that gap began relative to the cut, nanoseconds.
+        var stallStartAfterCut: Int64?
         var counters: EpochGate.Counters
         /// From the cut until the image was durable, nanoseconds.
         var timeToDurable: UInt64
@@ -72,7 +74,8 @@ extension SnapshotManifest {
                             held: vm.counters.held,
                             dropped: vm.counters.dropped,
                             recorded: vm.counters.recorded,
-                            timeToDurable: vm.timeToDurable
+                            timeToDurable: vm.timeToDurable,
+                            stallStartAfterCut: vm.stallStartAfterCut
                         ),
                         disk: vm.disk
                     )

@@ -50,6 +50,7 @@ extension SnapshotService {
                         vm: vm,
                         counters: EpochGate.Counters(),
                         stall: 0,
+                        stallStartAfterCut: nil,
                         log: [],
                         logOverflow: 0,
                         drained: run.plan.mode == .loop,
@@ -103,6 +104,7 @@ extension SnapshotService {
                             drained: report.drained && report.logOverflow == 0
                         ),
                         stall: report.stall,
+                        stallStartAfterCut: report.stallStartAfterCut,
                         counters: report.counters,
                         timeToDurable: UInt64(max(0, started.duration(to: durable).inNanoseconds)),
                         queueWaitExpired: run.outcomes[vm]?.queueWaitExpired ?? false,

@@ -91,4 +91,33 @@ extension SnapshotService {
         await self.deleteLocally(id)
         return (self.deletions[id] ?? []).map { view.names[$0] ?? "\($0)" }.sorted()
     }
+
+    /// The longest gap in each local VM's payload frames of `violin` over `duration`, with no snapshot: the
+    /// baseline a snapshot's stall is compared with (a TCG guest's traffic has gaps of its own).
+    public func measureStall(violin: String, duration: Duration) async throws -> [String: UInt64] {
+        guard self.config.violins.contains(where: { $0.name == violin }) else {
+            throw SnapshotError(
+                "no VIOLIN \(violin) (known: \(self.config.violins.map(\.name).joined(separator: ", ")))"
+            )
+        }
+        let vms = self.config.vms.filter { $0.violin == violin }.map(\.name)
+        guard !vms.isEmpty else { return [:] }
+        guard
+            !self.participants.values.contains(where: {
+                $0.ended == nil && $0.plan.vms.values.joined().contains(where: vms.contains)
+            })
+        else {
+            throw SnapshotError("a snapshot of \(violin) is running here; measure when it has ended")
+        }
+        try await self.switchService.measure(vms: vms)
+        try await Task.sleep(for: duration)
+        var stalls: [String: UInt64] = [:]
+        for vm in vms {
+            guard let stall = try await self.switchService.finishMeasure(vm) else {
+                throw SnapshotError("a snapshot of \(violin) began during the measurement; measure again")
+            }
+            stalls[vm] = stall
+        }
+        return stalls
+    }
 }

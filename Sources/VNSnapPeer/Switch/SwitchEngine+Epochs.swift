@@ -41,7 +41,15 @@ struct PortSnapshot {
     /// Payload frames seen from or to the VM: the longest gap between two is the stall.
     var lastPayload: UInt64?
     var longestGap: UInt64 = 0
+    /// When the longest gap ended.
+    var longestGapEnd: UInt64 = 0
     var measuring = true
+
+    /// Where the longest gap began relative to the cut, nanoseconds (negative: before it).
+    var stallStartAfterCut: Int64? {
+        guard let cutAt = self.cutAt, self.longestGap > 0 else { return nil }
+        return Int64(bitPattern: (self.longestGapEnd &- self.longestGap) &- cutAt)
+    }
 }
 
 /// The channel drain of one VIOLIN's armed snapshot on this peer: done when every remote sender's marker
@@ -61,6 +69,8 @@ public struct PortSnapshotReport: Sendable, Hashable {
     public var counters: EpochGate.Counters
     /// The longest gap in its payload frames from arming until now, nanoseconds.
     public var stall: UInt64
+    /// Where that gap began relative to the VM's cut, nanoseconds (negative: before it); `nil` without a cut.
+    public var stallStartAfterCut: Int64?
     /// The recorded frames (the channel state into this VM), in arrival order.
     public var log: [[UInt8]]
     /// Frames that did not fit the log.
@@ -139,11 +149,11 @@ extension SwitchEngine {
     func notePayload(_ port: PortID, length: Int) {
         guard length >= 128, self.ports[port.rawValue].snapshot?.measuring == true else { return }
         let now = Self.monotonicNanoseconds()
-        if let last = self.ports[port.rawValue].snapshot!.lastPayload {  // !-safe, checked above
-            self.ports[port.rawValue].snapshot!.longestGap = max(  // !-safe
-                self.ports[port.rawValue].snapshot!.longestGap,  // !-safe
-                now &- last
-            )
+        if let last = self.ports[port.rawValue].snapshot!.lastPayload,  // !-safe, checked above
+            now &- last > self.ports[port.rawValue].snapshot!.longestGap  // !-safe
+        {
+            self.ports[port.rawValue].snapshot!.longestGap = now &- last  // !-safe
+            self.ports[port.rawValue].snapshot!.longestGapEnd = now  // !-safe
         }
         self.ports[port.rawValue].snapshot!.lastPayload = now  // !-safe
     }
@@ -191,6 +201,16 @@ extension SwitchEngine {
             guard let index = self.portIndex(vm), self.ports[index].snapshot == nil else { continue }
             self.ports[index].snapshot = PortSnapshot(epoch: self.ports[index].gate.epoch, armedAt: now)
         }
+    }
+
+    /// Ends a stall measurement of `vm` begun by `measure` and returns its longest payload gap; `nil` when a
+    /// snapshot armed the port meanwhile (the measurement is the snapshot's then) or nothing was measured.
+    func finishMeasure(_ vm: String) -> UInt64? {
+        guard let index = self.portIndex(vm), self.ports[index].gate.armed == nil,
+            let snapshot = self.ports[index].snapshot
+        else { return nil }
+        self.ports[index].snapshot = nil
+        return snapshot.longestGap
     }
 
     /// The marker (or a trigger) begins `vm`'s cut: inbound frames are held from now on.
@@ -282,6 +302,7 @@ extension SwitchEngine {
             vm: vm,
             counters: self.ports[index].gate.counters,
             stall: snapshot.longestGap,
+            stallStartAfterCut: snapshot.stallStartAfterCut,
             log: snapshot.log.map { Array($0.readableBytesView) },
             logOverflow: snapshot.logOverflow,
             drained: drained,

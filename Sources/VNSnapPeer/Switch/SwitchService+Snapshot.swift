@@ -26,6 +26,11 @@ extension SwitchService {
         try await self.onLoop { $0.measure(vms: vms) }
     }
 
+    /// Ends a stall measurement of `vm`: its longest payload gap, or `nil` if a snapshot took the port over.
+    public func finishMeasure(_ vm: String) async throws -> UInt64? {
+        try await self.onLoop { $0.finishMeasure(vm) }
+    }
+
     /// Holds `vm`'s inbound frames from now on (the cut begins).
     public func beginCut(_ vm: String) async throws {
         try await self.onLoop { $0.beginCut(vm) }

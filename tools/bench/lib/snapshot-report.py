@@ -18,8 +18,8 @@ def ms(ns):
 
 
 print()
-print("| VMs | mode | runs | downtime ms | stall ms | TCP backoff ms | disruption ms | cut skew ms | held | dropped | recorded | time to durable ms | restored runs correct |")
-print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+print("| VMs | mode | runs | downtime ms | stall ms | stall at ms (from cut) | baseline stall ms (1.5 s, no snapshot) | TCP backoff ms | disruption ms | cut skew ms | held | dropped | recorded | time to durable ms | restored runs correct |")
+print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 order = {"cow": 0, "precopy": 1, "drop": 2, "loop": 3}
 groups = {}
 for run in runs:
@@ -31,12 +31,15 @@ for (n, mode), group in sorted(groups.items(), key=lambda kv: (kv[0][0], order.g
         return f"{scale(median([v[key] for v in vms])):.1f}" if vms else "-"
 
     backoff = [max(0, v["stall"] - v["downtime"]) for v in vms]
+    stall_at = [v["stallStartAfterCut"] for v in vms if v.get("stallStartAfterCut") is not None]
+    baseline = [ns for run in group for ns in run.get("baseline", {}).values()]
     disruption = [v["downtime"] + b for v, b in zip(vms, backoff)]
     correct = sum(1 for run in group if run["restored"] == "ok")
     failures = [run["restored"] for run in group if run["restored"] != "ok"]
     note = f"{correct}/{len(group)}" + (f" ({'; '.join(f[:80] for f in failures)})" if failures else "")
     print(
         f"| {n} | {mode} | {len(group)} | {col('downtime')} | {col('stall')} | "
+        f"{ms(median(stall_at)):+.1f} | {ms(median(baseline)):.1f} | "
         f"{ms(median(backoff)):.1f} | {ms(median(disruption)):.1f} | {col('cutSkew')} | "
         f"{col('held', float)} | {col('dropped', float)} | {col('recorded', float)} | {col('timeToDurable')} | {note} |"
     )
