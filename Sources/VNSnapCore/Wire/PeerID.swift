@@ -13,12 +13,7 @@ public struct PeerID: Hashable, Sendable, Comparable, CustomStringConvertible {
 
     /// Derives the identifier of the peer called `name`.
     public init(name: String) {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in name.utf8 {
-            hash ^= UInt64(byte)
-            hash &*= 0x0000_0100_0000_01b3
-        }
-        self.rawValue = hash
+        self.rawValue = StableHash.fnv1a(name)
     }
 
     public static func < (lhs: PeerID, rhs: PeerID) -> Bool { lhs.rawValue < rhs.rawValue }
