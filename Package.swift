@@ -68,7 +68,7 @@ let package = Package(
         // Images: zstd, hashing and durable chunk files on the local disk (blocking: run off the event loops).
         .target(
             name: "VNSnapImage",
-            dependencies: ["CZstd", "CSodium", "VNSnapCore"],
+            dependencies: ["CZstd", "CSodium", "CVNSnapSys", "VNSnapCore"],
             swiftSettings: swiftSettings
         ),
         .target(
@@ -96,6 +96,7 @@ let package = Package(
             dependencies: [
                 "VNSnapCore",
                 "VNSnapCrypto",
+                "VNSnapImage",
                 "VNSnapPeer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -141,7 +142,7 @@ let package = Package(
         .testTarget(
             name: "VNSnapPeerTests",
             dependencies: [
-                "VNSnapPeer", "VNSnapCore", "VNSnapCrypto", "VNSnapHypervisor",
+                "VNSnapPeer", "VNSnapCore", "VNSnapCrypto", "VNSnapHypervisor", "VNSnapImage",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

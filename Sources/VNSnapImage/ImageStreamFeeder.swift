@@ -44,7 +44,7 @@ public enum ImageStreamFeeder {
     }
 
     /// BLAKE2b-256 of a chunk list (`ImageDescriptor.digestInput`), hex.
-    static func digest(of chunks: [SnapshotManifest.ChunkDescriptor]) -> String {
+    public static func digest(of chunks: [SnapshotManifest.ChunkDescriptor]) -> String {
         LocalChunkStore.hash(SnapshotManifest.ImageDescriptor.digestInput(chunks))
     }
 

@@ -1,3 +1,4 @@
+import CVNSnapSys
 import Foundation
 import Synchronization
 import VNSnapCore
@@ -6,9 +7,10 @@ import VNSnapCore
 import Glibc
 #endif
 
-/// Receives one save stream (QEMU's migration stream) on a unix stream socket and writes it as verified chunk
-/// files (DESIGN §7): cut into chunks, compressed, hashed and written durably on its own thread, never on an
-/// event loop. Memory stays bounded (one chunk plus one read buffer) whatever the VM's size.
+/// Receives one save stream (QEMU's migration stream) on a unix stream socket and writes it as verified chunks
+/// (DESIGN §7): cut into chunks, compressed and hashed on its own thread, never on an event loop, and handed to
+/// a `ChunkSink` (chunk files on the local disk, or replicas on store peers). Memory stays bounded (one chunk
+/// plus one read buffer, plus what the sink holds) whatever the VM's size.
 public final class ImageStreamWriter: Sendable {
     /// Bytes received and stored so far.
     public struct Progress: Sendable, Hashable {
@@ -22,6 +24,8 @@ public final class ImageStreamWriter: Sendable {
 
     /// The socket QEMU connects to.
     public let socketPath: String
+    /// The writer thread's nice value (`VNSNAP_WRITER_NICE` overrides it, for benchmarks).
+    static let niceness: Int32 = ProcessInfo.processInfo.environment["VNSNAP_WRITER_NICE"].flatMap { Int32($0) } ?? 10
     private let listener: Int32
     private final class Shared: Sendable {
         let state = Mutex<(progress: Progress, result: Result<[SnapshotManifest.ChunkDescriptor], ImageError>?)>(
@@ -32,7 +36,7 @@ public final class ImageStreamWriter: Sendable {
     private let shared = Shared()
 
     /// Listens at `socketPath` and writes what arrives into `store` in `chunkSize`-byte chunks.
-    public init(socketPath: String, store: LocalChunkStore, chunkSize: Int = 4 << 20) throws(ImageError) {
+    public init(socketPath: String, store: some ChunkSink, chunkSize: Int = 4 << 20) throws(ImageError) {
         self.socketPath = socketPath
         unlink(socketPath)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
@@ -45,6 +49,9 @@ public final class ImageStreamWriter: Sendable {
         }
         self.listener = fd
         let thread = Thread { [shared = self.shared] in
+            // Compression yields to the guests' vCPUs: a snapshot taking a little longer to be durable costs
+            // less than guests starved of CPU while their RAM is saved (their traffic stalls).
+            _ = vnsnap_set_thread_nice(Self.niceness)
             Self.receive(listener: fd, store: store, chunkSize: chunkSize, shared: shared)
         }
         thread.name = "vnsnap-image"
@@ -53,7 +60,7 @@ public final class ImageStreamWriter: Sendable {
 
     private static func receive(
         listener: Int32,
-        store: LocalChunkStore,
+        store: some ChunkSink,
         chunkSize: Int,
         shared: Shared
     ) {
@@ -75,7 +82,8 @@ public final class ImageStreamWriter: Sendable {
         func save(_ chunk: (index: Int, bytes: [UInt8])) {
             guard failure == nil else { return }
             do {
-                let descriptor = try store.write(index: chunk.index, raw: chunk.bytes)
+                let (descriptor, stored) = LocalChunkStore.compress(index: chunk.index, raw: chunk.bytes)
+                try store.write(descriptor, stored: stored)
                 chunks.append(descriptor)
                 shared.state.withLock {
                     $0.progress.storedBytes += descriptor.storedBytes
@@ -106,6 +114,15 @@ public final class ImageStreamWriter: Sendable {
             failure = ImageError(.io, "\(store.label): the stream was cancelled")
         }
         if failure == nil, let last = chunker.finish() { save(last) }
+        if failure == nil {
+            do {
+                try store.finish(chunks)
+            } catch {
+                failure = error
+            }
+        } else {
+            store.abandon()
+        }
         shared.state.withLock { $0.result = failure.map { .failure($0) } ?? .success(chunks) }
     }
 

@@ -2,11 +2,24 @@ import CSodium
 import Foundation
 import VNSnapCore
 
+/// Where an image's chunks go once compressed and hashed: the local disk, or replicas on store peers. Called
+/// from the image writer's own thread; `write` may block (that is the backpressure).
+public protocol ChunkSink: Sendable {
+    /// What the image is, for errors.
+    var label: String { get }
+    /// Takes one chunk, as stored.
+    func write(_ chunk: SnapshotManifest.ChunkDescriptor, stored: [UInt8]) throws(ImageError)
+    /// The stream ended with `chunks`: when this returns, every one of them is durable.
+    func finish(_ chunks: [SnapshotManifest.ChunkDescriptor]) throws(ImageError)
+    /// The stream failed or was cancelled: nothing more comes, and nothing is to be kept.
+    func abandon()
+}
+
 /// The chunks of one image on the local disk (DESIGN §7): `chunk-NNNNNN.zst` files in one directory, each
 /// compressed with zstd, hashed with BLAKE2b-256 and written durably; every read verifies before use.
 ///
 /// Blocking (file I/O, compression): call it from a thread pool, never from an event loop.
-public struct LocalChunkStore: Sendable {
+public struct LocalChunkStore: ChunkSink {
     /// Where the chunk files live.
     public let directory: String
     /// What the image is, for errors ("snapshot 7, VM sink").
@@ -27,18 +40,43 @@ public struct LocalChunkStore: Sendable {
     /// Compresses, hashes and durably writes one chunk; returns its descriptor for the manifest.
     public func write(index: Int, raw: [UInt8], level: Int32 = 1) throws(ImageError) -> SnapshotManifest.ChunkDescriptor
     {
+        let (chunk, stored) = Self.compress(index: index, raw: raw, level: level)
+        try self.writeStored(chunk, data: stored)
+        return chunk
+    }
+
+    /// One chunk compressed and hashed, as stored and sent (blocking).
+    public static func compress(index: Int, raw: [UInt8], level: Int32 = 1) -> (
+        SnapshotManifest.ChunkDescriptor, [UInt8]
+    ) {
         let stored = Zstd.compress(raw, level: level)
-        do {
-            try DurableFile.write(stored, to: self.path(of: index), mode: 0o600)
-        } catch {
-            throw ImageError(.io, "\(self.label), chunk \(index): \(error)")
-        }
-        return SnapshotManifest.ChunkDescriptor(
+        let chunk = SnapshotManifest.ChunkDescriptor(
             index: index,
             rawBytes: UInt64(raw.count),
             storedBytes: UInt64(stored.count),
             hash: Self.hash(stored)
         )
+        return (chunk, stored)
+    }
+
+    /// Durably writes one chunk that is already compressed (a replica received from another peer).
+    public func write(_ chunk: SnapshotManifest.ChunkDescriptor, stored: [UInt8]) throws(ImageError) {
+        try self.writeStored(chunk, data: stored)
+    }
+
+    /// Every chunk was written durably as it came: nothing left to do.
+    public func finish(_ chunks: [SnapshotManifest.ChunkDescriptor]) throws(ImageError) {}
+
+    /// The snapshot's clean-up removes the files.
+    public func abandon() {}
+
+    /// Durably writes one chunk that is already compressed (a replica received from another peer).
+    public func writeStored(_ chunk: SnapshotManifest.ChunkDescriptor, data: [UInt8]) throws(ImageError) {
+        do {
+            try DurableFile.write(data, to: self.path(of: chunk.index), mode: 0o600)
+        } catch {
+            throw ImageError(.io, "\(self.label), chunk \(chunk.index): \(error)")
+        }
     }
 
     /// Reads one chunk, verifies its hash and size, and returns its raw bytes.

@@ -43,6 +43,8 @@ public struct ImageError: Error, Hashable, Sendable, CustomStringConvertible {
         case missing
         /// The file system refused (full disk, permissions).
         case io
+        /// A store has no room for a replica.
+        case noRoom
     }
 
     /// The kind of failure.

@@ -1,5 +1,6 @@
 import Foundation
 import VNSnapCore
+import VNSnapImage
 import VNSnapPeer
 
 /// Renders `PeerStatus` as aligned text tables.
@@ -46,6 +47,29 @@ enum StatusFormatter {
         out += "\nrejected at the tunnel socket: \(rejected.isEmpty ? "none" : rejected)\n"
         let learned = status.switch.learned.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         out += "learned MACs: \(learned.isEmpty ? "none" : learned.joined(separator: " "))\n"
+        if let store = status.store { out += self.store(store) }
+        return out
+    }
+
+    /// A store peer's RAM and disk use and its replicas.
+    static func store(_ store: StoreService.Status) -> String {
+        let mib = { (bytes: UInt64) in String(format: "%.1f", Double(bytes) / 1_048_576) }
+        let usage = store.usage
+        var out = "\nimage store at \(store.address): RAM \(mib(usage.ramUsed)) of \(mib(usage.ramBudget)) MiB"
+        out += ", disk \(mib(usage.diskBytes)) MiB, \(usage.replicas.count) replicas\n"
+        if !usage.replicas.isEmpty {
+            out += self.table(
+                ["SNAPSHOT", "VM", "IMAGE", "CHUNKS", "MiB", "STATE", "WHERE"],
+                usage.replicas.map { replica in
+                    let place = [replica.inRAM ? "RAM" : nil, replica.onDisk ? "disk" : nil].compactMap { $0 }
+                    return [
+                        "\(replica.key.snapshot)", replica.key.vm, replica.key.kind.rawValue, "\(replica.chunks)",
+                        mib(replica.storedBytes), replica.sealed ? "sealed" : "receiving",
+                        place.isEmpty ? "-" : place.joined(separator: "+"),
+                    ]
+                }
+            )
+        }
         return out
     }
 

@@ -31,12 +31,7 @@ public final class SnapshotCatalog: Sendable {
     }
 
     /// Which stream of a VM an image is.
-    public enum ImageKind: String, Sendable, Codable {
-        /// The VM's memory and device state.
-        case memory
-        /// The channel log: frames in flight toward the VM at the cut.
-        case channel
-    }
+    public typealias ImageKind = VNSnapCore.ImageKind
 
     /// An image this peer holds.
     public struct HeldImage: Sendable, Hashable {

@@ -56,18 +56,7 @@ public final class ControlServer: Service, Sendable {
 
     /// Serves connections until graceful shutdown, then removes the socket.
     public func run() async throws {
-        let server = self.server
-        try await withTaskCancellationOrGracefulShutdownHandler {
-            try await server.executeThenClose { inbound in
-                try await withThrowingDiscardingTaskGroup { group in
-                    for try await connection in inbound {
-                        group.addTask { await self.serve(connection) }
-                    }
-                }
-            }
-        } onCancelOrGracefulShutdown: {
-            server.channel.close(promise: nil)
-        }
+        try await self.server.serveConnections { await self.serve($0) }
         try? FileManager.default.removeItem(atPath: self.path)
     }
 

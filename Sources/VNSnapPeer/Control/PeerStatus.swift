@@ -34,4 +34,6 @@ public struct PeerStatus: Sendable, Codable, Hashable {
     public var vms: [VMSupervisor.VMStatus]
     /// Switch counters.
     public var `switch`: SwitchStatus
+    /// The image store, on `store` peers: RAM and disk use, replicas.
+    public var store: StoreService.Status?
 }

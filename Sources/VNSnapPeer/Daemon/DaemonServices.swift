@@ -10,6 +10,8 @@ struct DaemonServices: Sendable {
     let membership: MembershipService
     let supervisor: VMSupervisor
     let snapshots: SnapshotService
+    /// The image store, on `store` peers.
+    let store: StoreService?
     /// Starts the daemon's graceful shutdown.
     let shutdown: @Sendable () async -> Void
 
@@ -123,7 +125,8 @@ struct DaemonServices: Sendable {
                 membership: try await self.membership.status(),
                 violins: self.config.violins,
                 vms: await self.supervisor.status(),
-                switch: try await self.switchService.status()
+                switch: try await self.switchService.status(),
+                store: self.store?.status()
             )
             return ControlResponse(ok: true, status: status)
         } catch {

@@ -29,6 +29,8 @@ public enum PeerDaemon {
 
         let catalog = try SnapshotCatalog(path: config.peer.dataDirectory + "/catalog.sqlite")
         let snapshotBox = NIOLockedValueBox<SnapshotService?>(nil)
+        // The keyring as rotations leave it, for the image store's connections.
+        let keyringBox = NIOLockedValueBox(config.keyring)
         let switchService = try await SwitchService.start(
             me: config.peer.name,
             bind: config.peer.bind,
@@ -52,6 +54,7 @@ public enum PeerDaemon {
                     if case .memberDown(let name) = event, let snapshots = snapshotBox.withLockedValue({ $0 }) {
                         await snapshots.memberDown(name)
                     }
+                    if case .keyringChanged(let keyring) = event { keyringBox.withLockedValue { $0 = keyring } }
                     await Self.follow(event, switchService: switchService, config: config)
                 }
             )
@@ -61,6 +64,20 @@ public enum PeerDaemon {
         }
         // A VM whose disk was snapshotted runs on its newest overlay, not on the configured (frozen) file.
         let disks = DiskLayers(config: config)
+        let store: StoreService?
+        do {
+            store =
+                config.peer.roles.contains(.store)
+                ? try await StoreService(
+                    config: config,
+                    tunnelPort: switchService.tunnelAddress.port ?? config.peer.bind.port,
+                    keyring: keyringBox,
+                    logger: logger
+                ) : nil
+        } catch {
+            await switchService.close()
+            throw error
+        }
         let supervisor = VMSupervisor(
             definitions: config.vms.map { disks.current($0, logger: logger) },
             paths: { vm in Self.paths(config, vm.name) },
@@ -87,6 +104,7 @@ public enum PeerDaemon {
             membership: membership,
             supervisor: supervisor,
             snapshots: snapshots,
+            store: store,
             shutdown: { await groupBox.withLockedValue { $0 }?.triggerGracefulShutdown() }
         )
         let control: ControlServer
@@ -114,7 +132,7 @@ public enum PeerDaemon {
                     .init(service: supervisor),
                     .init(service: membership),
                     .init(service: control),
-                ],
+                ] + (store.map { [.init(service: $0)] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 cancellationSignals: [],
                 logger: logger

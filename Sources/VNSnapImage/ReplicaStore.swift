@@ -1,0 +1,269 @@
+import Foundation
+import Synchronization
+import VNSnapCore
+
+/// A `store` peer's replicas (DESIGN §7, VNsnap-memory): each chunk is checked against its hash and held in RAM
+/// on receipt (a replica is durable once sealed there), then flushed to disk with fsync in the background.
+///
+/// RAM is bounded by `ramBudget`: opening a replica reserves room for its largest size, and is refused when
+/// the room is not there even after evicting replicas already safe on disk, so a store under memory pressure
+/// refuses new replicas cleanly instead of growing. Thread-safe; the file work (`flush`, reads from disk) is
+/// blocking: run it off event loops.
+public final class ReplicaStore: Sendable {
+    /// One replica as `status` and `show` see it.
+    public struct Replica: Sendable, Hashable, Codable {
+        /// Which image.
+        public var key: ReplicaKey
+        /// Its chunks so far.
+        public var chunks: Int
+        /// Their stored bytes.
+        public var storedBytes: UInt64
+        /// Whether it is complete and matched its digest.
+        public var sealed: Bool
+        /// Whether its chunks are in RAM.
+        public var inRAM: Bool
+        /// Whether it is flushed to disk (fsync'd).
+        public var onDisk: Bool
+    }
+
+    /// RAM and disk use.
+    public struct Usage: Sendable, Hashable, Codable {
+        /// The RAM budget.
+        public var ramBudget: UInt64
+        /// RAM taken by chunks held and by reservations of open replicas.
+        public var ramUsed: UInt64
+        /// Stored bytes on disk.
+        public var diskBytes: UInt64
+        /// Every replica.
+        public var replicas: [Replica]
+    }
+
+    private struct Entry {
+        var chunks: [SnapshotManifest.ChunkDescriptor] = []
+        var data: [Int: [UInt8]] = [:]
+        /// Room reserved beyond the chunks held (shrinks as chunks arrive; gone once sealed).
+        var reserved: UInt64
+        var sealed = false
+        var onDisk = false
+        var heldBytes: UInt64 { self.data.values.reduce(0) { $0 + UInt64($1.count) } }
+    }
+
+    private struct State {
+        var entries: [ReplicaKey: Entry] = [:]
+        /// Sealed replicas waiting for their flush, oldest first.
+        var unflushed: [ReplicaKey] = []
+        var ramUsed: UInt64 {
+            self.entries.values.reduce(0) { $0 + $1.heldBytes + $1.reserved }
+        }
+    }
+
+    /// Where flushed replicas live: `directory/SNAPSHOT/VM/KIND/`.
+    public let directory: String
+    /// Bytes of RAM replicas may take.
+    public let ramBudget: UInt64
+    private let state = Mutex(State())
+
+    /// A store keeping at most `ramBudget` bytes in RAM, flushing into `directory`. Replicas already on disk
+    /// there (from before a restart) are found again.
+    public init(directory: String, ramBudget: UInt64) {
+        self.directory = directory
+        self.ramBudget = ramBudget
+        let found = Self.scan(directory)
+        self.state.withLock { state in
+            for (key, chunks) in found {
+                state.entries[key] = Entry(chunks: chunks, reserved: 0, sealed: true, onDisk: true)
+            }
+        }
+    }
+
+    /// Opens a replica of at most `bytes` stored bytes, reserving that much RAM (evicting replicas already on
+    /// disk if needed); refuses when there is no room or the replica exists.
+    public func open(_ key: ReplicaKey, bytes: UInt64) throws(ImageError) {
+        try self.state.withLock { (state: inout State) throws(ImageError) in
+            guard state.entries[key] == nil else { throw ImageError(.io, "\(key): this store already holds it") }
+            var free = self.ramBudget > state.ramUsed ? self.ramBudget - state.ramUsed : 0
+            // Replicas safe on disk leave RAM first, oldest snapshot first.
+            for evictable in state.entries.keys.sorted(by: { $0.snapshot < $1.snapshot })
+            where free < bytes && state.entries[evictable]!.onDisk && !state.entries[evictable]!.data.isEmpty {  // !-safe, its keys
+                free += state.entries[evictable]!.heldBytes  // !-safe
+                state.entries[evictable]!.data = [:]  // !-safe
+            }
+            guard free >= bytes else {
+                throw ImageError(
+                    .noRoom,
+                    "\(key): the store has \(Self.mebibytes(free)) MiB of RAM free, the replica needs \(Self.mebibytes(bytes)) MiB"
+                )
+            }
+            state.entries[key] = Entry(reserved: bytes)
+        }
+    }
+
+    /// Takes the next chunk of an open replica, after checking it against its hash.
+    public func put(_ key: ReplicaKey, chunk: SnapshotManifest.ChunkDescriptor, data: [UInt8]) throws(ImageError) {
+        guard UInt64(data.count) == chunk.storedBytes, LocalChunkStore.hash(data) == chunk.hash else {
+            throw ImageError(.corrupt, "\(key), chunk \(chunk.index): does not match its hash")
+        }
+        try self.state.withLock { (state: inout State) throws(ImageError) in
+            guard var entry = state.entries[key], !entry.sealed else {
+                throw ImageError(.missing, "\(key): no open replica")
+            }
+            guard chunk.index == entry.chunks.count else {
+                throw ImageError(.corrupt, "\(key): chunk \(chunk.index) arrived, chunk \(entry.chunks.count) expected")
+            }
+            guard UInt64(data.count) <= entry.reserved else {
+                throw ImageError(.noRoom, "\(key): larger than the room reserved for it")
+            }
+            entry.reserved -= UInt64(data.count)
+            entry.chunks.append(chunk)
+            entry.data[chunk.index] = data
+            state.entries[key] = entry
+        }
+    }
+
+    /// Completes a replica: its chunk list must have `digest` (`ImageStreamFeeder.digest`); it is then durable
+    /// in RAM and queued for its flush to disk.
+    public func seal(_ key: ReplicaKey, chunkCount: Int, digest: String) throws(ImageError) {
+        try self.state.withLock { (state: inout State) throws(ImageError) in
+            guard var entry = state.entries[key], !entry.sealed else {
+                throw ImageError(.missing, "\(key): no open replica")
+            }
+            guard entry.chunks.count == chunkCount, ImageStreamFeeder.digest(of: entry.chunks) == digest else {
+                throw ImageError(.corrupt, "\(key): \(entry.chunks.count) chunks received do not match the sealed list")
+            }
+            entry.sealed = true
+            entry.reserved = 0
+            state.entries[key] = entry
+            state.unflushed.append(key)
+        }
+    }
+
+    /// Forgets a replica that will not be completed (its stream broke, its snapshot aborted).
+    public func abandon(_ key: ReplicaKey) {
+        self.state.withLock { state in
+            if state.entries[key]?.sealed == false { state.entries[key] = nil }
+        }
+    }
+
+    /// Forgets every replica of `snapshot`, in RAM and on disk.
+    public func drop(snapshot: UInt64) {
+        self.state.withLock { state in
+            state.entries = state.entries.filter { $0.key.snapshot != snapshot }
+            state.unflushed.removeAll { $0.snapshot == snapshot }
+        }
+        try? FileManager.default.removeItem(atPath: "\(self.directory)/\(snapshot)")
+    }
+
+    /// Flushes every sealed replica not yet on disk (chunks fsync'd, then the chunk list); returns how many.
+    /// Blocking: the store's background flusher calls it.
+    @discardableResult
+    public func flush() throws(ImageError) -> Int {
+        var flushed = 0
+        while let (key, chunks, data) = self.nextToFlush() {
+            let store = self.chunkStore(key)
+            do {
+                try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
+                for chunk in chunks {
+                    guard let bytes = data[chunk.index] else { continue }
+                    try store.writeStored(chunk, data: bytes)
+                }
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                try DurableFile.write(Array(try encoder.encode(chunks)), to: "\(store.directory)/chunks.json")
+            } catch {
+                throw ImageError(.io, "\(key): flushing to \(store.directory): \(error)")
+            }
+            self.state.withLock { state in
+                // A drop while flushing wins: the files go too.
+                guard state.entries[key] != nil else { return }
+                state.entries[key]?.onDisk = true
+                state.unflushed.removeAll { $0 == key }
+            }
+            if self.state.withLock({ $0.entries[key] == nil }) {
+                try? FileManager.default.removeItem(atPath: store.directory)
+            }
+            flushed += 1
+        }
+        return flushed
+    }
+
+    /// A sealed replica's chunks, each checked against its hash, from RAM or else from disk.
+    public func chunks(_ key: ReplicaKey) throws(ImageError) -> [(SnapshotManifest.ChunkDescriptor, [UInt8])] {
+        guard let entry = self.state.withLock({ $0.entries[key] }), entry.sealed else {
+            throw ImageError(.missing, "\(key): this store holds no complete replica of it")
+        }
+        let store = self.chunkStore(key)
+        var result: [(SnapshotManifest.ChunkDescriptor, [UInt8])] = []
+        for chunk in entry.chunks {
+            if let bytes = entry.data[chunk.index], LocalChunkStore.hash(bytes) == chunk.hash {
+                result.append((chunk, bytes))
+            } else {
+                result.append((chunk, try store.verified(chunk)))
+            }
+        }
+        return result
+    }
+
+    /// RAM and disk use, and every replica.
+    public func usage() -> Usage {
+        self.state.withLock { state in
+            Usage(
+                ramBudget: self.ramBudget,
+                ramUsed: state.ramUsed,
+                diskBytes: state.entries.values.filter(\.onDisk).reduce(0) {
+                    $0 + $1.chunks.reduce(0) { $0 + $1.storedBytes }
+                },
+                replicas: state.entries.map { key, entry in
+                    Replica(
+                        key: key,
+                        chunks: entry.chunks.count,
+                        storedBytes: entry.chunks.reduce(0) { $0 + $1.storedBytes },
+                        sealed: entry.sealed,
+                        inRAM: !entry.data.isEmpty,
+                        onDisk: entry.onDisk
+                    )
+                }.sorted {
+                    ($0.key.snapshot, $0.key.vm, $0.key.kind.rawValue) < (
+                        $1.key.snapshot, $1.key.vm, $1.key.kind.rawValue
+                    )
+                }
+            )
+        }
+    }
+
+    private func nextToFlush() -> (ReplicaKey, [SnapshotManifest.ChunkDescriptor], [Int: [UInt8]])? {
+        self.state.withLock { state in
+            guard let key = state.unflushed.first, let entry = state.entries[key] else { return nil }
+            return (key, entry.chunks, entry.data)
+        }
+    }
+
+    private func chunkStore(_ key: ReplicaKey) -> LocalChunkStore {
+        LocalChunkStore(
+            directory: "\(self.directory)/\(key.snapshot)/\(key.vm)/\(key.kind.rawValue)",
+            label: "\(key)"
+        )
+    }
+
+    /// Replicas flushed before a restart: every `SNAPSHOT/VM/KIND/chunks.json` under `directory`.
+    private static func scan(_ directory: String) -> [ReplicaKey: [SnapshotManifest.ChunkDescriptor]] {
+        var found: [ReplicaKey: [SnapshotManifest.ChunkDescriptor]] = [:]
+        let files = FileManager.default
+        for snapshot in (try? files.contentsOfDirectory(atPath: directory)) ?? [] {
+            guard let id = UInt64(snapshot) else { continue }
+            for vm in (try? files.contentsOfDirectory(atPath: "\(directory)/\(snapshot)")) ?? [] {
+                for kind in ImageKind.allCases {
+                    let list = "\(directory)/\(snapshot)/\(vm)/\(kind.rawValue)/chunks.json"
+                    guard let data = files.contents(atPath: list),
+                        let chunks = try? JSONDecoder().decode([SnapshotManifest.ChunkDescriptor].self, from: data)
+                    else { continue }
+                    found[ReplicaKey(snapshot: id, vm: vm, kind: kind)] = chunks
+                }
+            }
+        }
+        return found
+    }
+
+    static func mebibytes(_ bytes: UInt64) -> String {
+        String(format: "%.1f", Double(bytes) / 1_048_576)
+    }
+}

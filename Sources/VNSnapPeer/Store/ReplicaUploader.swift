@@ -1,0 +1,96 @@
+import Dispatch
+import NIOCore
+import Synchronization
+import VNSnapCore
+import VNSnapCrypto
+import VNSnapImage
+
+/// An image's chunks streamed to its store peers as the image writer makes them (DESIGN §7, VNsnap-memory):
+/// one encrypted connection per replica, each chunk acknowledged once the store holds it. The writer's thread
+/// blocks while `window` chunks are unacknowledged by some store, so memory stays bounded and a slow store
+/// slows the stream instead of filling RAM. Durable when every replica is sealed; any replica failing fails
+/// the image (a snapshot is committed only with all its replicas).
+final class ReplicaUploader: ChunkSink {
+    /// Chunks a store may lag behind before the writer waits.
+    static let window = 8
+
+    let label: String
+    private let uploads: [Upload]
+    private let tasks: [Task<Void, Never>]
+
+    private final class Upload: Sendable {
+        let store: String
+        let continuation: AsyncStream<(SnapshotManifest.ChunkDescriptor, [UInt8])>.Continuation
+        /// Free places in the window; the writer takes one per chunk, an acknowledgement gives it back.
+        let room = DispatchSemaphore(value: ReplicaUploader.window)
+        let done = DispatchSemaphore(value: 0)
+        let failure = Mutex<String?>(nil)
+
+        init(store: String, continuation: AsyncStream<(SnapshotManifest.ChunkDescriptor, [UInt8])>.Continuation) {
+            self.store = store
+            self.continuation = continuation
+        }
+    }
+
+    /// Starts one upload of `key` per store (`reserve` bytes at most each).
+    init(
+        _ key: ReplicaKey,
+        reserve: UInt64,
+        stores: [(name: String, address: SocketAddress)],
+        secret: SecretKey,
+        keys: @escaping @Sendable (UInt32) -> SecretKey?
+    ) {
+        self.label = "\(key)"
+        var uploads: [Upload] = []
+        var tasks: [Task<Void, Never>] = []
+        for store in stores {
+            let (stream, continuation) = AsyncStream<(SnapshotManifest.ChunkDescriptor, [UInt8])>.makeStream()
+            let upload = Upload(store: store.name, continuation: continuation)
+            uploads.append(upload)
+            tasks.append(
+                Task {
+                    do {
+                        try await StoreClient.put(
+                            key,
+                            reserve: reserve,
+                            chunks: stream,
+                            to: store.address,
+                            key: secret,
+                            keys: keys,
+                            acknowledged: { upload.room.signal() }
+                        )
+                    } catch {
+                        upload.failure.withLock { $0 = "store \(store.name): \(error)" }
+                        // The writer must never wait on a failed store: open the window for good.
+                        for _ in 0..<ReplicaUploader.window { upload.room.signal() }
+                    }
+                    upload.done.signal()
+                }
+            )
+        }
+        self.uploads = uploads
+        self.tasks = tasks
+    }
+
+    func write(_ chunk: SnapshotManifest.ChunkDescriptor, stored: [UInt8]) throws(ImageError) {
+        for upload in self.uploads {
+            upload.room.wait()
+            if let failure = upload.failure.withLock({ $0 }) { throw ImageError(.io, "\(self.label): \(failure)") }
+            upload.continuation.yield((chunk, stored))
+        }
+    }
+
+    func finish(_ chunks: [SnapshotManifest.ChunkDescriptor]) throws(ImageError) {
+        for upload in self.uploads { upload.continuation.finish() }
+        for upload in self.uploads { upload.done.wait() }
+        if let failure = self.uploads.compactMap({ $0.failure.withLock { $0 } }).first {
+            throw ImageError(.io, "\(self.label): \(failure)")
+        }
+    }
+
+    /// Stops every upload unsealed (a failed stream, an aborted snapshot): the stores abandon what they got.
+    func abandon() {
+        for task in self.tasks { task.cancel() }
+        for upload in self.uploads { upload.continuation.finish() }
+    }
+}

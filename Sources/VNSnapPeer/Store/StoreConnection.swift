@@ -1,0 +1,58 @@
+import NIOCore
+import VNSnapCore
+import VNSnapCrypto
+
+/// One end of an encrypted image-store connection (DESIGN §7): length-prefixed frames over TCP; each side
+/// first sends its `StreamSealer` header, then sealed `StoreMessage`s, so each direction is its own stream.
+struct StoreConnection {
+    /// The purpose both sides bind their stream keys to.
+    static let context = "vnsnap-store/1"
+
+    private var sealer: StreamSealer
+    private var opener: StreamOpener
+    private var inbound: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator
+    private let outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>
+
+    /// Exchanges headers: sends ours under `key`, then opens the other side's with the key it names.
+    static func handshake(
+        inbound: NIOAsyncChannelInboundStream<ByteBuffer>,
+        outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
+        key: SecretKey,
+        keys: (UInt32) -> SecretKey?
+    ) async throws -> StoreConnection {
+        let sealer = StreamSealer(key: key, context: Self.context)
+        try await outbound.write(ByteBuffer(bytes: sealer.header))
+        var iterator = inbound.makeAsyncIterator()
+        guard let first = try await iterator.next() else { throw StoreError("the connection closed before its header") }
+        let header = Array(first.readableBytesView)
+        let id = try StreamOpener.keyID(ofHeader: header)
+        guard let theirs = keys(id) else {
+            throw StoreError("the other side's stream is sealed under a key this keyring does not hold (id \(id))")
+        }
+        let opener = try StreamOpener(key: theirs, header: header, context: Self.context)
+        return StoreConnection(sealer: sealer, opener: opener, inbound: iterator, outbound: outbound)
+    }
+
+    /// Sends one message.
+    mutating func send(_ message: StoreMessage) async throws {
+        try await self.outbound.write(ByteBuffer(bytes: self.sealer.seal(try StoreCodec.encode(message))))
+    }
+
+    /// The next message, or `nil` when the other side closed.
+    mutating func receive() async throws -> StoreMessage? {
+        guard let frame = try await self.inbound.next() else { return nil }
+        let (plain, _) = try self.opener.open(Array(frame.readableBytesView))
+        return try StoreCodec.decode(plain)
+    }
+}
+
+/// A store request that failed, saying why.
+public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
+    /// What went wrong.
+    public var message: String
+
+    /// Creates an error.
+    public init(_ message: String) { self.message = message }
+
+    public var description: String { self.message }
+}

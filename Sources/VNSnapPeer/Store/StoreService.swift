@@ -1,0 +1,82 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOPosix
+import ServiceLifecycle
+import VNSnapCore
+import VNSnapCrypto
+import VNSnapImage
+
+/// A `store` peer's part of the daemon (DESIGN §7): the replicas (`ReplicaStore`, RAM within the configured
+/// `store_capacity_mib`, flushed under `data_dir/replicas`), the endpoint other peers reach them through, and
+/// the background flush to disk.
+public final class StoreService: Service, Sendable {
+    /// How often sealed replicas are flushed.
+    static let flushInterval = Duration.milliseconds(200)
+
+    /// The replicas.
+    public let store: ReplicaStore
+    private let server: StoreServer
+    private let logger: Logger
+
+    /// What `status` shows.
+    public struct Status: Sendable, Codable, Hashable {
+        /// Where other peers reach the store.
+        public var address: String
+        /// RAM, disk and replicas.
+        public var usage: ReplicaStore.Usage
+    }
+
+    /// The port a peer's store listens on: two above its tunnel port (the membership port is usually one above).
+    public static func port(tunnelPort: Int) -> Int { tunnelPort + 2 }
+
+    /// Opens the store and binds its endpoint next to the tunnel (bound at `tunnelPort`); `keyring` is read on
+    /// every connection, so a rotated key is used at once.
+    public init(config: PeerConfig, tunnelPort: Int, keyring: NIOLockedValueBox<Keyring>, logger: Logger) async throws {
+        self.store = ReplicaStore(
+            directory: config.peer.dataDirectory + "/replicas",
+            ramBudget: config.peer.storeCapacity
+        )
+        self.server = try await StoreServer.bind(
+            host: config.peer.bind.host,
+            port: Self.port(tunnelPort: tunnelPort),
+            store: self.store,
+            keys: {
+                keyring.withLockedValue { ring in
+                    (ring.primary, Dictionary(ring.keys.map { ($0.keyID, $0) }, uniquingKeysWith: { a, _ in a }))
+                }
+            },
+            logger: logger
+        )
+        self.logger = logger
+    }
+
+    /// Serves and flushes until graceful shutdown.
+    public func run() async throws {
+        try await withThrowingDiscardingTaskGroup { group in
+            group.addTask { try await self.server.run() }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: Self.flushInterval)
+                    await self.flushOnce()
+                }
+            }
+            try? await gracefulShutdown()
+            await self.flushOnce()
+            group.cancelAll()
+        }
+    }
+
+    private func flushOnce() async {
+        let store = self.store
+        do {
+            _ = try await NIOThreadPool.singleton.runIfActive { try store.flush() }
+        } catch {
+            self.logger.error("Store flush failed", metadata: ["store.error": "\(error)"])
+        }
+    }
+
+    /// RAM, disk and replicas, for `status`.
+    public func status() -> Status {
+        Status(address: "\(self.server.address)", usage: self.store.usage())
+    }
+}

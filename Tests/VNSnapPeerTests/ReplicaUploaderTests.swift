@@ -1,0 +1,74 @@
+import Foundation
+import Testing
+import VNSnapCore
+import VNSnapCrypto
+import VNSnapImage
+
+@testable import VNSnapPeer
+
+/// An image stream written straight into the RAM of two real stores over loopback TCP, as a snapshot to
+/// memory targets does: both replicas sealed with the image's chunk list, or the image fails naming the store.
+@Suite(.serialized) struct ReplicaUploaderTests {
+    static let replica = ReplicaKey(snapshot: 21, vm: "source", kind: .memory)
+
+    /// A writer streaming into every store of `fixture`, fed a 40-chunk image as QEMU would; returns the writer
+    /// and the raw stream.
+    func stream(into fixture: StoreFixture) throws -> (ImageStreamWriter, [UInt8]) {
+        let uploader = ReplicaUploader(
+            Self.replica,
+            reserve: 8 << 20,
+            stores: fixture.stores.enumerated().map { ("s\($0.offset)", $0.element.server.address) },
+            secret: fixture.key,
+            keys: StoreFixture.keys(fixture.key)
+        )
+        let source = LocalChunkStore(directory: fixture.directory + "/source", label: "source")
+        try FileManager.default.createDirectory(atPath: source.directory, withIntermediateDirectories: true)
+        let writer = try ImageStreamWriter(
+            socketPath: fixture.directory + "/in.sock",
+            store: uploader,
+            chunkSize: 64 << 10
+        )
+        var stream: [UInt8] = []
+        var chunks: [SnapshotManifest.ChunkDescriptor] = []
+        for index in 0..<40 {
+            let raw = (0..<65_536).map { UInt8(truncatingIfNeeded: ($0 >> (index % 7)) &* (index + 1)) }
+            stream += raw
+            chunks.append(try source.write(index: index, raw: raw))
+        }
+        try ImageStreamFeeder.feed(chunks, from: source, to: writer.socketPath)
+        return (writer, stream)
+    }
+
+    @Test func test_imageStreamToTwoStores_bothHoldTheSameSealedReplica_andItReadsBackAsTheStream() async throws {
+        let fixture = try await StoreFixture.start(budgets: [64 << 20, 64 << 20])
+        defer { fixture.stop() }
+        let (writer, stream) = try self.stream(into: fixture)
+        let chunks = try await writer.wait(timeout: .seconds(60))
+        #expect(chunks.count == 40)
+        for (store, _, _) in fixture.stores {
+            #expect(store.usage().replicas.map(\.sealed) == [true])
+            let held = try store.chunks(Self.replica)
+            #expect(held.map(\.0) == chunks)
+            #expect(try held.flatMap { try Zstd.decompress($0.1, rawSize: Int($0.0.rawBytes)) } == stream)
+        }
+    }
+
+    @Test func test_aStoreWithoutRoom_failsTheImageNamingIt_andTheOtherKeepsNothing() async throws {
+        let fixture = try await StoreFixture.start(budgets: [64 << 20, 1 << 20])
+        defer { fixture.stop() }
+        let (writer, _) = try self.stream(into: fixture)
+        do {
+            _ = try await writer.wait(timeout: .seconds(60))
+            Issue.record("an image with a refused replica was reported durable")
+        } catch {
+            #expect(error.message.contains("store s1") && error.message.contains("MiB of RAM free"), "\(error)")
+        }
+        // The healthy store's upload was abandoned unsealed; it lets go of it once the connection closes.
+        let healthy = fixture.stores[0].store
+        let deadline = ContinuousClock.now + .seconds(10)
+        while !healthy.usage().replicas.isEmpty, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(healthy.usage().replicas.isEmpty)
+    }
+}
