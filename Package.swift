@@ -68,7 +68,7 @@ let package = Package(
         // Images: zstd, hashing and durable chunk files on the local disk (blocking: run off the event loops).
         .target(
             name: "VNSnapImage",
-            dependencies: ["CZstd", "CSodium", "CVNSnapSys", "VNSnapCore"],
+            dependencies: ["CZstd", "CSodium", "VNSnapCore"],
             swiftSettings: swiftSettings
         ),
         .target(

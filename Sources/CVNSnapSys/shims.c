@@ -3,9 +3,6 @@
 
 #include <errno.h>
 #include <string.h>
-#include <sys/resource.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 int vnsnap_sendmmsg_unix(int fd, const struct iovec *iov, unsigned int count, const struct sockaddr_un *to) {
     struct mmsghdr messages[64];
@@ -93,8 +90,4 @@ long vnsnap_unix_receive_queue(const char *path) {
     }
     close(fd);
     return found;
-}
-
-int vnsnap_set_thread_nice(int nice) {
-    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
 }

@@ -1,4 +1,3 @@
-import CVNSnapSys
 import Foundation
 import Synchronization
 import VNSnapCore
@@ -24,8 +23,6 @@ public final class ImageStreamWriter: Sendable {
 
     /// The socket QEMU connects to.
     public let socketPath: String
-    /// The writer thread's nice value (`VNSNAP_WRITER_NICE` overrides it, for benchmarks).
-    static let niceness: Int32 = ProcessInfo.processInfo.environment["VNSNAP_WRITER_NICE"].flatMap { Int32($0) } ?? 10
     private let listener: Int32
     private final class Shared: Sendable {
         let state = Mutex<(progress: Progress, result: Result<[SnapshotManifest.ChunkDescriptor], ImageError>?)>(
@@ -49,9 +46,6 @@ public final class ImageStreamWriter: Sendable {
         }
         self.listener = fd
         let thread = Thread { [shared = self.shared] in
-            // Compression yields to the guests' vCPUs: a snapshot taking a little longer to be durable costs
-            // less than guests starved of CPU while their RAM is saved (their traffic stalls).
-            _ = vnsnap_set_thread_nice(Self.niceness)
             Self.receive(listener: fd, store: store, chunkSize: chunkSize, shared: shared)
         }
         thread.name = "vnsnap-image"

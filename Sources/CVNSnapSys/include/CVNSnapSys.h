@@ -14,7 +14,4 @@ int vnsnap_sendmmsg_unix(int fd, const struct iovec *iov, unsigned int count, co
 /// socket: the size of the next queued datagram, 0 when empty). -2 if no such socket, -1 on error (errno set).
 long vnsnap_unix_receive_queue(const char *path);
 
-/// Sets the calling thread's nice value (Linux: per thread). Returns 0, or -1 with errno set.
-int vnsnap_set_thread_nice(int nice);
-
 #endif
