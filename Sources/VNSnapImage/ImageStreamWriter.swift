@@ -114,9 +114,8 @@ public final class ImageStreamWriter: Sendable {
             } catch {
                 failure = error
             }
-        } else {
-            store.abandon()
         }
+        if failure != nil { store.abandon() }
         shared.state.withLock { $0.result = failure.map { .failure($0) } ?? .success(chunks) }
     }
 

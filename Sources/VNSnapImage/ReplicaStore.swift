@@ -62,6 +62,8 @@ public final class ReplicaStore: Sendable {
     /// Bytes of RAM replicas may take.
     public let ramBudget: UInt64
     private let state = Mutex(State())
+    /// One flush at a time (the background flusher and the one at shutdown).
+    private let flushing = Mutex(())
 
     /// A store keeping at most `ramBudget` bytes in RAM, flushing into `directory`. Replicas already on disk
     /// there (from before a restart) are found again.
@@ -154,36 +156,57 @@ public final class ReplicaStore: Sendable {
     }
 
     /// Flushes every sealed replica not yet on disk (chunks fsync'd, then the chunk list); returns how many.
-    /// Blocking: the store's background flusher calls it.
+    /// One that cannot be written (a full disk) stays in RAM, queued behind the others, and the first such
+    /// failure is thrown after the others were tried. Blocking: the store's background flusher calls it.
     @discardableResult
     public func flush() throws(ImageError) -> Int {
-        var flushed = 0
-        while let (key, chunks, data) = self.nextToFlush() {
-            let store = self.chunkStore(key)
-            do {
-                try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
-                for chunk in chunks {
-                    guard let bytes = data[chunk.index] else { continue }
-                    try store.writeStored(chunk, data: bytes)
+        try self.flushing.withLock { _ throws(ImageError) in
+            var (flushed, failure): (Int, ImageError?) = (0, nil)
+            for key in self.state.withLock({ $0.unflushed }) {
+                guard let (chunks, data) = self.state.withLock({ $0.entries[key].map { ($0.chunks, $0.data) } }) else {
+                    continue
                 }
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys]
-                try DurableFile.write(Array(try encoder.encode(chunks)), to: "\(store.directory)/chunks.json")
-            } catch {
-                throw ImageError(.io, "\(key): flushing to \(store.directory): \(error)")
-            }
-            self.state.withLock { state in
+                do throws(ImageError) {
+                    try self.write(key, chunks, data)
+                } catch {
+                    failure = failure ?? error
+                    self.state.withLock { state in
+                        guard state.unflushed.contains(key) else { return }
+                        state.unflushed.removeAll { $0 == key }
+                        state.unflushed.append(key)
+                    }
+                    continue
+                }
+                let dropped = self.state.withLock { state in
+                    state.unflushed.removeAll { $0 == key }
+                    state.entries[key]?.onDisk = true
+                    return state.entries[key] == nil
+                }
                 // A drop while flushing wins: the files go too.
-                guard state.entries[key] != nil else { return }
-                state.entries[key]?.onDisk = true
-                state.unflushed.removeAll { $0 == key }
+                if dropped { try? FileManager.default.removeItem(atPath: self.chunkStore(key).directory) }
+                flushed += 1
             }
-            if self.state.withLock({ $0.entries[key] == nil }) {
-                try? FileManager.default.removeItem(atPath: store.directory)
-            }
-            flushed += 1
+            if let failure { throw failure }
+            return flushed
         }
-        return flushed
+    }
+
+    private func write(_ key: ReplicaKey, _ chunks: [SnapshotManifest.ChunkDescriptor], _ data: [Int: [UInt8]])
+        throws(ImageError)
+    {
+        let store = self.chunkStore(key)
+        do {
+            try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
+            for chunk in chunks {
+                guard let bytes = data[chunk.index] else { continue }
+                try store.writeStored(chunk, data: bytes)
+            }
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            try DurableFile.write(Array(try encoder.encode(chunks)), to: "\(store.directory)/chunks.json")
+        } catch {
+            throw ImageError(.io, "\(key): flushing to \(store.directory): \(error)")
+        }
     }
 
     /// A sealed replica's chunks, each checked against its hash, from RAM or else from disk.
@@ -227,13 +250,6 @@ public final class ReplicaStore: Sendable {
                     )
                 }
             )
-        }
-    }
-
-    private func nextToFlush() -> (ReplicaKey, [SnapshotManifest.ChunkDescriptor], [Int: [UInt8]])? {
-        self.state.withLock { state in
-            guard let key = state.unflushed.first, let entry = state.entries[key] else { return nil }
-            return (key, entry.chunks, entry.data)
         }
     }
 

@@ -28,7 +28,7 @@ import VNSnapCore
     }
 
     @Test func test_initiatorDiedWhileStreamingEnded_everyHolderDurable_buildsFromTheirReports() {
-        let decision = self.decide([Self.h1: Self.durable("source"), Self.h2: Self.durable("sink")])
+        let decision = self.decide([Self.h1: Self.durable("source"), Self.h2: Self.durable("sink"), Self.h3: .nothing])
         guard case .build(let cuts, let reports) = decision else {
             Issue.record("expected build, got \(decision)")
             return
@@ -39,9 +39,9 @@ import VNSnapCore
     }
 
     @Test func test_initiatorDiedDuringPrepareOrCut_abortsNamingTheUnfinishedParticipant() {
-        let decision = self.decide([Self.h1: Self.durable("source"), Self.h2: .unfinished])
+        let decision = self.decide([Self.h1: Self.durable("source"), Self.h2: .unfinished, Self.h3: .nothing])
         #expect(decision == .abort("the initiator failed before participant h2's images were durable"))
-        #expect(self.decide([Self.h1: .nothing, Self.h2: .nothing]) != .commit(manifest: []))
+        #expect(self.decide([Self.h1: .nothing, Self.h2: .nothing, Self.h3: .nothing]) != .commit(manifest: []))
     }
 
     @Test func test_anAbortSeenAnywhere_abortsEverywhere_evenWithOthersDurable() {
@@ -51,10 +51,13 @@ import VNSnapCore
         )
     }
 
-    @Test func test_aliveHolderNotAnsweredYet_waitsForIt_butAPeerWithoutVMsIsNotWaitedFor() {
-        #expect(self.decide([Self.h1: Self.durable("source")]) == .wait(missing: [Self.h2]))
-        guard case .build = self.decide([Self.h1: Self.durable("source"), Self.h2: Self.durable("sink")]) else {
-            Issue.record("h3 holds no VM and must not be waited for")
+    @Test func test_aliveParticipantNotAnsweredYet_isWaitedFor_evenWithoutVMs_butAGoneOneWithoutVMsIsNot() {
+        #expect(self.decide([Self.h1: Self.durable("source")]) == .wait(missing: [Self.h2, Self.h3]))
+        // h3 holds no VM but may have seen the commit: its answer counts.
+        let durable = [Self.h1: Self.durable("source"), Self.h2: Self.durable("sink")]
+        #expect(self.decide(durable) == .wait(missing: [Self.h3]))
+        guard case .build = self.decide(durable, alive: [Self.h1, Self.h2]) else {
+            Issue.record("a gone peer without VMs must not hold the decision up")
             return
         }
     }

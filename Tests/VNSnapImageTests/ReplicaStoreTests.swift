@@ -93,6 +93,24 @@ import VNSnapImage
         #expect(throws: ImageError.self) { try store.chunks(Self.key) }
     }
 
+    @Test func test_aReplicaThatCannotBeFlushed_staysInRAM_andDoesNotHoldUpTheOthers() throws {
+        defer { try? FileManager.default.removeItem(atPath: self.directory) }
+        let store = ReplicaStore(directory: self.directory, ramBudget: 8 * Self.mib)
+        let other = ReplicaKey(snapshot: 9, vm: "sink", kind: .memory)
+        try self.fill(store, Self.key, Self.chunks(1))
+        try self.fill(store, other, Self.chunks(1, seed: 2))
+        // A file where snapshot 7's directory must go: its flush fails, as on a broken disk.
+        try FileManager.default.createDirectory(atPath: self.directory, withIntermediateDirectories: true)
+        _ = FileManager.default.createFile(atPath: "\(self.directory)/7", contents: Data([1]))
+        #expect(throws: ImageError.self) { try store.flush() }
+        let replicas = Dictionary(uniqueKeysWithValues: store.usage().replicas.map { ($0.key, $0) })
+        #expect(replicas[other]?.onDisk == true)
+        #expect(replicas[Self.key]?.onDisk == false && replicas[Self.key]?.inRAM == true)
+        try FileManager.default.removeItem(atPath: "\(self.directory)/7")
+        #expect(try store.flush() == 1)
+        #expect(store.usage().replicas.allSatisfy { $0.onDisk })
+    }
+
     @Test func test_dropOfASnapshot_removesItsReplicasFromRAMAndDisk_andADamagedFileIsNamed() throws {
         defer { try? FileManager.default.removeItem(atPath: self.directory) }
         let store = ReplicaStore(directory: self.directory, ramBudget: 8 * Self.mib)

@@ -30,7 +30,7 @@ import VNSnapImage
         let layers = DiskLayers(directory: self.directory)
         let overlay = VMDefinition.Disk(path: layers.newOverlay("db", label: "snapshot-7"), format: "qcow2")
         try layers.setActive(overlay, vm: "db", configured: self.configured)
-        let current = layers.current(self.definition(disk: self.configured), logger: Logger(label: "test"))
+        let current = try layers.current(self.definition(disk: self.configured), logger: Logger(label: "test"))
         #expect(current.disk == overlay)
         #expect(overlay.path.hasPrefix(self.directory + "/db/snapshot-7-"))
     }
@@ -39,22 +39,26 @@ import VNSnapImage
         defer { try? FileManager.default.removeItem(atPath: self.directory) }
         let layers = DiskLayers(directory: self.directory)
         let definition = self.definition(disk: self.configured)
-        #expect(layers.current(definition, logger: Logger(label: "test")).disk == self.configured)
+        #expect(try layers.current(definition, logger: Logger(label: "test")).disk == self.configured)
         try layers.setActive(
             VMDefinition.Disk(path: "/elsewhere/overlay.qcow2", format: "qcow2"),
             vm: "db",
             configured: VMDefinition.Disk(path: "/images/old.qcow2", format: "qcow2")
         )
-        #expect(layers.current(definition, logger: Logger(label: "test")).disk == self.configured)
+        #expect(try layers.current(definition, logger: Logger(label: "test")).disk == self.configured)
     }
 
-    @Test func test_current_unreadableRecord_keepsTheConfiguredDisk() throws {
+    @Test func test_current_unreadableRecord_refusesNamingTheFile() throws {
         defer { try? FileManager.default.removeItem(atPath: self.directory) }
         let layers = DiskLayers(directory: self.directory)
         try FileManager.default.createDirectory(atPath: self.directory + "/db", withIntermediateDirectories: true)
         _ = FileManager.default.createFile(atPath: self.directory + "/db/active.json", contents: Data("{".utf8))
-        let definition = self.definition(disk: self.configured)
-        #expect(layers.current(definition, logger: Logger(label: "test")).disk == self.configured)
+        do {
+            _ = try layers.current(self.definition(disk: self.configured), logger: Logger(label: "test"))
+            Issue.record("an unreadable record let the VM start on its frozen configured disk")
+        } catch {
+            #expect(error.message.contains("\(self.directory)/db/active.json is unreadable"), "\(error)")
+        }
     }
 
     @Test func test_fileDigest_equalsTheHashOfTheSameBytes_andAMissingFileIsNamed() throws {

@@ -129,7 +129,7 @@ import VNSnapPeer
             try await self.learn(net)
             let h2 = net.switches["h2"]!
             let payload = String(repeating: "x", count: 200)  // payload frames are those of 128 bytes or more
-            try await h2.measure(vms: ["a2"])
+            try await h2.measure(vms: ["a2"], stallOnly: true)
             for count in 2...3 {
                 try await net.nics["a1"]!.send(
                     ethernetFrame(to: Self.a2, from: Self.a1, payload: payload),
@@ -143,9 +143,13 @@ import VNSnapPeer
             #expect(stall >= 100_000_000 && stall < 10_000_000_000, "\(stall) ns")
             #expect(try await h2.finishMeasure("a2") == nil, "measured once")
             // A snapshot arming the port during a measurement owns it: the measurement gives nothing back and
-            // leaves the snapshot's state alone.
-            try await h2.measure(vms: ["a2"])
+            // leaves the snapshot's state alone, also once the cut is over and the gate disarmed.
+            try await h2.measure(vms: ["a2"], stallOnly: true)
             _ = try await h2.arm(vms: ["a2"], epoch: 1, policy: .trigger, senders: [PeerID(name: "h1")])
+            #expect(try await h2.finishMeasure("a2") == nil)
+            try await h2.beginCut("a2")
+            try await h2.finishCut("a2")
+            try await h2.measure(vms: ["a2"], stallOnly: true)
             #expect(try await h2.finishMeasure("a2") == nil)
             #expect(try await h2.snapshotReport("a2") != nil)
         } catch {

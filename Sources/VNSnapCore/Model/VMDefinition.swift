@@ -30,6 +30,16 @@ public struct VMDefinition: Sendable, Hashable, Codable {
         case tcg
     }
 
+    /// Whether `name` can name a VM (or a peer, a VIOLIN): 1–32 of A–Z a–z 0–9 . _ -, not starting with a dot,
+    /// so it is safe as a file name wherever it ends up.
+    public static func isValidName(_ name: String) -> Bool {
+        let allowed = name.unicodeScalars.allSatisfy {
+            ("a"..."z").contains($0) || ("A"..."Z").contains($0) || ("0"..."9").contains($0) || $0 == "-"
+                || $0 == "_" || $0 == "."
+        }
+        return allowed && (1...32).contains(name.count) && !name.hasPrefix(".")
+    }
+
     /// Unique name within the cluster.
     public var name: String
     /// The VIOLIN its NIC is attached to.

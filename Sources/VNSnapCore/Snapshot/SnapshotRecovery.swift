@@ -28,7 +28,7 @@ public enum SnapshotRecovery {
         case build(cuts: [PeerID: [VMCutReport]], reports: [PeerID: [UInt8]])
         /// Abort everywhere, for this reason.
         case abort(String)
-        /// Not every participant has answered yet: ask again (the shell aborts once its deadline passes).
+        /// Not every alive participant has answered yet: ask again (the shell aborts once its deadline passes).
         case wait(missing: Set<PeerID>)
     }
 
@@ -53,7 +53,8 @@ public enum SnapshotRecovery {
         if let gone = holders.first(where: { !alive.contains($0) }) {
             return .abort("participant \(name(gone)) is gone, and whether its images are durable is unknown")
         }
-        let missing = Set(holders.filter { answers[$0] == nil })
+        // Every alive participant answers first, VMs or not: one may have seen the commit or the abort.
+        let missing = Set(plan.participants.filter { alive.contains($0) && answers[$0] == nil })
         if !missing.isEmpty { return .wait(missing: missing) }
         var cuts: [PeerID: [VMCutReport]] = [:]
         var reports: [PeerID: [UInt8]] = [:]

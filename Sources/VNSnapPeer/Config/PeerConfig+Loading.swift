@@ -291,11 +291,7 @@ extension PeerConfig {
     }
 
     private static func checkName(_ name: String, _ table: TOMLReader, _ key: String) throws(ConfigError) {
-        let allowed = name.unicodeScalars.allSatisfy {
-            (("a"..."z").contains($0) || ("A"..."Z").contains($0)
-                || ("0"..."9").contains($0) || $0 == "-" || $0 == "_" || $0 == ".")
-        }
-        guard allowed, name.count <= 32, !name.hasPrefix(".") else {
+        guard VMDefinition.isValidName(name) else {
             throw table.error(key, "\"\(name)\" must be 1-32 characters of A-Z a-z 0-9 . _ - (not starting with .)")
         }
     }

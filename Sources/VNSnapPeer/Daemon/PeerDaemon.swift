@@ -28,6 +28,9 @@ public enum PeerDaemon {
             .nextSession(now: UInt64(Date().timeIntervalSince1970 * 1_000_000_000))
 
         let catalog = try SnapshotCatalog(path: config.peer.dataDirectory + "/catalog.sqlite")
+        // A VM whose disk was snapshotted runs on its newest overlay, not on the configured (frozen) file.
+        let disks = DiskLayers(config: config)
+        let definitions = try config.vms.map { try disks.current($0, logger: logger) }
         let snapshotBox = NIOLockedValueBox<SnapshotService?>(nil)
         // The keyring as rotations leave it, for the image store's connections.
         let keyringBox = NIOLockedValueBox(config.keyring)
@@ -62,8 +65,6 @@ public enum PeerDaemon {
             await switchService.close()
             throw error
         }
-        // A VM whose disk was snapshotted runs on its newest overlay, not on the configured (frozen) file.
-        let disks = DiskLayers(config: config)
         let store: StoreService?
         do {
             store =
@@ -79,7 +80,7 @@ public enum PeerDaemon {
             throw error
         }
         let supervisor = VMSupervisor(
-            definitions: config.vms.map { disks.current($0, logger: logger) },
+            definitions: definitions,
             paths: { vm in Self.paths(config, vm.name) },
             qemu: qemu,
             onStart: { vm in await switchService.vmStarted(vm) },

@@ -226,10 +226,14 @@ extension SnapshotService {
         else { throw SnapshotError("snapshot \(manifest.id) has no VM \(vm)") }
         let (memory, channel) = try self.heldImages(manifest, vm: vm)
         let label = "snapshot \(manifest.id), VM \(vm)"
-        if entry.disk == nil, self.config.vms.first(where: { $0.name == vm })?.disk != nil {
+        let configured = self.config.vms.first(where: { $0.name == vm })?.disk
+        if entry.disk == nil, configured != nil {
             throw SnapshotError(
                 "\(label): the VM has a disk but the snapshot holds none (taken before the disk was added); restoring would pair its memory with today's disk"
             )
+        }
+        if entry.disk != nil, configured == nil {
+            throw SnapshotError("\(label): the snapshot holds a disk of the VM, but no disk is configured for it now")
         }
         try await NIOThreadPool.singleton.runIfActive {
             try ImageStreamFeeder.verify(memory.0.chunks, against: entry.image, in: memory.1)
@@ -258,6 +262,7 @@ extension SnapshotService {
                 on: VMDefinition.Disk(path: frozen.path, format: frozen.format)
             )
         }
+        // verify refused a snapshot with a disk for a VM configured without one.
         if let configured = self.config.vms.first(where: { $0.name == entry.name })?.disk {
             try layers.setActive(overlay, vm: entry.name, configured: configured)
         }

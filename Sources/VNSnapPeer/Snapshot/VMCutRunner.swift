@@ -39,12 +39,17 @@ struct VMCutRunner: Sendable {
     /// the cut: a restarted peer would run the VM on the frozen image and lose its newer writes.
     private func freezeDisk() async throws {
         guard let disk = self.disk else { return }
-        try await QEMUDisk.freeze(self.monitor, overlay: disk.overlay)
-        try disk.layers.setActive(
-            VMDefinition.Disk(path: disk.overlay, format: "qcow2"),
-            vm: self.vm,
-            configured: disk.configured
-        )
+        let overlay = VMDefinition.Disk(path: disk.overlay, format: "qcow2")
+        do {
+            try await QEMUDisk.freeze(self.monitor, overlay: disk.overlay)
+        } catch {
+            // A freeze that timed out may still have happened: the record must follow what QEMU writes to.
+            if let chain = try? await QEMUDisk.chain(self.monitor), chain.first?.path == disk.overlay {
+                try? disk.layers.setActive(overlay, vm: self.vm, configured: disk.configured)
+            }
+            throw error
+        }
+        try disk.layers.setActive(overlay, vm: self.vm, configured: disk.configured)
     }
 
     /// Mode `precopy`: a live migration into the image writer until QEMU pauses the VM before its

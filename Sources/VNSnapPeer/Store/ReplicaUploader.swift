@@ -13,6 +13,9 @@ import VNSnapImage
 final class ReplicaUploader: ChunkSink {
     /// Chunks a store may lag behind before the writer waits.
     static let window = 8
+    /// How long a store may go without acknowledging anything before its replica fails: the writer's thread
+    /// must never wait forever, or QEMU's background snapshot (and the guest's protected memory) with it.
+    static let silence: DispatchTimeInterval = .seconds(60)
 
     let label: String
     private let uploads: [Upload]
@@ -74,7 +77,9 @@ final class ReplicaUploader: ChunkSink {
 
     func write(_ chunk: SnapshotManifest.ChunkDescriptor, stored: [UInt8]) throws(ImageError) {
         for upload in self.uploads {
-            upload.room.wait()
+            if upload.room.wait(timeout: .now() + Self.silence) == .timedOut {
+                throw ImageError(.io, "\(self.label): store \(upload.store) acknowledged nothing for \(Self.silence)")
+            }
             if let failure = upload.failure.withLock({ $0 }) { throw ImageError(.io, "\(self.label): \(failure)") }
             upload.continuation.yield((chunk, stored))
         }
@@ -82,7 +87,12 @@ final class ReplicaUploader: ChunkSink {
 
     func finish(_ chunks: [SnapshotManifest.ChunkDescriptor]) throws(ImageError) {
         for upload in self.uploads { upload.continuation.finish() }
-        for upload in self.uploads { upload.done.wait() }
+        for upload in self.uploads where upload.done.wait(timeout: .now() + Self.silence) == .timedOut {
+            throw ImageError(
+                .io,
+                "\(self.label): store \(upload.store) did not seal its replica within \(Self.silence)"
+            )
+        }
         if let failure = self.uploads.compactMap({ $0.failure.withLock { $0 } }).first {
             throw ImageError(.io, "\(self.label): \(failure)")
         }

@@ -103,6 +103,14 @@ public final class StoreServer: Service, Sendable {
         let store = self.store
         switch request {
         case .put(let key, let bytes):
+            // One replica per connection at a time: a new put gives up the one left open.
+            if let previous = open {
+                store.abandon(previous)
+                open = nil
+            }
+            guard VMDefinition.isValidName(key.vm) else {
+                return try await link.send(.refused("\"\(key.vm)\" is not a VM name"))
+            }
             do {
                 try store.open(key, bytes: bytes)
                 open = key
@@ -132,6 +140,9 @@ public final class StoreServer: Service, Sendable {
                 try await link.send(.failed("\(error)"))
             }
         case .get(let key):
+            guard VMDefinition.isValidName(key.vm) else {
+                return try await link.send(.failed("\"\(key.vm)\" is not a VM name"))
+            }
             do {
                 let chunks = try await NIOThreadPool.singleton.runIfActive { try store.chunks(key) }
                 for (chunk, data) in chunks { try await link.send(.data(chunk, data: data)) }

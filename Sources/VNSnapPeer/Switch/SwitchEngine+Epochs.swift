@@ -44,6 +44,8 @@ struct PortSnapshot {
     /// When the longest gap ended.
     var longestGapEnd: UInt64 = 0
     var measuring = true
+    /// Set for `vnsnap-peer stall`'s measurement (no snapshot): any snapshot takes the port over from it.
+    var stallOnly = false
 
     /// Where the longest gap began relative to the cut, nanoseconds (negative: before it).
     var stallStartAfterCut: Int64? {
@@ -194,21 +196,24 @@ extension SwitchEngine {
         return refused
     }
 
-    /// Measures `vms`' stall without arming their gates (mode `loop`, the per-VM baseline).
-    func measure(vms: [String]) {
+    /// Measures `vms`' stall without arming their gates: for a snapshot of mode `loop` (the per-VM baseline),
+    /// or, with `stallOnly`, for `vnsnap-peer stall` (which never takes a port from a snapshot).
+    func measure(vms: [String], stallOnly: Bool = false) {
         let now = Self.monotonicNanoseconds()
         for vm in vms {
-            guard let index = self.portIndex(vm), self.ports[index].snapshot == nil else { continue }
+            guard let index = self.portIndex(vm) else { continue }
+            if let current = self.ports[index].snapshot, !current.stallOnly || stallOnly { continue }
             self.ports[index].snapshot = PortSnapshot(epoch: self.ports[index].gate.epoch, armedAt: now)
+            self.ports[index].snapshot!.stallOnly = stallOnly  // !-safe, set above
         }
     }
 
-    /// Ends a stall measurement of `vm` begun by `measure` and returns its longest payload gap; `nil` when a
-    /// snapshot armed the port meanwhile (the measurement is the snapshot's then) or nothing was measured.
+    /// Ends `vnsnap-peer stall`'s measurement of `vm` and returns its longest payload gap; `nil` when a snapshot
+    /// took the port over meanwhile (its state is left alone) or nothing was measured.
     func finishMeasure(_ vm: String) -> UInt64? {
-        guard let index = self.portIndex(vm), self.ports[index].gate.armed == nil,
-            let snapshot = self.ports[index].snapshot
-        else { return nil }
+        guard let index = self.portIndex(vm), let snapshot = self.ports[index].snapshot, snapshot.stallOnly else {
+            return nil
+        }
         self.ports[index].snapshot = nil
         return snapshot.longestGap
     }

@@ -21,9 +21,9 @@ extension SwitchService {
         try await self.onLoop { $0.arm(vms: vms, epoch: epoch, policy: policy, senders: senders) }
     }
 
-    /// Measures `vms`' stall without arming them (the per-VM baseline).
-    public func measure(vms: [String]) async throws {
-        try await self.onLoop { $0.measure(vms: vms) }
+    /// Measures `vms`' stall without arming them: for mode `loop`, or with `stallOnly` for `vnsnap-peer stall`.
+    public func measure(vms: [String], stallOnly: Bool = false) async throws {
+        try await self.onLoop { $0.measure(vms: vms, stallOnly: stallOnly) }
     }
 
     /// Ends a stall measurement of `vm`: its longest payload gap, or `nil` if a snapshot took the port over.

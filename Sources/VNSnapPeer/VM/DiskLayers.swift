@@ -38,17 +38,17 @@ struct DiskLayers: Sendable {
     }
 
     /// `definition` with its disk replaced by the recorded active overlay, when there is one for the configured
-    /// disk; a record left over from another configured disk is ignored, with a warning.
-    func current(_ definition: VMDefinition, logger: Logger) -> VMDefinition {
-        guard let configured = definition.disk,
-            let data = FileManager.default.contents(atPath: self.recordPath(definition.name))
-        else { return definition }
-        guard let record = try? JSONDecoder().decode(Record.self, from: data) else {
-            logger.error(
-                "Disk record unreadable; running the configured disk",
-                metadata: ["vm.name": "\(definition.name)", "vm.diskRecord": "\(self.recordPath(definition.name))"]
-            )
+    /// disk; a record left over from another configured disk is ignored, with a warning. An unreadable record
+    /// refuses: running the configured (frozen) file would lose the VM's newer writes and corrupt its overlays.
+    func current(_ definition: VMDefinition, logger: Logger) throws(SnapshotError) -> VMDefinition {
+        let path = self.recordPath(definition.name)
+        guard let configured = definition.disk, let data = FileManager.default.contents(atPath: path) else {
             return definition
+        }
+        guard let record = try? JSONDecoder().decode(Record.self, from: data) else {
+            throw SnapshotError(
+                "VM \(definition.name): \(path) is unreadable, so which overlay holds the VM's disk is unknown (starting from the configured file would lose its writes since the first snapshot); repair it, or remove it to start over from the configured disk"
+            )
         }
         guard record.configured == configured else {
             logger.warning(
