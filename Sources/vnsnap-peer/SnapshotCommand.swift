@@ -4,6 +4,7 @@ import VNSnapCore
 import VNSnapPeer
 
 extension SnapshotMode: ExpressibleByArgument {}
+extension SnapshotTarget.Kind: ExpressibleByArgument {}
 
 /// `vnsnap-peer snapshot VIOLIN`: a network-consistent snapshot of every VM of a VIOLIN.
 struct SnapshotCommand: AsyncParsableCommand {
@@ -33,6 +34,21 @@ struct SnapshotCommand: AsyncParsableCommand {
     @Option(name: .long, help: "A name for the snapshot (default: the VIOLIN and the time).")
     var name: String?
 
+    @Option(
+        name: .long,
+        help: "disk (each VM's peer's disk) or memory (the RAM of store peers, flushed to their disks)."
+    )
+    var target: SnapshotTarget.Kind = .disk
+
+    @Option(name: .long, help: "Copies of each image with --target memory, on distinct store peers (1-16).")
+    var replicas = 2
+
+    func validate() throws {
+        guard (1...16).contains(self.replicas) else {
+            throw ValidationError("--replicas \(self.replicas) is not in 1...16")
+        }
+    }
+
     @Flag(name: .long, help: "Print the manifest as JSON at the end instead of the table.")
     var json = false
 
@@ -42,7 +58,12 @@ struct SnapshotCommand: AsyncParsableCommand {
         let response = try await self.peer.send(
             ControlRequest(
                 command: "snapshot",
-                snapshot: SnapshotOrder(violin: self.violin, mode: self.mode, name: name)
+                snapshot: SnapshotOrder(
+                    violin: self.violin,
+                    mode: self.mode,
+                    name: name,
+                    target: SnapshotTarget(kind: self.target, replicas: self.replicas)
+                )
             ),
             timeout: .seconds(3600)
         ) { [json = self.json] line in

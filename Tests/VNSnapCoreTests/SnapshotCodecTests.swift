@@ -24,7 +24,22 @@ import VNSnapCore
         F.message(.abort(SnapshotAbortReason("no answer in phase cutting from h2")), from: F.initiator),
         F.message(.aborted, from: F.peers[1]),
         F.message(.failed("QMP stop failed"), from: F.peers[1]),
-        F.message(.request(mode: .precopy, name: "before-upgrade"), from: F.peers[1]),
+        F.message(.request(mode: .precopy, name: "before-upgrade", target: .disk), from: F.peers[1]),
+        F.message(
+            .request(mode: .cow, name: "to-ram", target: SnapshotTarget(kind: .memory, replicas: 2)),
+            from: F.peers[0]
+        ),
+        F.message(
+            .prepare(
+                SnapshotPlan(
+                    vms: [F.peers[0]: ["db"]],
+                    mode: .cow,
+                    vni: 7,
+                    target: SnapshotTarget(kind: .memory, replicas: 3)
+                )
+            ),
+            from: F.initiator
+        ),
         F.message(
             .progress(
                 SnapshotProgress(snapshotID: 9, phase: "committed", finished: true, message: "", blob: [1, 2, 3])

@@ -53,6 +53,34 @@ import VNSnapImage
         }
     }
 
+    @Test func test_opened_waitsForEveryStoresAdmission_andARefusalNamesTheStore() async throws {
+        let fixture = try await StoreFixture.start(budgets: [64 << 20, 1 << 20])
+        defer { fixture.stop() }
+        let admitted = ReplicaUploader(
+            Self.replica,
+            reserve: 8 << 20,
+            stores: [("s0", fixture.stores[0].server.address)],
+            secret: fixture.key,
+            keys: StoreFixture.keys(fixture.key)
+        )
+        try await admitted.opened()
+        admitted.abandon()
+        let refused = ReplicaUploader(
+            ReplicaKey(snapshot: 22, vm: "sink", kind: .memory),
+            reserve: 8 << 20,
+            stores: fixture.stores.enumerated().map { ("s\($0.offset)", $0.element.server.address) },
+            secret: fixture.key,
+            keys: StoreFixture.keys(fixture.key)
+        )
+        do {
+            try await refused.opened()
+            Issue.record("a store without room admitted a replica")
+        } catch {
+            #expect(error.code == .noRoom && error.message.contains("store s1"), "\(error)")
+        }
+        refused.abandon()
+    }
+
     @Test func test_aStoreWithoutRoom_failsTheImageNamingIt_andTheOtherKeepsNothing() async throws {
         let fixture = try await StoreFixture.start(budgets: [64 << 20, 1 << 20])
         defer { fixture.stop() }

@@ -38,7 +38,7 @@ import VNSnapPeer
             snapshot: 42,
             vm: "sink",
             kind: .memory,
-            peer: "h1",
+            replicas: [("h1", "disk")],
             directory: "/d/sink",
             chunks: chunks
         )
@@ -59,7 +59,14 @@ import VNSnapPeer
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let catalog = try SnapshotCatalog(path: directory + "/catalog.sqlite")
         try catalog.begin(Self.key, name: "", mode: .cow, createdAtNanoseconds: 5)
-        try catalog.recordImage(snapshot: 42, vm: "sink", kind: .memory, peer: "h1", directory: "/d/sink", chunks: [])
+        try catalog.recordImage(
+            snapshot: 42,
+            vm: "sink",
+            kind: .memory,
+            replicas: [("h1", "disk")],
+            directory: "/d/sink",
+            chunks: []
+        )
         #expect(try catalog.abort(42, reason: "h2 failed") == ["/d/sink"])
         #expect(try catalog.entry(42)?.state == "aborted")
         #expect(try catalog.entry(42)?.reason == "h2 failed")

@@ -10,7 +10,7 @@ import Foundation
 ///   "id": 7, "name": "before-upgrade", "violin": "pipeline", "vni": 42, "epoch": 1, "term": 3, "mode": "cow",
 ///   "createdAtNanoseconds": ..., "initiator": "h0",
 ///   "vms": [ { "name": "sink", "peer": "h1", "cut": { VMCutReport }, "image": { ImageDescriptor },
-///              "measurements": { VMMeasurements }, "disk": [ DiskLayer ] } ],
+///              "measurements": { VMMeasurements }, "disk": [ DiskLayer ], "replicas": [ "s1", "s2" ] } ],
 ///   "channels": [ { "vm": "sink", "frames": 12, "bytes": 17880, "drained": true, "image": { ImageDescriptor } } ] }
 /// ImageDescriptor = { "chunkCount": 24, "rawBytes": ..., "storedBytes": ..., "digest": "<BLAKE2b-256 hex>" }
 /// DiskLayer = { "path": "/data/disks/db/snapshot-7-....qcow2", "format": "qcow2", "bytes": ..., "digest": "..." }
@@ -156,6 +156,8 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
         public var measurements: VMMeasurements
         /// Its disk at the cut, if it has one: the frozen image first, then its backing files down to the base.
         public var disk: [DiskLayer]?
+        /// The store peers holding replicas of its images (memory targets), in placement order; `nil`: on `peer`.
+        public var replicas: [String]?
 
         /// Creates an entry.
         public init(
@@ -164,7 +166,8 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
             cut: VMCutReport,
             image: ImageDescriptor,
             measurements: VMMeasurements,
-            disk: [DiskLayer]? = nil
+            disk: [DiskLayer]? = nil,
+            replicas: [String]? = nil
         ) {
             self.name = name
             self.peer = peer
@@ -172,6 +175,7 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
             self.image = image
             self.measurements = measurements
             self.disk = disk
+            self.replicas = replicas
         }
     }
 

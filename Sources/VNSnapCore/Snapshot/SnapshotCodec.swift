@@ -47,6 +47,7 @@ public enum SnapshotCodec {
                 writer.u8(UInt8(vms.count))
                 for vm in vms { try writer.string(vm) }
             }
+            try Self.write(plan.target, &writer)
         case .prepared(let ok, let reason):
             writer.u8(ok ? 1 : 0)
             try writer.string(Self.shortened(reason ?? ""))
@@ -65,9 +66,10 @@ public enum SnapshotCodec {
             try writer.string(Self.shortened(reason))
         case .durable(let blob), .commit(let blob):
             writer.blob(blob)
-        case .request(let mode, let name):
+        case .request(let mode, let name, let target):
             writer.u8(UInt8(Self.modes.firstIndex(of: mode)!))  // !-safe, every mode is listed
             try writer.string(name)
+            try Self.write(target, &writer)
         case .progress(let progress):
             writer.u64(progress.snapshotID)
             try writer.string(progress.phase)
@@ -126,7 +128,9 @@ public enum SnapshotCodec {
                 guard vms[peer] == nil else { throw .malformed }
                 vms[peer] = names
             }
-            body = .prepare(SnapshotPlan(vms: vms, mode: Self.modes[modeIndex], vni: vni))
+            body = .prepare(
+                SnapshotPlan(vms: vms, mode: Self.modes[modeIndex], vni: vni, target: try Self.readTarget(&reader))
+            )
         case 2:
             let ok = try reader.u8()
             guard ok <= 1 else { throw .malformed }
@@ -160,7 +164,11 @@ public enum SnapshotCodec {
         case 11:
             let modeIndex = Int(try reader.u8())
             guard modeIndex < Self.modes.count else { throw .malformed }
-            body = .request(mode: Self.modes[modeIndex], name: try reader.string())
+            body = .request(
+                mode: Self.modes[modeIndex],
+                name: try reader.string(),
+                target: try Self.readTarget(&reader)
+            )
         case 12:
             let id = try reader.u64()
             let phase = try reader.string()
@@ -204,6 +212,23 @@ public enum SnapshotCodec {
         guard bytes.count <= Self.limit(of: body) else { throw .oversized }
         guard reader.offset == bytes.count else { throw .trailingBytes }
         return SnapshotMessage(key: key, from: from, body: body)
+    }
+
+    /// A target as `kind:u8 replicas:u8` (0 = disk, 1 = memory; replicas 1...16 for memory, 0 for disk).
+    private static func write(_ target: SnapshotTarget, _ writer: inout WireWriter) throws(WireFailure) {
+        guard target.kind == .disk || (1...16).contains(target.replicas) else { throw .oversized }
+        writer.u8(target.kind == .disk ? 0 : 1)
+        writer.u8(UInt8(target.replicas))
+    }
+
+    private static func readTarget(_ reader: inout WireReader) throws(WireFailure) -> SnapshotTarget {
+        let kind = try reader.u8()
+        let replicas = Int(try reader.u8())
+        switch (kind, replicas) {
+        case (0, 0): return .disk
+        case (1, 1...16): return SnapshotTarget(kind: .memory, replicas: replicas)
+        default: throw .malformed
+        }
     }
 
     static func type(of body: SnapshotMessage.Body) -> UInt8 {

@@ -29,7 +29,7 @@ public struct SnapshotMessage: Sendable, Hashable, Codable {
         case aborted
         /// Any peer → initiator: take a snapshot (`key.id` is the request's id, `key.violin` the VIOLIN); resent
         /// as a poll until the outcome comes back in `progress`.
-        case request(mode: SnapshotMode, name: String)
+        case request(mode: SnapshotMode, name: String, target: SnapshotTarget)
         /// Initiator → requester: where the requested snapshot stands (`key` is the request's); `blob` carries
         /// the manifest once committed.
         case progress(SnapshotProgress)

@@ -11,6 +11,33 @@ public enum SnapshotMode: String, Sendable, Hashable, Codable, CaseIterable {
     case loop
 }
 
+/// Where a snapshot's images go (DESIGN §7).
+public struct SnapshotTarget: Sendable, Hashable, Codable, CustomStringConvertible {
+    /// The kind of target.
+    public enum Kind: String, Sendable, Hashable, Codable, CaseIterable {
+        /// Each VM's peer's own disk (VNsnap-disk).
+        case disk
+        /// The RAM of `replicas` store peers, flushed to their disks in the background (VNsnap-memory).
+        case memory
+    }
+
+    /// The kind.
+    public var kind: Kind
+    /// Copies of each image (memory targets; 0 for disk).
+    public var replicas: Int
+
+    /// Creates a target.
+    public init(kind: Kind, replicas: Int) {
+        self.kind = kind
+        self.replicas = kind == .disk ? 0 : replicas
+    }
+
+    /// The local disk of each VM's peer.
+    public static let disk = SnapshotTarget(kind: .disk, replicas: 0)
+
+    public var description: String { self.kind == .disk ? "disk" : "memory ×\(self.replicas)" }
+}
+
 /// Names one run of the snapshot protocol: every message carries it, and a lower term is refused.
 public struct SnapshotKey: Sendable, Hashable, Codable, CustomStringConvertible {
     /// The snapshot's identity (unique per cluster).
@@ -41,12 +68,15 @@ public struct SnapshotPlan: Sendable, Hashable, Codable {
     public var mode: SnapshotMode
     /// The VIOLIN's VNI (peers without a VM of it still close their channels with end-of-epoch markers).
     public var vni: UInt32
+    /// Where the images go.
+    public var target: SnapshotTarget
 
     /// Creates a plan.
-    public init(vms: [PeerID: [String]], mode: SnapshotMode, vni: UInt32 = 0) {
+    public init(vms: [PeerID: [String]], mode: SnapshotMode, vni: UInt32 = 0, target: SnapshotTarget = .disk) {
         self.vms = vms
         self.mode = mode
         self.vni = vni
+        self.target = target
     }
 
     /// Every participant.

@@ -107,12 +107,13 @@ public final class SnapshotCatalog: Sendable {
         }
     }
 
-    /// An image is durable on this peer's disk.
+    /// An image is durable: its chunk list, where this peer keeps (or will fetch) its chunks, and who holds
+    /// replicas of it (`disk` on a peer, or `ram` on a store peer).
     public func recordImage(
         snapshot id: UInt64,
         vm: String,
         kind: ImageKind,
-        peer: String,
+        replicas: [(peer: String, location: String)],
         directory: String,
         chunks: [SnapshotManifest.ChunkDescriptor]
     ) throws {
@@ -137,11 +138,13 @@ public final class SnapshotCatalog: Sendable {
                     ]
                 )
             }
-            try db.execute(
-                sql:
-                    "INSERT OR REPLACE INTO replicas (snapshotID, vm, kind, peer, location, state) VALUES (?, ?, ?, ?, 'disk', 'durable')",
-                arguments: [snapshotID, vm, kind.rawValue, peer]
-            )
+            for replica in replicas {
+                try db.execute(
+                    sql:
+                        "INSERT OR REPLACE INTO replicas (snapshotID, vm, kind, peer, location, state) VALUES (?, ?, ?, ?, ?, 'durable')",
+                    arguments: [snapshotID, vm, kind.rawValue, replica.peer, replica.location]
+                )
+            }
         }
     }
 

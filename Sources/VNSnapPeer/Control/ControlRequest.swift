@@ -48,12 +48,15 @@ public struct SnapshotOrder: Sendable, Codable, Hashable {
     public var mode: SnapshotMode
     /// The operator's name for it.
     public var name: String
+    /// Where the images go (`nil`: each VM's peer's disk).
+    public var target: SnapshotTarget?
 
     /// Creates an order.
-    public init(violin: String, mode: SnapshotMode, name: String) {
+    public init(violin: String, mode: SnapshotMode, name: String, target: SnapshotTarget? = nil) {
         self.violin = violin
         self.mode = mode
         self.name = name
+        self.target = target
     }
 }
 

@@ -59,7 +59,8 @@ struct DaemonServices: Sendable {
             let manifest = try await self.snapshots.requestSnapshot(
                 violin: order.violin,
                 mode: order.mode,
-                name: order.name
+                name: order.name,
+                target: order.target ?? .disk
             ) { update in
                 let id = update.snapshotID == 0 ? "" : "snapshot \(update.snapshotID): "
                 await progress("\(id)\(update.phase)\(update.message.isEmpty ? "" : " (\(update.message))")")

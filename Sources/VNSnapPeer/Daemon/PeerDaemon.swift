@@ -92,6 +92,7 @@ public enum PeerDaemon {
             switchService: switchService,
             supervisor: supervisor,
             catalog: catalog,
+            keyring: { keyringBox.withLockedValue { $0 } },
             logger: logger
         )
         try await snapshots.start()

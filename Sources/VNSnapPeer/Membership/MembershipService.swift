@@ -199,12 +199,22 @@ public final class MembershipService: Service, Sendable {
             }
             var names = alive
             for member in engine.swim.otherMembers { names[member.state.id] = member.state.name }
+            var stores: [PeerID: MembershipView.Store] = [:]
+            for state in [engine.swim.me] + engine.swim.otherMembers.map(\.state)
+            where alive[state.id] != nil && state.metadata.roles.contains(.store) {
+                stores[state.id] = MembershipView.Store(
+                    name: state.name,
+                    tunnelAddress: state.metadata.tunnelAddress,
+                    capacity: state.metadata.storeCapacity
+                )
+            }
             return MembershipView(
                 me: engine.swim.me.id,
                 alive: alive,
                 names: names,
                 initiator: engine.initiator,
-                term: engine.election.term
+                term: engine.election.term,
+                stores: stores
             )
         }
     }
@@ -248,13 +258,33 @@ public struct MembershipView: Sendable, Hashable {
     public var initiator: PeerID?
     /// The current election term.
     public var term: UInt64
+    /// Alive members with the `store` role.
+    public var stores: [PeerID: Store]
+
+    /// A store peer as membership knows it.
+    public struct Store: Sendable, Hashable {
+        /// Its name.
+        public var name: String
+        /// Its tunnel address (`host:port`); its image store listens two ports above.
+        public var tunnelAddress: String
+        /// RAM it offers to replicas, bytes.
+        public var capacity: UInt64
+    }
 
     /// Creates a view.
-    public init(me: PeerID, alive: [PeerID: String], names: [PeerID: String], initiator: PeerID?, term: UInt64) {
+    public init(
+        me: PeerID,
+        alive: [PeerID: String],
+        names: [PeerID: String],
+        initiator: PeerID?,
+        term: UInt64,
+        stores: [PeerID: Store] = [:]
+    ) {
         self.me = me
         self.alive = alive
         self.names = names
         self.initiator = initiator
         self.term = term
+        self.stores = stores
     }
 }

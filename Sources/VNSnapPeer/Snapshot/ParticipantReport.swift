@@ -20,6 +20,8 @@ struct ParticipantReport: Sendable, Codable, Hashable {
         var queueWaitExpired: Bool
         /// Its disk as frozen at the cut, if it has one.
         var disk: [SnapshotManifest.DiskLayer]?
+        /// The store peers holding its images (memory targets).
+        var replicas: [String]?
     }
 
     /// The peer's name.
@@ -77,7 +79,8 @@ extension SnapshotManifest {
                             timeToDurable: vm.timeToDurable,
                             stallStartAfterCut: vm.stallStartAfterCut
                         ),
-                        disk: vm.disk
+                        disk: vm.disk,
+                        replicas: vm.replicas
                     )
                 )
                 channels.append(vm.channel)

@@ -64,11 +64,24 @@ extension SnapshotService {
                         label: "snapshot \(id), VM \(vm), channel log"
                     )
                 )
+                // Memory targets: the image is in its stores' RAM; the channel log goes there too (and stays here).
+                let stores = run.stores[vm] ?? []
+                if !stores.isEmpty {
+                    try await self.replicateChannelLog(
+                        id,
+                        vm: vm,
+                        chunks: channelChunks,
+                        from: LocalChunkStore(directory: directory + "/channel", label: "snapshot \(id), VM \(vm)"),
+                        to: stores
+                    )
+                }
+                let here = (peer: self.config.peer.name, location: "disk")
+                let inRAM = stores.map { (peer: $0.name, location: "ram") }
                 try self.catalog.recordImage(
                     snapshot: id,
                     vm: vm,
                     kind: .memory,
-                    peer: self.config.peer.name,
+                    replicas: stores.isEmpty ? [here] : inRAM,
                     directory: directory + "/memory",
                     chunks: chunks
                 )
@@ -76,7 +89,7 @@ extension SnapshotService {
                     snapshot: id,
                     vm: vm,
                     kind: .channel,
-                    peer: self.config.peer.name,
+                    replicas: [here] + inRAM,
                     directory: directory + "/channel",
                     chunks: channelChunks
                 )
@@ -108,7 +121,8 @@ extension SnapshotService {
                         counters: report.counters,
                         timeToDurable: UInt64(max(0, started.duration(to: durable).inNanoseconds)),
                         queueWaitExpired: run.outcomes[vm]?.queueWaitExpired ?? false,
-                        disk: disk
+                        disk: disk,
+                        replicas: stores.isEmpty ? nil : stores.map(\.name)
                     )
                 )
             }
@@ -223,6 +237,9 @@ extension SnapshotService {
         self.participants[id]?.writers = [:]
         try? await self.switchService.endSnapshot(vms: vms)
         try? FileManager.default.removeItem(atPath: self.directory(id))
+        // Replicas already sealed on stores go too (unsealed ones the stores abandon by themselves).
+        let stores = Set((self.participants[id]?.stores.values.flatMap { $0 } ?? []).map(\.name))
+        _ = await self.dropReplicas(snapshot: id, on: stores)
     }
 
     /// Removes snapshot `id`'s files and rows here.

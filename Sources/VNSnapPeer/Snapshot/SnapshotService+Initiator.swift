@@ -5,7 +5,7 @@ import VNSnapCore
 /// The initiator's side: requests from any peer start a snapshot here; directives go out as messages.
 extension SnapshotService {
     /// A request (or its poll) from the peer where `vnsnap-peer snapshot` runs.
-    func serveRequest(_ message: SnapshotMessage, mode: SnapshotMode, name: String) async {
+    func serveRequest(_ message: SnapshotMessage, mode: SnapshotMode, name: String, target: SnapshotTarget) async {
         let requestID = message.key.id
         if let request = self.served[requestID] {
             return await self.answer(requestID, request.progress, to: message.from)
@@ -16,6 +16,7 @@ extension SnapshotService {
                 violin: message.key.violin,
                 mode: mode,
                 name: name,
+                target: target,
                 requestID: requestID,
                 requester: message.from
             )
@@ -40,6 +41,7 @@ extension SnapshotService {
         violin: String,
         mode: SnapshotMode,
         name: String,
+        target: SnapshotTarget,
         requestID: UInt64,
         requester: PeerID
     ) async throws -> UInt64 {
@@ -69,6 +71,14 @@ extension SnapshotService {
             self.config.vms.filter { $0.violin == violin }.compactMap { localEpochs[$0.name] }.max() ?? 0
         )
         guard highest < UInt32.max else { throw SnapshotError("VIOLIN \(violin) has run out of epochs") }
+        // The plan's quorum: enough store peers alive for every image's replicas (each store then admits or
+        // refuses its replicas at prepare, before any VM is cut).
+        if target.kind == .memory, view.stores.count < target.replicas {
+            let stores = view.stores.values.map(\.name).sorted()
+            throw SnapshotError(
+                "\(target.replicas) replicas per image need \(target.replicas) store peers; \(stores.count) alive (\(stores.isEmpty ? "none" : stores.joined(separator: ", ")))"
+            )
+        }
         let id = UInt64.random(in: 1...UInt64(Int64.max))
         let key = SnapshotKey(id: id, violin: violin, epoch: highest + 1, term: view.term)
         // Every alive member takes part: each knows its own VMs of the VIOLIN, and one without any still closes
@@ -76,7 +86,8 @@ extension SnapshotService {
         let plan = SnapshotPlan(
             vms: Dictionary(uniqueKeysWithValues: view.alive.keys.map { ($0, [String]()) }),
             mode: mode,
-            vni: definition.vni.rawValue
+            vni: definition.vni.rawValue,
+            target: target
         )
         try self.catalog.begin(key, name: name, mode: mode, createdAtNanoseconds: Self.wallNanoseconds())
         var machine = SnapshotInitiator<Instant>(key: key, me: self.me, plan: plan, settings: self.settings, now: .now)

@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOPosix
 import VNSnapCore
+import VNSnapCrypto
 import VNSnapHypervisor
 import VNSnapImage
 
@@ -87,6 +88,8 @@ extension SnapshotService {
         let mode = run.plan.mode
         do {
             try self.catalog.begin(key, name: "", mode: mode, createdAtNanoseconds: Self.wallNanoseconds())
+            let stores = try await self.placeReplicas(vms, target: run.plan.target)
+            self.participants[id]?.stores = stores
             for vm in vms {
                 guard let machine = await self.supervisor.machine(vm), let monitor = await machine.monitor else {
                     throw SnapshotError("VM \(vm) is not running on \(self.config.peer.name)")
@@ -102,9 +105,24 @@ extension SnapshotService {
                         "image socket path \(socket) is too long for a unix socket; use a shorter data_dir"
                     )
                 }
-                let store = LocalChunkStore(directory: directory + "/memory", label: "snapshot \(id), VM \(vm)")
-                // Kept at once, so a failure further on cancels it (its thread waits in accept until then).
-                self.participants[id]?.writers[vm] = try ImageStreamWriter(socketPath: socket, store: store)
+                if let targets = stores[vm] {
+                    // Memory target: straight into the stores' RAM, admitted there before any VM is cut.
+                    let keyring = self.keyring()
+                    let uploader = ReplicaUploader(
+                        ReplicaKey(snapshot: id, vm: vm, kind: .memory),
+                        reserve: self.replicaBytes(vm),
+                        stores: targets,
+                        secret: keyring.primary,
+                        keys: { keyring.key(id: $0) }
+                    )
+                    // Kept at once, so a failure further on cancels it.
+                    self.participants[id]?.writers[vm] = try ImageStreamWriter(socketPath: socket, store: uploader)
+                    try await uploader.opened()
+                } else {
+                    let store = LocalChunkStore(directory: directory + "/memory", label: "snapshot \(id), VM \(vm)")
+                    // Kept at once, so a failure further on cancels it (its thread waits in accept until then).
+                    self.participants[id]?.writers[vm] = try ImageStreamWriter(socketPath: socket, store: store)
+                }
                 // QEMU's default cap (128 MiB/s) would make saving RAM the slowest part. `precopy` is a normal
                 // migration that pauses before its switch-over, so the cut can finish while the VM is stopped.
                 try await QEMUSnapshot.setParameters(

@@ -10,6 +10,7 @@ extension SnapshotService {
         violin: String,
         mode: SnapshotMode,
         name: String,
+        target: SnapshotTarget = .disk,
         progress: @escaping @Sendable (SnapshotProgress) async -> Void
     ) async throws -> SnapshotManifest {
         let view = try await self.membership.view()
@@ -20,7 +21,7 @@ extension SnapshotService {
         }
         let requestID = UInt64.random(in: 1...UInt64(Int64.max))
         let key = SnapshotKey(id: requestID, violin: violin, epoch: 0, term: view.term)
-        let request = SnapshotMessage(key: key, from: self.me, body: .request(mode: mode, name: name))
+        let request = SnapshotMessage(key: key, from: self.me, body: .request(mode: mode, name: name, target: target))
         self.awaited[requestID] = .some(nil)
         defer { self.awaited[requestID] = nil }
         let deadline =
@@ -88,8 +89,12 @@ extension SnapshotService {
             }
             try? await Task.sleep(for: .milliseconds(200))
         }
+        // Replicas on store peers go too.
+        let stores = Set(entry.manifest?.vms.flatMap { $0.replicas ?? [] } ?? [])
+        let unreached = await self.dropReplicas(snapshot: id, on: stores)
         await self.deleteLocally(id)
-        return (self.deletions[id] ?? []).map { view.names[$0] ?? "\($0)" }.sorted()
+        let silent = (self.deletions[id] ?? []).map { view.names[$0] ?? "\($0)" }
+        return (silent + unreached.map { "store \($0)" }).sorted()
     }
 
     /// The longest gap in each local VM's payload frames of `violin` over `duration`, with no snapshot: the

@@ -225,6 +225,8 @@ extension SnapshotService {
             let log = manifest.channels.first(where: { $0.vm == vm })
         else { throw SnapshotError("snapshot \(manifest.id) has no VM \(vm)") }
         let (memory, channel) = try self.heldImages(manifest, vm: vm)
+        // Memory targets: the image lives on store peers; bring its chunks here first (verified below).
+        try await self.fetchMissing(manifest, vm: vm, kind: .memory, into: memory.1)
         let label = "snapshot \(manifest.id), VM \(vm)"
         let configured = self.config.vms.first(where: { $0.name == vm })?.disk
         if entry.disk == nil, configured != nil {

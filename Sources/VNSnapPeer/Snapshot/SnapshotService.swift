@@ -1,6 +1,8 @@
 import Foundation
 import Logging
+import NIOCore
 import VNSnapCore
+import VNSnapCrypto
 import VNSnapHypervisor
 import VNSnapImage
 
@@ -27,6 +29,8 @@ public actor SnapshotService {
         var machine: SnapshotParticipant<Instant>
         var plan: SnapshotPlan
         var writers: [String: ImageStreamWriter] = [:]
+        /// Memory targets: each VM's stores, in placement order (name and address of their image store).
+        var stores: [String: [(name: String, address: SocketAddress)]] = [:]
         var outcomes: [String: VMCutRunner.Outcome] = [:]
         /// Monotonic time each VM's cut began (for time to durable).
         var cutStarted: [String: Instant] = [:]
@@ -51,6 +55,8 @@ public actor SnapshotService {
     let supervisor: VMSupervisor
     let catalog: SnapshotCatalog
     let settings: SnapshotSettings
+    /// The keyring as it is now (image streams to stores are sealed with its primary key).
+    let keyring: @Sendable () -> Keyring
     let logger: Logger
     var initiators: [UInt64: InitiatorRun] = [:]
     var participants: [UInt64: ParticipantRun] = [:]
@@ -74,8 +80,10 @@ public actor SnapshotService {
         supervisor: VMSupervisor,
         catalog: SnapshotCatalog,
         settings: SnapshotSettings = SnapshotSettings(),
+        keyring: (@Sendable () -> Keyring)? = nil,
         logger: Logger
     ) {
+        self.keyring = keyring ?? { [config] in config.keyring }
         self.config = config
         self.me = config.peer.id
         self.membership = membership
@@ -113,8 +121,8 @@ public actor SnapshotService {
     func receive(_ message: SnapshotMessage) async {
         let id = message.key.id
         switch message.body {
-        case .request(let mode, let name):
-            await self.serveRequest(message, mode: mode, name: name)
+        case .request(let mode, let name, let target):
+            await self.serveRequest(message, mode: mode, name: name, target: target)
         case .progress(let progress):
             if self.awaited[id] != nil { self.awaited[id] = progress }
         case .prepare:

@@ -28,6 +28,7 @@ final class ReplicaUploader: ChunkSink {
         let room = DispatchSemaphore(value: ReplicaUploader.window)
         let done = DispatchSemaphore(value: 0)
         let failure = Mutex<String?>(nil)
+        let accepted = Atomic<Bool>(false)
 
         init(store: String, continuation: AsyncStream<(SnapshotManifest.ChunkDescriptor, [UInt8])>.Continuation) {
             self.store = store
@@ -60,6 +61,7 @@ final class ReplicaUploader: ChunkSink {
                             to: store.address,
                             key: secret,
                             keys: keys,
+                            accepted: { upload.accepted.store(true, ordering: .releasing) },
                             acknowledged: { upload.room.signal() }
                         )
                     } catch {
@@ -74,6 +76,23 @@ final class ReplicaUploader: ChunkSink {
         self.uploads = uploads
         self.tasks = tasks
     }
+
+    /// Waits until every store has admitted its replica (room reserved), so a store without room refuses the
+    /// snapshot before any VM is cut; throws the first refusal, or a timeout.
+    func opened(timeout: Duration = .seconds(10)) async throws(ImageError) {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if let failure = self.uploads.compactMap({ $0.failure.withLock { $0 } }).first {
+                throw ImageError(.noRoom, "\(self.label): \(failure)")
+            }
+            if self.uploads.allSatisfy({ $0.accepted.load(ordering: .acquiring) }) { return }
+            try? await Task.sleep(for: .milliseconds(5))
+        }
+        throw ImageError(.io, "\(self.label): the stores did not admit the replicas within \(timeout)")
+    }
+
+    /// The stores, by name.
+    var stores: [String] { self.uploads.map(\.store) }
 
     func write(_ chunk: SnapshotManifest.ChunkDescriptor, stored: [UInt8]) throws(ImageError) {
         for upload in self.uploads {

@@ -37,11 +37,13 @@ public enum StoreClient {
         to address: SocketAddress,
         key secret: SecretKey,
         keys: @escaping @Sendable (UInt32) -> SecretKey?,
+        accepted: @escaping @Sendable () -> Void = {},
         acknowledged: @escaping @Sendable () -> Void = {}
     ) async throws {
         try await self.session(address, key: secret, keys: keys) { link in
             try await link.send(.put(key, bytes: reserve))
             try Self.expect(try await link.receive(), .accepted, key)
+            accepted()
             var (sent, acked) = (0, 0)
             var list: [SnapshotManifest.ChunkDescriptor] = []
             for await (chunk, data) in chunks {

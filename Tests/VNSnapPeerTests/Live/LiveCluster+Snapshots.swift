@@ -14,12 +14,19 @@ extension LiveCluster {
     }
 
     /// Takes a snapshot of `violin` asked on `host`; returns its manifest.
-    func snapshot(_ host: String, violin: String, mode: SnapshotMode, name: String = "test") async throws
-        -> SnapshotManifest
-    {
+    func snapshot(
+        _ host: String,
+        violin: String,
+        mode: SnapshotMode,
+        name: String = "test",
+        target: SnapshotTarget = .disk
+    ) async throws -> SnapshotManifest {
         let response = try await self.request(
             host,
-            ControlRequest(command: "snapshot", snapshot: SnapshotOrder(violin: violin, mode: mode, name: name))
+            ControlRequest(
+                command: "snapshot",
+                snapshot: SnapshotOrder(violin: violin, mode: mode, name: name, target: target)
+            )
         )
         guard let manifest = response.manifest else { throw Shell.Failure(description: "no manifest") }
         return manifest

@@ -1,0 +1,143 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import VNSnapCore
+import VNSnapCrypto
+import VNSnapImage
+
+/// Memory targets (DESIGN §7, VNsnap-memory): where each local VM's replicas go, the channel logs copied to the
+/// same stores, images fetched back for a restore, and replicas dropped with their snapshot.
+extension SnapshotService {
+    /// The room one replica of `vm`'s image needs: its RAM (the stream's upper bound before compression), with
+    /// a margin for device state and incompressible chunks.
+    func replicaBytes(_ vm: String) -> UInt64 {
+        let ram = UInt64(self.config.vms.first { $0.name == vm }?.memoryMiB ?? 128) << 20
+        return ram + ram / 64 + (16 << 20)
+    }
+
+    /// For a memory target: each VM's stores by rendezvous placement over the alive store peers (never this
+    /// peer when another has room); empty for a disk target. Throws when the stores cannot take the images.
+    func placeReplicas(_ vms: [String], target: SnapshotTarget) async throws -> [String: [(
+        name: String, address: SocketAddress
+    )]] {
+        guard target.kind == .memory, !vms.isEmpty else { return [:] }
+        let view = try await self.membership.view()
+        var addresses: [PeerID: (name: String, address: SocketAddress)] = [:]
+        var candidates: [ReplicaPlacement.Store] = []
+        for (peer, store) in view.stores {
+            guard let address = Self.storeAddress(store) else { continue }
+            addresses[peer] = (store.name, address)
+            candidates.append(ReplicaPlacement.Store(peer: peer, name: store.name, freeBytes: store.capacity))
+        }
+        let images = vms.map { ReplicaPlacement.Image(vm: $0, host: self.me, bytes: self.replicaBytes($0)) }
+        let placed: [String: [PeerID]]
+        do {
+            placed = try ReplicaPlacement.place(images, stores: candidates, replicas: target.replicas)
+        } catch {
+            throw SnapshotError("\(error)")
+        }
+        return placed.mapValues { $0.compactMap { addresses[$0] } }
+    }
+
+    /// Where a store peer's image store listens: two ports above its tunnel.
+    static func storeAddress(_ store: MembershipView.Store) -> SocketAddress? {
+        guard let tunnel = HostPort(store.tunnelAddress) else { return nil }
+        return try? SocketAddress(ipAddress: tunnel.host, port: StoreService.port(tunnelPort: tunnel.port))
+    }
+
+    /// Copies a VM's channel log (already on the local disk) to its stores.
+    func replicateChannelLog(
+        _ id: UInt64,
+        vm: String,
+        chunks: [SnapshotManifest.ChunkDescriptor],
+        from store: LocalChunkStore,
+        to stores: [(name: String, address: SocketAddress)]
+    ) async throws {
+        let data = try await NIOThreadPool.singleton.runIfActive { try chunks.map { ($0, try store.verified($0)) } }
+        let keyring = self.keyring()
+        for target in stores {
+            do {
+                try await StoreClient.put(
+                    ReplicaKey(snapshot: id, vm: vm, kind: .channel),
+                    reserve: chunks.reduce(0) { $0 + $1.storedBytes },
+                    chunks: data,
+                    to: target.address,
+                    key: keyring.primary,
+                    keys: { keyring.key(id: $0) }
+                )
+            } catch {
+                throw SnapshotError("VM \(vm): channel log to store \(target.name): \(error)")
+            }
+        }
+    }
+
+    /// Before a restore's verify: fills in from a replica every chunk of `vm`'s image this peer lacks, trying the
+    /// manifest's stores in order (each fetched chunk is checked against the catalog's chunk list).
+    func fetchMissing(_ manifest: SnapshotManifest, vm: String, kind: ImageKind, into store: LocalChunkStore)
+        async throws
+    {
+        guard let entry = manifest.vms.first(where: { $0.name == vm }), let replicas = entry.replicas,
+            !replicas.isEmpty,
+            let held = try self.catalog.image(snapshot: manifest.id, vm: vm, kind: kind)
+        else { return }
+        let missing = held.chunks.filter { !FileManager.default.fileExists(atPath: store.path(of: $0.index)) }
+        guard !missing.isEmpty else { return }
+        let view = try await self.membership.view()
+        let keyring = self.keyring()
+        var problems: [String] = []
+        for name in replicas {
+            guard let address = view.stores[PeerID(name: name)].flatMap(Self.storeAddress) else {
+                problems.append("\(name): not alive")
+                continue
+            }
+            do {
+                let chunks = try await StoreClient.get(
+                    ReplicaKey(snapshot: manifest.id, vm: vm, kind: kind),
+                    from: address,
+                    key: keyring.primary,
+                    keys: { keyring.key(id: $0) }
+                )
+                guard chunks.map(\.0) == held.chunks else {
+                    throw SnapshotError("its chunk list is not the committed one")
+                }
+                try await NIOThreadPool.singleton.runIfActive {
+                    try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
+                    for (chunk, data) in chunks where LocalChunkStore.hash(data) == chunk.hash {
+                        try store.writeStored(chunk, data: data)
+                    }
+                }
+                return
+            } catch {
+                problems.append("\(name): \(error)")
+            }
+        }
+        throw SnapshotError(
+            "snapshot \(manifest.id), VM \(vm): no replica could be fetched (\(problems.joined(separator: "; ")))"
+        )
+    }
+
+    /// Drops snapshot `id`'s replicas on the store peers `names` (best effort; returns those not reached).
+    func dropReplicas(snapshot id: UInt64, on names: Set<String>) async -> [String] {
+        guard !names.isEmpty else { return [] }
+        guard let view = try? await self.membership.view() else { return names.sorted() }
+        let keyring = self.keyring()
+        var unreached: [String] = []
+        for name in names.sorted() {
+            guard let address = view.stores[PeerID(name: name)].flatMap(Self.storeAddress) else {
+                unreached.append(name)
+                continue
+            }
+            do {
+                try await StoreClient.drop(
+                    snapshot: id,
+                    at: address,
+                    key: keyring.primary,
+                    keys: { keyring.key(id: $0) }
+                )
+            } catch {
+                unreached.append(name)
+            }
+        }
+        return unreached
+    }
+}

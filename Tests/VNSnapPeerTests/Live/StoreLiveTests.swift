@@ -1,0 +1,71 @@
+import Foundation
+import Testing
+import VNSnapCore
+import VNSnapImage
+import VNSnapPeer
+
+/// Snapshots to memory targets on real peers: the 3-VM pipeline on h1 and h2, stores on h2 and h3. Every image
+/// goes to the RAM of two stores (never its own host first), the restore fetches them back, `delete` drops them.
+@Suite(.serialized) struct StoreLiveTests {
+    static let store = "[peer]\nroles = [\"vm\", \"store\"]\nstore_capacity_mib = 1024\n"
+
+    @Test func test_snapshotToMemoryOfTwoStores_isHeldInTheirRAM_restoresFromThem_andDeleteDropsThem() async throws {
+        if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
+        let cluster = try LiveCluster(hosts: ["h1", "h2", "h3"])
+        do {
+            var configs = PipelineLiveTests.pipelineConfigs(cluster, blocks: 6_000, pace: 2)
+            configs["h2"] = configs["h2"]!.replacingOccurrences(of: "[peer]\n", with: Self.store)
+            let h3 =
+                cluster.baseConfig("h3").replacingOccurrences(of: "[peer]\n", with: Self.store)
+                + "\n[[violins]]\nname = \"pipeline\"\nvni = 42\n"
+            try cluster.startPeer("h3", config: h3)
+            try cluster.startPeer("h2", config: configs["h2"]!)
+            try cluster.startPeer("h1", config: configs["h1"]!)
+            try await cluster.waitForSerialNumber(
+                host: "h1",
+                vm: "sink",
+                after: "VNSNAP progress blocks=",
+                atLeast: 1_000,
+                timeout: .seconds(180)
+            )
+            let manifest = try await cluster.snapshot(
+                "h2",
+                violin: "pipeline",
+                mode: .cow,
+                name: "to-ram",
+                target: SnapshotTarget(kind: .memory, replicas: 2)
+            )
+            let replicas = Dictionary(uniqueKeysWithValues: manifest.vms.map { ($0.name, $0.replicas ?? []) })
+            #expect(replicas["source"].map(Set.init) == ["h2", "h3"], "\(replicas)")
+            #expect(replicas["relay"] == ["h3", "h2"], "the relay's own host h2 comes last: \(replicas)")
+            // The images are in the stores, not on the VMs' peers.
+            let local = "\(cluster.host("h1").directory)/data/snapshots/\(manifest.id)/source/memory"
+            #expect(((try? FileManager.default.contentsOfDirectory(atPath: local)) ?? []).isEmpty)
+            let store = try #require(try await cluster.status("h3").store)
+            #expect(store.usage.replicas.filter { $0.key.snapshot == manifest.id && $0.sealed }.count == 6)
+
+            let live = try await cluster.waitForSerial(
+                host: "h1",
+                vm: "sink",
+                containing: "verdict=",
+                timeout: .seconds(240)
+            )
+            #expect(live.contains("verdict=ok"), "live run: \(live)")
+            try await cluster.restore("h1", id: manifest.id)
+            let restored = try await cluster.waitForSerial(
+                host: "h1",
+                vm: "sink",
+                containing: "verdict=",
+                timeout: .seconds(240)
+            )
+            #expect(restored.contains("verdict=ok"), "restored from the stores: \(restored)")
+
+            _ = try await cluster.request("h1", ControlRequest(command: "delete", id: manifest.id))
+            #expect(try await cluster.status("h3").store?.usage.replicas.isEmpty == true)
+            #expect(try await cluster.status("h2").store?.usage.replicas.isEmpty == true)
+        } catch {
+            Issue.record("\(error)")
+        }
+        await cluster.teardown()
+    }
+}
