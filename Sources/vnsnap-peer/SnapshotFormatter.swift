@@ -41,7 +41,18 @@ enum SnapshotFormatter {
             print(Self.summary(manifest), terminator: "")
             print(Self.table(manifest), terminator: "")
             print(Self.disks(manifest), terminator: "")
+            print(Self.replicas(manifest), terminator: "")
         }
+    }
+
+    /// Where each VM's images are: store peers (memory targets) or the VM's own peer.
+    static func replicas(_ manifest: SnapshotManifest) -> String {
+        guard manifest.vms.contains(where: { $0.replicas != nil }) else {
+            return "images on each VM's peer's disk\n"
+        }
+        return manifest.vms.map { vm in
+            "images of \(vm.name): in the RAM of store peers \((vm.replicas ?? [vm.peer]).joined(separator: ", ")) (flushed to their disks), channel log also on \(vm.peer)\n"
+        }.joined()
     }
 
     /// Each VM's disk as frozen at the cut, frozen image first, on the VM's peer.

@@ -101,10 +101,12 @@ extension SnapshotService {
                     throw SnapshotError("its chunk list is not the committed one")
                 }
                 try await NIOThreadPool.singleton.runIfActive {
-                    try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
-                    for (chunk, data) in chunks where LocalChunkStore.hash(data) == chunk.hash {
-                        try store.writeStored(chunk, data: data)
+                    // A damaged chunk (the store checks too) sends the fetch to the next replica.
+                    if let bad = chunks.first(where: { LocalChunkStore.hash($0.1) != $0.0.hash }) {
+                        throw SnapshotError("chunk \(bad.0.index) does not match its hash")
                     }
+                    try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
+                    for (chunk, data) in chunks { try store.writeStored(chunk, data: data) }
                 }
                 return
             } catch {
