@@ -65,6 +65,9 @@ enum SnapshotFormatter {
                 text +=
                     "  \(layer.path) (\(layer.format), \(Self.mib(layer.bytes)) MiB, blake2b \(layer.digest.prefix(16))…)\n"
             }
+            if let backing = vm.diskBacking {
+                text += "  on \(backing.files) backing file(s), blake2b of the chain \(backing.digest.prefix(16))…\n"
+            }
         }
         return text
     }

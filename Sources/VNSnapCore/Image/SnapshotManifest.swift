@@ -10,13 +10,14 @@ import Foundation
 ///   "id": 7, "name": "before-upgrade", "violin": "pipeline", "vni": 42, "epoch": 1, "term": 3, "mode": "cow",
 ///   "createdAtNanoseconds": ..., "initiator": "h0",
 ///   "vms": [ { "name": "sink", "peer": "h1", "cut": { VMCutReport }, "image": { ImageDescriptor },
-///              "measurements": { VMMeasurements }, "disk": [ DiskLayer ], "replicas": [ "s1", "s2" ] } ],
+///              "measurements": { VMMeasurements }, "disk": [ DiskLayer ], "diskBacking": { "files": 2, "digest": "..." },
+///              "replicas": [ "s1", "s2" ] } ],
 ///   "channels": [ { "vm": "sink", "frames": 12, "bytes": 17880, "drained": true, "image": { ImageDescriptor } } ] }
 /// ImageDescriptor = { "chunkCount": 24, "rawBytes": ..., "storedBytes": ..., "digest": "<BLAKE2b-256 hex>" }
 /// DiskLayer = { "path": "/data/disks/db/snapshot-7-....qcow2", "format": "qcow2", "bytes": ..., "digest": "..." }
 /// ```
-/// `disk` is absent for a VM without a disk; its first layer is the image frozen at the cut, the rest its backing
-/// chain (the VM's peer keeps them: a frozen image is never written again).
+/// `disk` is absent for a VM without a disk; it holds the image frozen at the cut, and `diskBacking` pins that
+/// image's backing chain with one digest (the VM's peer keeps them all: a frozen image is never written again).
 /// The chunk lists themselves stay in the catalogs of the peers holding the images; each descriptor's digest
 /// is computed over its list (`ImageDescriptor.digestInput`), so a restore checks the list, then every chunk.
 public struct SnapshotManifest: Sendable, Hashable, Codable {
@@ -91,6 +92,26 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
         }
     }
 
+    /// The files below a frozen disk image (its backing chain), pinned by one digest so the manifest stays
+    /// small however long the chain grows.
+    public struct DiskBacking: Sendable, Hashable, Codable {
+        /// Files in the chain below the frozen image.
+        public var files: Int
+        /// BLAKE2b-256 over one line per file, in chain order: `path format bytes digest`.
+        public var digest: String
+
+        /// Creates a summary.
+        public init(files: Int, digest: String) {
+            self.files = files
+            self.digest = digest
+        }
+
+        /// The text the digest is computed over.
+        public static func digestInput(_ layers: [DiskLayer]) -> [UInt8] {
+            Array(layers.map { "\($0.path) \($0.format) \($0.bytes) \($0.digest)\n" }.joined().utf8)
+        }
+    }
+
     /// What DESIGN §8 asks to record per VM, in nanoseconds and frames.
     public struct VMMeasurements: Sendable, Hashable, Codable {
         /// How long the VM ran while its snapshot was taken.
@@ -154,8 +175,10 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
         public var image: ImageDescriptor
         /// Its measurements.
         public var measurements: VMMeasurements
-        /// Its disk at the cut, if it has one: the frozen image first, then its backing files down to the base.
+        /// Its disk at the cut, if it has one: the image frozen at the cut (read-only from then on).
         public var disk: [DiskLayer]?
+        /// The frozen image's backing files (down to the configured disk), if it has any.
+        public var diskBacking: DiskBacking?
         /// The store peers holding replicas of its images (memory targets), in placement order; `nil`: on `peer`.
         public var replicas: [String]?
 
@@ -167,6 +190,7 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
             image: ImageDescriptor,
             measurements: VMMeasurements,
             disk: [DiskLayer]? = nil,
+            diskBacking: DiskBacking? = nil,
             replicas: [String]? = nil
         ) {
             self.name = name
@@ -175,6 +199,7 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
             self.image = image
             self.measurements = measurements
             self.disk = disk
+            self.diskBacking = diskBacking
             self.replicas = replicas
         }
     }

@@ -40,6 +40,34 @@ public enum QEMUDisk {
         }
     }
 
+    /// The backing chain of an image file, as `qemu-img info --backing-chain` reads it from the files: the file
+    /// itself first (blocking: run it off event loops; `-U`, since a running QEMU may hold the files).
+    public static func chain(ofFile path: String, qemuImg: String = "qemu-img") throws -> [VMDefinition.Disk] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [qemuImg, "info", "-U", "--backing-chain", "--output=json", path]
+        let output = Pipe()
+        let errors = Pipe()
+        process.standardOutput = output
+        process.standardError = errors
+        try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
+        let message = errors.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0,
+            let images = try? JSONDecoder().decode([[String: JSONValue]].self, from: data)
+        else {
+            let text = String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+            throw QMPError(.commandFailed, "qemu-img info \(path): \(text.isEmpty ? "unreadable output" : text)")
+        }
+        return try images.map { image in
+            guard let file = image["filename"]?.stringValue, let format = image["format"]?.stringValue else {
+                throw QMPError(.commandFailed, "qemu-img info \(path): an image without a file name or format")
+            }
+            return VMDefinition.Disk(path: file, format: format)
+        }
+    }
+
     /// Creates a qcow2 overlay at `path` on top of `backing` (with `qemu-img`; blocking, so off event loops).
     public static func createOverlay(at path: String, on backing: VMDefinition.Disk, qemuImg: String = "qemu-img")
         throws

@@ -18,8 +18,9 @@ struct ParticipantReport: Sendable, Codable, Hashable {
         var timeToDurable: UInt64
         /// Whether QEMU's NIC queue was still not empty when the wait before the pause ran out.
         var queueWaitExpired: Bool
-        /// Its disk as frozen at the cut, if it has one.
+        /// Its disk as frozen at the cut, if it has one, and the digest of its backing chain.
         var disk: [SnapshotManifest.DiskLayer]?
+        var diskBacking: SnapshotManifest.DiskBacking?
         /// The store peers holding its images (memory targets).
         var replicas: [String]?
     }
@@ -80,6 +81,7 @@ extension SnapshotManifest {
                             stallStartAfterCut: vm.stallStartAfterCut
                         ),
                         disk: vm.disk,
+                        diskBacking: vm.diskBacking,
                         replicas: vm.replicas
                     )
                 )

@@ -103,6 +103,7 @@ extension SnapshotService {
                     )
                 }
                 let disk = try await self.describeDisk(run.outcomes[vm]?.disk ?? [], vm: vm)
+                let backing = disk.map { Array($0.dropFirst()) }.flatMap { $0.isEmpty ? nil : $0 }
                 let started = run.cutStarted[vm] ?? .now
                 let durable = durableAt[vm] ?? .now
                 vms.append(
@@ -121,7 +122,13 @@ extension SnapshotService {
                         counters: report.counters,
                         timeToDurable: UInt64(max(0, started.duration(to: durable).inNanoseconds)),
                         queueWaitExpired: run.outcomes[vm]?.queueWaitExpired ?? false,
-                        disk: disk,
+                        disk: disk.map { Array($0.prefix(1)) },
+                        diskBacking: backing.map {
+                            SnapshotManifest.DiskBacking(
+                                files: $0.count,
+                                digest: LocalChunkStore.hash(SnapshotManifest.DiskBacking.digestInput($0))
+                            )
+                        },
                         replicas: stores.isEmpty ? nil : stores.map(\.name)
                     )
                 )

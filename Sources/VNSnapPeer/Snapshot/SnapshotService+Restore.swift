@@ -249,6 +249,26 @@ extension SnapshotService {
                     )
                 }
             }
+            // The files below the frozen image, as its own header names them, against the committed digest.
+            if let frozen = entry.disk?.first {
+                let backing = try QEMUDisk.chain(ofFile: frozen.path).dropFirst().map { file in
+                    let found = try FileDigest.of(file.path, label: "\(label), disk backing file")
+                    return SnapshotManifest.DiskLayer(
+                        path: file.path,
+                        format: file.format,
+                        bytes: found.bytes,
+                        digest: found.digest
+                    )
+                }
+                let digest =
+                    backing.isEmpty ? nil : LocalChunkStore.hash(SnapshotManifest.DiskBacking.digestInput(backing))
+                guard digest == entry.diskBacking?.digest, backing.count == entry.diskBacking?.files ?? 0 else {
+                    throw ImageError(
+                        .corrupt,
+                        "\(label): the backing files of its frozen disk (\(backing.map(\.path).joined(separator: ", "))) do not match the snapshot's digest"
+                    )
+                }
+            }
         }
     }
 

@@ -63,14 +63,14 @@ import Glibc
             try await self.waitForBlocks(cluster, atLeast: 500)
             // The first snapshot freezes the configured file itself; the second, the first one's overlay.
             let first = try await cluster.snapshot("h2", violin: "disks", mode: .cow, name: "disk-cow")
-            let firstDisk = try #require(first.vms.first { $0.name == "diskvm" }?.disk)
-            #expect(firstDisk.map(\.path) == [base])
+            let firstVM = try #require(first.vms.first { $0.name == "diskvm" })
+            #expect(firstVM.disk?.map(\.path) == [base] && firstVM.diskBacking == nil)
             #expect(first.vms.first { $0.name == "idle" }?.disk == nil)
             try await self.waitForBlocks(cluster, atLeast: 1_200)
             let second = try await cluster.snapshot("h1", violin: "disks", mode: .precopy, name: "disk-precopy")
-            let secondDisk = try #require(second.vms.first { $0.name == "diskvm" }?.disk)
-            #expect(secondDisk.count == 2 && secondDisk.last?.path == base, "\(secondDisk)")
-            #expect(secondDisk.first?.path.contains("/data/disks/diskvm/snapshot-\(first.id)-") == true)
+            let secondVM = try #require(second.vms.first { $0.name == "diskvm" })
+            #expect(secondVM.disk?.count == 1 && secondVM.diskBacking?.files == 1, "\(secondVM)")
+            #expect(secondVM.disk?.first?.path.contains("/data/disks/diskvm/snapshot-\(first.id)-") == true)
 
             // The live run, whose disk moved to new overlays twice, still checks out.
             let live = try await cluster.waitForSerial(
@@ -126,6 +126,13 @@ import Glibc
             } catch {
                 let text = "\(error)"
                 #expect(text.contains("snapshot \(first.id), VM diskvm, disk layer 0"), "\(text)")
+            }
+            // The same file is a backing file of the second snapshot's frozen image: refused too.
+            do {
+                try await cluster.restore("h2", id: second.id)
+                Issue.record("a restore on a damaged backing file went through")
+            } catch {
+                #expect("\(error)".contains("backing files of its frozen disk"), "\(error)")
             }
             #expect([try await cluster.vmPIDs("h1"), try await cluster.vmPIDs("h2")] == pids, "no VM was touched")
         } catch {
