@@ -5,7 +5,8 @@ import Testing
 import VNSnapCore
 import VNSnapCrypto
 import VNSnapImage
-import VNSnapPeer
+
+@testable import VNSnapPeer
 
 /// The image-store protocol between two real endpoints over loopback TCP: a replica put chunk by chunk comes
 /// back byte for byte; a wrong key, a full budget, a damaged chunk or garbage on the wire is refused, and the
@@ -88,5 +89,38 @@ import VNSnapPeer
         try? await channel.close().get()
         try await self.put(fixture, Self.chunks(1), reserve: 1 << 20)
         #expect(fixture.stores[0].store.usage().replicas.count == 1)
+    }
+
+    @Test func test_aRecordedPeerSession_replayedOnANewConnection_isNotOpened() async throws {
+        let fixture = try await StoreFixture.start(budgets: [64 << 20])
+        defer { fixture.stop() }
+        let address = fixture.stores[0].server.address
+        func connect() async throws -> NIOAsyncChannel<ByteBuffer, ByteBuffer> {
+            try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(to: address) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try StoreServer.frame(channel)
+                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        }
+        // A genuine peer's session, done by hand and recorded.
+        var recorded: [[UInt8]] = []
+        try await connect().executeThenClose { inbound, outbound in
+            var frames = inbound.makeAsyncIterator()
+            let storeHeader = Array(try #require(try await frames.next()).readableBytesView)
+            var sealer = StreamSealer(key: fixture.key, context: StoreConnection.context + "/" + storeHeader.hexString)
+            recorded = [sealer.header, sealer.seal(try StoreCodec.encode(.drop(snapshot: 5)))]
+            for frame in recorded { try await outbound.write(ByteBuffer(bytes: frame)) }
+            #expect(try await frames.next() != nil, "the genuine session is answered")
+        }
+        // Replayed on a new connection: the store's header is new, so the recorded stream does not open.
+        try await connect().executeThenClose { inbound, outbound in
+            var frames = inbound.makeAsyncIterator()
+            _ = try await frames.next()
+            for frame in recorded { try await outbound.write(ByteBuffer(bytes: frame)) }
+            let answer: ByteBuffer?
+            do { answer = try await frames.next() } catch { answer = nil }
+            #expect(answer == nil, "a replayed session must not be answered")
+        }
     }
 }

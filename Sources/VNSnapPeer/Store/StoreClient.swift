@@ -129,7 +129,13 @@ public enum StoreClient {
                 }
             }
         return try await channel.executeThenClose { inbound, outbound in
-            var link = try await StoreConnection.handshake(inbound: inbound, outbound: outbound, key: key, keys: keys)
+            var link = try await StoreConnection.handshake(
+                .peer,
+                inbound: inbound,
+                outbound: outbound,
+                key: key,
+                keys: keys
+            )
             return try await body(&link)
         }
     }

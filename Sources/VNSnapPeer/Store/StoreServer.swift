@@ -80,6 +80,7 @@ public final class StoreServer: Service, Sendable {
             try await connection.executeThenClose { inbound, outbound in
                 let keys = self.keys()
                 var link = try await StoreConnection.handshake(
+                    .store,
                     inbound: inbound,
                     outbound: outbound,
                     key: keys.primary,
