@@ -209,21 +209,27 @@ public final class ReplicaStore: Sendable {
         }
     }
 
-    /// A sealed replica's chunks, each checked against its hash, from RAM or else from disk.
-    public func chunks(_ key: ReplicaKey) throws(ImageError) -> [(SnapshotManifest.ChunkDescriptor, [UInt8])] {
+    /// A sealed replica's chunk list.
+    public func chunkList(_ key: ReplicaKey) throws(ImageError) -> [SnapshotManifest.ChunkDescriptor] {
         guard let entry = self.state.withLock({ $0.entries[key] }), entry.sealed else {
             throw ImageError(.missing, "\(key): this store holds no complete replica of it")
         }
-        let store = self.chunkStore(key)
-        var result: [(SnapshotManifest.ChunkDescriptor, [UInt8])] = []
-        for chunk in entry.chunks {
-            if let bytes = entry.data[chunk.index], LocalChunkStore.hash(bytes) == chunk.hash {
-                result.append((chunk, bytes))
-            } else {
-                result.append((chunk, try store.verified(chunk)))
-            }
+        return entry.chunks
+    }
+
+    /// One chunk of a sealed replica, checked against its hash, from RAM or else from disk (blocking).
+    public func chunk(_ key: ReplicaKey, _ chunk: SnapshotManifest.ChunkDescriptor) throws(ImageError) -> [UInt8] {
+        if let bytes = self.state.withLock({ $0.entries[key]?.data[chunk.index] }),
+            LocalChunkStore.hash(bytes) == chunk.hash
+        {
+            return bytes
         }
-        return result
+        return try self.chunkStore(key).verified(chunk)
+    }
+
+    /// A sealed replica's chunks, each checked against its hash (all in memory: for tests and small images).
+    public func chunks(_ key: ReplicaKey) throws(ImageError) -> [(SnapshotManifest.ChunkDescriptor, [UInt8])] {
+        try self.chunkList(key).map { chunk throws(ImageError) in (chunk, try self.chunk(key, chunk)) }
     }
 
     /// RAM and disk use, and every replica.

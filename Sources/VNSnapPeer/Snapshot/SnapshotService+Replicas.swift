@@ -91,23 +91,22 @@ extension SnapshotService {
                 continue
             }
             do {
-                let chunks = try await StoreClient.get(
+                // Chunk by chunk into the local store, each checked against the committed list as it comes.
+                let expected = Dictionary(uniqueKeysWithValues: held.chunks.map { ($0.index, $0) })
+                try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
+                let list = try await StoreClient.get(
                     ReplicaKey(snapshot: manifest.id, vm: vm, kind: kind),
                     from: address,
                     key: keyring.primary,
                     keys: { keyring.key(id: $0) }
-                )
-                guard chunks.map(\.0) == held.chunks else {
-                    throw SnapshotError("its chunk list is not the committed one")
-                }
-                try await NIOThreadPool.singleton.runIfActive {
+                ) { chunk, data in
                     // A damaged chunk (the store checks too) sends the fetch to the next replica.
-                    if let bad = chunks.first(where: { LocalChunkStore.hash($0.1) != $0.0.hash }) {
-                        throw SnapshotError("chunk \(bad.0.index) does not match its hash")
+                    guard expected[chunk.index] == chunk, LocalChunkStore.hash(data) == chunk.hash else {
+                        throw SnapshotError("chunk \(chunk.index) is not the committed one or does not match its hash")
                     }
-                    try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
-                    for (chunk, data) in chunks { try store.writeStored(chunk, data: data) }
+                    try await NIOThreadPool.singleton.runIfActive { try store.writeStored(chunk, data: data) }
                 }
+                guard list == held.chunks else { throw SnapshotError("its chunk list is not the committed one") }
                 return
             } catch {
                 problems.append("\(name): \(error)")

@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import VNSnapCore
@@ -75,13 +76,31 @@ public enum StoreClient {
         key secret: SecretKey,
         keys: @escaping @Sendable (UInt32) -> SecretKey?
     ) async throws -> [(SnapshotManifest.ChunkDescriptor, [UInt8])] {
+        let chunks = NIOLockedValueBox<[(SnapshotManifest.ChunkDescriptor, [UInt8])]>([])
+        _ = try await self.get(key, from: address, key: secret, keys: keys) { chunk, data in
+            chunks.withLockedValue { $0.append((chunk, data)) }
+        }
+        return chunks.withLockedValue { $0 }
+    }
+
+    /// Streams the replica `key` chunk by chunk into `each` (one chunk in memory at a time); returns its chunk
+    /// list. `each` may throw to stop the fetch.
+    public static func get(
+        _ key: ReplicaKey,
+        from address: SocketAddress,
+        key secret: SecretKey,
+        keys: @escaping @Sendable (UInt32) -> SecretKey?,
+        each: @escaping @Sendable (SnapshotManifest.ChunkDescriptor, [UInt8]) async throws -> Void
+    ) async throws -> [SnapshotManifest.ChunkDescriptor] {
         try await self.session(address, key: secret, keys: keys) { link in
             try await link.send(.get(key))
-            var chunks: [(SnapshotManifest.ChunkDescriptor, [UInt8])] = []
+            var list: [SnapshotManifest.ChunkDescriptor] = []
             while true {
                 switch try await link.receive() {
-                case .data(let chunk, let data): chunks.append((chunk, data))
-                case .end(let count) where Int(count) == chunks.count: return chunks
+                case .data(let chunk, let data):
+                    try await each(chunk, data)
+                    list.append(chunk)
+                case .end(let count) where Int(count) == list.count: return list
                 case .failed(let reason): throw StoreError("\(key): \(reason)")
                 case let other: throw StoreError("\(key): unexpected answer \(other.map { "\($0)" } ?? "none")")
                 }

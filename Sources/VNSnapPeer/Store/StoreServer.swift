@@ -144,9 +144,13 @@ public final class StoreServer: Service, Sendable {
             guard VMDefinition.isValidName(key.vm) else {
                 return try await link.send(.failed("\"\(key.vm)\" is not a VM name"))
             }
+            // One chunk in memory at a time, whatever the image's size.
             do {
-                let chunks = try await NIOThreadPool.singleton.runIfActive { try store.chunks(key) }
-                for (chunk, data) in chunks { try await link.send(.data(chunk, data: data)) }
+                let chunks = try store.chunkList(key)
+                for chunk in chunks {
+                    let data = try await NIOThreadPool.singleton.runIfActive { try store.chunk(key, chunk) }
+                    try await link.send(.data(chunk, data: data))
+                }
                 try await link.send(.end(chunkCount: UInt32(chunks.count)))
             } catch {
                 try await link.send(.failed("\(error)"))
