@@ -28,6 +28,19 @@ import VNSnapPeer
                 atLeast: 1_000,
                 timeout: .seconds(180)
             )
+            // More replicas than alive stores: refused by the plan, before anything is prepared.
+            do {
+                _ = try await cluster.snapshot(
+                    "h1",
+                    violin: "pipeline",
+                    mode: .cow,
+                    target: SnapshotTarget(kind: .memory, replicas: 3)
+                )
+                Issue.record("three replicas on two stores were accepted")
+            } catch {
+                #expect("\(error)".contains("3 replicas per image need 3 store peers; 2 alive (h2, h3)"), "\(error)")
+            }
+            #expect(try await cluster.list("h1").isEmpty)
             let manifest = try await cluster.snapshot(
                 "h2",
                 violin: "pipeline",
