@@ -93,7 +93,7 @@ public final class ReplicaStore: Sendable {
             guard free >= bytes else {
                 throw ImageError(
                     .noRoom,
-                    "\(key): the store has \(Self.mebibytes(free)) MiB of RAM free, the replica needs \(Self.mebibytes(bytes)) MiB"
+                    "\(key): the store has \(ByteCount.mebibytes(free)) MiB of RAM free, the replica needs \(ByteCount.mebibytes(bytes)) MiB"
                 )
             }
             state.entries[key] = Entry(reserved: bytes)
@@ -285,7 +285,4 @@ public final class ReplicaStore: Sendable {
         return found
     }
 
-    static func mebibytes(_ bytes: UInt64) -> String {
-        String(format: "%.1f", Double(bytes) / 1_048_576)
-    }
 }

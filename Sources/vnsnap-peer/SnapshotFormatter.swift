@@ -85,7 +85,7 @@ enum SnapshotFormatter {
     }
 
     static func mib(_ bytes: UInt64) -> String {
-        String(format: "%.1f", Double(bytes) / 1_048_576)
+        ByteCount.mebibytes(bytes)
     }
 
     /// Left-aligned columns.

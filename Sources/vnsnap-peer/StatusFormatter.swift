@@ -53,7 +53,7 @@ enum StatusFormatter {
 
     /// A store peer's RAM and disk use and its replicas.
     static func store(_ store: StoreService.Status) -> String {
-        let mib = { (bytes: UInt64) in String(format: "%.1f", Double(bytes) / 1_048_576) }
+        let mib = ByteCount.mebibytes
         let usage = store.usage
         var out = "\nimage store at \(store.address): RAM \(mib(usage.ramUsed)) of \(mib(usage.ramBudget)) MiB"
         out += ", disk \(mib(usage.diskBytes)) MiB, \(usage.replicas.count) replicas\n"

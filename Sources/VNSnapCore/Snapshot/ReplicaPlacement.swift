@@ -68,10 +68,10 @@ public enum ReplicaPlacement {
             }
             guard chosen.count == replicas else {
                 let room = stores.sorted { $0.name < $1.name }.map {
-                    "\($0.name) \(Self.mebibytes(free[$0.peer, default: 0])) MiB free"
+                    "\($0.name) \(ByteCount.mebibytes(free[$0.peer, default: 0])) MiB free"
                 }
                 throw PlacementError(
-                    "VM \(image.vm) needs \(replicas) replicas of \(Self.mebibytes(image.bytes)) MiB; only \(chosen.count) store(s) have room (\(room.isEmpty ? "no store peers alive" : room.joined(separator: ", ")))"
+                    "VM \(image.vm) needs \(replicas) replicas of \(ByteCount.mebibytes(image.bytes)) MiB; only \(chosen.count) store(s) have room (\(room.isEmpty ? "no store peers alive" : room.joined(separator: ", ")))"
                 )
             }
             placed[image.vm] = chosen
@@ -83,10 +83,6 @@ public enum ReplicaPlacement {
         StableHash.mix(key ^ StableHash.mix(peer.rawValue))
     }
 
-    static func mebibytes(_ bytes: UInt64) -> String {
-        let tenths = (bytes * 10 + 524_288) / 1_048_576
-        return "\(tenths / 10).\(tenths % 10)"
-    }
 }
 
 /// A placement that cannot be made, saying which VM and why.

@@ -43,22 +43,9 @@ public enum QEMUDisk {
     /// The backing chain of an image file, as `qemu-img info --backing-chain` reads it from the files: the file
     /// itself first (blocking: run it off event loops; `-U`, since a running QEMU may hold the files).
     public static func chain(ofFile path: String, qemuImg: String = "qemu-img") throws -> [VMDefinition.Disk] {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [qemuImg, "info", "-U", "--backing-chain", "--output=json", path]
-        let output = Pipe()
-        let errors = Pipe()
-        process.standardOutput = output
-        process.standardError = errors
-        try process.run()
-        let data = output.fileHandleForReading.readDataToEndOfFile()
-        let message = errors.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0,
-            let images = try? JSONDecoder().decode([[String: JSONValue]].self, from: data)
-        else {
-            let text = String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            throw QMPError(.commandFailed, "qemu-img info \(path): \(text.isEmpty ? "unreadable output" : text)")
+        let data = try Self.run(qemuImg, ["info", "-U", "--backing-chain", "--output=json", path], "info \(path)")
+        guard let images = try? JSONDecoder().decode([[String: JSONValue]].self, from: data) else {
+            throw QMPError(.commandFailed, "qemu-img info \(path): unreadable output")
         }
         return try images.map { image in
             guard let file = image["filename"]?.stringValue, let format = image["format"]?.stringValue else {
@@ -76,18 +63,30 @@ public enum QEMUDisk {
             atPath: (path as NSString).deletingLastPathComponent,
             withIntermediateDirectories: true
         )
+        _ = try Self.run(
+            qemuImg,
+            ["create", "-q", "-f", "qcow2", "-b", backing.path, "-F", backing.format, path],
+            "create \(path) on \(backing.path)"
+        )
+    }
+
+    /// Runs `qemu-img` with `arguments` and returns its standard output; a failure throws with its message,
+    /// `what` naming the operation.
+    private static func run(_ qemuImg: String, _ arguments: [String], _ what: String) throws -> Data {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [qemuImg, "create", "-q", "-f", "qcow2", "-b", backing.path, "-F", backing.format, path]
-        let errors = Pipe()
+        process.arguments = [qemuImg] + arguments
+        let (output, errors) = (Pipe(), Pipe())
+        process.standardOutput = output
         process.standardError = errors
-        process.standardOutput = FileHandle.nullDevice
         try process.run()
+        let data = output.fileHandleForReading.readDataToEndOfFile()
         let message = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
             let text = String(decoding: message, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            throw QMPError(.commandFailed, "qemu-img create \(path) on \(backing.path): \(text)")
+            throw QMPError(.commandFailed, "qemu-img \(what): \(text)")
         }
+        return data
     }
 }

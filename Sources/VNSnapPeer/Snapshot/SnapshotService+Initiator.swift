@@ -173,7 +173,7 @@ extension SnapshotService {
                 // What each participant last said it wrote, raw / compressed.
                 message += "; written MiB raw/stored: "
                 message += run.streamed.values.sorted { $0.vm < $1.vm }.map {
-                    "\($0.vm) \(Self.mebibytes($0.rawBytes))/\(Self.mebibytes($0.storedBytes))"
+                    "\($0.vm) \(ByteCount.mebibytes($0.rawBytes))/\(ByteCount.mebibytes($0.storedBytes))"
                 }.joined(separator: ", ")
             }
         }
@@ -185,10 +185,6 @@ extension SnapshotService {
             blob: blob
         )
         self.served[run.requestID] = request
-    }
-
-    static func mebibytes(_ bytes: UInt64) -> String {
-        String(format: "%.1f", Double(bytes) / 1_048_576)
     }
 
     private func writeManifest(_ id: UInt64, cuts: [PeerID: [VMCutReport]], reports: [PeerID: [UInt8]]) async {

@@ -91,9 +91,6 @@ final class ReplicaUploader: ChunkSink {
         throw ImageError(.io, "\(self.label): the stores did not admit the replicas within \(timeout)")
     }
 
-    /// The stores, by name.
-    var stores: [String] { self.uploads.map(\.store) }
-
     func write(_ chunk: SnapshotManifest.ChunkDescriptor, stored: [UInt8]) throws(ImageError) {
         for upload in self.uploads {
             if upload.room.wait(timeout: .now() + Self.silence) == .timedOut {
