@@ -85,6 +85,11 @@ struct RestoreCommand: AsyncParsableCommand {
             state is re-injected and all VMs resume together. The VIOLIN's running VMs are stopped: the command \
             asks first, unless --yes.
 
+            A VM whose peer is not alive is restored on a surviving peer with the vm role (the one running fewest \
+            of the snapshot's VMs), or where --on VM=PEER says; its images are fetched from their replicas on \
+            store peers (snapshots taken with --target memory), and that peer runs it from then on. A VM with a \
+            disk moves only if its frozen disk files are reachable at the same paths there (shared storage).
+
             """ + PeerSocketOptions.socketDiscussion
     )
 
@@ -98,6 +103,31 @@ struct RestoreCommand: AsyncParsableCommand {
 
     @Flag(name: .long, help: "Do not re-inject the recorded channel state (only to see what it is for).")
     var noReplay = false
+
+    @Option(
+        name: .customLong("on"),
+        help: ArgumentHelp("Run a VM whose peer is lost on this peer (repeatable).", valueName: "VM=PEER")
+    )
+    var placements: [String] = []
+
+    func validate() throws {
+        _ = try self.chosen()
+    }
+
+    /// The `--on` choices, VM → peer.
+    func chosen() throws -> [String: String] {
+        var chosen: [String: String] = [:]
+        for placement in self.placements {
+            let parts = placement.split(separator: "=", omittingEmptySubsequences: false).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty, !parts[1].isEmpty else {
+                throw ValidationError("--on \(placement): expected VM=PEER")
+            }
+            guard chosen.updateValue(parts[1], forKey: parts[0]) == nil else {
+                throw ValidationError("--on: VM \(parts[0]) is placed twice")
+            }
+        }
+        return chosen
+    }
 
     func run() async throws {
         var confirmed = self.yes
@@ -116,7 +146,7 @@ struct RestoreCommand: AsyncParsableCommand {
         }
         let started = ContinuousClock.now
         let response = try await self.peer.send(
-            ControlRequest(command: "restore", id: self.id, yes: true, replay: !self.noReplay),
+            ControlRequest(command: "restore", id: self.id, yes: true, replay: !self.noReplay, on: try self.chosen()),
             timeout: .seconds(3600)
         ) { line in
             SnapshotFormatter.progress(line, since: started, toStandardError: false)

@@ -18,7 +18,7 @@ import VNSnapCore
 
     func requested(_ directives: [Coordinator.Directive]) -> [(RestoreStep, PeerID)] {
         directives.compactMap {
-            guard case .send(let message, let peer) = $0, case .restore(_, let step, _) = message.body else {
+            guard case .send(let message, let peer) = $0, case .restore(_, let step, _, _) = message.body else {
                 return nil
             }
             return (step, peer)

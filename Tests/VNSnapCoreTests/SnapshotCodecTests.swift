@@ -58,6 +58,11 @@ import VNSnapCore
             from: F.peers[0]
         ),
         F.message(.streamed([]), from: F.peers[1]),
+        F.message(.restore(run: 5, step: .load, replay: true, moved: [:]), from: F.initiator),
+        F.message(
+            .restore(run: 6, step: .verify, replay: false, moved: ["relay": F.peers[1], "sink": F.peers[0]]),
+            from: F.initiator
+        ),
     ]
 
     @Test func test_everyMessage_roundTrips() throws {

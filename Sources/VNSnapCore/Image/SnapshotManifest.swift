@@ -11,7 +11,7 @@ import Foundation
 ///   "createdAtNanoseconds": ..., "initiator": "h0",
 ///   "vms": [ { "name": "sink", "peer": "h1", "cut": { VMCutReport }, "image": { ImageDescriptor },
 ///              "measurements": { VMMeasurements }, "disk": [ DiskLayer ], "diskBacking": { "files": 2, "digest": "..." },
-///              "replicas": [ "s1", "s2" ] } ],
+///              "replicas": [ "s1", "s2" ], "definition": { VMDefinition } } ],
 ///   "channels": [ { "vm": "sink", "frames": 12, "bytes": 17880, "drained": true, "image": { ImageDescriptor } } ] }
 /// ImageDescriptor = { "chunkCount": 24, "rawBytes": ..., "storedBytes": ..., "digest": "<BLAKE2b-256 hex>" }
 /// DiskLayer = { "path": "/data/disks/db/snapshot-7-....qcow2", "format": "qcow2", "bytes": ..., "digest": "..." }
@@ -181,6 +181,8 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
         public var diskBacking: DiskBacking?
         /// The store peers holding replicas of its images (memory targets), in placement order; `nil`: on `peer`.
         public var replicas: [String]?
+        /// The VM's definition (its configured disk), so a restore can run it on another peer when `peer` is lost.
+        public var definition: VMDefinition?
 
         /// Creates an entry.
         public init(
@@ -191,7 +193,8 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
             measurements: VMMeasurements,
             disk: [DiskLayer]? = nil,
             diskBacking: DiskBacking? = nil,
-            replicas: [String]? = nil
+            replicas: [String]? = nil,
+            definition: VMDefinition? = nil
         ) {
             self.name = name
             self.peer = peer
@@ -201,6 +204,7 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
             self.disk = disk
             self.diskBacking = diskBacking
             self.replicas = replicas
+            self.definition = definition
         }
     }
 

@@ -25,6 +25,8 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
     public let holders: Set<PeerID>
     /// Whether channel logs are re-injected.
     public let replay: Bool
+    /// VMs restored away from their lost peers, and where.
+    public let moved: [String: PeerID]
     /// The step under way; `nil` once finished or failed.
     public private(set) var step: RestoreStep?
     /// Whether every step is done.
@@ -42,6 +44,7 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         me: PeerID,
         holders: Set<PeerID>,
         replay: Bool = true,
+        moved: [String: PeerID] = [:],
         retransmitInterval: Duration = .milliseconds(300),
         timeouts: [RestoreStep: Duration] = [.verify: .seconds(300), .load: .seconds(300), .resume: .seconds(30)],
         now: Instant
@@ -52,6 +55,7 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         self.me = me
         self.holders = holders
         self.replay = replay
+        self.moved = moved
         self.retransmitInterval = retransmitInterval
         self.timeouts = timeouts
         self.step = .verify
@@ -110,7 +114,7 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
                 SnapshotMessage(
                     key: self.key,
                     from: self.me,
-                    body: .restore(run: self.run, step: step, replay: self.replay)
+                    body: .restore(run: self.run, step: step, replay: self.replay, moved: self.moved)
                 ),
                 to: $0
             )

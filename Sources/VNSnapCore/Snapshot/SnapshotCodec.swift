@@ -8,7 +8,7 @@
 ///         | cutDone: count:u8 (vm:str cutAt:u64 downtime:u64 triggered:u8)* | abort, failed: reason:str
 ///         | durable, commit: blob | request: mode:u8 name:str
 ///         | progress: snapshot:u64 phase:str finished:u8 message:str blob
-///         | restore: run:u64 step:u8 replay:u8 | restoreAnswer: run:u64 step:u8 ok:u8 reason:str blob
+///         | restore: run:u64 step:u8 replay:u8 moves:u8 (vm:str peer:u64)* | restoreAnswer: run:u64 step:u8 ok:u8 reason:str blob
 ///         | (nothing for the others)
 /// str     = length:u8 utf8
 /// blob    = length:u32 bytes
@@ -76,10 +76,16 @@ public enum SnapshotCodec {
             writer.u8(progress.finished ? 1 : 0)
             try writer.string(Self.shortened(progress.message))
             writer.blob(progress.blob)
-        case .restore(let run, let step, let replay):
+        case .restore(let run, let step, let replay, let moved):
             writer.u64(run)
             writer.u8(step.rawValue)
             writer.u8(replay ? 1 : 0)
+            guard moved.count <= 255 else { throw .oversized }
+            writer.u8(UInt8(moved.count))
+            for (vm, peer) in moved.sorted(by: { $0.key < $1.key }) {
+                try writer.string(vm)
+                writer.u64(peer.rawValue)
+            }
         case .restoreAnswer(let run, let step, let ok, let reason, let blob):
             writer.u64(run)
             writer.u8(step.rawValue)
@@ -189,7 +195,12 @@ public enum SnapshotCodec {
             guard let step = RestoreStep(rawValue: try reader.u8()) else { throw .malformed }
             let replay = try reader.u8()
             guard replay <= 1 else { throw .malformed }
-            body = .restore(run: run, step: step, replay: replay == 1)
+            var moved: [String: PeerID] = [:]
+            for _ in 0..<(try reader.u8()) {
+                let vm = try reader.string()
+                guard moved.updateValue(PeerID(rawValue: try reader.u64()), forKey: vm) == nil else { throw .malformed }
+            }
+            body = .restore(run: run, step: step, replay: replay == 1, moved: moved)
         case 14:
             let run = try reader.u64()
             guard let step = RestoreStep(rawValue: try reader.u8()) else { throw .malformed }
@@ -256,7 +267,7 @@ public enum SnapshotCodec {
     /// The size limit of a message with this body.
     static func limit(of body: SnapshotMessage.Body) -> Int {
         switch body {
-        case .durable, .commit, .progress, .restoreAnswer: Self.maximumBlobMessageSize
+        case .durable, .commit, .progress, .restore, .restoreAnswer: Self.maximumBlobMessageSize
         default: Self.maximumSize
         }
     }

@@ -34,8 +34,9 @@ public struct SnapshotMessage: Sendable, Hashable, Codable {
         /// the manifest once committed.
         case progress(SnapshotProgress)
         /// Restorer → holder of VMs (`key.id` the snapshot): carry out one step of restore `run`; `replay` says
-        /// whether the channel logs are re-injected (off only to show what they are for).
-        case restore(run: UInt64, step: RestoreStep, replay: Bool)
+        /// whether the channel logs are re-injected (off only to show what they are for); `moved` names the VMs
+        /// restored away from the peer they ran on (it is not alive), and where.
+        case restore(run: UInt64, step: RestoreStep, replay: Bool, moved: [String: PeerID])
         /// Holder → restorer: the step is done (or not, and why); `blob` carries per-VM timings (JSON).
         case restoreAnswer(run: UInt64, step: RestoreStep, ok: Bool, reason: String, blob: [UInt8])
         /// Any peer → every member: delete snapshot `key.id`'s images and catalog rows.

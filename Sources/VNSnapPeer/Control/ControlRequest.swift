@@ -14,6 +14,8 @@ public struct ControlRequest: Sendable, Codable, Hashable {
     public var yes: Bool?
     /// For `restore`: re-inject the channel logs (default true; false only to show what they are for).
     public var replay: Bool?
+    /// For `restore`: where to run VMs whose peer is lost (VM name → peer name); others are placed automatically.
+    public var on: [String: String]?
     /// For `stall`: the VIOLIN and how long to measure, seconds.
     public var violin: String?
     public var seconds: Double?
@@ -26,6 +28,7 @@ public struct ControlRequest: Sendable, Codable, Hashable {
         id: UInt64? = nil,
         yes: Bool? = nil,
         replay: Bool? = nil,
+        on: [String: String]? = nil,
         violin: String? = nil,
         seconds: Double? = nil
     ) {
@@ -35,6 +38,7 @@ public struct ControlRequest: Sendable, Codable, Hashable {
         self.id = id
         self.yes = yes
         self.replay = replay
+        self.on = on
         self.violin = violin
         self.seconds = seconds
     }

@@ -100,7 +100,12 @@ struct DaemonServices: Sendable {
                     "restoring snapshot \(id) stops and replaces the VMs of VIOLIN \(manifest.violin) (\(vms)); nothing was stopped: confirm, or pass --yes"
                 )
             }
-            let timings = try await self.snapshots.restore(id, replay: request.replay ?? true, progress: progress)
+            let timings = try await self.snapshots.restore(
+                id,
+                replay: request.replay ?? true,
+                on: request.on ?? [:],
+                progress: progress
+            )
             return ControlResponse(
                 ok: true,
                 manifest: manifest,

@@ -30,7 +30,8 @@ public enum PeerDaemon {
         let catalog = try SnapshotCatalog(path: config.peer.dataDirectory + "/catalog.sqlite")
         // A VM whose disk was snapshotted runs on its newest overlay, not on the configured (frozen) file.
         let disks = DiskLayers(config: config)
-        let definitions = try config.vms.map { try disks.current($0, logger: logger) }
+        let hosted = try HostedVMs(config: config, logger: logger)
+        let definitions = try hosted.all.map { try disks.current($0, logger: logger) }
         let snapshotBox = NIOLockedValueBox<SnapshotService?>(nil)
         // The keyring as rotations leave it, for the image store's connections.
         let keyringBox = NIOLockedValueBox(config.keyring)
@@ -39,7 +40,7 @@ public enum PeerDaemon {
             bind: config.peer.bind,
             crypto: TunnelCrypto(keyring: config.keyring, clusterName: config.cluster.name),
             violins: config.violins,
-            ports: Self.portSpecs(config),
+            ports: hosted.all.map { Self.portSpec(config, $0) },
             tunnels: [],
             session: session,
             logger: logger
@@ -91,6 +92,7 @@ public enum PeerDaemon {
             membership: membership,
             switchService: switchService,
             supervisor: supervisor,
+            hosted: hosted,
             catalog: catalog,
             keyring: { keyringBox.withLockedValue { $0 } },
             logger: logger
@@ -124,7 +126,7 @@ public enum PeerDaemon {
             "Peer started",
             metadata: [
                 "peer.name": "\(config.peer.name)", "peer.cluster": "\(config.cluster.name)",
-                "peer.control": "\(config.peer.controlSocket)", "peer.vms": "\(config.vms.count)",
+                "peer.control": "\(config.peer.controlSocket)", "peer.vms": "\(definitions.count)",
             ]
         )
         let group = ServiceGroup(
@@ -166,16 +168,16 @@ public enum PeerDaemon {
         QEMUPaths(vmDirectory: config.vmDirectory(vm), switchPortSocket: config.switchPortSocket(vm))
     }
 
-    static func portSpecs(_ config: PeerConfig) -> [SwitchService.PortSpec] {
-        config.vms.map { vm in
-            let paths = Self.paths(config, vm.name)
-            return SwitchService.PortSpec(
-                vm: vm.name,
-                violin: config.violin(named: vm.violin)!,  // !-safe, the loader checked every VM's VIOLIN
-                switchSocket: paths.switchPortSocket,
-                vmSocket: paths.nicSocket
-            )
-        }
+    /// The switch port of `vm`, whose VIOLIN the configuration defines (the loader checks configured VMs, and
+    /// `HostedVMs` adopted ones).
+    static func portSpec(_ config: PeerConfig, _ vm: VMDefinition) -> SwitchService.PortSpec {
+        let paths = Self.paths(config, vm.name)
+        return SwitchService.PortSpec(
+            vm: vm.name,
+            violin: config.violin(named: vm.violin)!,  // !-safe, checked as said above
+            switchSocket: paths.switchPortSocket,
+            vmSocket: paths.nicSocket
+        )
     }
 
     static func membershipConfiguration(

@@ -208,13 +208,19 @@ public final class MembershipService: Service, Sendable {
                     capacity: state.metadata.storeCapacity
                 )
             }
+            let vmHosts = Set(
+                ([engine.swim.me] + engine.swim.otherMembers.map(\.state)).filter {
+                    alive[$0.id] != nil && $0.metadata.roles.contains(.vm)
+                }.map(\.id)
+            )
             return MembershipView(
                 me: engine.swim.me.id,
                 alive: alive,
                 names: names,
                 initiator: engine.initiator,
                 term: engine.election.term,
-                stores: stores
+                stores: stores,
+                vmHosts: vmHosts
             )
         }
     }
@@ -260,6 +266,8 @@ public struct MembershipView: Sendable, Hashable {
     public var term: UInt64
     /// Alive members with the `store` role.
     public var stores: [PeerID: Store]
+    /// Alive members with the `vm` role (where a restore may place a lost host's VMs).
+    public var vmHosts: Set<PeerID>
 
     /// A store peer as membership knows it.
     public struct Store: Sendable, Hashable {
@@ -278,7 +286,8 @@ public struct MembershipView: Sendable, Hashable {
         names: [PeerID: String],
         initiator: PeerID?,
         term: UInt64,
-        stores: [PeerID: Store] = [:]
+        stores: [PeerID: Store] = [:],
+        vmHosts: Set<PeerID> = []
     ) {
         self.me = me
         self.alive = alive
@@ -286,5 +295,6 @@ public struct MembershipView: Sendable, Hashable {
         self.initiator = initiator
         self.term = term
         self.stores = stores
+        self.vmHosts = vmHosts
     }
 }

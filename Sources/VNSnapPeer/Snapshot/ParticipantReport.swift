@@ -23,6 +23,8 @@ struct ParticipantReport: Sendable, Codable, Hashable {
         var diskBacking: SnapshotManifest.DiskBacking?
         /// The store peers holding its images (memory targets).
         var replicas: [String]?
+        /// The VM as this peer runs it (its configured disk, not an overlay), so it can be restored elsewhere.
+        var definition: VMDefinition?
     }
 
     /// The peer's name.
@@ -82,7 +84,8 @@ extension SnapshotManifest {
                         ),
                         disk: vm.disk,
                         diskBacking: vm.diskBacking,
-                        replicas: vm.replicas
+                        replicas: vm.replicas,
+                        definition: vm.definition
                     )
                 )
                 channels.append(vm.channel)

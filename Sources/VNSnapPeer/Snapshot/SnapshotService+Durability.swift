@@ -129,7 +129,8 @@ extension SnapshotService {
                                 digest: LocalChunkStore.hash(SnapshotManifest.DiskBacking.digestInput($0))
                             )
                         },
-                        replicas: stores.isEmpty ? nil : stores.map(\.name)
+                        replicas: stores.isEmpty ? nil : stores.map(\.name),
+                        definition: self.hosted.definition(vm)
                     )
                 )
             }

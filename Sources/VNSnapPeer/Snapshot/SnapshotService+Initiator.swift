@@ -68,7 +68,7 @@ extension SnapshotService {
         let highest = max(
             try self.catalog.highestEpoch(violin: violin),
             self.initiators.values.filter { $0.machine.key.violin == violin }.map(\.machine.key.epoch).max() ?? 0,
-            self.config.vms.filter { $0.violin == violin }.compactMap { localEpochs[$0.name] }.max() ?? 0
+            self.hosted.names(on: violin).compactMap { localEpochs[$0] }.max() ?? 0
         )
         guard highest < UInt32.max else { throw SnapshotError("VIOLIN \(violin) has run out of epochs") }
         // The plan's quorum: enough store peers alive for every image's replicas (each store then admits or

@@ -26,7 +26,7 @@ extension SnapshotService {
             return
         }
         // This peer knows its own VMs of the VIOLIN; the plan names the participants.
-        plan.vms[self.me] = self.config.vms.filter { $0.violin == message.key.violin }.map(\.name)
+        plan.vms[self.me] = self.hosted.names(on: message.key.violin)
         let local = SnapshotMessage(key: message.key, from: message.from, body: .prepare(plan))
         let machine = SnapshotParticipant<Instant>(prepare: local, me: self.me, settings: self.settings)
         self.participants[id] = ParticipantRun(machine: machine, plan: plan)
@@ -194,7 +194,7 @@ extension SnapshotService {
         let mode = run.plan.mode
         let layers = DiskLayers(config: self.config)
         var disk: VMCutRunner.DiskFreeze?
-        if let configured = self.config.vms.first(where: { $0.name == vm })?.disk {
+        if let configured = self.hosted.definition(vm)?.disk {
             // Before the pause, not during it.
             try? FileManager.default.createDirectory(atPath: layers.directory(vm), withIntermediateDirectories: true)
             let overlay = layers.newOverlay(vm, label: "snapshot-\(id)")

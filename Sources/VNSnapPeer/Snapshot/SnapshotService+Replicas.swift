@@ -11,7 +11,7 @@ extension SnapshotService {
     /// The room one replica of `vm`'s image needs: its RAM (the stream's upper bound before compression), with
     /// a margin for device state and incompressible chunks.
     func replicaBytes(_ vm: String) -> UInt64 {
-        let ram = UInt64(self.config.vms.first { $0.name == vm }?.memoryMiB ?? 128) << 20
+        let ram = UInt64(self.hosted.definition(vm)?.memoryMiB ?? 128) << 20
         return ram + ram / 64 + (16 << 20)
     }
 
@@ -76,12 +76,85 @@ extension SnapshotService {
     func fetchMissing(_ manifest: SnapshotManifest, vm: String, kind: ImageKind, into store: LocalChunkStore)
         async throws
     {
-        guard let entry = manifest.vms.first(where: { $0.name == vm }), let replicas = entry.replicas,
-            !replicas.isEmpty,
+        // A disk target's image is only here: a missing chunk is for verify to report.
+        guard manifest.vms.first(where: { $0.name == vm })?.replicas?.isEmpty == false,
             let held = try self.catalog.image(snapshot: manifest.id, vm: vm, kind: kind)
         else { return }
         let missing = held.chunks.filter { !FileManager.default.fileExists(atPath: store.path(of: $0.index)) }
         guard !missing.isEmpty else { return }
+        let expected = Dictionary(uniqueKeysWithValues: held.chunks.map { ($0.index, $0) })
+        _ = try await self.fetchReplica(
+            manifest,
+            vm: vm,
+            kind: kind,
+            into: store,
+            check: { chunk in
+                guard expected[chunk.index] == chunk else {
+                    throw SnapshotError("chunk \(chunk.index) is not the committed one")
+                }
+            },
+            accept: { list in
+                guard list == held.chunks else { throw SnapshotError("its chunk list is not the committed one") }
+            }
+        )
+    }
+
+    /// A restore placing `vm` here although it ran on a lost peer: fetches its whole image of `kind` from a
+    /// replica into `directory` (each chunk checked against its hash as it comes, the list against the manifest's
+    /// digest at the end) and records it in the catalog, so the rest of the restore finds it like a local one.
+    func fetchWhole(_ manifest: SnapshotManifest, vm: String, kind: ImageKind, directory: String) async throws {
+        guard try self.catalog.image(snapshot: manifest.id, vm: vm, kind: kind) == nil else { return }
+        guard let entry = manifest.vms.first(where: { $0.name == vm }),
+            let descriptor = kind == .memory ? entry.image : manifest.channels.first(where: { $0.vm == vm })?.image
+        else { throw SnapshotError("snapshot \(manifest.id) has no VM \(vm)") }
+        guard let replicas = entry.replicas, !replicas.isEmpty else {
+            throw SnapshotError(
+                "snapshot \(manifest.id), VM \(vm): its images are on the disk of \(entry.peer), which is not alive (a snapshot taken with --target memory keeps them on store peers)"
+            )
+        }
+        let store = LocalChunkStore(directory: directory, label: "snapshot \(manifest.id), VM \(vm)")
+        let list = try await self.fetchReplica(
+            manifest,
+            vm: vm,
+            kind: kind,
+            into: store,
+            fresh: true,
+            check: { chunk in
+                guard chunk.index < descriptor.chunkCount else {
+                    throw SnapshotError("chunk \(chunk.index) is not in the image")
+                }
+            },
+            accept: { list in
+                guard list.count == descriptor.chunkCount,
+                    list.enumerated().allSatisfy({ $0.offset == $0.element.index }),
+                    ImageStreamFeeder.digest(of: list) == descriptor.digest
+                else { throw SnapshotError("its chunk list is not the committed one") }
+            }
+        )
+        try self.catalog.recordImage(
+            snapshot: manifest.id,
+            vm: vm,
+            kind: kind,
+            replicas: replicas.map { (peer: $0, location: "ram") },
+            directory: directory,
+            chunks: list
+        )
+    }
+
+    /// Streams `vm`'s replica of `kind` into `store` from the first of the manifest's stores that serves it whole:
+    /// chunk by chunk (one in memory), each checked by `check` and against its hash as it comes (a damaged one
+    /// sends the fetch to the next replica; the store checks too), the list by `accept` at the end. `fresh`
+    /// empties the store before each try, so one replica's chunks never mix with another's.
+    private func fetchReplica(
+        _ manifest: SnapshotManifest,
+        vm: String,
+        kind: ImageKind,
+        into store: LocalChunkStore,
+        fresh: Bool = false,
+        check: @escaping @Sendable (SnapshotManifest.ChunkDescriptor) throws -> Void,
+        accept: ([SnapshotManifest.ChunkDescriptor]) throws -> Void
+    ) async throws -> [SnapshotManifest.ChunkDescriptor] {
+        let replicas = manifest.vms.first(where: { $0.name == vm })?.replicas ?? []
         let view = try await self.membership.view()
         let keyring = self.keyring()
         var problems: [String] = []
@@ -91,8 +164,7 @@ extension SnapshotService {
                 continue
             }
             do {
-                // Chunk by chunk into the local store, each checked against the committed list as it comes.
-                let expected = Dictionary(uniqueKeysWithValues: held.chunks.map { ($0.index, $0) })
+                if fresh { try? FileManager.default.removeItem(atPath: store.directory) }
                 try FileManager.default.createDirectory(atPath: store.directory, withIntermediateDirectories: true)
                 let list = try await StoreClient.get(
                     ReplicaKey(snapshot: manifest.id, vm: vm, kind: kind),
@@ -100,20 +172,21 @@ extension SnapshotService {
                     key: keyring.primary,
                     keys: { keyring.key(id: $0) }
                 ) { chunk, data in
-                    // A damaged chunk (the store checks too) sends the fetch to the next replica.
-                    guard expected[chunk.index] == chunk, LocalChunkStore.hash(data) == chunk.hash else {
-                        throw SnapshotError("chunk \(chunk.index) is not the committed one or does not match its hash")
+                    try check(chunk)
+                    guard UInt64(data.count) == chunk.storedBytes, LocalChunkStore.hash(data) == chunk.hash else {
+                        throw SnapshotError("chunk \(chunk.index) does not match its hash")
                     }
                     try await NIOThreadPool.singleton.runIfActive { try store.writeStored(chunk, data: data) }
                 }
-                guard list == held.chunks else { throw SnapshotError("its chunk list is not the committed one") }
-                return
+                try accept(list)
+                return list
             } catch {
                 problems.append("\(name): \(error)")
             }
         }
+        let what = kind == .channel ? "channel log" : "image"
         throw SnapshotError(
-            "snapshot \(manifest.id), VM \(vm): no replica could be fetched (\(problems.joined(separator: "; ")))"
+            "snapshot \(manifest.id), VM \(vm): no replica of its \(what) could be fetched (\(problems.isEmpty ? "no replicas" : problems.joined(separator: "; ")))"
         )
     }
 

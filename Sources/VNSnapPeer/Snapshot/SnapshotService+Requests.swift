@@ -105,7 +105,7 @@ extension SnapshotService {
                 "no VIOLIN \(violin) (known: \(self.config.violins.map(\.name).joined(separator: ", ")))"
             )
         }
-        let vms = self.config.vms.filter { $0.violin == violin }.map(\.name)
+        let vms = self.hosted.names(on: violin)
         guard !vms.isEmpty else { return [:] }
         guard
             !self.participants.values.contains(where: {

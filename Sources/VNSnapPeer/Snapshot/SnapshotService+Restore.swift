@@ -36,21 +36,22 @@ extension SnapshotService {
     public func restore(
         _ id: UInt64,
         replay: Bool = true,
+        on chosen: [String: String] = [:],
         progress: @escaping @Sendable (String) async -> Void
     ) async throws -> [RestoreStep: [String: RestoreTimings]] {
         guard let entry = try self.catalog.entry(id), entry.state == "committed", let manifest = entry.manifest else {
             throw SnapshotError("no committed snapshot \(id) in this peer's catalog (see `vnsnap-peer list`)")
         }
         let view = try await self.membership.view()
+        let moved = try Self.placeLostVMs(manifest, view: view, chosen: chosen)
         var holders: [PeerID: String] = [:]
         for vm in manifest.vms {
-            let peer = PeerID(name: vm.peer)
-            guard view.alive[peer] != nil else {
-                throw SnapshotError(
-                    "peer \(vm.peer), which holds VM \(vm.name) of snapshot \(id), is not alive; nothing was touched"
-                )
-            }
-            holders[peer] = vm.peer
+            let peer = moved[vm.name] ?? PeerID(name: vm.peer)
+            holders[peer] = view.alive[peer] ?? vm.peer
+        }
+        for (vm, peer) in moved.sorted(by: { $0.key < $1.key }) {
+            let from = manifest.vms.first { $0.name == vm }?.peer ?? "?"
+            await progress("\(vm) ran on \(from), which is not alive: restoring it on \(holders[peer] ?? "\(peer)")")
         }
         let run = UInt64.random(in: 1...UInt64(Int64.max))
         let key = SnapshotKey(id: id, violin: manifest.violin, epoch: manifest.epoch, term: view.term)
@@ -60,6 +61,7 @@ extension SnapshotService {
             me: self.me,
             holders: Set(holders.keys),
             replay: replay,
+            moved: moved,
             now: .now
         )
         self.restores[run] = RestoreRun(coordinator: coordinator, progress: progress)
@@ -81,6 +83,36 @@ extension SnapshotService {
             }
         }
         return timings
+    }
+
+    /// Where the VMs of lost peers go (`RestorePlacement`); refuses, touching nothing, when one cannot move.
+    static func placeLostVMs(_ manifest: SnapshotManifest, view: MembershipView, chosen: [String: String]) throws
+        -> [String: PeerID]
+    {
+        let moved: [String: PeerID]
+        do {
+            moved = try RestorePlacement.place(
+                manifest.vms.map { RestorePlacement.VM(name: $0.name, peer: PeerID(name: $0.peer), peerName: $0.peer) },
+                alive: view.alive,
+                hosts: view.vmHosts,
+                chosen: chosen
+            )
+        } catch {
+            throw SnapshotError("snapshot \(manifest.id): \(error); nothing was touched")
+        }
+        for vm in manifest.vms where moved[vm.name] != nil {
+            guard vm.definition != nil else {
+                throw SnapshotError(
+                    "snapshot \(manifest.id): VM \(vm.name) ran on \(vm.peer), which is not alive, and the snapshot does not record its definition (taken by an older version); it restores only on \(vm.peer); nothing was touched"
+                )
+            }
+            guard vm.replicas?.isEmpty == false else {
+                throw SnapshotError(
+                    "snapshot \(manifest.id): VM \(vm.name)'s images are on the disk of \(vm.peer), which is not alive (snapshots taken with --target memory keep them on store peers); restore when \(vm.peer) is back; nothing was touched"
+                )
+            }
+        }
+        return moved
     }
 
     func executeRestore(_ run: UInt64, _ directives: [RestoreCoordinator<Instant>.Directive]) async {
@@ -122,7 +154,7 @@ extension SnapshotService {
             let directives = current.coordinator.onMessage(message, now: .now)
             self.restores[run] = current
             await self.executeRestore(run, directives)
-        case .restore(let run, let step, let replay):
+        case .restore(let run, let step, let replay, let moved):
             if let answer = self.holding[run]?.answers[step] {
                 return await self.membership.send(
                     snapshot: SnapshotMessage(key: message.key, from: self.me, body: answer),
@@ -132,7 +164,7 @@ extension SnapshotService {
             if self.holding[run]?.running.contains(step) == true { return }
             self.holding[run, default: HolderRestore()].running.insert(step)
             Task {
-                let body = await self.carryOut(step, run: run, key: message.key, replay: replay)
+                let body = await self.carryOut(step, run: run, key: message.key, replay: replay, moved: moved)
                 await self.finishStep(run, step: step, body: body, key: message.key, to: message.from)
             }
         default:
@@ -146,179 +178,5 @@ extension SnapshotService {
         self.holding[run]?.running.remove(step)
         self.holding[run]?.answers[step] = body
         await self.membership.send(snapshot: SnapshotMessage(key: key, from: self.me, body: body), to: to)
-    }
-
-    /// One step for this peer's VMs of the snapshot.
-    private func carryOut(_ step: RestoreStep, run: UInt64, key: SnapshotKey, replay: Bool) async
-        -> SnapshotMessage.Body
-    {
-        do {
-            guard let manifest = try self.catalog.entry(key.id)?.manifest else {
-                throw SnapshotError("\(self.config.peer.name) has no manifest of snapshot \(key.id)")
-            }
-            let local = manifest.vms.filter { $0.peer == self.config.peer.name }
-            var timings = RestoreTimings(milliseconds: [:], injected: [:])
-            switch step {
-            case .verify:
-                for vm in local {
-                    let started = ContinuousClock.now
-                    try await self.verify(manifest, vm: vm.name)
-                    timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
-                }
-            case .load:
-                for vm in local {
-                    let started = ContinuousClock.now
-                    self.holding[run]?.frames[vm.name] = try await self.load(manifest, vm: vm.name)
-                    timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
-                }
-            case .resume:
-                for vm in local {
-                    let frames = replay ? (self.holding[run]?.frames[vm.name] ?? []) : []
-                    try await self.switchService.inject(vm.name, frames: frames)
-                    timings.injected[vm.name] = frames.count
-                }
-                // Resume them back to back, so the group starts within a few milliseconds.
-                for vm in local {
-                    let started = ContinuousClock.now
-                    guard let monitor = await self.monitor(vm.name) else {
-                        throw SnapshotError("VM \(vm.name) is not running after its load")
-                    }
-                    _ = try await monitor.execute("cont")
-                    timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
-                }
-                self.logger.info("Restore resumed the VMs", metadata: ["snapshot.id": "\(key.id)"])
-            }
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            return .restoreAnswer(run: run, step: step, ok: true, reason: "", blob: Array(try encoder.encode(timings)))
-        } catch {
-            self.logger.error(
-                "Restore step failed",
-                metadata: ["snapshot.id": "\(key.id)", "restore.step": "\(step)", "restore.error": "\(error)"]
-            )
-            return .restoreAnswer(
-                run: run,
-                step: step,
-                ok: false,
-                reason: "\(self.config.peer.name): \(error)",
-                blob: []
-            )
-        }
-    }
-
-    /// The image and channel log of `vm`, as this peer holds them, checked against the manifest.
-    private func heldImages(_ manifest: SnapshotManifest, vm: String) throws -> (
-        memory: (SnapshotCatalog.HeldImage, LocalChunkStore), channel: (SnapshotCatalog.HeldImage, LocalChunkStore)
-    ) {
-        let label = "snapshot \(manifest.id), VM \(vm)"
-        guard let memory = try self.catalog.image(snapshot: manifest.id, vm: vm, kind: .memory),
-            let channel = try self.catalog.image(snapshot: manifest.id, vm: vm, kind: .channel)
-        else { throw ImageError(.missing, "\(label): this peer holds no image of it") }
-        return (
-            (memory, LocalChunkStore(directory: memory.directory, label: label)),
-            (channel, LocalChunkStore(directory: channel.directory, label: label + ", channel log"))
-        )
-    }
-
-    private func verify(_ manifest: SnapshotManifest, vm: String) async throws {
-        guard let entry = manifest.vms.first(where: { $0.name == vm }),
-            let log = manifest.channels.first(where: { $0.vm == vm })
-        else { throw SnapshotError("snapshot \(manifest.id) has no VM \(vm)") }
-        let (memory, channel) = try self.heldImages(manifest, vm: vm)
-        // Memory targets: the image lives on store peers; bring its chunks here first (verified below).
-        try await self.fetchMissing(manifest, vm: vm, kind: .memory, into: memory.1)
-        let label = "snapshot \(manifest.id), VM \(vm)"
-        let configured = self.config.vms.first(where: { $0.name == vm })?.disk
-        if entry.disk == nil, configured != nil {
-            throw SnapshotError(
-                "\(label): the VM has a disk but the snapshot holds none (taken before the disk was added); restoring would pair its memory with today's disk"
-            )
-        }
-        if entry.disk != nil, configured == nil {
-            throw SnapshotError("\(label): the snapshot holds a disk of the VM, but no disk is configured for it now")
-        }
-        try await NIOThreadPool.singleton.runIfActive {
-            try ImageStreamFeeder.verify(memory.0.chunks, against: entry.image, in: memory.1)
-            try ImageStreamFeeder.verify(channel.0.chunks, against: log.image, in: channel.1)
-            for (index, layer) in (entry.disk ?? []).enumerated() {
-                let found = try FileDigest.of(layer.path, label: "\(label), disk layer \(index)")
-                guard found.bytes == layer.bytes, found.digest == layer.digest else {
-                    throw ImageError(
-                        .corrupt,
-                        "\(label), disk layer \(index): \(layer.path) does not match its digest (\(found.bytes) bytes, \(layer.bytes) committed)"
-                    )
-                }
-            }
-            // The files below the frozen image, as its own header names them, against the committed digest.
-            if let frozen = entry.disk?.first {
-                let backing = try QEMUDisk.chain(ofFile: frozen.path).dropFirst().map { file in
-                    let found = try FileDigest.of(file.path, label: "\(label), disk backing file")
-                    return SnapshotManifest.DiskLayer(
-                        path: file.path,
-                        format: file.format,
-                        bytes: found.bytes,
-                        digest: found.digest
-                    )
-                }
-                let digest =
-                    backing.isEmpty ? nil : LocalChunkStore.hash(SnapshotManifest.DiskBacking.digestInput(backing))
-                guard digest == entry.diskBacking?.digest, backing.count == entry.diskBacking?.files ?? 0 else {
-                    throw ImageError(
-                        .corrupt,
-                        "\(label): the backing files of its frozen disk (\(backing.map(\.path).joined(separator: ", "))) do not match the snapshot's digest"
-                    )
-                }
-            }
-        }
-    }
-
-    /// A fresh overlay on the snapshot's frozen disk of `vm` (recorded as the disk it runs on), or `nil` when
-    /// the snapshot holds no disk of it.
-    private func restoredDisk(_ entry: SnapshotManifest.VM, id: UInt64) async throws -> VMDefinition.Disk? {
-        guard let frozen = entry.disk?.first else { return nil }
-        let layers = DiskLayers(config: self.config)
-        let overlay = VMDefinition.Disk(path: layers.newOverlay(entry.name, label: "restore-\(id)"), format: "qcow2")
-        try await NIOThreadPool.singleton.runIfActive {
-            try QEMUDisk.createOverlay(
-                at: overlay.path,
-                on: VMDefinition.Disk(path: frozen.path, format: frozen.format)
-            )
-        }
-        // verify refused a snapshot with a disk for a VM configured without one.
-        if let configured = self.config.vms.first(where: { $0.name == entry.name })?.disk {
-            try layers.setActive(overlay, vm: entry.name, configured: configured)
-        }
-        return overlay
-    }
-
-    /// Stops `vm`, starts it paused from its verified image, sets its switch epoch; returns its channel log.
-    private func load(_ manifest: SnapshotManifest, vm: String) async throws -> [[UInt8]] {
-        guard let entry = manifest.vms.first(where: { $0.name == vm }),
-            let log = manifest.channels.first(where: { $0.vm == vm })
-        else { throw SnapshotError("snapshot \(manifest.id) has no VM \(vm)") }
-        let (memory, channel) = try self.heldImages(manifest, vm: vm)
-        let frames = try await NIOThreadPool.singleton.runIfActive {
-            try ImageStreamFeeder.checkList(memory.0.chunks, against: entry.image, label: memory.1.label)
-            try ImageStreamFeeder.checkList(channel.0.chunks, against: log.image, label: channel.1.label)
-            var bytes: [UInt8] = []
-            for chunk in channel.0.chunks { bytes += try channel.1.read(chunk) }
-            return try ChannelLogFormat.decode(bytes, label: channel.1.label)
-        }
-        let disk = try await self.restoredDisk(entry, id: manifest.id)
-        let machine = try await self.supervisor.restart(vm, forIncoming: true, disk: disk)
-        guard let monitor = await machine.monitor else { throw SnapshotError("VM \(vm): no monitor after restart") }
-        let socket = "\(self.config.vmDirectory(vm))/incoming.sock"
-        try? FileManager.default.removeItem(atPath: socket)
-        try await QEMUSnapshot.restore(monitor, uri: "unix:\(socket)")
-        try await NIOThreadPool.singleton.runIfActive {
-            try ImageStreamFeeder.feed(memory.0.chunks, from: memory.1, to: socket)
-        }
-        try await QEMUSnapshot.waitCompleted(monitor, timeout: .seconds(300))
-        let state = try await monitor.execute("query-status")["status"]?.stringValue ?? "unknown"
-        guard state == "paused" || state == "prelaunch" else {
-            throw SnapshotError("VM \(vm) is \(state) after loading its image, not paused")
-        }
-        try await self.switchService.setEpoch(vm, epoch: manifest.epoch)
-        return frames
     }
 }

@@ -53,6 +53,8 @@ public actor SnapshotService {
     let membership: MembershipService
     let switchService: SwitchService
     let supervisor: VMSupervisor
+    /// The VMs this peer runs (configured, and adopted from lost peers by restores).
+    let hosted: HostedVMs
     let catalog: SnapshotCatalog
     let settings: SnapshotSettings
     /// The keyring as it is now (image streams to stores are sealed with its primary key).
@@ -78,6 +80,7 @@ public actor SnapshotService {
         membership: MembershipService,
         switchService: SwitchService,
         supervisor: VMSupervisor,
+        hosted: HostedVMs,
         catalog: SnapshotCatalog,
         settings: SnapshotSettings = SnapshotSettings(),
         keyring: (@Sendable () -> Keyring)? = nil,
@@ -89,6 +92,7 @@ public actor SnapshotService {
         self.membership = membership
         self.switchService = switchService
         self.supervisor = supervisor
+        self.hosted = hosted
         self.catalog = catalog
         self.settings = settings
         self.logger = logger

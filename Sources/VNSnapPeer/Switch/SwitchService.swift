@@ -3,6 +3,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 import VNSnapCore
 import VNSnapCrypto
 
@@ -15,7 +16,7 @@ import Glibc
 public final class SwitchService: Service, Sendable {
     let group: MultiThreadedEventLoopGroup
     let engine: NIOLoopBound<SwitchEngine>
-    private let channels: [any Channel]
+    private let channels: Mutex<[any Channel]>
     private let sweeper: NIOLoopBound<RepeatedTask>
     private let logger: Logger
 
@@ -71,7 +72,7 @@ public final class SwitchService: Service, Sendable {
     ) {
         self.group = group
         self.engine = engine
-        self.channels = channels
+        self.channels = Mutex(channels)
         self.sweeper = sweeper
         self.tunnelAddress = tunnelAddress
         self.logger = logger
@@ -132,42 +133,7 @@ public final class SwitchService: Service, Sendable {
             try await loop.submit { engine.value.attachTunnel(channel: tunnelChannel) }.get()
 
             for spec in ports {
-                try FileManager.default.createDirectory(
-                    atPath: (spec.switchSocket as NSString).deletingLastPathComponent,
-                    withIntermediateDirectories: true
-                )
-                let target = try UnixDatagramSocket.address(spec.vmSocket)
-                let port = try await loop.submit {
-                    engine.value.addPort(vm: spec.vm, violin: spec.violin, target: target)
-                }.get()
-                let fd = try UnixDatagramSocket.bind(
-                    path: spec.switchSocket,
-                    receiveBuffer: 1 << 20,
-                    sendBuffer: 1 << 20
-                )
-                let channel: any Channel
-                do {
-                    channel = try await DatagramBootstrap(group: loop)
-                        .channelOption(
-                            .recvAllocator,
-                            value: FixedSizeRecvByteBufferAllocator(capacity: Self.vectorReadCount * 9216)
-                        )
-                        .channelOption(.maxMessagesPerRead, value: 8)
-                        .channelOption(.datagramVectorReadMessageCount, value: Self.vectorReadCount)
-                        .channelInitializer { channel in
-                            channel.eventLoop.makeCompletedFuture {
-                                try channel.pipeline.syncOperations.addHandler(
-                                    SwitchPortHandler(engine: engine.value, port: port)
-                                )
-                            }
-                        }
-                        .withBoundSocket(fd).get()
-                } catch {
-                    Glibc.close(fd)
-                    throw error
-                }
-                bound.append(channel)
-                try await loop.submit { engine.value.attach(channel: channel, fd: fd, to: port) }.get()
+                bound.append(try await Self.bindPort(spec, loop: loop, engine: engine))
             }
             let sweeper = try await loop.submit {
                 NIOLoopBound(
@@ -209,9 +175,59 @@ public final class SwitchService: Service, Sendable {
     public func close() async {
         let sweeper = self.sweeper
         try? await self.group.next().submit { sweeper.value.cancel() }.get()
-        for channel in self.channels { try? await channel.close() }
+        for channel in self.channels.withLock({ $0 }) { try? await channel.close() }
         try? await self.group.shutdownGracefully()
         self.logger.info("Switch stopped")
+    }
+
+    /// Adds the port of a VM new to this peer (a restore placed a lost peer's VM here); nothing if it has one.
+    public func addPort(_ spec: PortSpec) async throws {
+        let engine = self.engine
+        let loop = self.group.next()
+        let exists = try await loop.submit { engine.value.portIndex(spec.vm) != nil }.get()
+        guard !exists else { return }
+        let channel = try await Self.bindPort(spec, loop: loop, engine: engine)
+        self.channels.withLock { $0.append(channel) }
+    }
+
+    /// Binds a port's socket and attaches it to the engine.
+    private static func bindPort(
+        _ spec: PortSpec,
+        loop: any EventLoop,
+        engine: NIOLoopBound<SwitchEngine>
+    ) async throws -> any Channel {
+        try FileManager.default.createDirectory(
+            atPath: (spec.switchSocket as NSString).deletingLastPathComponent,
+            withIntermediateDirectories: true
+        )
+        let target = try UnixDatagramSocket.address(spec.vmSocket)
+        let fd = try UnixDatagramSocket.bind(path: spec.switchSocket, receiveBuffer: 1 << 20, sendBuffer: 1 << 20)
+        let port = try await loop.submit {
+            engine.value.addPort(vm: spec.vm, violin: spec.violin, target: target)
+        }.get()
+        let channel: any Channel
+        do {
+            channel = try await DatagramBootstrap(group: loop)
+                .channelOption(
+                    .recvAllocator,
+                    value: FixedSizeRecvByteBufferAllocator(capacity: Self.vectorReadCount * 9216)
+                )
+                .channelOption(.maxMessagesPerRead, value: 8)
+                .channelOption(.datagramVectorReadMessageCount, value: Self.vectorReadCount)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(
+                            SwitchPortHandler(engine: engine.value, port: port)
+                        )
+                    }
+                }
+                .withBoundSocket(fd).get()
+        } catch {
+            Glibc.close(fd)
+            throw error
+        }
+        try await loop.submit { engine.value.attach(channel: channel, fd: fd, to: port) }.get()
+        return channel
     }
 
     /// Adds (or re-addresses) the tunnel to a peer.

@@ -43,7 +43,8 @@ public final class VMSupervisor: Service, Sendable {
     }
 
     private let entries: Mutex<[String: Entry]>
-    private let order: [String]
+    /// VM names in the order they were added (a restore may add a lost peer's VM).
+    private let order: Mutex<[String]>
     private let logger: Logger
     private let onStart: @Sendable (String) async -> Void
     private let paths: @Sendable (VMDefinition) -> QEMUPaths
@@ -80,14 +81,14 @@ public final class VMSupervisor: Service, Sendable {
             entries[definition.name] = Entry(definition: definition, machine: machine, state: "starting")
         }
         self.entries = Mutex(entries)
-        self.order = definitions.map(\.name)
+        self.order = Mutex(definitions.map(\.name))
         self.logger = logger
     }
 
     /// Starts every VM, supervises them until graceful shutdown, then stops them all.
     public func run() async throws {
-        // !-safe: `order` holds exactly the keys of `entries`.
-        let machines = self.entries.withLock { entries in self.order.map { entries[$0]!.machine } }
+        let names = self.order.withLock { $0 }
+        let machines = self.entries.withLock { entries in names.compactMap { entries[$0]?.machine } }
         await withTaskGroup(of: Void.self) { group in
             for machine in machines {
                 group.addTask { await self.supervise(machine) }
@@ -95,7 +96,8 @@ public final class VMSupervisor: Service, Sendable {
             try? await gracefulShutdown()
             self.markStopping()
             // The machines now: a restore may have replaced some since the start.
-            let current = self.entries.withLock { entries in self.order.compactMap { entries[$0]?.machine } }
+            let all = self.order.withLock { $0 }
+            let current = self.entries.withLock { entries in all.compactMap { entries[$0]?.machine } }
             await withTaskGroup(of: Void.self) { stops in
                 for machine in current {
                     stops.addTask { await machine.stop() }
@@ -159,9 +161,26 @@ public final class VMSupervisor: Service, Sendable {
     }
 
     /// A restore: stops `vm`'s QEMU (if it runs) and starts a new one, paused, waiting for its state through
-    /// `migrate-incoming`, on `disk` if given (a fresh overlay on the snapshot's frozen disk). The new machine
-    /// is supervised like the first.
-    public func restart(_ vm: String, forIncoming: Bool, disk: VMDefinition.Disk? = nil) async throws -> QEMUMachine {
+    /// `migrate-incoming`, on `disk` if given (a fresh overlay on the snapshot's frozen disk). A VM new to this
+    /// peer (`adopting`, a lost peer's VM placed here) is added first. The new machine is supervised like the
+    /// first.
+    public func restart(
+        _ vm: String,
+        forIncoming: Bool,
+        disk: VMDefinition.Disk? = nil,
+        adopting: VMDefinition? = nil
+    ) async throws -> QEMUMachine {
+        if let adopting, self.entries.withLock({ $0[vm] }) == nil {
+            let machine = QEMUMachine(
+                definition: adopting,
+                accelerator: adopting.accelerator ?? QEMUMachine.defaultAccelerator(),
+                paths: self.paths(adopting),
+                executable: self.qemu,
+                logger: self.logger
+            )
+            self.entries.withLock { $0[vm] = Entry(definition: adopting, machine: machine, state: "restoring") }
+            self.order.withLock { $0.append(vm) }
+        }
         guard var definition = self.entries.withLock({ $0[vm] })?.definition,
             let entry = self.entries.withLock({ $0[vm] })
         else {
@@ -223,7 +242,8 @@ public final class VMSupervisor: Service, Sendable {
 
     /// The VMs as `status` shows them; asks each running QEMU for its run state.
     public func status() async -> [VMStatus] {
-        let snapshot = self.entries.withLock { entries in self.order.compactMap { entries[$0] } }
+        let names = self.order.withLock { $0 }
+        let snapshot = self.entries.withLock { entries in names.compactMap { entries[$0] } }
         var result: [VMStatus] = []
         for entry in snapshot {
             var runState: String?
