@@ -9,7 +9,7 @@ import VNSnapCore
         F.message(.prepare(F.plan), from: F.initiator),
         F.message(.prepared(ok: true, reason: nil), from: F.peers[0]),
         F.message(.prepared(ok: false, reason: "disk full on /var/lib/vnsnap-peer"), from: F.peers[1]),
-        F.message(.cut, from: F.initiator),
+        F.message(.cut(holders: Set(F.peers)), from: F.initiator),
         F.message(
             .cutDone([
                 F.report("sink", at: 42),
@@ -59,6 +59,14 @@ import VNSnapCore
         ),
         F.message(.streamed([]), from: F.peers[1]),
         F.message(.restore(run: 5, step: .load, replay: true, moved: [:]), from: F.initiator),
+        F.message(.prepared(ok: true, reason: nil, holds: true), from: F.peers[0]),
+        F.message(.cut(holders: []), from: F.initiator),
+        F.message(.inquire(term: 9), from: F.peers[0]),
+        F.message(.holding(.nothing), from: F.peers[1]),
+        F.message(.holding(.unfinished), from: F.peers[1]),
+        F.message(.holding(.durable(cuts: [F.report("sink", at: 3)], report: [1, 2, 3])), from: F.peers[0]),
+        F.message(.holding(.committed(manifest: Array(repeating: 4, count: 30_000))), from: F.peers[0]),
+        F.message(.holding(.aborted), from: F.peers[1]),
         F.message(
             .restore(run: 6, step: .verify, replay: false, moved: ["relay": F.peers[1], "sink": F.peers[0]]),
             from: F.initiator

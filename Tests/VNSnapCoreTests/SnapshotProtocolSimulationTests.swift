@@ -8,7 +8,7 @@ import VNSnapCore
     typealias F = SnapshotFixtures
 
     enum Event {
-        case toInitiator(SnapshotMessage)
+        case toInitiator(PeerID, SnapshotMessage)
         case toParticipant(PeerID, SnapshotMessage)
         case prepared(PeerID)
         case cut(PeerID, String)
@@ -17,6 +17,12 @@ import VNSnapCore
         case initiatorTick
         case participantTick(PeerID)
         case trigger(PeerID, String)
+        /// Failover: the initiator dies (nothing it has not sent yet is sent).
+        case killInitiator
+        /// Failover: `peer` takes the snapshot over with a higher term.
+        case takeOver(PeerID)
+        case takeoverTick
+        case takeoverManifest
     }
 
     struct World {
@@ -32,6 +38,13 @@ import VNSnapCore
         var outcome: TestInitiator.Outcome?
         var committedLocally: Set<PeerID> = []
         var abortedLocally: Set<PeerID> = []
+        /// Failover: whether the first initiator is dead, the phase it died in, and its successor.
+        var initiatorDead = false
+        var diedIn: TestInitiator.Phase?
+        var takeover: TestInitiator?
+        var takeoverOutcome: TestInitiator.Outcome?
+        /// Whether the successor built the manifest from the durable reports.
+        var takeoverBuilt = false
 
         mutating func at(_ time: Int, _ event: Event) {
             self.order += 1
@@ -57,11 +70,20 @@ import VNSnapCore
         mutating func handle(_ event: Event, now: Int) {
             let t = TestInstant.ms(now)
             switch event {
-            case .toInitiator(let message):
-                self.initiatorDo(self.initiator.onMessage(message, now: t), now: now)
+            case .toInitiator(let peer, let message):
+                if peer == F.initiator, !self.initiatorDead {
+                    self.initiatorDo(self.initiator.onMessage(message, now: t), now: now)
+                } else if peer == self.takeover?.me {
+                    self.takeoverDo(self.takeover!.onMessage(message, now: t), now: now)
+                }
             case .toParticipant(let peer, let message):
                 guard !self.silent.contains(peer) else { return }
                 if self.participants[peer] == nil {
+                    // As the shell does for a snapshot it never prepared.
+                    if case .inquire = message.body {
+                        let answer = SnapshotMessage(key: message.key, from: peer, body: .holding(.nothing))
+                        return self.deliver(.toInitiator(message.from, answer), now: now)
+                    }
                     guard case .prepare = message.body else { return }
                     let participant = TestParticipant(prepare: message, me: peer)
                     self.participants[peer] = participant
@@ -99,9 +121,32 @@ import VNSnapCore
             case .durable(let peer):
                 self.participantDo(peer, self.participants[peer]!.imagesDurable(now: t), now: now)
             case .manifest:
+                guard !self.initiatorDead else { return }
                 self.initiatorDo(self.initiator.manifestWritten([], now: t), now: now)
             case .initiatorTick:
+                guard !self.initiatorDead else { return }
                 self.initiatorDo(self.initiator.onTick(now: t), now: now)
+            case .killInitiator:
+                self.initiatorDead = true
+                self.diedIn = self.initiator.phase
+            case .takeOver(let peer):
+                var machine = TestInitiator(
+                    takingOver: F.key,
+                    term: F.key.term + 1,
+                    me: peer,
+                    plan: F.plan,
+                    holders: self.participants[peer]?.holders,
+                    alive: Set(F.peers),
+                    now: t
+                )
+                let directives = machine.start(now: t)
+                self.takeover = machine
+                self.takeoverDo(directives, now: now)
+            case .takeoverTick:
+                self.takeoverDo(self.takeover!.onTick(now: t), now: now)
+            case .takeoverManifest:
+                self.takeoverBuilt = true
+                self.takeoverDo(self.takeover!.manifestWritten([9], now: t), now: now)
             case .participantTick(let peer):
                 self.participantDo(peer, self.participants[peer]!.onTick(now: t), now: now)
             }
@@ -118,10 +163,21 @@ import VNSnapCore
             }
         }
 
+        mutating func takeoverDo(_ directives: [TestInitiator.Directive], now: Int) {
+            for directive in directives {
+                switch directive {
+                case .send(let message, let peer): self.deliver(.toParticipant(peer, message), now: now)
+                case .writeManifest: self.at(now + 5, .takeoverManifest)
+                case .finished(let outcome): self.takeoverOutcome = outcome
+                case .scheduleTick(let at): self.at(max(now + 1, Self.ms(at)), .takeoverTick)
+                }
+            }
+        }
+
         mutating func participantDo(_ peer: PeerID, _ directives: [TestParticipant.Directive], now: Int) {
             for directive in directives {
                 switch directive {
-                case .send(let message, _): self.deliver(.toInitiator(message), now: now)
+                case .send(let message, let to): self.deliver(.toInitiator(to, message), now: now)
                 case .prepareLocal: self.at(now + Int.random(in: 1...50, using: &self.rng), .prepared(peer))
                 case .cutVMs(let vms):
                     for vm in vms { self.at(now + Int.random(in: 5...15, using: &self.rng), .cut(peer, vm)) }

@@ -45,7 +45,7 @@ extension Array where Element == TestInitiator.Directive {
         #expect(initiator.phase == .preparing)
         let cut = initiator.onMessage(F.message(.prepared(ok: true, reason: nil), from: F.peers[1]), now: .ms(2))
         #expect(initiator.phase == .cutting)
-        #expect(cut.sent.filter { $0.0 == .cut }.count == 2)
+        #expect(cut.sent.filter { if case .cut = $0.0 { true } else { false } }.count == 2)
         _ = initiator.onMessage(
             F.message(.cutDone([F.report("sink"), F.report("source")]), from: F.peers[0]),
             now: .ms(3)
@@ -170,7 +170,7 @@ extension SnapshotParticipantTests {
         _ = participant.vmTriggered("relay", now: .ms(2))
         _ = participant.vmCut(F.report("relay"), now: .ms(3))
         #expect(participant.imagesDurable(now: .ms(4)).isEmpty, "not before the marker")
-        let marker = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(5))
+        let marker = participant.onMessage(F.message(.cut(holders: Set(F.peers)), from: F.initiator), now: .ms(5))
         let bodies = marker.compactMap { if case .send(let m, _) = $0 { m.body } else { nil } }
         #expect(bodies.count == 2)
         #expect(bodies.last == .durable([]))
@@ -205,7 +205,7 @@ extension SnapshotParticipantTests {
         var participant = TestParticipant(prepare: F.message(.prepare(F.plan), from: F.initiator), me: peer)
         #expect(participant.start() == [.prepareLocal(F.plan.vms[peer]!)])
         let answer = participant.localPrepared(ok: true, now: .ms(1))
-        let prepared = SnapshotMessage(key: F.key, from: peer, body: .prepared(ok: true, reason: nil))
+        let prepared = SnapshotMessage(key: F.key, from: peer, body: .prepared(ok: true, reason: nil, holds: true))
         #expect(answer.first == .send(prepared, to: F.initiator))
         #expect(answer.last == .scheduleTick(at: .ms(30_001)), "the silence limit is watched from now on")
         return participant
@@ -216,7 +216,7 @@ extension SnapshotParticipantTests {
         #expect(participant.vmTriggered("sink", now: .ms(2)) == [.cutVMs(["sink"])])
         #expect(participant.vmTriggered("sink", now: .ms(2)).isEmpty, "a second trigger does not cut twice")
         _ = participant.vmCut(F.report("sink"), now: .ms(3))
-        let marker = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(4))
+        let marker = participant.onMessage(F.message(.cut(holders: Set(F.peers)), from: F.initiator), now: .ms(4))
         #expect(marker == [.cutVMs(["source"])])
         let done = participant.vmCut(F.report("source"), now: .ms(5))
         guard case .send(let message, _) = done.first, case .cutDone(let reports) = message.body else {
@@ -226,14 +226,14 @@ extension SnapshotParticipantTests {
         #expect(reports.map(\.vm) == ["sink", "source"])
         #expect(reports.map(\.triggered) == [true, false])
         // A retransmitted marker is answered with the same reports, and cuts nothing.
-        let again = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(6))
+        let again = participant.onMessage(F.message(.cut(holders: Set(F.peers)), from: F.initiator), now: .ms(6))
         #expect(again.count == 1)
         #expect(participant.phase == .cut)
     }
 
     @Test func test_durableIsResentUntilCommit_thenCommittedIsIdempotent() {
         var participant = self.prepared(F.peers[1])
-        _ = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(2))
+        _ = participant.onMessage(F.message(.cut(holders: Set(F.peers)), from: F.initiator), now: .ms(2))
         _ = participant.vmCut(F.report("relay"), now: .ms(3))
         _ = participant.imagesDurable(now: .ms(4))
         let resent = participant.onTick(now: .ms(204))
@@ -251,7 +251,7 @@ extension SnapshotParticipantTests {
 
     @Test func test_abortInAnyPhaseBeforeCommit_abortsLocally_once() {
         var participant = self.prepared()
-        _ = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(2))
+        _ = participant.onMessage(F.message(.cut(holders: Set(F.peers)), from: F.initiator), now: .ms(2))
         let reason = SnapshotAbortReason("h2 did not answer")
         let aborted = participant.onMessage(F.message(.abort(reason), from: F.initiator), now: .ms(3))
         #expect(aborted.first == .abortLocal(reason))
@@ -271,7 +271,7 @@ extension SnapshotParticipantTests {
     @Test func test_localFailureAfterTheCut_isReportedAndResentUntilTheAbort() {
         typealias F = SnapshotFixtures
         var participant = self.prepared(F.peers[1])
-        _ = participant.onMessage(F.message(.cut, from: F.initiator), now: .ms(2))
+        _ = participant.onMessage(F.message(.cut(holders: Set(F.peers)), from: F.initiator), now: .ms(2))
         _ = participant.vmCut(F.report("relay"), now: .ms(3))
         #expect(participant.phase == .cut)
         let failed = participant.localFailed("h2: snapshot 7, VM relay, chunk 4: No space left on device", now: .ms(4))

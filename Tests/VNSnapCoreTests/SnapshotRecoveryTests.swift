@@ -44,6 +44,54 @@ import VNSnapCore
         #expect(self.decide([Self.h1: .nothing, Self.h2: .nothing, Self.h3: .nothing]) != .commit(manifest: []))
     }
 
+    @Test func test_initiatorDiedWhileImagesStream_holdersStillStreaming_areWaitedFor_thenBuilt() {
+        #expect(
+            self.decide([Self.h1: Self.durable("source"), Self.h2: .streaming, Self.h3: .nothing])
+                == .wait(missing: [Self.h2])
+        )
+        guard
+            case .build = self.decide([
+                Self.h1: Self.durable("source"), Self.h2: Self.durable("sink"), Self.h3: .nothing,
+            ])
+        else {
+            Issue.record("every holder durable must build")
+            return
+        }
+        // A holder that will never finish (not cut) makes waiting for the others pointless.
+        #expect(
+            self.decide([Self.h1: .unfinished, Self.h2: .streaming, Self.h3: .nothing])
+                == .abort("the initiator failed before participant h1's images were durable")
+        )
+    }
+
+    @Test func test_explicitHolders_overrideThePlan_aGonePeerWithoutVMsDoesNotAbort() {
+        let plan = SnapshotPlan(vms: [Self.h1: [], Self.h2: [], Self.h3: []], mode: .cow)
+        let answers = [Self.h1: Self.durable("source"), Self.h2: Self.durable("sink")]
+        let alive: Set<PeerID> = [Self.h1, Self.h2]
+        guard
+            case .build(_, let reports) = SnapshotRecovery.decide(
+                plan: plan,
+                holders: [Self.h1, Self.h2],
+                answers: answers,
+                alive: alive
+            )
+        else {
+            Issue.record("h3 held no VM: its loss must not abort")
+            return
+        }
+        #expect(Set(reports.keys) == [Self.h1, Self.h2])
+        #expect(
+            SnapshotRecovery.decide(
+                plan: plan,
+                holders: [Self.h1, Self.h2, Self.h3],
+                answers: answers,
+                alive: alive,
+                names: Self.names
+            )
+                == .abort("participant h3 is gone, and whether its images are durable is unknown")
+        )
+    }
+
     @Test func test_anAbortSeenAnywhere_abortsEverywhere_evenWithOthersDurable() {
         #expect(
             self.decide([Self.h1: .aborted, Self.h2: Self.durable("sink")])

@@ -3,13 +3,16 @@
 /// ```
 /// message = version:u8(1) type:u8 id:u64 violin:str epoch:u32 term:u64 from:u64 body
 /// type    = 1 prepare, 2 prepared, 3 cut, 4 cutDone, 5 durable, 6 commit, 7 committed, 8 abort, 9 aborted,
-///           10 failed, 11 request, 12 progress, 13 restore, 14 restoreAnswer, 15 deleteSnapshot, 16 deleted
-/// body    = prepare: mode:u8 vni:u32 peers:u8 (peer:u64 vms:u8 vm:str*)* | prepared: ok:u8 reason:str
+///           10 failed, 11 request, 12 progress, 13 restore, 14 restoreAnswer, 15 deleteSnapshot, 16 deleted,
+///           17 streamed, 18 inquire, 19 holding
+/// body    = prepare: mode:u8 vni:u32 peers:u8 (peer:u64 vms:u8 vm:str*)* target name:str
+///         | prepared: ok:u8 reason:str holds:u8 | cut: holders:u8 (peer:u64)* (at most 150)
 ///         | cutDone: count:u8 (vm:str cutAt:u64 downtime:u64 triggered:u8)* | abort, failed: reason:str
 ///         | durable, commit: blob | request: mode:u8 name:str
 ///         | progress: snapshot:u64 phase:str finished:u8 message:str blob
 ///         | restore: run:u64 step:u8 replay:u8 moves:u8 (vm:str peer:u64)* | restoreAnswer: run:u64 step:u8 ok:u8 reason:str blob
-///         | (nothing for the others)
+///         | inquire: term:u64 | holding: kind:u8 (0 nothing, 1 unfinished, 2 durable: reports blob,
+///           3 committed: blob, 4 aborted, 5 streaming) | (nothing for the others)
 /// str     = length:u8 utf8
 /// blob    = length:u32 bytes
 /// ```
@@ -48,18 +51,17 @@ public enum SnapshotCodec {
                 for vm in vms { try writer.string(vm) }
             }
             try Self.write(plan.target, &writer)
-        case .prepared(let ok, let reason):
+            try writer.string(plan.name)
+        case .prepared(let ok, let reason, let holds):
             writer.u8(ok ? 1 : 0)
             try writer.string(Self.shortened(reason ?? ""))
+            writer.u8(holds ? 1 : 0)
+        case .cut(let holders):
+            guard holders.count <= 150 else { throw .oversized }
+            writer.u8(UInt8(holders.count))
+            for peer in holders.sorted() { writer.u64(peer.rawValue) }
         case .cutDone(let reports):
-            guard reports.count <= 255 else { throw .oversized }
-            writer.u8(UInt8(reports.count))
-            for report in reports {
-                try writer.string(report.vm)
-                writer.u64(report.cutAtNanoseconds)
-                writer.u64(report.downtimeNanoseconds)
-                writer.u8(report.triggered ? 1 : 0)
-            }
+            try Self.write(reports, &writer)
         case .abort(let reason):
             try writer.string(Self.shortened(reason.message))
         case .failed(let reason):
@@ -100,7 +102,23 @@ public enum SnapshotCodec {
                 writer.u64(count.rawBytes)
                 writer.u64(count.storedBytes)
             }
-        case .cut, .committed, .aborted, .deleteSnapshot, .deleted:
+        case .inquire(let term):
+            writer.u64(term)
+        case .holding(let holding):
+            switch holding {
+            case .nothing: writer.u8(0)
+            case .unfinished: writer.u8(1)
+            case .durable(let cuts, let report):
+                writer.u8(2)
+                try Self.write(cuts, &writer)
+                writer.blob(report)
+            case .committed(let manifest):
+                writer.u8(3)
+                writer.blob(manifest)
+            case .aborted: writer.u8(4)
+            case .streaming: writer.u8(5)
+            }
+        case .committed, .aborted, .deleteSnapshot, .deleted:
             break
         }
         guard writer.bytes.count <= Self.limit(of: message.body) else { throw .oversized }
@@ -135,32 +153,28 @@ public enum SnapshotCodec {
                 vms[peer] = names
             }
             body = .prepare(
-                SnapshotPlan(vms: vms, mode: Self.modes[modeIndex], vni: vni, target: try Self.readTarget(&reader))
+                SnapshotPlan(
+                    vms: vms,
+                    mode: Self.modes[modeIndex],
+                    vni: vni,
+                    target: try Self.readTarget(&reader),
+                    name: try reader.string()
+                )
             )
         case 2:
             let ok = try reader.u8()
             guard ok <= 1 else { throw .malformed }
             let reason = try reader.string()
-            body = .prepared(ok: ok == 1, reason: reason.isEmpty ? nil : reason)
-        case 3: body = .cut
-        case 4:
-            var reports: [VMCutReport] = []
+            let holds = try reader.u8()
+            guard holds <= 1 else { throw .malformed }
+            body = .prepared(ok: ok == 1, reason: reason.isEmpty ? nil : reason, holds: holds == 1)
+        case 3:
+            var holders: Set<PeerID> = []
             for _ in 0..<Int(try reader.u8()) {
-                let vm = try reader.string()
-                let cutAt = try reader.u64()
-                let downtime = try reader.u64()
-                let triggered = try reader.u8()
-                guard triggered <= 1 else { throw .malformed }
-                reports.append(
-                    VMCutReport(
-                        vm: vm,
-                        cutAtNanoseconds: cutAt,
-                        downtimeNanoseconds: downtime,
-                        triggered: triggered == 1
-                    )
-                )
+                guard holders.insert(PeerID(rawValue: try reader.u64())).inserted else { throw .malformed }
             }
-            body = .cutDone(reports)
+            body = .cut(holders: holders)
+        case 4: body = .cutDone(try Self.readReports(&reader))
         case 5: body = .durable(try reader.blob())
         case 6: body = .commit(try reader.blob())
         case 7: body = .committed
@@ -218,11 +232,49 @@ public enum SnapshotCodec {
                 )
             }
             body = .streamed(counts)
+        case 18: body = .inquire(term: try reader.u64())
+        case 19:
+            switch try reader.u8() {
+            case 0: body = .holding(.nothing)
+            case 1: body = .holding(.unfinished)
+            case 2: body = .holding(.durable(cuts: try Self.readReports(&reader), report: try reader.blob()))
+            case 3: body = .holding(.committed(manifest: try reader.blob()))
+            case 4: body = .holding(.aborted)
+            case 5: body = .holding(.streaming)
+            default: throw .malformed
+            }
         default: throw .malformed
         }
         guard bytes.count <= Self.limit(of: body) else { throw .oversized }
         guard reader.offset == bytes.count else { throw .trailingBytes }
         return SnapshotMessage(key: key, from: from, body: body)
+    }
+
+    /// Cut reports as `count:u8 (vm:str cutAt:u64 downtime:u64 triggered:u8)*`.
+    private static func write(_ reports: [VMCutReport], _ writer: inout WireWriter) throws(WireFailure) {
+        guard reports.count <= 255 else { throw .oversized }
+        writer.u8(UInt8(reports.count))
+        for report in reports {
+            try writer.string(report.vm)
+            writer.u64(report.cutAtNanoseconds)
+            writer.u64(report.downtimeNanoseconds)
+            writer.u8(report.triggered ? 1 : 0)
+        }
+    }
+
+    private static func readReports(_ reader: inout WireReader) throws(WireFailure) -> [VMCutReport] {
+        var reports: [VMCutReport] = []
+        for _ in 0..<Int(try reader.u8()) {
+            let vm = try reader.string()
+            let cutAt = try reader.u64()
+            let downtime = try reader.u64()
+            let triggered = try reader.u8()
+            guard triggered <= 1 else { throw .malformed }
+            reports.append(
+                VMCutReport(vm: vm, cutAtNanoseconds: cutAt, downtimeNanoseconds: downtime, triggered: triggered == 1)
+            )
+        }
+        return reports
     }
 
     /// A target as `kind:u8 replicas:u8` (0 = disk, 1 = memory; replicas 1...16 for memory, 0 for disk).
@@ -261,13 +313,15 @@ public enum SnapshotCodec {
         case .deleteSnapshot: 15
         case .deleted: 16
         case .streamed: 17
+        case .inquire: 18
+        case .holding: 19
         }
     }
 
     /// The size limit of a message with this body.
     static func limit(of body: SnapshotMessage.Body) -> Int {
         switch body {
-        case .durable, .commit, .progress, .restore, .restoreAnswer: Self.maximumBlobMessageSize
+        case .durable, .commit, .progress, .restore, .restoreAnswer, .holding: Self.maximumBlobMessageSize
         default: Self.maximumSize
         }
     }

@@ -8,6 +8,8 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
     /// Where the snapshot stands.
     public enum Phase: Sendable, Hashable {
         case preparing, cutting, streaming, writingManifest, committing, aborting, committed, aborted
+        /// A new initiator taking over a lost one's snapshot: asking the participants what they hold.
+        case recovering
     }
 
     /// How it ended.
@@ -51,6 +53,16 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
     var durable: Set<PeerID> = []
     var deadline: Instant
     var nextRetransmit: Instant
+    /// Taking over (`recovering`): this initiator's term, what each participant holds, who is alive, names.
+    public private(set) var takeoverTerm: UInt64?
+    var holdings: [PeerID: SnapshotRecovery.Holding] = [:]
+    /// Participants running VMs of the VIOLIN (from their `prepared`, or as a participant of the lost
+    /// initiator's snapshot heard them with the marker); `nil` taking over without that knowledge.
+    public private(set) var holders: Set<PeerID> = []
+    var knownHolders: Set<PeerID>?
+    var waitingForStreams = false
+    var alive: Set<PeerID> = []
+    var names: [PeerID: String] = [:]
 
     /// A new snapshot; nothing is sent until `start`.
     public init(
@@ -70,8 +82,37 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
         self.nextRetransmit = now.advanced(by: settings.retransmitInterval)
     }
 
-    /// Sends `prepare` to every participant.
+    /// A new initiator of `term` taking over `key`, whose initiator was lost (DESIGN §6, failover): it asks the
+    /// `alive` participants what they hold and decides with `SnapshotRecovery` — commit with a manifest someone
+    /// saw, build one from every holder's durable report, or abort everywhere.
+    public init(
+        takingOver key: SnapshotKey,
+        term: UInt64,
+        me: PeerID,
+        plan: SnapshotPlan,
+        holders: Set<PeerID>?,
+        alive: Set<PeerID>,
+        names: [PeerID: String] = [:],
+        settings: SnapshotSettings = SnapshotSettings(),
+        now: Instant
+    ) {
+        precondition(term > key.term, "a takeover needs a higher term than the snapshot's")
+        self.init(key: key, me: me, plan: plan, settings: settings, now: now)
+        self.phase = .recovering
+        self.takeoverTerm = term
+        self.knownHolders = holders
+        self.alive = alive
+        self.names = names
+    }
+
+    /// Sends `prepare` to every participant (or, taking over, `inquire` to the alive ones).
     public mutating func start(now: Instant) -> [Directive] {
+        if self.phase == .recovering, let term = self.takeoverTerm {
+            var directives = self.request(.inquire(term: term), to: self.plan.participants.intersection(self.alive))
+            directives += self.decideRecovery(now: now)
+            directives.append(.scheduleTick(at: self.nextDeadline))
+            return directives
+        }
         var directives = self.request(.prepare(self.plan), to: self.plan.participants)
         directives.append(.scheduleTick(at: self.nextDeadline))
         return directives
@@ -86,7 +127,7 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
         guard message.key == self.key, self.plan.participants.contains(message.from) else { return directives }
         let peer = message.from
         switch (self.phase, message.body) {
-        case (.preparing, .prepared(let ok, let reason)):
+        case (.preparing, .prepared(let ok, let reason, let holds)):
             guard ok else {
                 return self.abort(
                     SnapshotAbortReason("\(peer) cannot prepare: \(reason ?? "no reason given")"),
@@ -94,9 +135,10 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
                 )
             }
             self.answered.insert(peer)
+            if holds { self.holders.insert(peer) }
             if self.answered == self.plan.participants {
                 self.enter(.cutting, timeout: self.cutTimeout, now: now)
-                directives += self.request(.cut, to: self.cutTargets)
+                directives += self.request(.cut(holders: self.holders), to: self.cutTargets)
             }
         case (.cutting, .cutDone(let reports)):
             self.cuts[peer] = reports
@@ -106,7 +148,7 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
                 directives += self.checkDurable()
             } else if self.plan.mode == .loop {
                 // One peer's VMs after another's: the next peer's marker only now.
-                directives += self.request(.cut, to: self.cutTargets)
+                directives += self.request(.cut(holders: self.holders), to: self.cutTargets)
             }
         case (.cutting, .durable(let report)), (.streaming, .durable(let report)):
             // Durable implies cut; the cut report itself still comes with `cutDone` (cut is resent).
@@ -115,6 +157,9 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
             if self.phase == .streaming { directives += self.checkDurable() }
         case (.preparing, .failed(let reason)), (.cutting, .failed(let reason)), (.streaming, .failed(let reason)):
             return self.abort(SnapshotAbortReason("\(peer) failed: \(reason)"), now: now)
+        case (.recovering, .holding(let holding)):
+            self.holdings[peer] = holding
+            directives += self.decideRecovery(now: now)
         case (.committing, .committed), (.aborting, .aborted):
             self.answered.insert(peer)
             if self.answered == self.plan.participants { directives += self.finish() }
@@ -146,6 +191,15 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
             case .committing, .aborting:
                 // They will learn the outcome when they ask again; the outcome itself is decided.
                 directives += self.finish()
+            case .recovering:
+                let waiting = self.plan.participants.intersection(self.alive).filter {
+                    self.holdings[$0] == nil || self.holdings[$0] == .streaming
+                }
+                let names = waiting.sorted().map { self.names[$0] ?? $0.description }.joined(separator: ", ")
+                return self.abortEverywhere(
+                    SnapshotAbortReason("taking over from a lost initiator: no durable answer from \(names)"),
+                    now: now
+                )
             case .writingManifest, .committed, .aborted:
                 break
             }
@@ -155,9 +209,15 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
             let missing = self.plan.participants.subtracting(self.answered)
             switch self.phase {
             case .preparing: directives += self.request(.prepare(self.plan), to: missing)
-            case .cutting: directives += self.request(.cut, to: self.cutTargets)
-            case .committing: directives += self.request(.commit(self.manifest), to: missing)
-            case .aborting: directives += self.request(.abort(self.abortReason!), to: missing)  // !-safe, set on abort
+            case .cutting: directives += self.request(.cut(holders: self.holders), to: self.cutTargets)
+            case .committing: directives += self.tell(.commit(self.manifest), to: missing)
+            case .aborting: directives += self.tell(.abort(self.abortReason!), to: missing)  // !-safe, set on abort
+            case .recovering:
+                // The silent, and those still streaming (they answer again once durable).
+                let asked = self.plan.participants.intersection(self.alive).filter {
+                    self.holdings[$0] == nil || self.holdings[$0] == .streaming
+                }
+                directives += self.request(.inquire(term: self.takeoverTerm ?? self.key.term), to: Set(asked))
             case .streaming, .writingManifest, .committed, .aborted: break
             }
         }
@@ -170,7 +230,7 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
         precondition(self.phase == .writingManifest, "manifestWritten in phase \(self.phase)")
         self.manifest = manifest
         self.enter(.committing, timeout: self.settings.settleTimeout, now: now)
-        var directives = self.request(.commit(manifest), to: self.plan.participants)
+        var directives = self.tell(.commit(manifest), to: self.plan.participants)
         directives.append(.scheduleTick(at: self.nextDeadline))
         return directives
     }
@@ -188,7 +248,7 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
         switch self.phase {
         case .writingManifest:
             break  // `manifestWritten` commits, `manifestFailed` aborts
-        case .preparing, .cutting, .streaming:
+        case .preparing, .cutting, .streaming, .recovering:
             return self.abortEverywhere(reason, now: now)
         case .committing, .aborting, .committed, .aborted:
             break
@@ -197,10 +257,53 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
         return directives
     }
 
+    /// A participant died or left: before the commit point the snapshot cannot complete; while taking over, only
+    /// a participant holding VMs matters (`SnapshotRecovery` decides again without it).
+    public mutating func participantDown(_ peer: PeerID, reason: SnapshotAbortReason, now: Instant) -> [Directive] {
+        guard self.plan.participants.contains(peer), peer != self.me else { return [] }
+        guard self.phase == .recovering else { return self.abort(reason, now: now) }
+        self.alive.remove(peer)
+        return self.decideRecovery(now: now) + [.scheduleTick(at: self.nextDeadline)]
+    }
+
+    /// Taking over: acts on what the participants said, once `SnapshotRecovery` can decide.
+    private mutating func decideRecovery(now: Instant) -> [Directive] {
+        guard self.phase == .recovering else { return [] }
+        // Without the marker's list, every participant may hold images: any lost one aborts.
+        let holders = self.knownHolders ?? self.plan.participants
+        switch SnapshotRecovery.decide(
+            plan: self.plan,
+            holders: holders,
+            answers: self.holdings,
+            alive: self.alive,
+            names: self.names
+        ) {
+        case .wait:
+            // Everyone answered and some still stream: their images get the stream's budget.
+            let silent = self.plan.participants.intersection(self.alive).subtracting(self.holdings.keys)
+            if silent.isEmpty, !self.waitingForStreams {
+                self.waitingForStreams = true
+                self.deadline = max(self.deadline, now.advanced(by: self.settings.streamTimeout))
+            }
+            return []
+        case .commit(let manifest):
+            self.manifest = manifest
+            self.enter(.committing, timeout: self.settings.settleTimeout, now: now)
+            return self.tell(.commit(manifest), to: self.plan.participants)
+        case .build(let cuts, let reports):
+            self.cuts = cuts
+            self.reports = reports
+            self.phase = .writingManifest
+            return [.writeManifest(cuts: cuts, reports: reports)]
+        case .abort(let reason):
+            return self.abortEverywhere(SnapshotAbortReason("taken over from a lost initiator: \(reason)"), now: now)
+        }
+    }
+
     private mutating func abortEverywhere(_ reason: SnapshotAbortReason, now: Instant) -> [Directive] {
         self.abortReason = reason
         self.enter(.aborting, timeout: self.settings.settleTimeout, now: now)
-        var directives = self.request(.abort(reason), to: self.plan.participants)
+        var directives = self.tell(.abort(reason), to: self.plan.participants)
         directives.append(.scheduleTick(at: self.nextDeadline))
         return directives
     }
@@ -236,6 +339,15 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
 
     private func message(_ body: SnapshotMessage.Body) -> SnapshotMessage {
         SnapshotMessage(key: self.key, from: self.me, body: body)
+    }
+
+    /// The outcome to `peers`. Taking over, each is asked to inquire first: a participant whose inquiry was lost
+    /// still takes the outcome only from the initiator it knows, so it must switch to this one before.
+    private func tell(_ outcome: SnapshotMessage.Body, to peers: Set<PeerID>) -> [Directive] {
+        guard let term = self.takeoverTerm else { return self.request(outcome, to: peers) }
+        return peers.sorted().flatMap {
+            [.send(self.message(.inquire(term: term)), to: $0), .send(self.message(outcome), to: $0)]
+        }
     }
 
     private func request(_ body: SnapshotMessage.Body, to peers: Set<PeerID>) -> [Directive] {

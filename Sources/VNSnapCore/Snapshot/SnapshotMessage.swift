@@ -7,10 +7,11 @@ public struct SnapshotMessage: Sendable, Hashable, Codable {
     public enum Body: Sendable, Hashable, Codable {
         /// Initiator → participant: open image streams, arm the switch for `plan`.
         case prepare(SnapshotPlan)
-        /// Participant → initiator: ready (or not, and why).
-        case prepared(ok: Bool, reason: String?)
-        /// Initiator → participant: the marker: cut every local VM of the plan not cut yet.
-        case cut
+        /// Participant → initiator: ready (or not, and why); `holds` says whether it runs VMs of the VIOLIN.
+        case prepared(ok: Bool, reason: String?, holds: Bool = false)
+        /// Initiator → participant: the marker: cut every local VM of the plan not cut yet. `holders` are the
+        /// participants running VMs, so a new initiator taking the snapshot over knows whose images it needs.
+        case cut(holders: Set<PeerID>)
         /// Participant → initiator: every local VM is cut.
         case cutDone([VMCutReport])
         /// Participant → initiator: every local image is durable; repeated until `commit` or `abort`. The report
@@ -46,6 +47,12 @@ public struct SnapshotMessage: Sendable, Hashable, Codable {
         /// Participant → initiator, while its images stream: bytes written so far per VM. Informational (shown
         /// by `snapshot` as it runs), sent periodically, never retransmitted.
         case streamed([VMStreamedBytes])
+        /// New initiator → participant, after the snapshot's initiator was lost (DESIGN §6, failover): what do you
+        /// hold for it? `term` is the new initiator's; a participant answers the highest term it has seen and
+        /// from then on takes the outcome only from that initiator (its predecessors are fenced).
+        case inquire(term: UInt64)
+        /// Participant → new initiator: what it holds.
+        case holding(SnapshotRecovery.Holding)
     }
 
     /// Which run of the protocol.

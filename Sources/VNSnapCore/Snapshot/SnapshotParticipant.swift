@@ -32,8 +32,10 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
     public let key: SnapshotKey
     /// This peer.
     public let me: PeerID
-    /// The initiator.
-    public let initiator: PeerID
+    /// The initiator: the one that prepared the snapshot, or the one of the highest term that took it over.
+    public private(set) var initiator: PeerID
+    /// The term of the initiator that took the snapshot over, if one did (its predecessors are fenced).
+    public private(set) var takeoverTerm: UInt64?
     /// This peer's VMs in the plan.
     public let vms: [String]
     /// Timing.
@@ -49,6 +51,10 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
     var durablePending = false
     var durableReport: [UInt8] = []
     var lastHeard: Instant?
+    /// The participants running VMs, as the marker said (a new initiator taking over needs them).
+    public private(set) var holders: Set<PeerID>?
+    /// The manifest, once committed (a new initiator may ask for it).
+    var manifest: [UInt8] = []
 
     /// Whether a message under `key` may be acted on, given the highest election term this peer has seen
     /// (fencing: an initiator of an older term has been superseded).
@@ -82,23 +88,28 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
     /// A request from the initiator; anything about another snapshot, or from another peer, is ignored.
     public mutating func onMessage(_ message: SnapshotMessage, now: Instant) -> [Directive] {
         var directives: [Directive] = []
+        if message.key == self.key, case .inquire(let term) = message.body {
+            return self.onInquire(from: message.from, term: term, now: now)
+        }
         guard message.key == self.key, message.from == self.initiator else { return directives }
         self.lastHeard = now
         switch (message.body, self.phase) {
         case (.prepare, .prepared), (.prepare, .cutting), (.prepare, .cut), (.prepare, .durable):
-            directives.append(self.reply(.prepared(ok: true, reason: nil)))
+            directives.append(self.reply(.prepared(ok: true, reason: nil, holds: !self.vms.isEmpty)))
         case (.prepare, .failed):
-            directives.append(self.reply(.prepared(ok: false, reason: self.failure)))
+            directives.append(self.reply(.prepared(ok: false, reason: self.failure, holds: !self.vms.isEmpty)))
         case (.cut, .failed):
             // A cut that failed is reported again each time the marker is resent (the report may be lost).
             directives.append(self.reply(.failed(self.failure ?? "cut failed")))
-        case (.cut, .prepared):
+        case (.cut(let holders), .prepared):
+            self.holders = holders
             self.phase = .cutting
             directives += self.cutRemaining()
         case (.cut, .cut), (.cut, .durable):
             directives.append(self.reply(.cutDone(self.sortedReports)))
         case (.commit(let manifest), .durable):
             self.phase = .committed
+            self.manifest = manifest
             self.nextResend = nil
             directives.append(.commitLocal(manifest))
             directives.append(self.reply(.committed))
@@ -117,6 +128,31 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         return directives
     }
 
+    /// What this peer holds for the snapshot, as a new initiator asks it.
+    public var holding: SnapshotRecovery.Holding {
+        switch self.phase {
+        case .durable: .durable(cuts: self.sortedReports, report: self.durableReport)
+        case .committed: .committed(manifest: self.manifest)
+        case .aborted: .aborted
+        case .cut: .streaming
+        case .preparing, .prepared, .failed, .cutting: .unfinished
+        }
+    }
+
+    /// A new initiator asks what this peer holds: one of a higher term than any before becomes the initiator
+    /// (outcomes from the others are ignored from now on); an inquiry of a lower term is fenced.
+    private mutating func onInquire(from peer: PeerID, term: UInt64, now: Instant) -> [Directive] {
+        let current = self.takeoverTerm ?? self.key.term
+        if term > current {
+            self.initiator = peer
+            self.takeoverTerm = term
+        } else if term != current || peer != self.initiator {
+            return []
+        }
+        self.lastHeard = now
+        return [self.reply(.holding(self.holding))]
+    }
+
     /// Local preparation finished (image streams open, switch armed), or failed.
     public mutating func localPrepared(ok: Bool, reason: String? = nil, now: Instant) -> [Directive] {
         precondition(self.phase == .preparing || self.phase == .aborted, "localPrepared in phase \(self.phase)")
@@ -124,7 +160,7 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         self.phase = ok ? .prepared : .failed
         self.failure = ok ? nil : reason
         self.lastHeard = now
-        var directives = [self.reply(.prepared(ok: ok, reason: self.failure))]
+        var directives = [self.reply(.prepared(ok: ok, reason: self.failure, holds: !self.vms.isEmpty))]
         if ok { directives.append(.scheduleTick(at: now.advanced(by: self.settings.participantSilence))) }
         return directives
     }

@@ -7,11 +7,13 @@
 /// aborted everywhere, so `list` never shows a snapshot that cannot be restored.
 public enum SnapshotRecovery {
     /// What one participant holds for the snapshot.
-    public enum Holding: Sendable, Hashable {
+    public enum Holding: Sendable, Hashable, Codable {
         /// Nothing: never prepared, or already cleaned up.
         case nothing
-        /// Prepared or cutting; its images are not durable.
+        /// Prepared or cutting: not every VM is cut (nobody will send the marker now).
         case unfinished
+        /// Every VM is cut and its images are still streaming: durable soon, worth waiting for.
+        case streaming
         /// Its images are durable: its cut reports and its durable report (the shell's per-VM summaries).
         case durable(cuts: [VMCutReport], report: [UInt8])
         /// It got the commit: the manifest as the initiator wrote it.
@@ -28,14 +30,17 @@ public enum SnapshotRecovery {
         case build(cuts: [PeerID: [VMCutReport]], reports: [PeerID: [UInt8]])
         /// Abort everywhere, for this reason.
         case abort(String)
-        /// Not every alive participant has answered yet: ask again (the shell aborts once its deadline passes).
+        /// Not every alive participant has answered yet, or some still stream: ask them again (the shell aborts
+        /// once its deadline passes).
         case wait(missing: Set<PeerID>)
     }
 
-    /// Decides from `answers` (by participant) for `plan`; `alive` are the members the new initiator sees.
-    /// `names` only make the reasons readable.
+    /// Decides from `answers` (by participant) for `plan`; `holders` are the participants running VMs (by
+    /// default those with VMs in the plan); `alive` are the members the new initiator sees. `names` only make the
+    /// reasons readable.
     public static func decide(
         plan: SnapshotPlan,
+        holders: Set<PeerID>? = nil,
         answers: [PeerID: Holding],
         alive: Set<PeerID>,
         names: [PeerID: String] = [:]
@@ -49,13 +54,21 @@ public enum SnapshotRecovery {
             return .abort("participant \(name(peer)) had already aborted it")
         }
         // Only participants holding VMs carry images; the others just closed their channels.
-        let holders = plan.vms.filter { !$0.value.isEmpty }.keys.sorted()
+        let holders = (holders ?? Set(plan.vms.filter { !$0.value.isEmpty }.keys)).sorted()
         if let gone = holders.first(where: { !alive.contains($0) }) {
             return .abort("participant \(name(gone)) is gone, and whether its images are durable is unknown")
         }
         // Every alive participant answers first, VMs or not: one may have seen the commit or the abort.
         let missing = Set(plan.participants.filter { alive.contains($0) && answers[$0] == nil })
         if !missing.isEmpty { return .wait(missing: missing) }
+        // Holders still streaming are waited for, unless another holder already makes the snapshot impossible.
+        let streaming = Set(holders.filter { answers[$0] == .streaming })
+        let stuck = holders.first { peer in
+            if case .durable = answers[peer] { return false }
+            return answers[peer] != .streaming
+        }
+        if let stuck { return .abort("the initiator failed before participant \(name(stuck))'s images were durable") }
+        if !streaming.isEmpty { return .wait(missing: streaming) }
         var cuts: [PeerID: [VMCutReport]] = [:]
         var reports: [PeerID: [UInt8]] = [:]
         for peer in holders {

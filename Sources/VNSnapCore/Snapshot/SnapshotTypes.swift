@@ -70,13 +70,22 @@ public struct SnapshotPlan: Sendable, Hashable, Codable {
     public var vni: UInt32
     /// Where the images go.
     public var target: SnapshotTarget
+    /// The operator's name for the snapshot (a new initiator taking it over writes it into the manifest).
+    public var name: String
 
     /// Creates a plan.
-    public init(vms: [PeerID: [String]], mode: SnapshotMode, vni: UInt32 = 0, target: SnapshotTarget = .disk) {
+    public init(
+        vms: [PeerID: [String]],
+        mode: SnapshotMode,
+        vni: UInt32 = 0,
+        target: SnapshotTarget = .disk,
+        name: String = ""
+    ) {
         self.vms = vms
         self.mode = mode
         self.vni = vni
         self.target = target
+        self.name = name
     }
 
     /// Every participant.

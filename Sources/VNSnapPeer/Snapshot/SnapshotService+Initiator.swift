@@ -87,7 +87,8 @@ extension SnapshotService {
             vms: Dictionary(uniqueKeysWithValues: view.alive.keys.map { ($0, [String]()) }),
             mode: mode,
             vni: definition.vni.rawValue,
-            target: target
+            target: target,
+            name: name
         )
         try self.catalog.begin(key, name: name, mode: mode, createdAtNanoseconds: Self.wallNanoseconds())
         var machine = SnapshotInitiator<Instant>(key: key, me: self.me, plan: plan, settings: self.settings, now: .now)
@@ -104,15 +105,59 @@ extension SnapshotService {
         return id
     }
 
-    /// A member died or left: a snapshot it takes part in cannot complete (before its commit point).
+    /// A member died or left: a snapshot it takes part in cannot complete (before its commit point); one it
+    /// initiated is taken over by the next initiator.
     public func memberDown(_ name: String) async {
         let peer = PeerID(name: name)
         for id in Array(self.initiators.keys) {
-            guard var run = self.initiators[id], run.machine.plan.participants.contains(peer), peer != self.me else {
+            guard var run = self.initiators[id] else { continue }
+            let directives = run.machine.participantDown(
+                peer,
+                reason: SnapshotAbortReason("participant \(name) died or left"),
+                now: .now
+            )
+            self.initiators[id] = run
+            await self.executeInitiator(id, directives)
+        }
+        await self.takeOverOrphans()
+    }
+
+    /// Failover (DESIGN §6): when this peer is the initiator, takes over every snapshot it takes part in whose
+    /// initiator is gone and that no initiator of this term has taken over yet. The new initiator asks the
+    /// participants what they hold, then commits or aborts everywhere (`SnapshotInitiator(takingOver:)`).
+    func takeOverOrphans() async {
+        guard let view = try? await self.membership.view(), view.initiator == self.me else { return }
+        for (id, run) in self.participants where self.initiators[id] == nil {
+            let machine = run.machine
+            guard view.alive[machine.initiator] == nil, view.term > (machine.takeoverTerm ?? machine.key.term) else {
                 continue
             }
-            let directives = run.machine.abort(SnapshotAbortReason("participant \(name) died or left"), now: .now)
-            self.initiators[id] = run
+            // A snapshot that ended here may not have ended everywhere: its outcome is passed on.
+            var initiator = SnapshotInitiator<Instant>(
+                takingOver: machine.key,
+                term: view.term,
+                me: self.me,
+                plan: run.plan,
+                holders: machine.holders,
+                alive: Set(view.alive.keys),
+                names: view.names,
+                settings: self.settings,
+                now: .now
+            )
+            self.logger.warning(
+                "Taking over a snapshot whose initiator was lost",
+                metadata: [
+                    "snapshot.id": "\(id)", "snapshot.lostInitiator": "\(view.names[machine.initiator] ?? "?")",
+                    "snapshot.term": "\(view.term)", "snapshot.phaseHere": "\(machine.phase)",
+                ]
+            )
+            let directives = initiator.start(now: .now)
+            self.initiators[id] = InitiatorRun(
+                machine: initiator,
+                name: run.plan.name,
+                requestID: 0,
+                requester: self.me
+            )
             await self.executeInitiator(id, directives)
         }
     }
@@ -158,6 +203,7 @@ extension SnapshotService {
         case .cutting: phase = "cutting"
         case .streaming: phase = "streaming"
         case .writingManifest: phase = "writing manifest"
+        case .recovering: phase = "taking over"
         case .committing, .committed:
             phase = "committed"
             finished = true
@@ -195,6 +241,11 @@ extension SnapshotService {
             var parsed: [SnapshotManifest.PeerReport] = []
             for (peer, bytes) in reports.sorted(by: { $0.key < $1.key }) {
                 parsed.append(.init(peer: peer, report: try ParticipantReport.decode(bytes)))
+            }
+            // Fencing: a peer that is no longer the initiator (superseded while it waited) does not commit.
+            let view = try await self.membership.view()
+            guard view.initiator == self.me else {
+                throw SnapshotError("\(self.config.peer.name) is no longer the initiator (term \(view.term))")
             }
             guard parsed.contains(where: { !$0.report.vms.isEmpty }) else {
                 throw SnapshotError("no VM of VIOLIN \(key.violin) runs on any alive peer")

@@ -36,10 +36,23 @@ extension SnapshotService {
     func participantMessage(_ message: SnapshotMessage) async {
         let id = message.key.id
         guard var run = self.participants[id] else {
-            // Unknown here (this peer restarted, or never prepared): an abort is answered so the initiator settles.
-            if case .abort = message.body {
+            // Unknown here (this peer restarted, or never prepared): an abort is answered so the initiator settles,
+            // and a new initiator's inquiry with what the catalog says.
+            var answer: SnapshotMessage.Body?
+            switch message.body {
+            case .abort: answer = .aborted
+            case .inquire:
+                let entry = try? self.catalog.entry(id)
+                answer = .holding(
+                    entry?.state == "committed"
+                        ? .committed(manifest: Array((try? entry?.manifest?.encoded()) ?? Data()))
+                        : entry?.state == "aborted" ? .aborted : .nothing
+                )
+            default: break
+            }
+            if let answer {
                 await self.membership.send(
-                    snapshot: SnapshotMessage(key: message.key, from: self.me, body: .aborted),
+                    snapshot: SnapshotMessage(key: message.key, from: self.me, body: answer),
                     to: message.from
                 )
             }

@@ -70,6 +70,8 @@ public actor SnapshotService {
     /// Frozen disk images already hashed, by path (they are read-only once frozen).
     var frozenDigests: [String: SnapshotManifest.DiskLayer] = [:]
     private var ticker: Task<Void, Never>?
+    /// When this peer last looked for snapshots whose initiator was lost.
+    var lastTakeoverCheck: Instant?
 
     /// How often the protocol machines are ticked (retransmissions, deadlines).
     static let tickInterval = Duration.milliseconds(50)
@@ -131,12 +133,12 @@ public actor SnapshotService {
             if self.awaited[id] != nil { self.awaited[id] = progress }
         case .prepare:
             await self.startParticipant(message)
-        case .prepared, .cutDone, .durable, .failed, .committed, .aborted:
+        case .prepared, .cutDone, .durable, .failed, .committed, .aborted, .holding:
             guard var run = self.initiators[id] else { return }
             let directives = run.machine.onMessage(message, now: .now)
             self.initiators[id] = run
             await self.executeInitiator(id, directives)
-        case .cut, .commit, .abort:
+        case .cut, .commit, .abort, .inquire:
             await self.participantMessage(message)
         case .restore, .restoreAnswer:
             await self.restoreMessage(message)
@@ -179,6 +181,10 @@ public actor SnapshotService {
             await self.reportStreamed(id, now: now)
         }
         await self.tickRestores(now: now)
+        if self.lastTakeoverCheck.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
+            self.lastTakeoverCheck = now
+            await self.takeOverOrphans()
+        }
         for (id, request) in self.served where request.at.duration(to: now) > .seconds(3600) {
             self.served[id] = nil
         }
