@@ -208,6 +208,7 @@ extension SnapshotService {
 
     func abortLocal(_ id: UInt64, reason: SnapshotAbortReason) async {
         self.participants[id]?.ended = .now
+        self.participants[id]?.abortReason = reason.message
         let vms = self.participants[id]?.machine.vms ?? []
         self.logger.warning(
             "Snapshot aborted here",

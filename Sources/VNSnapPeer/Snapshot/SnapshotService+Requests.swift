@@ -35,11 +35,26 @@ extension SnapshotService {
             try? await Task.sleep(for: .milliseconds(100))
             guard case .some(.some(let current)) = self.awaited[requestID] else {
                 if heardAt.duration(to: .now) > .seconds(10) {
-                    throw SnapshotError("the initiator \(view.names[initiator] ?? "\(initiator)") does not answer")
+                    let lost = view.names[initiator] ?? "\(initiator)"
+                    // A snapshot under way that this peer takes part in: its outcome arrives here whoever decides it.
+                    if let id = last?.snapshotID, id != 0, self.participants[id] != nil {
+                        await progress(
+                            SnapshotProgress(
+                                snapshotID: id,
+                                phase: "initiator lost",
+                                finished: false,
+                                message: "\(lost) does not answer; the next initiator commits or aborts it"
+                            )
+                        )
+                        return try await self.awaitOutcome(id, until: deadline)
+                    }
+                    throw SnapshotError("the initiator \(lost) does not answer")
                 }
                 continue
             }
             heardAt = .now
+            // Consumed: the next poll must be answered afresh, or the initiator's silence would go unnoticed.
+            self.awaited[requestID] = .some(nil)
             if current != last {
                 last = current
                 await progress(current)
@@ -53,6 +68,20 @@ extension SnapshotService {
             return manifest
         }
         throw SnapshotError("no outcome from the initiator in time; see `vnsnap-peer list` for whether it committed")
+    }
+
+    /// The outcome of snapshot `id` as it reaches this peer as a participant (after its initiator was lost).
+    private func awaitOutcome(_ id: UInt64, until deadline: ContinuousClock.Instant) async throws -> SnapshotManifest {
+        while ContinuousClock.now < deadline {
+            if let entry = try self.catalog.entry(id), entry.state == "committed", let manifest = entry.manifest {
+                return manifest
+            }
+            if let run = self.participants[id], run.machine.phase == .aborted {
+                throw SnapshotError("snapshot aborted: \(run.abortReason ?? "aborted")")
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw SnapshotError("no outcome of snapshot \(id) in time; see `vnsnap-peer list` for whether it committed")
     }
 
     /// Committed snapshots this peer knows of.

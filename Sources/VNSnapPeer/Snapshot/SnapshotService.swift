@@ -39,6 +39,8 @@ public actor SnapshotService {
         var ended: Instant?
         /// When this peer last told the initiator its VMs' streamed bytes.
         var streamedSentAt: Instant?
+        /// Why it was aborted here, once it was.
+        var abortReason: String?
     }
 
     /// What the initiator remembers of a request, to answer the requester's polls.
