@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import VNSnapCore
 import VNSnapCrypto
@@ -79,6 +80,37 @@ import VNSnapImage
             #expect(error.code == .noRoom && error.message.contains("store s1"), "\(error)")
         }
         refused.abandon()
+    }
+
+    @Test func test_open_aStoreRefusesAtItsBudget_theNextSpareTakesTheReplica() async throws {
+        // s1 is full for this replica; s2 has room: the replica goes to s0 and s2.
+        let fixture = try await StoreFixture.start(budgets: [64 << 20, 1 << 20, 64 << 20])
+        defer { fixture.stop() }
+        let targets = fixture.stores.enumerated().map { (name: "s\($0.offset)", address: $0.element.server.address) }
+        let refusals = Mutex<[String]>([])
+        let (uploader, stores) = try await ReplicaUploader.open(
+            Self.replica,
+            reserve: 8 << 20,
+            placement: (chosen: [targets[0], targets[1]], spares: [targets[2]]),
+            secret: fixture.key,
+            keys: StoreFixture.keys(fixture.key)
+        ) { refusal in refusals.withLock { $0.append(refusal.message) } }
+        #expect(stores.map(\.name) == ["s0", "s2"])
+        #expect(refusals.withLock { $0.count == 1 && $0[0].contains("store s1") }, "\(refusals.withLock { $0 })")
+        uploader.abandon()
+        // No spare left: refused, naming every store that said no.
+        do {
+            _ = try await ReplicaUploader.open(
+                ReplicaKey(snapshot: 23, vm: "sink", kind: .memory),
+                reserve: 8 << 20,
+                placement: (chosen: [targets[1]], spares: []),
+                secret: fixture.key,
+                keys: StoreFixture.keys(fixture.key)
+            )
+            Issue.record("a replica without a store with room was opened")
+        } catch {
+            #expect(error.code == .noRoom && error.message.contains("store s1"), "\(error)")
+        }
     }
 
     @Test func test_aStoreWithoutRoom_failsTheImageNamingIt_andTheOtherKeepsNothing() async throws {

@@ -101,8 +101,7 @@ extension SnapshotService {
         let mode = run.plan.mode
         do {
             try self.catalog.begin(key, name: "", mode: mode, createdAtNanoseconds: Self.wallNanoseconds())
-            let stores = try await self.placeReplicas(vms, target: run.plan.target)
-            self.participants[id]?.stores = stores
+            let placement = try await self.placeReplicas(vms, target: run.plan.target)
             for vm in vms {
                 guard let machine = await self.supervisor.machine(vm), let monitor = await machine.monitor else {
                     throw SnapshotError("VM \(vm) is not running on \(self.config.peer.name)")
@@ -118,19 +117,30 @@ extension SnapshotService {
                         "image socket path \(socket) is too long for a unix socket; use a shorter data_dir"
                     )
                 }
-                if let targets = stores[vm] {
+                if let placed = placement[vm] {
                     // Memory target: straight into the stores' RAM, admitted there before any VM is cut.
                     let keyring = self.keyring()
-                    let uploader = ReplicaUploader(
+                    let logger = self.logger
+                    let (uploader, stores) = try await ReplicaUploader.open(
                         ReplicaKey(snapshot: id, vm: vm, kind: .memory),
                         reserve: self.replicaBytes(vm),
-                        stores: targets,
+                        placement: placed,
                         secret: keyring.primary,
                         keys: { keyring.key(id: $0) }
-                    )
-                    // Kept at once, so a failure further on cancels it.
-                    self.participants[id]?.writers[vm] = try ImageStreamWriter(socketPath: socket, store: uploader)
-                    try await uploader.opened()
+                    ) { refusal in
+                        logger.notice(
+                            "A store refused a replica; trying the next",
+                            metadata: ["snapshot.id": "\(id)", "vm.name": "\(vm)", "store.error": "\(refusal.message)"]
+                        )
+                    }
+                    self.participants[id]?.stores[vm] = stores
+                    do {
+                        // Kept at once, so a failure further on cancels it.
+                        self.participants[id]?.writers[vm] = try ImageStreamWriter(socketPath: socket, store: uploader)
+                    } catch {
+                        uploader.abandon()
+                        throw error
+                    }
                 } else {
                     let store = LocalChunkStore(directory: directory + "/memory", label: "snapshot \(id), VM \(vm)")
                     // Kept at once, so a failure further on cancels it (its thread waits in accept until then).

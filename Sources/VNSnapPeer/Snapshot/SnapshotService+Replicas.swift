@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import NIOCore
 import NIOPosix
 import VNSnapCore
@@ -15,11 +16,14 @@ extension SnapshotService {
         return ram + ram / 64 + (16 << 20)
     }
 
+    typealias StoreTarget = ReplicaUploader.StoreTarget
+
     /// For a memory target: each VM's stores by rendezvous placement over the alive store peers (never this
-    /// peer when another has room); empty for a disk target. Throws when the stores cannot take the images.
-    func placeReplicas(_ vms: [String], target: SnapshotTarget) async throws -> [String: [(
-        name: String, address: SocketAddress
-    )]] {
+    /// peer when another has room), and the other stores with room in preference order, to stand in for one
+    /// that refuses its replica; empty for a disk target. Throws when the stores cannot take the images.
+    func placeReplicas(_ vms: [String], target: SnapshotTarget) async throws -> [String: (
+        chosen: [StoreTarget], spares: [StoreTarget]
+    )] {
         guard target.kind == .memory, !vms.isEmpty else { return [:] }
         let view = try await self.membership.view()
         var addresses: [PeerID: (name: String, address: SocketAddress)] = [:]
@@ -36,7 +40,15 @@ extension SnapshotService {
         } catch {
             throw SnapshotError("\(error)")
         }
-        return placed.mapValues { $0.compactMap { addresses[$0] } }
+        var result: [String: (chosen: [StoreTarget], spares: [StoreTarget])] = [:]
+        for image in images {
+            let chosen = placed[image.vm] ?? []
+            let spares = ReplicaPlacement.order(vm: image.vm, host: self.me, stores: candidates.map(\.peer)).filter {
+                !chosen.contains($0) && (view.stores[$0]?.capacity ?? 0) >= image.bytes
+            }
+            result[image.vm] = (chosen.compactMap { addresses[$0] }, spares.compactMap { addresses[$0] })
+        }
+        return result
     }
 
     /// Where a store peer's image store listens: two ports above its tunnel.
@@ -182,6 +194,13 @@ extension SnapshotService {
                 return list
             } catch {
                 problems.append("\(name): \(error)")
+                self.logger.warning(
+                    "A replica could not serve; trying the next",
+                    metadata: [
+                        "replica": "\(ReplicaKey(snapshot: manifest.id, vm: vm, kind: kind))", "store.name": "\(name)",
+                        "store.error": "\(error)",
+                    ]
+                )
             }
         }
         let what = kind == .channel ? "channel log" : "image"

@@ -114,6 +114,47 @@ final class ReplicaUploader: ChunkSink {
         }
     }
 
+    /// A store peer's image store.
+    typealias StoreTarget = (name: String, address: SocketAddress)
+
+    /// Opens an uploader of `key` to `placement.chosen`, each store admitting its replica before any VM is cut;
+    /// a store that refuses (participants place without coordinating, so several may fill one) is replaced by
+    /// the next of `placement.spares`. Returns the uploader and the stores that admitted it; throws every
+    /// refusal when the spares run out.
+    static func open(
+        _ key: ReplicaKey,
+        reserve: UInt64,
+        placement: (chosen: [StoreTarget], spares: [StoreTarget]),
+        secret: SecretKey,
+        keys: @escaping @Sendable (UInt32) -> SecretKey?,
+        onRefusal: @Sendable (ImageError) -> Void = { _ in }
+    ) async throws(ImageError) -> (ReplicaUploader, [StoreTarget]) {
+        var targets = placement.chosen
+        var spares = placement.spares
+        var refusals: [String] = []
+        while true {
+            let uploader = ReplicaUploader(key, reserve: reserve, stores: targets, secret: secret, keys: keys)
+            do {
+                try await uploader.opened()
+                return (uploader, targets)
+            } catch {
+                uploader.abandon()
+                refusals.append(error.message)
+                let refused = uploader.refused
+                guard !refused.isEmpty, spares.count >= refused.count else {
+                    throw ImageError(error.code, refusals.joined(separator: "; "))
+                }
+                onRefusal(error)
+                targets = targets.map { refused.contains($0.name) ? spares.removeFirst() : $0 }
+            }
+        }
+    }
+
+    /// The stores that refused (or failed) their replica so far.
+    var refused: [String] {
+        self.uploads.filter { $0.failure.withLock { $0 } != nil }.map(\.store)
+    }
+
     /// Stops every upload unsealed (a failed stream, an aborted snapshot): the stores abandon what they got.
     func abandon() {
         for task in self.tasks { task.cancel() }

@@ -5,7 +5,8 @@ import VNSnapImage
 import VNSnapPeer
 
 /// Snapshots to memory targets on real peers: the 3-VM pipeline on h1 and h2, stores on h2 and h3. Every image
-/// goes to the RAM of two stores (never its own host first), the restore fetches them back, `delete` drops them.
+/// goes to the RAM of two stores (never its own host first), the restore fetches them back (past a damaged
+/// chunk on one store), `delete` drops them.
 @Suite(.serialized) struct StoreLiveTests {
     static let store = "[peer]\nroles = [\"vm\", \"store\"]\nstore_capacity_mib = 1024\n"
 
@@ -64,6 +65,30 @@ import VNSnapPeer
                 timeout: .seconds(240)
             )
             #expect(live.contains("verdict=ok"), "live run: \(live)")
+
+            // One flipped byte in a chunk of the relay's replica on h3, the store its restore tries first. h3
+            // restarts (its replicas come back from its disk); the damaged chunk is refused and h2's replica serves.
+            let pid = try #require(cluster.host("h3").peerPID)
+            cluster.signalPeer("h3", SIGTERM)
+            let stopped = ContinuousClock.now + .seconds(30)
+            while !LiveCluster.isZombie(pid), ContinuousClock.now < stopped {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+            let chunks = "\(cluster.host("h3").directory)/data/replicas/\(manifest.id)/relay/memory"
+            let first = try #require(
+                try FileManager.default.contentsOfDirectory(atPath: chunks).filter { $0.hasSuffix(".zst") }.min()
+            )
+            var bytes = [UInt8](try #require(FileManager.default.contents(atPath: "\(chunks)/\(first)")))
+            bytes[bytes.count / 2] ^= 0x40
+            #expect(FileManager.default.createFile(atPath: "\(chunks)/\(first)", contents: Data(bytes)))
+            try cluster.startPeer("h3", config: h3)
+            try await cluster.waitUntil("h1", timeout: .seconds(60), "seeing h3 alive again") {
+                LiveCluster.states($0)["h3"] == "alive"
+            }
+            #expect(
+                try await cluster.status("h3").store?.usage.replicas.filter { $0.key.snapshot == manifest.id }.count
+                    == 6
+            )
             try await cluster.restore("h1", id: manifest.id)
             let restored = try await cluster.waitForSerial(
                 host: "h1",
@@ -71,7 +96,13 @@ import VNSnapPeer
                 containing: "verdict=",
                 timeout: .seconds(240)
             )
-            #expect(restored.contains("verdict=ok"), "restored from the stores: \(restored)")
+            #expect(restored.contains("verdict=ok"), "restored from the stores, past the damaged chunk: \(restored)")
+            // The relay runs on h2: its peer fetched the image, h3 first.
+            let log = try String(contentsOfFile: "\(cluster.host("h2").directory)/peer.log", encoding: .utf8)
+            #expect(
+                log.contains("A replica could not serve") && log.contains("store.name=h3"),
+                "the damaged replica on h3 was not the one refused"
+            )
 
             _ = try await cluster.request("h1", ControlRequest(command: "delete", id: manifest.id))
             #expect(try await cluster.status("h3").store?.usage.replicas.isEmpty == true)
