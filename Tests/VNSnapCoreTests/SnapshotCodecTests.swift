@@ -67,6 +67,11 @@ import VNSnapCore
         F.message(.holding(.durable(cuts: [F.report("sink", at: 3)], report: [1, 2, 3])), from: F.peers[0]),
         F.message(.holding(.committed(manifest: Array(repeating: 4, count: 30_000))), from: F.peers[0]),
         F.message(.holding(.aborted), from: F.peers[1]),
+        F.message(.holding(.streaming), from: F.peers[1]),
+        F.message(.catalog(reply: true, blob: Array("{\"committed\":[7]}".utf8)), from: F.peers[0]),
+        F.message(.catalog(reply: false, blob: []), from: F.peers[1]),
+        F.message(.manifestWanted, from: F.peers[0]),
+        F.message(.manifest([1, 2, 3]), from: F.peers[1]),
         F.message(
             .restore(run: 6, step: .verify, replay: false, moved: ["relay": F.peers[1], "sink": F.peers[0]]),
             from: F.initiator

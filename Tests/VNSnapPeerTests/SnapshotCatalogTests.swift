@@ -76,7 +76,34 @@ import VNSnapPeer
         try catalog.abort(43, reason: "late")
         #expect(try catalog.entry(43)?.state == "committed")
         try catalog.delete(43)
-        #expect(try catalog.entry(43) == nil)
+        #expect(try catalog.entry(43)?.state == "deleted")
+        #expect(try catalog.entry(43)?.manifest == nil)
+    }
+
+    @Test func test_delete_leavesATombstone_thatALateCommitDoesNotRevive_andStatesListsEveryId() throws {
+        let directory = try self.scratch()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let catalog = try SnapshotCatalog(path: directory + "/catalog.sqlite")
+        let kept = Self.manifest(id: 7)
+        try catalog.commit(kept, document: try kept.encoded())
+        // Deleted here before this peer ever heard of it (catalog sync): a tombstone all the same.
+        try catalog.delete(8)
+        let late = Self.manifest(id: 8)
+        try catalog.commit(late, document: try late.encoded())
+        #expect(try catalog.entry(8)?.state == "deleted", "a commit arriving after the deletion must not revive it")
+        #expect(try catalog.list().map(\.id) == [7])
+        try catalog.begin(
+            SnapshotKey(id: 9, violin: "pipeline", epoch: 4, term: 2),
+            name: "",
+            mode: .cow,
+            createdAtNanoseconds: 1
+        )
+        try catalog.abort(9, reason: "x")
+        let states = try catalog.states()
+        #expect(
+            states["committed"] == [7] && states["deleted"] == [8] && states["aborted"] == [9]
+                && states["pending"] == []
+        )
     }
 
     @Test func test_aFileThatIsNotACatalog_isRefusedNamingIt_andLeftAlone() throws {

@@ -4,11 +4,11 @@
 /// message = version:u8(1) type:u8 id:u64 violin:str epoch:u32 term:u64 from:u64 body
 /// type    = 1 prepare, 2 prepared, 3 cut, 4 cutDone, 5 durable, 6 commit, 7 committed, 8 abort, 9 aborted,
 ///           10 failed, 11 request, 12 progress, 13 restore, 14 restoreAnswer, 15 deleteSnapshot, 16 deleted,
-///           17 streamed, 18 inquire, 19 holding
+///           17 streamed, 18 inquire, 19 holding, 20 catalog, 21 manifestWanted, 22 manifest
 /// body    = prepare: mode:u8 vni:u32 peers:u8 (peer:u64 vms:u8 vm:str*)* target name:str
 ///         | prepared: ok:u8 reason:str holds:u8 | cut: holders:u8 (peer:u64)* (at most 150)
 ///         | cutDone: count:u8 (vm:str cutAt:u64 downtime:u64 triggered:u8)* | abort, failed: reason:str
-///         | durable, commit: blob | request: mode:u8 name:str
+///         | durable, commit, manifest: blob | catalog: reply:u8 blob | request: mode:u8 name:str
 ///         | progress: snapshot:u64 phase:str finished:u8 message:str blob
 ///         | restore: run:u64 step:u8 replay:u8 moves:u8 (vm:str peer:u64)* | restoreAnswer: run:u64 step:u8 ok:u8 reason:str blob
 ///         | inquire: term:u64 | holding: kind:u8 (0 nothing, 1 unfinished, 2 durable: reports blob,
@@ -66,7 +66,10 @@ public enum SnapshotCodec {
             try writer.string(Self.shortened(reason.message))
         case .failed(let reason):
             try writer.string(Self.shortened(reason))
-        case .durable(let blob), .commit(let blob):
+        case .durable(let blob), .commit(let blob), .manifest(let blob):
+            writer.blob(blob)
+        case .catalog(let reply, let blob):
+            writer.u8(reply ? 1 : 0)
             writer.blob(blob)
         case .request(let mode, let name, let target):
             writer.u8(UInt8(Self.modes.firstIndex(of: mode)!))  // !-safe, every mode is listed
@@ -118,7 +121,7 @@ public enum SnapshotCodec {
             case .aborted: writer.u8(4)
             case .streaming: writer.u8(5)
             }
-        case .committed, .aborted, .deleteSnapshot, .deleted:
+        case .committed, .aborted, .deleteSnapshot, .deleted, .manifestWanted:
             break
         }
         guard writer.bytes.count <= Self.limit(of: message.body) else { throw .oversized }
@@ -233,6 +236,12 @@ public enum SnapshotCodec {
             }
             body = .streamed(counts)
         case 18: body = .inquire(term: try reader.u64())
+        case 20:
+            let reply = try reader.u8()
+            guard reply <= 1 else { throw .malformed }
+            body = .catalog(reply: reply == 1, blob: try reader.blob())
+        case 21: body = .manifestWanted
+        case 22: body = .manifest(try reader.blob())
         case 19:
             switch try reader.u8() {
             case 0: body = .holding(.nothing)
@@ -315,13 +324,17 @@ public enum SnapshotCodec {
         case .streamed: 17
         case .inquire: 18
         case .holding: 19
+        case .catalog: 20
+        case .manifestWanted: 21
+        case .manifest: 22
         }
     }
 
     /// The size limit of a message with this body.
     static func limit(of body: SnapshotMessage.Body) -> Int {
         switch body {
-        case .durable, .commit, .progress, .restore, .restoreAnswer, .holding: Self.maximumBlobMessageSize
+        case .durable, .commit, .progress, .restore, .restoreAnswer, .holding, .catalog, .manifest:
+            Self.maximumBlobMessageSize
         default: Self.maximumSize
         }
     }

@@ -53,6 +53,14 @@ public struct SnapshotMessage: Sendable, Hashable, Codable {
         case inquire(term: UInt64)
         /// Participant → new initiator: what it holds.
         case holding(SnapshotRecovery.Holding)
+        /// Peer → peer, periodically (catalog sync): the snapshot ids of its catalog by state (JSON, opaque to the
+        /// protocol), so a peer that was down learns the commits, deletions and aborts it missed; `reply` asks
+        /// for the other's in return.
+        case catalog(reply: Bool, blob: [UInt8])
+        /// Peer → peer: send me the manifest of snapshot `key.id` (your catalog has it committed).
+        case manifestWanted
+        /// Peer → peer: the manifest of snapshot `key.id`, as committed.
+        case manifest([UInt8])
     }
 
     /// Which run of the protocol.

@@ -20,7 +20,7 @@ public final class SnapshotCatalog: Sendable {
         public var epoch: UInt32
         /// How it was cut.
         public var mode: String
-        /// `pending`, `committed` or `aborted`.
+        /// `pending`, `committed`, `aborted` or `deleted` (a tombstone).
         public var state: String
         /// When it was created (wall clock, nanoseconds since 1970).
         public var createdAtNanoseconds: UInt64
@@ -157,6 +157,7 @@ public final class SnapshotCatalog: Sendable {
                     VALUES (?, ?, ?, ?, ?, ?, 'committed', ?, ?)
                     ON CONFLICT(id) DO UPDATE SET state = 'committed', manifest = excluded.manifest,
                         name = excluded.name, createdAt = excluded.createdAt
+                    WHERE snapshots.state != 'deleted'
                     """,
                 arguments: [
                     Int64(bitPattern: manifest.id), manifest.name, manifest.violin, Int64(manifest.epoch),
@@ -181,13 +182,38 @@ public final class SnapshotCatalog: Sendable {
         }
     }
 
-    /// Deletes a snapshot's rows; returns the directories of its images to delete.
+    /// Deletes a snapshot: its images are forgotten and its row becomes a tombstone (state `deleted`, no
+    /// manifest), so a peer that was down when it was deleted learns it from this one (catalog sync); returns the
+    /// directories of its images to delete.
     @discardableResult
     public func delete(_ id: UInt64) throws -> [String] {
         try self.queue.write { db in
             let directories = try Self.forgetImages(of: id, in: db)
-            try db.execute(sql: "DELETE FROM snapshots WHERE id = ?", arguments: [Int64(bitPattern: id)])
+            try db.execute(
+                sql: """
+                    INSERT INTO snapshots (id, name, violin, epoch, term, mode, state, createdAt)
+                    VALUES (?, '', '', 0, 0, '', 'deleted', ?)
+                    ON CONFLICT(id) DO UPDATE SET state = 'deleted', manifest = NULL
+                    """,
+                arguments: [Int64(bitPattern: id), Int64(Date().timeIntervalSince1970 * 1_000_000_000)]
+            )
             return directories
+        }
+    }
+
+    /// Every snapshot id by state (`committed`, `deleted`, `aborted`, `pending`), newest first, at most `limit`
+    /// of each: what catalog sync exchanges.
+    public func states(limit: Int = 1_000) throws -> [String: [UInt64]] {
+        try self.queue.read { db in
+            var result: [String: [UInt64]] = [:]
+            for state in ["committed", "deleted", "aborted", "pending"] {
+                result[state] = try Int64.fetchAll(
+                    db,
+                    sql: "SELECT id FROM snapshots WHERE state = ? ORDER BY createdAt DESC LIMIT ?",
+                    arguments: [state, limit]
+                ).map { UInt64(bitPattern: $0) }
+            }
+            return result
         }
     }
 

@@ -74,6 +74,7 @@ public enum PeerDaemon {
                     config: config,
                     tunnelPort: switchService.tunnelAddress.port ?? config.peer.bind.port,
                     keyring: keyringBox,
+                    catalog: catalog,
                     logger: logger
                 ) : nil
         } catch {

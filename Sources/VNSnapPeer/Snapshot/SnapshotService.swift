@@ -74,6 +74,8 @@ public actor SnapshotService {
     private var ticker: Task<Void, Never>?
     /// When this peer last looked for snapshots whose initiator was lost.
     var lastTakeoverCheck: Instant?
+    /// When this peer last swapped catalogs with another.
+    var lastCatalogSync: Instant?
 
     /// How often the protocol machines are ticked (retransmissions, deadlines).
     static let tickInterval = Duration.milliseconds(50)
@@ -152,6 +154,8 @@ public actor SnapshotService {
             )
         case .deleted:
             self.deletions[id]?.remove(message.from)
+        case .catalog, .manifestWanted, .manifest:
+            await self.catalogMessage(message)
         case .streamed(let counts):
             guard self.initiators[id] != nil else { return }
             for count in counts { self.initiators[id]?.streamed[count.vm] = count }
@@ -186,6 +190,10 @@ public actor SnapshotService {
         if self.lastTakeoverCheck.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
             self.lastTakeoverCheck = now
             await self.takeOverOrphans()
+        }
+        if self.lastCatalogSync.map({ $0.duration(to: now) >= Self.catalogSyncInterval }) ?? true {
+            self.lastCatalogSync = now
+            await self.syncCatalog()
         }
         for (id, request) in self.served where request.at.duration(to: now) > .seconds(3600) {
             self.served[id] = nil

@@ -12,11 +12,16 @@ import VNSnapImage
 public final class StoreService: Service, Sendable {
     /// How often sealed replicas are flushed.
     static let flushInterval = Duration.milliseconds(200)
+    /// How often replicas of deleted or aborted snapshots are looked for.
+    static let collectInterval = Duration.seconds(5)
 
     /// The replicas.
     public let store: ReplicaStore
     private let server: StoreServer
     private let logger: Logger
+    /// This peer's catalog, whose deletions and aborts (also those learned by catalog sync after being away)
+    /// say which replicas are garbage.
+    private let catalog: SnapshotCatalog?
 
     /// What `status` shows.
     public struct Status: Sendable, Codable, Hashable {
@@ -31,7 +36,14 @@ public final class StoreService: Service, Sendable {
 
     /// Opens the store and binds its endpoint next to the tunnel (bound at `tunnelPort`); `keyring` is read on
     /// every connection, so a rotated key is used at once.
-    public init(config: PeerConfig, tunnelPort: Int, keyring: NIOLockedValueBox<Keyring>, logger: Logger) async throws {
+    public init(
+        config: PeerConfig,
+        tunnelPort: Int,
+        keyring: NIOLockedValueBox<Keyring>,
+        catalog: SnapshotCatalog? = nil,
+        logger: Logger
+    ) async throws {
+        self.catalog = catalog
         self.store = ReplicaStore(
             directory: config.peer.dataDirectory + "/replicas",
             ramBudget: config.peer.storeCapacity
@@ -60,6 +72,12 @@ public final class StoreService: Service, Sendable {
                     await self.flushOnce()
                 }
             }
+            group.addTask {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: Self.collectInterval)
+                    await self.collectGarbage()
+                }
+            }
             try? await gracefulShutdown()
             await self.flushOnce()
             group.cancelAll()
@@ -72,6 +90,26 @@ public final class StoreService: Service, Sendable {
             _ = try await NIOThreadPool.singleton.runIfActive { try store.flush() }
         } catch {
             self.logger.error("Store flush failed", metadata: ["store.error": "\(error)"])
+        }
+    }
+
+    /// Drops the replicas of snapshots this peer's catalog knows as deleted or aborted (a drop sent while this
+    /// peer was down never arrived).
+    func collectGarbage() async {
+        guard let catalog = self.catalog else { return }
+        let store = self.store
+        let held = Set(store.usage().replicas.map(\.key.snapshot))
+        guard !held.isEmpty else { return }
+        let gone =
+            (try? await NIOThreadPool.singleton.runIfActive { () -> [UInt64] in
+                held.filter { id in ["deleted", "aborted"].contains((try? catalog.entry(id))??.state ?? "") }
+            }) ?? []
+        for id in gone.sorted() {
+            store.drop(snapshot: id)
+            self.logger.notice(
+                "Dropped the replicas of a deleted or aborted snapshot",
+                metadata: ["snapshot.id": "\(id)"]
+            )
         }
     }
 

@@ -83,6 +83,15 @@ import VNSnapPeer
                     timeout: .seconds(300)
                 )
                 #expect(restored.contains("verdict=ok"), "restored after failover: \(restored)")
+                // The killed initiator comes back: it learns the commit it missed from the others' catalogs.
+                try cluster.startPeer(first, config: cluster.baseConfig(first) + violin)
+                let back = ContinuousClock.now + .seconds(90)
+                var listed: [UInt64] = []
+                while listed != [manifest.id], ContinuousClock.now < back {
+                    try await Task.sleep(for: .seconds(1))
+                    listed = (try? await cluster.list(first).map(\.id)) ?? []
+                }
+                #expect(listed == [manifest.id], "the returning initiator lists \(listed)")
             case .success(let response):
                 // Aborted everywhere: listed nowhere, and the reason says why.
                 #expect(lists[0].isEmpty, "\(lists)")

@@ -6,7 +6,7 @@ import VNSnapPeer
 
 /// Snapshots to memory targets on real peers: the 3-VM pipeline on h1 and h2, stores on h2 and h3. Every image
 /// goes to the RAM of two stores (never its own host first), the restore fetches them back (past a damaged
-/// chunk on one store), `delete` drops them.
+/// chunk on one store), `delete` drops them (on a store that was down, once it is back).
 @Suite(.serialized) struct StoreLiveTests {
     static let store = "[peer]\nroles = [\"vm\", \"store\"]\nstore_capacity_mib = 1024\n"
 
@@ -104,9 +104,21 @@ import VNSnapPeer
                 "the damaged replica on h3 was not the one refused"
             )
 
+            // Deleted while h3 is down: h2 drops its replicas at once; h3, back, learns the deletion from another
+            // peer's catalog and drops its own.
+            let pidAgain = try #require(cluster.host("h3").peerPID)
+            cluster.signalPeer("h3", SIGTERM)
+            let gone = ContinuousClock.now + .seconds(30)
+            while !LiveCluster.isZombie(pidAgain), ContinuousClock.now < gone {
+                try await Task.sleep(for: .milliseconds(100))
+            }
             _ = try await cluster.request("h1", ControlRequest(command: "delete", id: manifest.id))
-            #expect(try await cluster.status("h3").store?.usage.replicas.isEmpty == true)
             #expect(try await cluster.status("h2").store?.usage.replicas.isEmpty == true)
+            try cluster.startPeer("h3", config: h3)
+            try await cluster.waitUntil("h3", timeout: .seconds(90), "dropping the deleted snapshot's replicas") {
+                $0.store?.usage.replicas.isEmpty == true
+            }
+            #expect(try await cluster.list("h3").isEmpty)
         } catch {
             Issue.record("\(error)")
         }

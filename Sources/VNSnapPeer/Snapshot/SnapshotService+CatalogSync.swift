@@ -1,0 +1,129 @@
+import Foundation
+import Logging
+import VNSnapCore
+
+/// Catalog sync: every `catalogSyncInterval` a peer swaps the snapshot ids of its catalog (by state) with one
+/// alive peer, so a peer that was down learns what it missed: a commit (it fetches the manifest), a deletion or
+/// an abort (it deletes or aborts locally, dropping images and, as a store, replicas). A deletion wins over a
+/// commit (the operator deleted it); a commit never overrides an abort, nor the other way round (both logged).
+extension SnapshotService {
+    /// How often a peer swaps catalogs with another.
+    static let catalogSyncInterval = Duration.seconds(15)
+
+    /// What a catalog sync carries: snapshot ids by state.
+    struct CatalogSummary: Codable {
+        var committed: [UInt64]
+        var deleted: [UInt64]
+        var aborted: [UInt64]
+    }
+
+    /// Sends this peer's summary to one alive peer (picked at random), asking for its summary back.
+    func syncCatalog() async {
+        guard let view = try? await self.membership.view(),
+            let peer = view.alive.keys.filter({ $0 != self.me }).randomElement(),
+            let blob = self.catalogSummary()
+        else { return }
+        await self.membership.send(
+            snapshot: Self.syncMessage(from: self.me, .catalog(reply: true, blob: blob)),
+            to: peer
+        )
+    }
+
+    /// A sync message (not about one snapshot: id 0).
+    static func syncMessage(from: PeerID, id: UInt64 = 0, _ body: SnapshotMessage.Body) -> SnapshotMessage {
+        SnapshotMessage(key: SnapshotKey(id: id, violin: "", epoch: 0, term: 0), from: from, body: body)
+    }
+
+    private func catalogSummary() -> [UInt8]? {
+        guard let states = try? self.catalog.states() else { return nil }
+        let summary = CatalogSummary(
+            committed: states["committed"] ?? [],
+            deleted: states["deleted"] ?? [],
+            aborted: states["aborted"] ?? []
+        )
+        // A summary larger than one message would be refused: keep the newest that fit.
+        var fitted = summary
+        while let blob = try? JSONEncoder().encode(fitted), blob.count > SnapshotCodec.maximumBlobMessageSize - 200 {
+            fitted.committed = Array(fitted.committed.prefix(fitted.committed.count * 3 / 4))
+            fitted.deleted = Array(fitted.deleted.prefix(fitted.deleted.count * 3 / 4))
+            fitted.aborted = Array(fitted.aborted.prefix(fitted.aborted.count * 3 / 4))
+        }
+        return (try? JSONEncoder().encode(fitted)).map(Array.init)
+    }
+
+    func catalogMessage(_ message: SnapshotMessage) async {
+        switch message.body {
+        case .catalog(let reply, let blob):
+            if reply, let mine = self.catalogSummary() {
+                await self.membership.send(
+                    snapshot: Self.syncMessage(from: self.me, .catalog(reply: false, blob: mine)),
+                    to: message.from
+                )
+            }
+            guard let theirs = try? JSONDecoder().decode(CatalogSummary.self, from: Data(blob)) else {
+                self.logger.warning("Unreadable catalog summary", metadata: ["peer.id": "\(message.from)"])
+                return
+            }
+            await self.reconcile(theirs, from: message.from)
+        case .manifestWanted:
+            guard let entry = try? self.catalog.entry(message.key.id), entry.state == "committed",
+                let document = try? entry.manifest?.encoded()
+            else { return }
+            await self.membership.send(
+                snapshot: Self.syncMessage(from: self.me, id: message.key.id, .manifest(Array(document))),
+                to: message.from
+            )
+        case .manifest(let blob):
+            let id = message.key.id
+            guard (try? self.catalog.entry(id))??.state != "committed" else { return }
+            do {
+                let manifest = try SnapshotManifest.decode(Data(blob), source: "catalog sync, snapshot \(id)")
+                guard manifest.id == id else { throw SnapshotError("the manifest is of snapshot \(manifest.id)") }
+                try self.catalog.commit(manifest, document: Data(blob))
+                self.logger.notice("Learned a commit missed while away", metadata: ["snapshot.id": "\(id)"])
+            } catch {
+                self.logger.warning(
+                    "Unusable manifest from catalog sync",
+                    metadata: ["snapshot.id": "\(id)", "snapshot.error": "\(error)"]
+                )
+            }
+        default:
+            break
+        }
+    }
+
+    /// Acts on another peer's summary: deletions and aborts it knows of, commits to fetch.
+    private func reconcile(_ theirs: CatalogSummary, from peer: PeerID) async {
+        guard let states = try? self.catalog.states(limit: 100_000) else { return }
+        let mine = states.flatMap { state, ids in ids.map { ($0, state) } }
+        let state = Dictionary(mine, uniquingKeysWith: { a, _ in a })
+        for id in theirs.deleted where state[id] != "deleted" && !self.isRunning(id) {
+            self.logger.notice("Deleting a snapshot deleted while away", metadata: ["snapshot.id": "\(id)"])
+            await self.deleteLocally(id)
+        }
+        for id in theirs.aborted where !self.isRunning(id) {
+            switch state[id] {
+            case "pending"?:
+                self.logger.notice("Aborting a snapshot aborted while away", metadata: ["snapshot.id": "\(id)"])
+                _ = try? self.catalog.abort(id, reason: "aborted while this peer was away")
+                try? FileManager.default.removeItem(atPath: self.directory(id))
+            case "committed"?:
+                self.logger.error(
+                    "A peer has aborted a snapshot committed here; keeping it",
+                    metadata: ["snapshot.id": "\(id)", "peer.id": "\(peer)"]
+                )
+            default:
+                break
+            }
+        }
+        for id in theirs.committed where state[id] == nil || state[id] == "pending" {
+            await self.membership.send(snapshot: Self.syncMessage(from: self.me, id: id, .manifestWanted), to: peer)
+        }
+    }
+
+    /// Whether snapshot `id` is still under way here (its outcome is the protocol's, not the sync's).
+    private func isRunning(_ id: UInt64) -> Bool {
+        (self.participants[id].map { $0.ended == nil } ?? false)
+            || (self.initiators[id].map { $0.finished == nil } ?? false)
+    }
+}
