@@ -101,9 +101,9 @@ import VNSnapCore
             _ = try? SnapshotCodec.decode(bytes)
         }
         var bytes = (try? SnapshotCodec.encode(Self.messages[3])) ?? []
-        bytes[0] = 2
+        bytes[0] = 1  // the version before failover's fields: refused, not misread
         #expect(throws: WireFailure.badVersion) { try SnapshotCodec.decode(bytes) }
-        bytes[0] = 1
+        bytes[0] = 2
         bytes[1] = 99
         #expect(throws: WireFailure.malformed) { try SnapshotCodec.decode(bytes) }
     }

@@ -71,6 +71,29 @@ import VNSnapCore
         }
     }
 
+    @Test func test_participantWithoutVMsThatMissedTheMarker_takesTheSuccessorsCommit_insteadOfAbortingLater() {
+        let plan = SnapshotPlan(vms: [F.peers[0]: ["sink"], F.peers[1]: []], mode: .cow)
+        var store = TestParticipant(prepare: F.message(.prepare(plan), from: F.initiator), me: F.peers[1])
+        _ = store.localPrepared(ok: true, now: .ms(1))
+        let successor = F.peers[0]
+        let answer = store.onMessage(F.message(.inquire(term: 4), from: successor), now: .ms(2))
+        #expect(
+            answer.contains { if case .send(let m, _) = $0, m.body == .holding(.unfinished) { true } else { false } }
+        )
+        let commit = store.onMessage(F.message(.commit([5]), from: successor), now: .ms(3))
+        #expect(commit.contains(.commitLocal([5])) && store.phase == .committed)
+        // Its silence limit no longer applies.
+        #expect(store.onTick(now: .ms(60_000)).isEmpty)
+    }
+
+    @Test func test_holderThatHasTheMarker_isStreamingForASuccessor_notUnfinished() {
+        var participant = TestParticipant(prepare: F.message(.prepare(F.plan), from: F.initiator), me: F.peers[0])
+        _ = participant.localPrepared(ok: true, now: .ms(1))
+        _ = participant.onMessage(F.message(.cut(holders: Set(F.peers)), from: F.initiator), now: .ms(2))
+        #expect(participant.phase == .cutting)
+        #expect(participant.holding == .streaming)
+    }
+
     @Test func test_oldInitiatorsCommitAfterTheTakeover_isIgnoredByParticipants() {
         var participant = TestParticipant(prepare: F.message(.prepare(F.plan), from: F.initiator), me: F.peers[1])
         _ = participant.localPrepared(ok: true, now: .ms(1))

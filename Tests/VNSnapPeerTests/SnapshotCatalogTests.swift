@@ -73,8 +73,10 @@ import VNSnapPeer
         #expect(try catalog.image(snapshot: 42, vm: "sink", kind: .memory) == nil)
         let other = Self.manifest(id: 43)
         try catalog.commit(other, document: try other.encoded())
-        try catalog.abort(43, reason: "late")
+        try catalog.recordImage(snapshot: 43, vm: "sink", kind: .memory, replicas: [], directory: "/d/43", chunks: [])
+        #expect(try catalog.abort(43, reason: "late") == [], "a committed snapshot's images are not forgotten")
         #expect(try catalog.entry(43)?.state == "committed")
+        #expect(try catalog.image(snapshot: 43, vm: "sink", kind: .memory) != nil)
         try catalog.delete(43)
         #expect(try catalog.entry(43)?.state == "deleted")
         #expect(try catalog.entry(43)?.manifest == nil)
@@ -91,6 +93,8 @@ import VNSnapPeer
         let late = Self.manifest(id: 8)
         try catalog.commit(late, document: try late.encoded())
         #expect(try catalog.entry(8)?.state == "deleted", "a commit arriving after the deletion must not revive it")
+        #expect(try catalog.abort(8, reason: "stray") == [])
+        #expect(try catalog.entry(8)?.state == "deleted", "an abort does not turn a tombstone into an abort")
         #expect(try catalog.list().map(\.id) == [7])
         try catalog.begin(
             SnapshotKey(id: 9, violin: "pipeline", epoch: 4, term: 2),

@@ -1,7 +1,7 @@
 /// The binary wire format of snapshot protocol messages (sent sealed, like membership messages), big-endian.
 ///
 /// ```
-/// message = version:u8(1) type:u8 id:u64 violin:str epoch:u32 term:u64 from:u64 body
+/// message = version:u8(2) type:u8 id:u64 violin:str epoch:u32 term:u64 from:u64 body
 /// type    = 1 prepare, 2 prepared, 3 cut, 4 cutDone, 5 durable, 6 commit, 7 committed, 8 abort, 9 aborted,
 ///           10 failed, 11 request, 12 progress, 13 restore, 14 restoreAnswer, 15 deleteSnapshot, 16 deleted,
 ///           17 streamed, 18 inquire, 19 holding, 20 catalog, 21 manifestWanted, 22 manifest
@@ -25,7 +25,7 @@ public enum SnapshotCodec {
     public static let maximumSize = 1360
     /// Largest encoded message with a blob (durable reports, manifests, progress).
     public static let maximumBlobMessageSize = 60_000
-    static let version: UInt8 = 1
+    static let version: UInt8 = 2
     static let modes: [SnapshotMode] = [.cow, .precopy, .drop, .loop]
 
     /// Encodes a message.

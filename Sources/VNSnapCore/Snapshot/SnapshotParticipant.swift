@@ -115,6 +115,15 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
             directives.append(self.reply(.committed))
         case (.commit, .committed):
             directives.append(self.reply(.committed))
+        case (.commit(let manifest), .prepared), (.commit(let manifest), .cutting), (.commit(let manifest), .cut):
+            // A participant without VMs has nothing to make durable: a new initiator may commit without its
+            // marker (the takeover needs only the holders), and it must not abort on its own afterwards.
+            guard self.vms.isEmpty else { break }
+            self.phase = .committed
+            self.manifest = manifest
+            self.nextResend = nil
+            directives.append(.commitLocal(manifest))
+            directives.append(self.reply(.committed))
         case (.abort(let reason), let phase) where phase != .committed && phase != .aborted:
             self.phase = .aborted
             self.nextResend = nil
@@ -134,8 +143,9 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         case .durable: .durable(cuts: self.sortedReports, report: self.durableReport)
         case .committed: .committed(manifest: self.manifest)
         case .aborted: .aborted
-        case .cut: .streaming
-        case .preparing, .prepared, .failed, .cutting: .unfinished
+        // It has the marker: its cuts and streams finish without more word.
+        case .cutting, .cut: .streaming
+        case .preparing, .prepared, .failed: .unfinished
         }
     }
 

@@ -173,9 +173,16 @@ public final class SnapshotCatalog: Sendable {
     @discardableResult
     public func abort(_ id: UInt64, reason: String) throws -> [String] {
         try self.queue.write { db in
+            // A committed snapshot keeps its images (a stray abort must not wipe its chunk lists); a tombstone stays.
+            let state = try String.fetchOne(
+                db,
+                sql: "SELECT state FROM snapshots WHERE id = ?",
+                arguments: [Int64(bitPattern: id)]
+            )
+            guard state != "committed", state != "deleted" else { return [] }
             let directories = try Self.forgetImages(of: id, in: db)
             try db.execute(
-                sql: "UPDATE snapshots SET state = 'aborted', reason = ? WHERE id = ? AND state != 'committed'",
+                sql: "UPDATE snapshots SET state = 'aborted', reason = ? WHERE id = ?",
                 arguments: [reason, Int64(bitPattern: id)]
             )
             return directories

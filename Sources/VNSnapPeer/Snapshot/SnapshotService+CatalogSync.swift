@@ -5,10 +5,13 @@ import VNSnapCore
 /// Catalog sync: every `catalogSyncInterval` a peer swaps the snapshot ids of its catalog (by state) with one
 /// alive peer, so a peer that was down learns what it missed: a commit (it fetches the manifest), a deletion or
 /// an abort (it deletes or aborts locally, dropping images and, as a store, replicas). A deletion wins over a
-/// commit (the operator deleted it); a commit never overrides an abort, nor the other way round (both logged).
+/// commit (the operator deleted it); a commit wins over an abort (only a superseded initiator's abort can
+/// reach a peer once a successor committed, and a commit needed every holder's images durable).
 extension SnapshotService {
     /// How often a peer swaps catalogs with another.
     static let catalogSyncInterval = Duration.seconds(15)
+    /// Manifests asked for per sync round.
+    static let manifestsPerRound = 16
 
     /// What a catalog sync carries: snapshot ids by state.
     struct CatalogSummary: Codable {
@@ -108,15 +111,18 @@ extension SnapshotService {
                 _ = try? self.catalog.abort(id, reason: "aborted while this peer was away")
                 try? FileManager.default.removeItem(atPath: self.directory(id))
             case "committed"?:
-                self.logger.error(
-                    "A peer has aborted a snapshot committed here; keeping it",
+                self.logger.warning(
+                    "A peer has aborted a snapshot committed here; keeping it (it will learn the commit)",
                     metadata: ["snapshot.id": "\(id)", "peer.id": "\(peer)"]
                 )
             default:
                 break
             }
         }
-        for id in theirs.committed where state[id] == nil || state[id] == "pending" {
+        // A few manifests per round: each answer is one large datagram. A commit also replaces an abort recorded
+        // here (only a superseded initiator's abort can reach a peer without VMs once a successor committed).
+        let wanted = theirs.committed.filter { state[$0] == nil || state[$0] == "pending" || state[$0] == "aborted" }
+        for id in wanted.prefix(Self.manifestsPerRound) where !self.isRunning(id) {
             await self.membership.send(snapshot: Self.syncMessage(from: self.me, id: id, .manifestWanted), to: peer)
         }
     }

@@ -110,7 +110,7 @@ extension SnapshotService {
     public func memberDown(_ name: String) async {
         let peer = PeerID(name: name)
         for id in Array(self.initiators.keys) {
-            guard var run = self.initiators[id] else { continue }
+            guard var run = self.initiators[id], !run.superseded else { continue }
             let directives = run.machine.participantDown(
                 peer,
                 reason: SnapshotAbortReason("participant \(name) died or left"),
@@ -126,8 +126,14 @@ extension SnapshotService {
     /// initiator is gone and that no initiator of this term has taken over yet. The new initiator asks the
     /// participants what they hold, then commits or aborts everywhere (`SnapshotInitiator(takingOver:)`).
     func takeOverOrphans() async {
-        guard let view = try? await self.membership.view(), view.initiator == self.me else { return }
-        for (id, run) in self.participants where self.initiators[id] == nil {
+        guard let first = try? await self.membership.view() else { return }
+        self.stopSupersededRuns(first)
+        guard first.initiator == self.me else { return }
+        for id in Array(self.participants.keys) {
+            // Read again after every suspension: a run may have ended, been taken over, or this peer demoted.
+            guard self.initiators[id] == nil, let view = try? await self.membership.view(), view.initiator == self.me,
+                self.initiators[id] == nil, let run = self.participants[id]
+            else { continue }
             let machine = run.machine
             guard view.alive[machine.initiator] == nil, view.term > (machine.takeoverTerm ?? machine.key.term) else {
                 continue
@@ -159,6 +165,21 @@ extension SnapshotService {
                 requester: self.me
             )
             await self.executeInitiator(id, directives)
+        }
+    }
+
+    /// An initiator whose place another peer now holds stops driving its snapshots before their commit point:
+    /// the new initiator takes them over; aborting them everywhere from here would contradict its decision.
+    private func stopSupersededRuns(_ view: MembershipView) {
+        guard let other = view.initiator, other != self.me else { return }
+        for (id, run) in self.initiators where run.finished == nil && !run.superseded {
+            guard [.preparing, .cutting, .streaming, .recovering].contains(run.machine.phase) else { continue }
+            self.initiators[id]?.superseded = true
+            self.initiators[id]?.finished = .now
+            self.logger.warning(
+                "No longer the initiator: leaving the snapshot to the new one",
+                metadata: ["snapshot.id": "\(id)", "snapshot.initiator": "\(view.names[other] ?? "\(other)")"]
+            )
         }
     }
 

@@ -71,6 +71,11 @@ extension SnapshotService {
             case .prepareLocal(let vms):
                 let failure = await self.prepareLocal(id, vms: vms)
                 guard var run = self.participants[id] else { continue }
+                // Aborted while it prepared: what the preparation opened after the abort's clean-up goes too.
+                if run.machine.phase == .aborted, failure == nil {
+                    await self.cleanUp(id, vms: vms)
+                    continue
+                }
                 let next = run.machine.localPrepared(ok: failure == nil, reason: failure, now: .now)
                 self.participants[id] = run
                 await self.executeParticipant(id, next)

@@ -73,8 +73,13 @@ extension SnapshotService {
     /// The outcome of snapshot `id` as it reaches this peer as a participant (after its initiator was lost).
     private func awaitOutcome(_ id: UInt64, until deadline: ContinuousClock.Instant) async throws -> SnapshotManifest {
         while ContinuousClock.now < deadline {
-            if let entry = try self.catalog.entry(id), entry.state == "committed", let manifest = entry.manifest {
-                return manifest
+            if let entry = try self.catalog.entry(id) {
+                if entry.state == "committed", let manifest = entry.manifest { return manifest }
+                if entry.state == "aborted" || entry.state == "deleted" {
+                    throw SnapshotError(
+                        "snapshot \(entry.state): \(entry.reason ?? "by the initiator that took it over")"
+                    )
+                }
             }
             if let run = self.participants[id], run.machine.phase == .aborted {
                 throw SnapshotError("snapshot aborted: \(run.abortReason ?? "aborted")")

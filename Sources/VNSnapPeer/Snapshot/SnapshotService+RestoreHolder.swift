@@ -202,8 +202,15 @@ extension SnapshotService {
                 metadata: ["vm.name": "\(vm)", "vm.lostPeer": "\(entry.peer)", "snapshot.id": "\(manifest.id)"]
             )
         }
-        let disk = try await self.restoredDisk(entry, id: manifest.id)
-        let machine = try await self.supervisor.restart(vm, forIncoming: true, disk: disk, adopting: adopting)
+        let machine: QEMUMachine
+        do {
+            let disk = try await self.restoredDisk(entry, id: manifest.id)
+            machine = try await self.supervisor.restart(vm, forIncoming: true, disk: disk, adopting: adopting)
+        } catch {
+            // Not started here: not adopted either (the next boot must not start it).
+            if adopting != nil { self.hosted.release(vm) }
+            throw error
+        }
         guard let monitor = await machine.monitor else { throw SnapshotError("VM \(vm): no monitor after restart") }
         let socket = "\(self.config.vmDirectory(vm))/incoming.sock"
         try? FileManager.default.removeItem(atPath: socket)

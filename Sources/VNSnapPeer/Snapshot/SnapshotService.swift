@@ -23,6 +23,8 @@ public actor SnapshotService {
         var finished: Instant?
         /// The last bytes written per VM, as participants report them while streaming.
         var streamed: [String: VMStreamedBytes] = [:]
+        /// Another peer became initiator before this run's commit point: it is no longer driven from here.
+        var superseded = false
     }
 
     struct ParticipantRun {
@@ -138,7 +140,7 @@ public actor SnapshotService {
         case .prepare:
             await self.startParticipant(message)
         case .prepared, .cutDone, .durable, .failed, .committed, .aborted, .holding:
-            guard var run = self.initiators[id] else { return }
+            guard var run = self.initiators[id], !run.superseded else { return }
             let directives = run.machine.onMessage(message, now: .now)
             self.initiators[id] = run
             await self.executeInitiator(id, directives)
@@ -171,6 +173,7 @@ public actor SnapshotService {
                 self.initiators[id] = nil
                 continue
             }
+            guard !run.superseded else { continue }
             let directives = run.machine.onTick(now: now)
             self.initiators[id] = run
             await self.executeInitiator(id, directives)

@@ -29,6 +29,7 @@ final class ReplicaUploader: ChunkSink {
         let done = DispatchSemaphore(value: 0)
         let failure = Mutex<String?>(nil)
         let accepted = Atomic<Bool>(false)
+        let ended = Atomic<Bool>(false)
 
         init(store: String, continuation: AsyncStream<(SnapshotManifest.ChunkDescriptor, [UInt8])>.Continuation) {
             self.store = store
@@ -69,6 +70,7 @@ final class ReplicaUploader: ChunkSink {
                         // The writer must never wait on a failed store: open the window for good.
                         for _ in 0..<ReplicaUploader.window { upload.room.signal() }
                     }
+                    upload.ended.store(true, ordering: .releasing)
                     upload.done.signal()
                 }
             )
@@ -138,16 +140,28 @@ final class ReplicaUploader: ChunkSink {
                 try await uploader.opened()
                 return (uploader, targets)
             } catch {
+                // Before abandoning: the cancelled uploads must not count as refusals.
+                let refused = uploader.refused
                 uploader.abandon()
                 refusals.append(error.message)
-                let refused = uploader.refused
                 guard !refused.isEmpty, spares.count >= refused.count else {
                     throw ImageError(error.code, refusals.joined(separator: "; "))
                 }
                 onRefusal(error)
+                // The stores that admitted the abandoned upload let go of it once its connection is closed.
+                await uploader.settled()
                 targets = targets.map { refused.contains($0.name) ? spares.removeFirst() : $0 }
             }
         }
+    }
+
+    /// Waits (up to 5 s) until every upload's connection has ended.
+    func settled() async {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while self.uploads.contains(where: { !$0.ended.load(ordering: .acquiring) }), ContinuousClock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(10))
+        }
+        try? await Task.sleep(for: .milliseconds(50))
     }
 
     /// The stores that refused (or failed) their replica so far.

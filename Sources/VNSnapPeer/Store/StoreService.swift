@@ -14,6 +14,10 @@ public final class StoreService: Service, Sendable {
     static let flushInterval = Duration.milliseconds(200)
     /// How often replicas of deleted or aborted snapshots are looked for.
     static let collectInterval = Duration.seconds(5)
+    /// How long a snapshot stays aborted in the catalog before its replicas are dropped.
+    static let abortGrace = Duration.seconds(60)
+    /// When each held snapshot was first seen aborted.
+    private let abortedSince = NIOLockedValueBox<[UInt64: ContinuousClock.Instant]>([:])
 
     /// The replicas.
     public let store: ReplicaStore
@@ -93,17 +97,26 @@ public final class StoreService: Service, Sendable {
         }
     }
 
-    /// Drops the replicas of snapshots this peer's catalog knows as deleted or aborted (a drop sent while this
-    /// peer was down never arrived).
+    /// Drops the replicas of snapshots this peer's catalog knows as deleted, or as aborted for `abortGrace`
+    /// (a drop sent while this peer was down never arrived). The grace lets catalog sync correct an abort this
+    /// peer heard from a superseded initiator whose successor committed.
     func collectGarbage() async {
         guard let catalog = self.catalog else { return }
         let store = self.store
         let held = Set(store.usage().replicas.map(\.key.snapshot))
         guard !held.isEmpty else { return }
-        let gone =
-            (try? await NIOThreadPool.singleton.runIfActive { () -> [UInt64] in
-                held.filter { id in ["deleted", "aborted"].contains((try? catalog.entry(id))??.state ?? "") }
-            }) ?? []
+        let states =
+            (try? await NIOThreadPool.singleton.runIfActive { () -> [UInt64: String] in
+                Dictionary(uniqueKeysWithValues: held.map { id in (id, (try? catalog.entry(id))??.state ?? "") })
+            }) ?? [:]
+        let now = ContinuousClock.now
+        let gone = self.abortedSince.withLockedValue { since in
+            since = since.filter { states[$0.key] == "aborted" }
+            for (id, state) in states where state == "aborted" && since[id] == nil { since[id] = now }
+            return states.filter { id, state in
+                state == "deleted" || (since[id].map { $0.duration(to: now) >= Self.abortGrace } ?? false)
+            }.map(\.key)
+        }
         for id in gone.sorted() {
             store.drop(snapshot: id)
             self.logger.notice(

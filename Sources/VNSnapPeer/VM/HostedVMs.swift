@@ -61,6 +61,13 @@ public final class HostedVMs: Sendable {
     /// Whether `name` was adopted (not configured).
     public func isAdopted(_ name: String) -> Bool { self.adopted.withLock { $0.contains { $0.name == name } } }
 
+    /// Forgets an adopted VM (its restore here failed before it ran): it is not started at the next boot.
+    public func release(_ name: String) {
+        guard self.isAdopted(name) else { return }
+        try? FileManager.default.removeItem(atPath: "\(self.directory)/\(name).json")
+        self.adopted.withLock { $0.removeAll { $0.name == name } }
+    }
+
     /// Records durably that this peer runs `definition` from now on (a restore placed it here).
     public func adopt(_ definition: VMDefinition) throws {
         guard !self.configured.contains(where: { $0.name == definition.name }) else { return }

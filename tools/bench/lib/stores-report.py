@@ -42,7 +42,7 @@ for target in ("disk", "memory"):
         rows[(target, speed)] = (len(manifests), per_vm, median(gaps))
 
 print()
-print("| target | disks of sb2, sb3 | snapshots | disruption ms (source / sink) | time to durable ms (source / sink) | discrepancy ms |")
+print("| target | disks of sb2, sb3 | snapshots | disruption ms (sink / source) | time to durable ms (sink / source) | discrepancy ms |")
 print("|---|---|---|---|---|---|")
 for (target, speed), (count, per_vm, gap) in rows.items():
     names = sorted(per_vm)
