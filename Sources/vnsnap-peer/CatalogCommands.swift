@@ -45,10 +45,11 @@ struct ShowCommand: AsyncParsableCommand {
     var json = false
 
     func run() async throws {
-        guard let manifest = try await self.peer.send(ControlRequest(command: "show", id: self.id)).manifest else {
+        let response = try await self.peer.send(ControlRequest(command: "show", id: self.id))
+        guard let manifest = response.manifest else {
             throw failure("the peer returned no manifest")
         }
-        try SnapshotFormatter.show(manifest, json: self.json)
+        try SnapshotFormatter.show(manifest, json: self.json, locations: response.replicaLocations ?? [:])
     }
 }
 

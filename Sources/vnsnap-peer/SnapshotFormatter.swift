@@ -34,24 +34,29 @@ enum SnapshotFormatter {
     }
 
     /// A manifest as `snapshot` and `show` print it: the stored JSON, or the summary and the per-VM table.
-    static func show(_ manifest: SnapshotManifest, json: Bool) throws {
+    static func show(_ manifest: SnapshotManifest, json: Bool, locations: [String: [String: String]] = [:]) throws {
         if json {
             print(String(decoding: try manifest.encoded(), as: UTF8.self))
         } else {
             print(Self.summary(manifest), terminator: "")
             print(Self.table(manifest), terminator: "")
             print(Self.disks(manifest), terminator: "")
-            print(Self.replicas(manifest), terminator: "")
+            print(Self.replicas(manifest, locations: locations), terminator: "")
         }
     }
 
-    /// Where each VM's images are: store peers (memory targets) or the VM's own peer.
-    static func replicas(_ manifest: SnapshotManifest) -> String {
+    /// Where each VM's images are: on store peers (memory targets; with where each store holds it now, when
+    /// asked) or on the VM's own peer.
+    static func replicas(_ manifest: SnapshotManifest, locations: [String: [String: String]] = [:]) -> String {
         guard manifest.vms.contains(where: { $0.replicas != nil }) else {
             return "images on each VM's peer's disk\n"
         }
         return manifest.vms.map { vm in
-            "images of \(vm.name): in the RAM of store peers \((vm.replicas ?? [vm.peer]).joined(separator: ", ")) (flushed to their disks), channel log also on \(vm.peer)\n"
+            let stores = (vm.replicas ?? [vm.peer]).map { store in
+                locations[vm.name]?[store].map { "\(store) (\($0))" } ?? store
+            }
+            return
+                "image of \(vm.name) on store peers \(stores.joined(separator: ", ")); channel log also on \(vm.peer)\n"
         }.joined()
     }
 

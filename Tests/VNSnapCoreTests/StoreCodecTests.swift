@@ -20,6 +20,17 @@ import VNSnapCore
         .data(chunk, data: Array(repeating: 9, count: 70_000)),
         .end(chunkCount: 24),
         .failed("chunk 3 does not match its hash"),
+        .stat(snapshot: 7),
+        .held([]),
+        .held([
+            HeldReplica(key: key, sealed: true, inRAM: true, onDisk: false),
+            HeldReplica(
+                key: ReplicaKey(snapshot: 7, vm: "sink", kind: .channel),
+                sealed: false,
+                inRAM: true,
+                onDisk: true
+            ),
+        ]),
     ]
 
     @Test func test_everyMessage_roundTrips() throws {

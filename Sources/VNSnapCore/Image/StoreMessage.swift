@@ -55,6 +55,41 @@ public enum StoreMessage: Sendable, Hashable {
     case end(chunkCount: UInt32)
     /// Store → peer: the request failed (a chunk that does not match its hash, a seal that does not match).
     case failed(String)
+    /// Peer → store: which replicas of a snapshot do you hold, and where?
+    case stat(snapshot: UInt64)
+    /// Store → peer: the replicas of the snapshot asked about.
+    case held([HeldReplica])
+}
+
+/// One replica as a store reports it: complete or not, in RAM, on disk.
+public struct HeldReplica: Sendable, Hashable, Codable {
+    /// Which image.
+    public var key: ReplicaKey
+    /// Complete and matching its digest.
+    public var sealed: Bool
+    /// Its chunks are in RAM.
+    public var inRAM: Bool
+    /// It is flushed to disk (fsync'd).
+    public var onDisk: Bool
+
+    /// Creates a report.
+    public init(key: ReplicaKey, sealed: Bool, inRAM: Bool, onDisk: Bool) {
+        self.key = key
+        self.sealed = sealed
+        self.inRAM = inRAM
+        self.onDisk = onDisk
+    }
+
+    /// Where it is, for people: `RAM`, `disk`, `RAM and disk` (or `incomplete`).
+    public var location: String {
+        guard self.sealed else { return "incomplete" }
+        switch (self.inRAM, self.onDisk) {
+        case (true, true): return "RAM and disk"
+        case (true, false): return "RAM"
+        case (false, true): return "disk"
+        case (false, false): return "nowhere"
+        }
+    }
 }
 
 /// The binary form of `StoreMessage` (big-endian; strings ≤ 255 bytes, chunk data ≤ `maximumChunkBytes`).
@@ -105,6 +140,17 @@ public enum StoreCodec {
         case .failed(let reason):
             writer.u8(12)
             try writer.string(SnapshotCodec.shortened(reason))
+        case .stat(let snapshot):
+            writer.u8(13)
+            writer.u64(snapshot)
+        case .held(let replicas):
+            writer.u8(14)
+            guard replicas.count <= 65_536 else { throw .oversized }
+            writer.u32(UInt32(replicas.count))
+            for replica in replicas {
+                try Self.write(replica.key, &writer)
+                writer.u8((replica.sealed ? 1 : 0) | (replica.inRAM ? 2 : 0) | (replica.onDisk ? 4 : 0))
+            }
         }
         return writer.bytes
     }
@@ -131,6 +177,20 @@ public enum StoreCodec {
             message = .data(chunk, data: data)
         case 11: message = .end(chunkCount: try reader.u32())
         case 12: message = .failed(try reader.string())
+        case 13: message = .stat(snapshot: try reader.u64())
+        case 14:
+            var replicas: [HeldReplica] = []
+            let count = try reader.u32()
+            guard count <= 65_536 else { throw .oversized }
+            for _ in 0..<Int(count) {
+                let key = try Self.readKey(&reader)
+                let flags = try reader.u8()
+                guard flags < 8 else { throw .malformed }
+                replicas.append(
+                    HeldReplica(key: key, sealed: flags & 1 != 0, inRAM: flags & 2 != 0, onDisk: flags & 4 != 0)
+                )
+            }
+            message = .held(replicas)
         default: throw .malformed
         }
         guard reader.offset == bytes.count else { throw .trailingBytes }

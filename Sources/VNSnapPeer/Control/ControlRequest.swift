@@ -84,6 +84,8 @@ public struct ControlResponse: Sendable, Codable, Hashable {
     public var notes: [String]?
     /// For `stall`: the longest payload gap per local VM, nanoseconds.
     public var stalls: [String: UInt64]?
+    /// For `show` of a snapshot on store peers: VM → store → where the store holds its image now.
+    public var replicaLocations: [String: [String: String]]?
 
     /// Creates a response.
     public init(
@@ -95,7 +97,8 @@ public struct ControlResponse: Sendable, Codable, Hashable {
         manifest: SnapshotManifest? = nil,
         restore: [String: [String: RestoreTimings]]? = nil,
         notes: [String]? = nil,
-        stalls: [String: UInt64]? = nil
+        stalls: [String: UInt64]? = nil,
+        replicaLocations: [String: [String: String]]? = nil
     ) {
         self.ok = ok
         self.error = error
@@ -106,5 +109,6 @@ public struct ControlResponse: Sendable, Codable, Hashable {
         self.restore = restore
         self.notes = notes
         self.stalls = stalls
+        self.replicaLocations = replicaLocations
     }
 }

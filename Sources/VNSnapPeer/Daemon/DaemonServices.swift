@@ -81,7 +81,13 @@ struct DaemonServices: Sendable {
             return ControlResponse(ok: true, stalls: stalls)
         case "show":
             guard let id = request.id else { throw SnapshotError("show needs a snapshot id") }
-            return ControlResponse(ok: true, manifest: try await self.snapshots.manifest(id))
+            let manifest = try await self.snapshots.manifest(id)
+            let locations = await self.snapshots.replicaLocations(manifest)
+            return ControlResponse(
+                ok: true,
+                manifest: manifest,
+                replicaLocations: locations.isEmpty ? nil : locations
+            )
         case "delete":
             guard let id = request.id else { throw SnapshotError("delete needs a snapshot id") }
             let silent = try await self.snapshots.delete(id)

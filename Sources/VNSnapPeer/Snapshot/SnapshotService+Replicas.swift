@@ -209,6 +209,47 @@ extension SnapshotService {
         )
     }
 
+    /// Where each store of the manifest holds each VM's image: VM → store → `RAM`, `disk`, `RAM and disk`,
+    /// `missing` or why it could not be asked (`show`).
+    public func replicaLocations(_ manifest: SnapshotManifest) async -> [String: [String: String]] {
+        let stores = Set(manifest.vms.flatMap { $0.replicas ?? [] })
+        guard !stores.isEmpty else { return [:] }
+        let view = try? await self.membership.view()
+        let keyring = self.keyring()
+        var answers: [String: Result<[HeldReplica], SnapshotError>] = [:]
+        for name in stores.sorted() {
+            guard let address = view?.stores[PeerID(name: name)].flatMap(Self.storeAddress) else {
+                answers[name] = .failure(SnapshotError("not alive"))
+                continue
+            }
+            do {
+                answers[name] = .success(
+                    try await StoreClient.stat(
+                        snapshot: manifest.id,
+                        at: address,
+                        key: keyring.primary,
+                        keys: { keyring.key(id: $0) }
+                    )
+                )
+            } catch {
+                answers[name] = .failure(SnapshotError("unreachable: \(error)"))
+            }
+        }
+        var result: [String: [String: String]] = [:]
+        for vm in manifest.vms {
+            for name in vm.replicas ?? [] {
+                switch answers[name] {
+                case .success(let held)?:
+                    let replica = held.first { $0.key == ReplicaKey(snapshot: manifest.id, vm: vm.name, kind: .memory) }
+                    result[vm.name, default: [:]][name] = replica?.location ?? "missing"
+                case .failure(let error)?: result[vm.name, default: [:]][name] = error.message
+                case nil: break
+                }
+            }
+        }
+        return result
+    }
+
     /// Drops snapshot `id`'s replicas on the store peers `names` (best effort; returns those not reached).
     func dropReplicas(snapshot id: UInt64, on names: Set<String>) async -> [String] {
         guard !names.isEmpty else { return [] }

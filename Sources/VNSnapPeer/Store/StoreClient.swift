@@ -108,6 +108,22 @@ public enum StoreClient {
         }
     }
 
+    /// The replicas of `snapshot` the store holds, and where (RAM, disk).
+    public static func stat(
+        snapshot: UInt64,
+        at address: SocketAddress,
+        key secret: SecretKey,
+        keys: @escaping @Sendable (UInt32) -> SecretKey?
+    ) async throws -> [HeldReplica] {
+        try await self.session(address, key: secret, keys: keys) { link in
+            try await link.send(.stat(snapshot: snapshot))
+            guard case .held(let replicas) = try await link.receive() else {
+                throw StoreError("snapshot \(snapshot): the store did not say what it holds")
+            }
+            return replicas
+        }
+    }
+
     /// Asks the store to forget every replica of `snapshot`.
     public static func drop(
         snapshot: UInt64,

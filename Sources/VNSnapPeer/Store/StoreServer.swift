@@ -158,7 +158,12 @@ public final class StoreServer: Service, Sendable {
         case .drop(let snapshot):
             store.drop(snapshot: snapshot)
             try await link.send(.accepted)
-        case .accepted, .refused, .stored, .sealed, .data, .end, .failed:
+        case .stat(let snapshot):
+            let held = store.usage().replicas.filter { $0.key.snapshot == snapshot }.map {
+                HeldReplica(key: $0.key, sealed: $0.sealed, inRAM: $0.inRAM, onDisk: $0.onDisk)
+            }
+            try await link.send(.held(held.sorted { "\($0.key)" < "\($1.key)" }))
+        case .accepted, .refused, .stored, .sealed, .data, .end, .failed, .held:
             try await link.send(.failed("not a request"))
         }
     }

@@ -55,6 +55,11 @@ import VNSnapPeer
             // The images are in the stores, not on the VMs' peers.
             let local = "\(cluster.host("h1").directory)/data/snapshots/\(manifest.id)/source/memory"
             #expect(((try? FileManager.default.contentsOfDirectory(atPath: local)) ?? []).isEmpty)
+            // `show` asks the stores where they hold each image now (RAM at first, then RAM and disk once flushed).
+            let shown = try await cluster.request("h1", ControlRequest(command: "show", id: manifest.id))
+            let locations = shown.replicaLocations?["relay"] ?? [:]
+            #expect(Set(locations.keys) == ["h2", "h3"], "\(shown.replicaLocations ?? [:])")
+            #expect(locations.values.allSatisfy { $0 == "RAM" || $0 == "RAM and disk" }, "\(locations)")
             let store = try #require(try await cluster.status("h3").store)
             #expect(store.usage.replicas.filter { $0.key.snapshot == manifest.id && $0.sealed }.count == 6)
 
