@@ -121,8 +121,10 @@ extension SnapshotService {
         }
         // A few manifests per round: each answer is one large datagram. A commit also replaces an abort recorded
         // here (only a superseded initiator's abort can reach a peer without VMs once a successor committed).
-        let wanted = theirs.committed.filter { state[$0] == nil || state[$0] == "pending" || state[$0] == "aborted" }
-        for id in wanted.prefix(Self.manifestsPerRound) where !self.isRunning(id) {
+        let wanted = theirs.committed.filter {
+            (state[$0] == nil || state[$0] == "pending" || state[$0] == "aborted") && !self.isRunning($0)
+        }.shuffled()  // so ids that never arrive do not hold the others up
+        for id in wanted.prefix(Self.manifestsPerRound) {
             await self.membership.send(snapshot: Self.syncMessage(from: self.me, id: id, .manifestWanted), to: peer)
         }
     }

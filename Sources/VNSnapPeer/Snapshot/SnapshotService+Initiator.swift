@@ -8,6 +8,8 @@ extension SnapshotService {
     func serveRequest(_ message: SnapshotMessage, mode: SnapshotMode, name: String, target: SnapshotTarget) async {
         let requestID = message.key.id
         if let request = self.served[requestID] {
+            // Taken over by a successor: silence sends the requester to follow the outcome as a participant.
+            if self.initiators[request.snapshotID]?.superseded == true { return }
             return await self.answer(requestID, request.progress, to: message.from)
         }
         let progress: SnapshotProgress
@@ -126,9 +128,8 @@ extension SnapshotService {
     /// initiator is gone and that no initiator of this term has taken over yet. The new initiator asks the
     /// participants what they hold, then commits or aborts everywhere (`SnapshotInitiator(takingOver:)`).
     func takeOverOrphans() async {
-        guard let first = try? await self.membership.view() else { return }
-        self.stopSupersededRuns(first)
-        guard first.initiator == self.me else { return }
+        self.stopSupersededRuns()
+        guard let first = try? await self.membership.view(), first.initiator == self.me else { return }
         for id in Array(self.participants.keys) {
             // Read again after every suspension: a run may have ended, been taken over, or this peer demoted.
             guard self.initiators[id] == nil, let view = try? await self.membership.view(), view.initiator == self.me,
@@ -168,17 +169,19 @@ extension SnapshotService {
         }
     }
 
-    /// An initiator whose place another peer now holds stops driving its snapshots before their commit point:
-    /// the new initiator takes them over; aborting them everywhere from here would contradict its decision.
-    private func stopSupersededRuns(_ view: MembershipView) {
-        guard let other = view.initiator, other != self.me else { return }
+    /// An initiator whose snapshot a higher-term initiator took over (its `inquire` reached this peer's own
+    /// participant) stops driving it: aborting it everywhere from here would contradict the successor's decision.
+    /// Only that evidence counts: another peer merely being elected does not take a snapshot over.
+    private func stopSupersededRuns() {
         for (id, run) in self.initiators where run.finished == nil && !run.superseded {
-            guard [.preparing, .cutting, .streaming, .recovering].contains(run.machine.phase) else { continue }
+            guard let local = self.participants[id]?.machine, let successor = local.takeoverTerm,
+                successor > (run.machine.takeoverTerm ?? run.machine.key.term), local.initiator != self.me
+            else { continue }
             self.initiators[id]?.superseded = true
             self.initiators[id]?.finished = .now
             self.logger.warning(
-                "No longer the initiator: leaving the snapshot to the new one",
-                metadata: ["snapshot.id": "\(id)", "snapshot.initiator": "\(view.names[other] ?? "\(other)")"]
+                "Snapshot taken over by a higher-term initiator: no longer driven from here",
+                metadata: ["snapshot.id": "\(id)", "snapshot.term": "\(successor)"]
             )
         }
     }

@@ -223,13 +223,24 @@ extension SnapshotService {
                 continue
             }
             do {
+                // A store that accepts the connection but never answers must not hold `show` up.
                 answers[name] = .success(
-                    try await StoreClient.stat(
-                        snapshot: manifest.id,
-                        at: address,
-                        key: keyring.primary,
-                        keys: { keyring.key(id: $0) }
-                    )
+                    try await withThrowingTaskGroup(of: [HeldReplica].self) { group in
+                        group.addTask {
+                            try await StoreClient.stat(
+                                snapshot: manifest.id,
+                                at: address,
+                                key: keyring.primary,
+                                keys: { keyring.key(id: $0) }
+                            )
+                        }
+                        group.addTask {
+                            try await Task.sleep(for: .seconds(3))
+                            throw SnapshotError("no answer in 3 s")
+                        }
+                        defer { group.cancelAll() }
+                        return try await group.next()!  // !-safe: two tasks were added
+                    }
                 )
             } catch {
                 answers[name] = .failure(SnapshotError("unreachable: \(error)"))

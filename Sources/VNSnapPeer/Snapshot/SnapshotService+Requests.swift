@@ -75,7 +75,10 @@ extension SnapshotService {
         while ContinuousClock.now < deadline {
             if let entry = try self.catalog.entry(id) {
                 if entry.state == "committed", let manifest = entry.manifest { return manifest }
-                if entry.state == "aborted" || entry.state == "deleted" {
+                // A peer without VMs may have aborted on its own while a successor committed: it learns the
+                // commit later, so its abort is not final.
+                let final = entry.state == "deleted" || self.participants[id]?.machine.vms.isEmpty != true
+                if final, entry.state == "aborted" || entry.state == "deleted" {
                     throw SnapshotError(
                         "snapshot \(entry.state): \(entry.reason ?? "by the initiator that took it over")"
                     )
