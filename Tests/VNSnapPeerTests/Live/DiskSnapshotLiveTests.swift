@@ -95,12 +95,8 @@ import Glibc
             // A restarted peer runs the VM on the overlay of the last restore, not on the frozen configured file.
             let before = try await self.commandLine(cluster, host: "h1", vm: "diskvm")
             #expect(before.contains("/data/disks/diskvm/restore-\(first.id)-"), "\(before)")
-            let pid = try #require(cluster.host("h1").peerPID)
             cluster.signalPeer("h1", SIGTERM)
-            let deadline = ContinuousClock.now + .seconds(30)
-            while !LiveCluster.isZombie(pid), ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(100))
-            }
+            try await cluster.waitForExit("h1")
             try self.start(cluster, host: "h1", config: h1)
             _ = try await cluster.waitForSerial(
                 host: "h1",

@@ -18,13 +18,6 @@ import VNSnapPeer
         )
     }
 
-    static func waitExit(_ cluster: LiveCluster, _ name: String) async throws {
-        let pid = try #require(cluster.host(name).peerPID)
-        for _ in 0..<300 where kill(pid, 0) == 0 && !LiveCluster.isZombie(pid) {
-            try await Task.sleep(for: .milliseconds(100))
-        }
-    }
-
     @Test func test_keyRotation_whilePipelineStreams_digestIntact_andAnAwayPeerCatchesUp() async throws {
         if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
         let expected = try LiveEnvironment.expectedDigest(blocks: Self.blocks)
@@ -43,7 +36,7 @@ import VNSnapPeer
             }
             // h3 goes away before the rotation starts.
             cluster.signalPeer("h3", SIGTERM)
-            try await Self.waitExit(cluster, "h3")
+            try await cluster.waitForExit("h3")
             _ = try await cluster.waitForSerial(
                 host: "h1",
                 vm: "sink",
@@ -90,7 +83,7 @@ import VNSnapPeer
 
             // A peer that comes back with only the removed key cannot join; both sides say why.
             cluster.signalPeer("h3", SIGTERM)
-            try await Self.waitExit(cluster, "h3")
+            try await cluster.waitForExit("h3")
             try cluster.startPeer("h3", config: cluster.baseConfig("h3", keyring: Keyring(keys: [old])!))
             let address = cluster.host("h3").address
             try await cluster.waitUntil("h1", "reporting h3's datagrams it cannot open") {

@@ -255,6 +255,14 @@ final class LiveCluster: @unchecked Sendable {
         try? FileManager.default.removeItem(atPath: self.root)
     }
 
+    /// Waits (up to 30 s) until host `name`'s peer process has exited.
+    func waitForExit(_ name: String) async throws {
+        guard let pid = self.host(name).peerPID else { return }
+        for _ in 0..<300 where kill(pid, 0) == 0 && !Self.isZombie(pid) {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
     /// Whether `pid` is gone or a zombie (exited, not yet reaped).
     static func isZombie(_ pid: Int32) -> Bool {
         guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8) else { return true }

@@ -73,12 +73,8 @@ import VNSnapPeer
 
             // One flipped byte in a chunk of the relay's replica on h3, the store its restore tries first. h3
             // restarts (its replicas come back from its disk); the damaged chunk is refused and h2's replica serves.
-            let pid = try #require(cluster.host("h3").peerPID)
             cluster.signalPeer("h3", SIGTERM)
-            let stopped = ContinuousClock.now + .seconds(30)
-            while !LiveCluster.isZombie(pid), ContinuousClock.now < stopped {
-                try await Task.sleep(for: .milliseconds(100))
-            }
+            try await cluster.waitForExit("h3")
             let chunks = "\(cluster.host("h3").directory)/data/replicas/\(manifest.id)/relay/memory"
             let first = try #require(
                 try FileManager.default.contentsOfDirectory(atPath: chunks).filter { $0.hasSuffix(".zst") }.min()
@@ -111,12 +107,8 @@ import VNSnapPeer
 
             // Deleted while h3 is down: h2 drops its replicas at once; h3, back, learns the deletion from another
             // peer's catalog and drops its own.
-            let pidAgain = try #require(cluster.host("h3").peerPID)
             cluster.signalPeer("h3", SIGTERM)
-            let gone = ContinuousClock.now + .seconds(30)
-            while !LiveCluster.isZombie(pidAgain), ContinuousClock.now < gone {
-                try await Task.sleep(for: .milliseconds(100))
-            }
+            try await cluster.waitForExit("h3")
             _ = try await cluster.request("h1", ControlRequest(command: "delete", id: manifest.id))
             #expect(try await cluster.status("h2").store?.usage.replicas.isEmpty == true)
             try cluster.startPeer("h3", config: h3)
