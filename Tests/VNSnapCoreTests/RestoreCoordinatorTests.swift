@@ -1,8 +1,9 @@
 import Testing
 import VNSnapCore
 
-/// The restorer's side: verify everywhere, then load everywhere, then resume everywhere; a refusal or a
-/// silent holder ends it in the step it happened, before the next step is asked of anyone.
+/// The restorer's side: verify, load beside, pause, resume, each everywhere before the next; a refusal or a
+/// silent holder ends it in the step it happened, before the next step is asked of anyone, and one after the load
+/// began rolls every holder back first.
 @Suite struct RestoreCoordinatorTests {
     typealias F = SnapshotFixtures
     typealias Coordinator = RestoreCoordinator<TestInstant>
@@ -39,11 +40,14 @@ import VNSnapCore
         #expect(load.first == .stepDone(.verify, [F.peers[0]: [1], F.peers[1]: [1]]))
         #expect(self.requested(load).map(\.0) == [.load, .load])
         _ = restore.onMessage(self.answer(.load, from: F.peers[1]), now: .ms(4))
-        let resume = restore.onMessage(self.answer(.load, from: F.peers[0]), now: .ms(5))
+        let pause = restore.onMessage(self.answer(.load, from: F.peers[0]), now: .ms(5))
+        #expect(self.requested(pause).map(\.0) == [.pause, .pause])
+        _ = restore.onMessage(self.answer(.pause, from: F.peers[1]), now: .ms(6))
+        let resume = restore.onMessage(self.answer(.pause, from: F.peers[0]), now: .ms(6))
         #expect(self.requested(resume).map(\.0) == [.resume, .resume])
         _ = restore.onMessage(self.answer(.resume, from: F.peers[0]), now: .ms(6))
         let done = restore.onMessage(self.answer(.resume, from: F.peers[1]), now: .ms(7))
-        #expect(done == [.stepDone(.resume, [F.peers[0]: [3], F.peers[1]: [3]])])
+        #expect(done == [.stepDone(.resume, [F.peers[0]: [4], F.peers[1]: [4]])])
         #expect(restore.succeeded && restore.step == nil)
     }
 
@@ -78,5 +82,83 @@ import VNSnapCore
         #expect(restore.onMessage(self.answer(.verify, from: PeerID(name: "h9")), now: .ms(1)).isEmpty)
         _ = restore.onMessage(self.answer(.verify, from: F.peers[0]), now: .ms(2))
         #expect(restore.step == .verify, "one holder is still missing")
+    }
+
+    /// Brings a restore to `step`, every holder having done the steps before.
+    func restore(at step: RestoreStep) -> Coordinator {
+        var restore = self.coordinator()
+        _ = restore.start()
+        var now = 1
+        for done in RestoreStep.forward.prefix(while: { $0 != step }) {
+            for peer in F.peers {
+                _ = restore.onMessage(self.answer(done, from: peer), now: .ms(now))
+                now += 1
+            }
+        }
+        return restore
+    }
+
+    @Test(arguments: [RestoreStep.load, .pause])
+    func test_aHolderFailsAfterTheLoadBegan_everyHolderRollsBack_andTheFailureSaysSo(step: RestoreStep) {
+        var restore = self.restore(at: step)
+        #expect(restore.step == step)
+        _ = restore.onMessage(self.answer(step, from: F.peers[0]), now: .ms(10))
+        let rollback = restore.onMessage(
+            self.answer(step, from: F.peers[1], ok: false, reason: "h2: relay: image unreadable"),
+            now: .ms(11)
+        )
+        #expect(self.requested(rollback).map(\.0) == [.rollback, .rollback], "the holder that succeeded too")
+        #expect(!rollback.contains { if case .failed = $0 { true } else { false } }, "not before the rollback")
+        #expect(Set(self.requested(restore.onTick(now: .ms(400))).map(\.1)) == Set(F.peers), "resent until answered")
+        _ = restore.onMessage(self.answer(.rollback, from: F.peers[1]), now: .ms(500))
+        let failed = restore.onMessage(self.answer(.rollback, from: F.peers[0]), now: .ms(501))
+        #expect(
+            failed == [
+                .failed(
+                    step,
+                    "h2: relay: image unreadable; rolled back: every VM runs as it did before the restore"
+                )
+            ]
+        )
+        #expect(!restore.succeeded && restore.step == nil)
+        #expect(self.requested(restore.onTick(now: .ms(10_000))).isEmpty, "no resume is ever asked")
+    }
+
+    @Test func test_aHolderSilentInPause_rollbackAfterTheDeadline_andASilentRollbackIsReported() {
+        var restore = self.restore(at: .pause)
+        _ = restore.onMessage(self.answer(.pause, from: F.peers[0]), now: .ms(10))
+        let rollback = restore.onTick(now: .ms(40_000))
+        #expect(self.requested(rollback).map(\.0) == [.rollback, .rollback])
+        _ = restore.onMessage(self.answer(.rollback, from: F.peers[0]), now: .ms(40_100))
+        let failed = restore.onTick(now: .ms(101_000))
+        guard case .failed(.pause, let reason) = failed.first else {
+            Issue.record("Expected .failed(.pause, …), but got \(failed)")
+            return
+        }
+        #expect(
+            reason.hasPrefix(
+                "no answer in step pause from \(F.peers[1]); rollback incomplete (no answer from \(F.peers[1])"
+            )
+        )
+    }
+
+    @Test func test_aHolderFailsInResume_pastTheSwitchOver_failsWithoutARollback() {
+        var restore = self.restore(at: .resume)
+        let failed = restore.onMessage(
+            self.answer(.resume, from: F.peers[0], ok: false, reason: "h1: cont"),
+            now: .ms(9)
+        )
+        #expect(failed == [.failed(.resume, "h1: cont")])
+    }
+
+    @Test func test_aRollbackAnswerThatCouldNotPutAVMBack_isNamedInTheFailure() {
+        var restore = self.restore(at: .load)
+        _ = restore.onMessage(self.answer(.load, from: F.peers[0], ok: false, reason: "h1: no room"), now: .ms(9))
+        _ = restore.onMessage(self.answer(.rollback, from: F.peers[0]), now: .ms(10))
+        let failed = restore.onMessage(
+            self.answer(.rollback, from: F.peers[1], ok: false, reason: "h2: relay: cont failed"),
+            now: .ms(11)
+        )
+        #expect(failed == [.failed(.load, "h1: no room; rollback incomplete: h2: relay: cont failed")])
     }
 }

@@ -25,6 +25,17 @@ import VNSnapCore
         F.message(.aborted, from: F.peers[1]),
         F.message(.failed("QMP stop failed"), from: F.peers[1]),
         F.message(.request(mode: .precopy, name: "before-upgrade", target: .disk), from: F.peers[1]),
+        F.message(.operation(kind: .restore, snapshot: 12, wait: true, held: false), from: F.peers[1]),
+        F.message(.operation(kind: .delete, snapshot: 13, wait: false, held: true), from: F.peers[0]),
+        F.message(.operationAnswer(.granted), from: F.initiator),
+        F.message(
+            .operationAnswer(.queued(position: 2, behind: "a snapshot of pipeline, asked on h1")),
+            from: F.initiator
+        ),
+        F.message(.operationAnswer(.refused("snapshot 12 is in use by a restore")), from: F.initiator),
+        F.message(.operationDone, from: F.peers[1]),
+        F.message(.restore(run: 9, step: .pause, replay: true, moved: [:]), from: F.initiator),
+        F.message(.restoreAnswer(run: 9, step: .rollback, ok: false, reason: "h2: relay", blob: []), from: F.peers[1]),
         F.message(
             .request(mode: .cow, name: "to-ram", target: SnapshotTarget(kind: .memory, replicas: 2)),
             from: F.peers[0]
@@ -101,9 +112,9 @@ import VNSnapCore
             _ = try? SnapshotCodec.decode(bytes)
         }
         var bytes = (try? SnapshotCodec.encode(Self.messages[3])) ?? []
-        bytes[0] = 1  // the version before failover's fields: refused, not misread
+        bytes[0] = 2  // the version before the restore transaction's steps: refused, not misread
         #expect(throws: WireFailure.badVersion) { try SnapshotCodec.decode(bytes) }
-        bytes[0] = 2
+        bytes[0] = 3
         bytes[1] = 99
         #expect(throws: WireFailure.malformed) { try SnapshotCodec.decode(bytes) }
     }

@@ -1,9 +1,13 @@
 /// The restorer's side of a restore (DESIGN §7): every peer holding VMs of the snapshot verifies its images,
-/// then loads its VMs paused, then resumes them — each step done everywhere before the next begins, so a bad
-/// chunk anywhere stops the restore before any VM is touched, and the VMs resume together.
+/// then loads a new QEMU per VM beside the running one, then pauses the running ones, then switches over and
+/// resumes — each step done everywhere before the next begins, so a bad chunk anywhere stops the restore before
+/// any VM is touched, and the VMs resume together.
 ///
-/// Pure: requests are resent every `retransmitInterval` to the holders that have not answered; a negative
-/// answer or a step's deadline ends the restore with the reason.
+/// A transaction (issue 13): a failure in `load` or `pause` (a refusal, or a step's deadline) asks every holder to
+/// roll back (new QEMUs stopped, old VMs resumed) and reports the failure once they all have, or the rollback's
+/// deadline passed; a failure in `verify` touched nothing, and one in `resume` is past the switch-over.
+///
+/// Pure: requests are resent every `retransmitInterval` to the holders that have not answered.
 public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
     /// What the shell must do.
     public enum Directive: Sendable, Hashable {
@@ -11,7 +15,8 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         case send(SnapshotMessage, to: PeerID)
         /// Every holder finished `step`; their answers' blobs, by peer.
         case stepDone(RestoreStep, [PeerID: [UInt8]])
-        /// The restore failed in `step`, for this reason (steps after it were not begun).
+        /// The restore failed in `step`, for this reason (steps after it were not begun; the reason says how the
+        /// rollback went, when there was one).
         case failed(RestoreStep, String)
     }
 
@@ -31,7 +36,11 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
     public private(set) var step: RestoreStep?
     /// Whether every step is done.
     public private(set) var succeeded = false
+    /// While rolling back: the step that failed, and why.
+    public private(set) var failure: (step: RestoreStep, reason: String)?
     var answers: [PeerID: [UInt8]] = [:]
+    /// Rollback answers that said a VM could not be put back.
+    var rollbackProblems: [String] = []
     var deadline: Instant
     var nextRetransmit: Instant
     let retransmitInterval: Duration
@@ -46,7 +55,10 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         replay: Bool = true,
         moved: [String: PeerID] = [:],
         retransmitInterval: Duration = .milliseconds(300),
-        timeouts: [RestoreStep: Duration] = [.verify: .seconds(300), .load: .seconds(300), .resume: .seconds(30)],
+        timeouts: [RestoreStep: Duration] = [
+            .verify: .seconds(300), .load: .seconds(300), .pause: .seconds(30), .resume: .seconds(30),
+            .rollback: .seconds(60),
+        ],
         now: Instant
     ) {
         precondition(!holders.isEmpty, "a restore needs holders")
@@ -72,25 +84,26 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
     public mutating func onMessage(_ message: SnapshotMessage, now: Instant) -> [Directive] {
         guard message.key.id == self.key.id, self.holders.contains(message.from), let current = self.step,
             case .restoreAnswer(let run, let step, let ok, let reason, let blob) = message.body,
-            run == self.run, step == current
+            run == self.run, step == current, self.answers[message.from] == nil
         else { return [] }
+        if current == .rollback {
+            if !ok { self.rollbackProblems.append(reason.isEmpty ? "\(message.from) could not roll back" : reason) }
+            self.answers[message.from] = blob
+            return self.answers.count == self.holders.count ? self.rolledBack(missing: []) : []
+        }
         guard ok else {
-            self.step = nil
-            return [.failed(current, reason.isEmpty ? "\(message.from) refused \(current)" : reason)]
+            return self.fail(current, reason.isEmpty ? "\(message.from) refused \(current)" : reason, now: now)
         }
         self.answers[message.from] = blob
         guard self.answers.count == self.holders.count else { return [] }
         let done: [Directive] = [.stepDone(current, self.answers)]
         self.answers = [:]
-        guard let next = RestoreStep(rawValue: current.rawValue + 1) else {
+        guard let index = RestoreStep.forward.firstIndex(of: current), index + 1 < RestoreStep.forward.count else {
             self.step = nil
             self.succeeded = true
             return done
         }
-        self.step = next
-        self.deadline = now.advanced(by: self.timeouts[next] ?? .seconds(300))
-        self.nextRetransmit = now.advanced(by: self.retransmitInterval)
-        return done + self.request(to: self.holders)
+        return done + self.begin(RestoreStep.forward[index + 1], now: now)
     }
 
     /// Resends to the holders that have not answered; fails a step past its deadline.
@@ -98,13 +111,49 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         guard let current = self.step else { return [] }
         let missing = self.holders.subtracting(self.answers.keys)
         if now >= self.deadline {
-            self.step = nil
             let names = missing.sorted().map(\.description).joined(separator: ", ")
-            return [.failed(current, "no answer in step \(current) from \(names)")]
+            if current == .rollback { return self.rolledBack(missing: missing.sorted()) }
+            return self.fail(current, "no answer in step \(current) from \(names)", now: now)
         }
         guard now >= self.nextRetransmit else { return [] }
         self.nextRetransmit = now.advanced(by: self.retransmitInterval)
         return self.request(to: missing)
+    }
+
+    private mutating func begin(_ step: RestoreStep, now: Instant) -> [Directive] {
+        self.step = step
+        self.answers = [:]
+        self.deadline = now.advanced(by: self.timeouts[step] ?? .seconds(300))
+        self.nextRetransmit = now.advanced(by: self.retransmitInterval)
+        return self.request(to: self.holders)
+    }
+
+    /// `step` failed: before any VM was touched, or past the switch-over, that is the end; in between, every
+    /// holder rolls back first (those that did nothing yet answer at once).
+    private mutating func fail(_ step: RestoreStep, _ reason: String, now: Instant) -> [Directive] {
+        guard step == .load || step == .pause else {
+            self.step = nil
+            return [.failed(step, reason)]
+        }
+        self.failure = (step, reason)
+        return self.begin(.rollback, now: now)
+    }
+
+    private mutating func rolledBack(missing: [PeerID]) -> [Directive] {
+        self.step = nil
+        guard let failure = self.failure else { return [] }
+        var outcome: String
+        if missing.isEmpty, self.rollbackProblems.isEmpty {
+            outcome = "rolled back: every VM runs as it did before the restore"
+        } else {
+            outcome = "rollback incomplete"
+            if !missing.isEmpty {
+                outcome +=
+                    " (no answer from \(missing.map(\.description).joined(separator: ", ")); they roll back on their own when the restorer is silent)"
+            }
+            if !self.rollbackProblems.isEmpty { outcome += ": " + self.rollbackProblems.joined(separator: "; ") }
+        }
+        return [.failed(failure.step, "\(failure.reason); \(outcome)")]
     }
 
     private func request(to peers: Set<PeerID>) -> [Directive] {

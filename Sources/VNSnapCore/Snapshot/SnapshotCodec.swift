@@ -1,10 +1,11 @@
 /// The binary wire format of snapshot protocol messages (sent sealed, like membership messages), big-endian.
 ///
 /// ```
-/// message = version:u8(2) type:u8 id:u64 violin:str epoch:u32 term:u64 from:u64 body
+/// message = version:u8(3) type:u8 id:u64 violin:str epoch:u32 term:u64 from:u64 body
 /// type    = 1 prepare, 2 prepared, 3 cut, 4 cutDone, 5 durable, 6 commit, 7 committed, 8 abort, 9 aborted,
 ///           10 failed, 11 request, 12 progress, 13 restore, 14 restoreAnswer, 15 deleteSnapshot, 16 deleted,
-///           17 streamed, 18 inquire, 19 holding, 20 catalog, 21 manifestWanted, 22 manifest
+///           17 streamed, 18 inquire, 19 holding, 20 catalog, 21 manifestWanted, 22 manifest,
+///           23 operation, 24 operationAnswer, 25 operationDone
 /// body    = prepare: mode:u8 vni:u32 peers:u8 (peer:u64 vms:u8 vm:str*)* target name:str
 ///         | prepared: ok:u8 reason:str holds:u8 | cut: holders:u8 (peer:u64)* (at most 150)
 ///         | cutDone: count:u8 (vm:str cutAt:u64 downtime:u64 triggered:u8)* | abort, failed: reason:str
@@ -12,7 +13,9 @@
 ///         | progress: snapshot:u64 phase:str finished:u8 message:str blob
 ///         | restore: run:u64 step:u8 replay:u8 moves:u8 (vm:str peer:u64)* | restoreAnswer: run:u64 step:u8 ok:u8 reason:str blob
 ///         | inquire: term:u64 | holding: kind:u8 (0 nothing, 1 unfinished, 2 durable: reports blob,
-///           3 committed: blob, 4 aborted, 5 streaming) | (nothing for the others)
+///           3 committed: blob, 4 aborted, 5 streaming) | operation: kind:u8 snapshot:u64 wait:u8 held:u8
+///         | operationAnswer: state:u8 (0 granted, 1 queued, 2 refused) position:u32 text:str
+///         | (nothing for the others)
 /// str     = length:u8 utf8
 /// blob    = length:u32 bytes
 /// ```
@@ -25,7 +28,7 @@ public enum SnapshotCodec {
     public static let maximumSize = 1360
     /// Largest encoded message with a blob (durable reports, manifests, progress).
     public static let maximumBlobMessageSize = 60_000
-    static let version: UInt8 = 2
+    static let version: UInt8 = 3
     static let modes: [SnapshotMode] = [.cow, .precopy, .drop, .loop]
 
     /// Encodes a message.
@@ -121,7 +124,27 @@ public enum SnapshotCodec {
             case .aborted: writer.u8(4)
             case .streaming: writer.u8(5)
             }
-        case .committed, .aborted, .deleteSnapshot, .deleted, .manifestWanted:
+        case .operation(let kind, let snapshot, let wait, let held):
+            writer.u8(kind.rawValue)
+            writer.u64(snapshot)
+            writer.u8(wait ? 1 : 0)
+            writer.u8(held ? 1 : 0)
+        case .operationAnswer(let answer):
+            switch answer {
+            case .granted:
+                writer.u8(0)
+                writer.u32(0)
+                try writer.string("")
+            case .queued(let position, let behind):
+                writer.u8(1)
+                writer.u32(UInt32(clamping: position))
+                try writer.string(Self.shortened(behind))
+            case .refused(let reason):
+                writer.u8(2)
+                writer.u32(0)
+                try writer.string(Self.shortened(reason))
+            }
+        case .committed, .aborted, .deleteSnapshot, .deleted, .manifestWanted, .operationDone:
             break
         }
         guard writer.bytes.count <= Self.limit(of: message.body) else { throw .oversized }
@@ -242,6 +265,24 @@ public enum SnapshotCodec {
             body = .catalog(reply: reply == 1, blob: try reader.blob())
         case 21: body = .manifestWanted
         case 22: body = .manifest(try reader.blob())
+        case 23:
+            guard let kind = ViolinOperationKind(rawValue: try reader.u8()) else { throw .malformed }
+            let snapshot = try reader.u64()
+            let wait = try reader.u8()
+            let held = try reader.u8()
+            guard wait <= 1, held <= 1 else { throw .malformed }
+            body = .operation(kind: kind, snapshot: snapshot, wait: wait == 1, held: held == 1)
+        case 24:
+            let state = try reader.u8()
+            let position = Int(try reader.u32())
+            let text = try reader.string()
+            switch state {
+            case 0: body = .operationAnswer(.granted)
+            case 1: body = .operationAnswer(.queued(position: position, behind: text))
+            case 2: body = .operationAnswer(.refused(text))
+            default: throw .malformed
+            }
+        case 25: body = .operationDone
         case 19:
             switch try reader.u8() {
             case 0: body = .holding(.nothing)
@@ -327,6 +368,9 @@ public enum SnapshotCodec {
         case .catalog: 20
         case .manifestWanted: 21
         case .manifest: 22
+        case .operation: 23
+        case .operationAnswer: 24
+        case .operationDone: 25
         }
     }
 

@@ -61,6 +61,14 @@ public struct SnapshotMessage: Sendable, Hashable, Codable {
         case manifestWanted
         /// Peer → peer: the manifest of snapshot `key.id`, as committed.
         case manifest([UInt8])
+        /// Any peer → initiator: may operation `key.id` (a restore or delete of `snapshot`) run on VIOLIN
+        /// `key.violin`? Resent while it waits and, once granted, as the renewal of its lease. `wait`: queue it
+        /// behind what runs rather than refuse it; `held`: it was granted by a previous initiator.
+        case operation(kind: ViolinOperationKind, snapshot: UInt64, wait: Bool, held: Bool)
+        /// Initiator → asker: the answer to `operation` (or to a `request`'s place in the queue).
+        case operationAnswer(OperationAnswer)
+        /// Any peer → initiator: operation `key.id` has ended; its VIOLIN or snapshot is free.
+        case operationDone
     }
 
     /// Which run of the protocol.
@@ -139,12 +147,32 @@ public struct SnapshotProgress: Sendable, Hashable, Codable {
     }
 }
 
+/// The initiator's answer to an operation's ask (`ViolinOperations.Decision` on the wire).
+public enum OperationAnswer: Sendable, Hashable, Codable {
+    /// It may run (or keeps running).
+    case granted
+    /// It waits at `position` (1 = next) behind what `behind` describes.
+    case queued(position: Int, behind: String)
+    /// It may not run, and why.
+    case refused(String)
+}
+
 /// The steps of a restore (DESIGN §7), each done by every peer holding VMs of the snapshot before the next.
+///
+/// A restore is a transaction: until every holder has done `pause`, the running VMs are untouched or only paused,
+/// and `rollback` puts everything back as it was; `resume` is the switch-over.
 public enum RestoreStep: UInt8, Sendable, Hashable, Codable, CaseIterable {
     /// Check every chunk of every local image against the manifest; touch nothing.
     case verify = 1
-    /// Stop the VMs, start each paused from its verified image, set the switch epochs.
+    /// Start a new QEMU per VM beside the running one, paused, and load it from its verified image.
     case load = 2
-    /// Re-inject the channel logs and resume every VM.
-    case resume = 3
+    /// Pause the running VMs (reversibly): the last step before the switch-over.
+    case pause = 3
+    /// The switch-over: stop the old VMs, put the new ones in their place, re-inject the channel logs, resume.
+    case resume = 4
+    /// Undo `load` and `pause`: stop the new QEMUs, resume the old VMs (after a failure before `resume`).
+    case rollback = 5
+
+    /// The steps a restore goes through, in order (`rollback` only on failure).
+    public static let forward: [RestoreStep] = [.verify, .load, .pause, .resume]
 }

@@ -11,8 +11,11 @@ import VNSnapCore
 public actor QEMUMachine {
     /// The VM as defined.
     nonisolated public let definition: VMDefinition
-    /// Where its sockets and logs are.
+    /// Where its sockets and logs are (once in place: see `staging`).
     nonisolated public let paths: QEMUPaths
+    /// Where a machine started beside a running one of the same VM (a restore) keeps them until
+    /// `moveIntoPlace`; `nil` for a machine started in place.
+    nonisolated public let staging: QEMUPaths?
     /// The accelerator chosen when it started.
     nonisolated public let accelerator: VMDefinition.Accelerator
     private let executable: String
@@ -27,12 +30,14 @@ public actor QEMUMachine {
         definition: VMDefinition,
         accelerator: VMDefinition.Accelerator,
         paths: QEMUPaths,
+        staging: QEMUPaths? = nil,
         executable: String = "qemu-system-x86_64",
         logger: Logger
     ) {
         self.definition = definition
         self.accelerator = accelerator
         self.paths = paths
+        self.staging = staging
         self.executable = executable
         var logger = logger
         logger[metadataKey: "vm.name"] = "\(definition.name)"
@@ -47,13 +52,14 @@ public actor QEMUMachine {
 
     /// Starts QEMU and connects to its monitor; with `incoming`, it waits for its state (`QEMUSnapshot.restore`).
     public func start(startPaused: Bool = false, incoming: Bool = false, stderrLog: String) async throws {
-        for stale in [self.paths.qmpSocket, self.paths.nicSocket] {
+        let launch = self.staging ?? self.paths
+        for stale in [launch.qmpSocket, launch.nicSocket] {
             try? FileManager.default.removeItem(atPath: stale)
         }
         let args = QEMUCommandLine.arguments(
             for: self.definition,
             accelerator: self.accelerator,
-            paths: self.paths,
+            paths: launch,
             startPaused: startPaused,
             incoming: incoming
         )
@@ -120,11 +126,12 @@ public actor QEMUMachine {
         // Generous: on a loaded 2-core host a TCG QEMU can take many seconds to create its monitor socket.
         let deadline = ContinuousClock.now + .seconds(45)
         var lastError: (any Error)?
+        let socket = (self.staging ?? self.paths).qmpSocket
         while ContinuousClock.now < deadline {
             if self.exitCode != nil { break }
-            if FileManager.default.fileExists(atPath: self.paths.qmpSocket) {
+            if FileManager.default.fileExists(atPath: socket) {
                 do {
-                    return try await QMPClient.connect(path: self.paths.qmpSocket, logger: self.logger)
+                    return try await QMPClient.connect(path: socket, logger: self.logger)
                 } catch {
                     lastError = error
                 }
@@ -134,7 +141,21 @@ public actor QEMUMachine {
         if let code = self.exitCode {
             throw QMPError(.disconnected, "QEMU exited with status \(code) before its monitor was ready")
         }
-        throw lastError ?? QMPError(.timeout, "QMP socket \(self.paths.qmpSocket) did not appear")
+        throw lastError ?? QMPError(.timeout, "QMP socket \(socket) did not appear")
+    }
+
+    /// A staged machine takes its place: its monitor socket, NIC socket and serial log move from `staging` to
+    /// `paths` (renamed: QEMU keeps using them, and the switch port's sends to the NIC path reach it from now on).
+    /// The machine that held `paths` must have exited.
+    public func moveIntoPlace() throws {
+        guard let staging = self.staging else { return }
+        let moves = [
+            (staging.nicSocket, self.paths.nicSocket), (staging.qmpSocket, self.paths.qmpSocket),
+            (staging.serialLog, self.paths.serialLog),
+        ]
+        for (from, to) in moves where rename(from, to) != 0 {
+            throw QMPError(.commandFailed, "moving \(from) to \(to): \(String(cString: strerror(errno)))")
+        }
     }
 
     /// Resolves a bare executable name through `PATH`.

@@ -12,6 +12,38 @@ extension SnapshotService {
             if self.initiators[request.snapshotID]?.superseded == true { return }
             return await self.answer(requestID, request.progress, to: message.from)
         }
+        // One operation per VIOLIN (issue 13): the table is asked and answers with no suspension in between, so
+        // two requests arriving together cannot both start.
+        if let view = try? await self.membership.view(), self.refreshOperations(view), self.served[requestID] == nil {
+            let operation = ViolinOperations<Instant>.Operation(
+                id: requestID,
+                kind: .snapshot,
+                violin: message.key.violin,
+                ownerName: view.names[message.from] ?? "\(message.from)"
+            )
+            switch self.operations!.table.request(operation, wait: true, leased: false, now: .now) {  // !-safe, made above
+            case .granted:
+                // Later polls of this request are answered from here while it starts.
+                let starting = SnapshotProgress(snapshotID: 0, phase: "preparing", finished: false)
+                self.served[requestID] = ServedRequest(snapshotID: 0, progress: starting, at: .now)
+            case .queued(let position, let behind):
+                let waiting = SnapshotProgress(
+                    snapshotID: 0,
+                    phase: "queued",
+                    finished: false,
+                    message:
+                        "waiting: \(behind.summary) (this snapshot is \(position == 1 ? "next" : "number \(position) in line"))"
+                )
+                return await self.answer(requestID, waiting, to: message.from)
+            case .refused(let reason):
+                let refused = SnapshotProgress(snapshotID: 0, phase: "refused", finished: true, message: reason)
+                self.served[requestID] = ServedRequest(snapshotID: 0, progress: refused, at: .now)
+                return await self.answer(requestID, refused, to: message.from)
+            }
+        } else if let request = self.served[requestID] {
+            // A duplicate poll started it while this one waited for the view.
+            return await self.answer(requestID, request.progress, to: message.from)
+        }
         let progress: SnapshotProgress
         do {
             let id = try await self.startSnapshot(
@@ -23,7 +55,9 @@ extension SnapshotService {
                 requester: message.from
             )
             progress = SnapshotProgress(snapshotID: id, phase: "preparing", finished: false)
+            self.operations?.table.started(requestID, snapshot: id)
         } catch {
+            self.operations?.table.release(requestID)
             progress = SnapshotProgress(snapshotID: 0, phase: "refused", finished: true, message: "\(error)")
         }
         self.served[requestID] = ServedRequest(snapshotID: progress.snapshotID, progress: progress, at: .now)
@@ -165,6 +199,8 @@ extension SnapshotService {
                 requestID: 0,
                 requester: self.me
             )
+            _ = self.refreshOperations(view)
+            self.registerTakeover(id, violin: machine.key.violin)
             await self.executeInitiator(id, directives)
         }
     }
@@ -179,6 +215,7 @@ extension SnapshotService {
             else { continue }
             self.initiators[id]?.superseded = true
             self.initiators[id]?.finished = .now
+            self.operations?.table.release(Self.operationID(of: id, run))
             self.logger.warning(
                 "Snapshot taken over by a higher-term initiator: no longer driven from here",
                 metadata: ["snapshot.id": "\(id)", "snapshot.term": "\(successor)"]
@@ -197,6 +234,7 @@ extension SnapshotService {
                 guard var run = self.initiators[id] else { continue }
                 run.finished = .now
                 self.initiators[id] = run
+                self.operations?.table.release(Self.operationID(of: id, run))
                 switch outcome {
                 case .committed:
                     self.logger.info("Snapshot committed", metadata: ["snapshot.id": "\(id)"])

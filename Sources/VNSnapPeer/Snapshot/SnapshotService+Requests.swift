@@ -30,8 +30,10 @@ extension SnapshotService {
         var last: SnapshotProgress?
         var heardAt = ContinuousClock.now
         while ContinuousClock.now < deadline {
-            // The request doubles as the poll: the initiator answers each with where the snapshot stands.
-            await self.membership.send(snapshot: request, to: initiator)
+            // The request doubles as the poll: the initiator answers each with where the snapshot stands. It goes
+            // to the initiator as this peer sees it now: a request still queued is then served by a successor.
+            let current = (try? await self.membership.view())?.initiator ?? initiator
+            await self.membership.send(snapshot: request, to: current)
             try? await Task.sleep(for: .milliseconds(100))
             guard case .some(.some(let current)) = self.awaited[requestID] else {
                 if heardAt.duration(to: .now) > .seconds(10) {
@@ -111,6 +113,14 @@ extension SnapshotService {
         guard let entry = try self.catalog.entry(id) else {
             throw SnapshotError("no snapshot \(id) (see `vnsnap-peer list`)")
         }
+        // A snapshot a restore uses is not deleted under it (issue 13): the initiator refuses, naming the restore.
+        return try await self.withOperation(.delete, violin: entry.violin, snapshot: id, wait: false) { _ in
+            try await self.deleteEverywhere(entry, timeout: timeout)
+        }
+    }
+
+    private func deleteEverywhere(_ entry: SnapshotCatalog.Entry, timeout: Duration) async throws -> [String] {
+        let id = entry.id
         let view = try await self.membership.view()
         let others = Set(view.alive.keys).subtracting([self.me])
         self.deletions[id] = others

@@ -6,7 +6,9 @@ import VNSnapHypervisor
 import VNSnapImage
 
 /// A restore as a peer holding VMs of the snapshot carries out each step: verify its images (fetching what
-/// lives on store peers, and whole images of a lost peer's VMs placed here), load its VMs paused, resume them.
+/// lives on store peers, and whole images of a lost peer's VMs placed here), load a new QEMU per VM beside the
+/// running one, pause the running ones, switch over and resume — or roll back (issue 13: a restore is a
+/// transaction; until the switch-over the running VMs are untouched or only paused).
 extension SnapshotService {
     /// One step for this peer's VMs of the snapshot.
     func carryOut(
@@ -17,6 +19,14 @@ extension SnapshotService {
         moved: [String: PeerID]
     ) async -> SnapshotMessage.Body {
         do {
+            if step == .rollback {
+                let problems = await self.rollBack(run)
+                guard problems.isEmpty else { throw SnapshotError(problems.joined(separator: "; ")) }
+                return .restoreAnswer(run: run, step: step, ok: true, reason: "", blob: [])
+            }
+            guard self.holding[run]?.rolledBack != true else {
+                throw SnapshotError("restore \(run) was rolled back here")
+            }
             guard let manifest = try self.catalog.entry(key.id)?.manifest else {
                 throw SnapshotError("\(self.config.peer.name) has no manifest of snapshot \(key.id)")
             }
@@ -32,25 +42,31 @@ extension SnapshotService {
             case .load:
                 for vm in local {
                     let started = ContinuousClock.now
-                    self.holding[run]?.frames[vm.name] = try await self.load(manifest, vm: vm.name)
+                    let staged = try await self.stage(manifest, vm: vm.name)
+                    self.holding[run]?.staged[vm.name] = staged
+                    timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
+                }
+            case .pause:
+                for vm in local {
+                    let started = ContinuousClock.now
+                    // A lost peer's VM has no running copy here; the others pause, reversibly.
+                    if let monitor = await self.monitor(vm.name) {
+                        _ = try await monitor.execute("stop")
+                        self.holding[run]?.paused.append(vm.name)
+                    }
                     timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
                 }
             case .resume:
-                for vm in local {
-                    let frames = replay ? (self.holding[run]?.frames[vm.name] ?? []) : []
-                    try await self.switchService.inject(vm.name, frames: frames)
-                    timings.injected[vm.name] = frames.count
-                }
-                // Resume them back to back, so the group starts within a few milliseconds.
-                for vm in local {
-                    let started = ContinuousClock.now
-                    guard let monitor = await self.monitor(vm.name) else {
-                        throw SnapshotError("VM \(vm.name) is not running after its load")
-                    }
-                    _ = try await monitor.execute("cont")
-                    timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
-                }
+                try await self.switchOver(
+                    run,
+                    manifest: manifest,
+                    vms: local.map(\.name),
+                    replay: replay,
+                    into: &timings
+                )
                 self.logger.info("Restore resumed the VMs", metadata: ["snapshot.id": "\(key.id)"])
+            case .rollback:
+                break  // handled above
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
@@ -68,6 +84,94 @@ extension SnapshotService {
                 blob: []
             )
         }
+    }
+
+    /// The switch-over: each old VM stops and its staged machine takes its place (disk record, adoption,
+    /// switch epoch), the channel logs go in first, then every VM resumes, back to back.
+    private func switchOver(
+        _ run: UInt64,
+        manifest: SnapshotManifest,
+        vms: [String],
+        replay: Bool,
+        into timings: inout RestoreTimings
+    ) async throws {
+        guard let holding = self.holding[run] else { throw SnapshotError("restore \(run) is unknown here") }
+        let missing = vms.filter { holding.staged[$0] == nil }
+        guard missing.isEmpty else {
+            throw SnapshotError("no VM loaded here for \(missing.joined(separator: ", ")) (was the load step lost?)")
+        }
+        self.holding[run]?.switchedOver = true
+        for vm in vms {
+            let staged = holding.staged[vm]!  // !-safe, checked above
+            if let adopting = staged.adopting {
+                try self.hosted.adopt(adopting)
+                self.logger.notice(
+                    "VM of a lost peer adopted",
+                    metadata: ["vm.name": "\(vm)", "snapshot.id": "\(manifest.id)"]
+                )
+            }
+            if let overlay = staged.overlay, let configured = self.hosted.definition(vm)?.disk {
+                try DiskLayers(config: self.config).setActive(overlay, vm: vm, configured: configured)
+            }
+            try await self.supervisor.promote(vm, staged.machine)
+            try await self.switchService.setEpoch(vm, epoch: manifest.epoch)
+            self.holding[run]?.staged[vm] = nil
+        }
+        for vm in vms {
+            let frames = replay ? (holding.staged[vm]?.frames ?? []) : []
+            try await self.switchService.inject(vm, frames: frames)
+            timings.injected[vm] = frames.count
+        }
+        // Resume them back to back, so the group starts within a few milliseconds.
+        for vm in vms {
+            let started = ContinuousClock.now
+            guard let monitor = await holding.staged[vm]?.machine.monitor else {
+                throw SnapshotError("VM \(vm) is not running after its load")
+            }
+            _ = try await monitor.execute("cont")
+            timings.milliseconds[vm] = started.duration(to: .now).inSeconds * 1000
+        }
+        self.holding[run]?.paused = []
+        await self.applyDeferredDeletes()
+    }
+
+    /// Undoes `load` and `pause` of restore `run` here, once no step of it is running: the staged machines are
+    /// stopped (their overlays removed), the paused VMs resumed. Returns what could not be put back.
+    func rollBack(_ run: UInt64) async -> [String] {
+        self.holding[run, default: HolderRestore()].rolledBack = true
+        while self.holding[run]?.running.subtracting([.rollback]).isEmpty == false {
+            try? await Task.sleep(for: .milliseconds(50))
+        }
+        guard let holding = self.holding[run], !holding.switchedOver else {
+            return self.holding[run]?.switchedOver == true
+                ? ["\(self.config.peer.name): restore \(run) had already switched over here"] : []
+        }
+        var problems: [String] = []
+        for (vm, staged) in holding.staged.sorted(by: { $0.key < $1.key }) {
+            await self.supervisor.discard(staged.machine)
+            if let overlay = staged.overlay { try? FileManager.default.removeItem(atPath: overlay.path) }
+            self.holding[run]?.staged[vm] = nil
+        }
+        for vm in holding.paused {
+            do {
+                guard let monitor = await self.monitor(vm) else { throw SnapshotError("it is not running") }
+                _ = try await monitor.execute("cont")
+            } catch {
+                problems.append("\(self.config.peer.name): \(vm) could not be resumed: \(error)")
+            }
+        }
+        self.holding[run]?.paused = []
+        if !holding.staged.isEmpty || !holding.paused.isEmpty {
+            self.logger.notice(
+                "Restore rolled back: the running VMs go on as they were",
+                metadata: [
+                    "restore.run": "\(run)", "restore.discarded": "\(holding.staged.keys.sorted())",
+                    "restore.resumed": "\(holding.paused)",
+                ]
+            )
+        }
+        await self.applyDeferredDeletes()
+        return problems
     }
 
     /// Whether this peer can run `entry`, a VM of a lost peer: its definition is recorded, its VIOLIN is known
@@ -158,8 +262,8 @@ extension SnapshotService {
         }
     }
 
-    /// A fresh overlay on the snapshot's frozen disk of `vm` (recorded as the disk it runs on), or `nil` when
-    /// the snapshot holds no disk of it.
+    /// A fresh overlay on the snapshot's frozen disk of `vm`, or `nil` when the snapshot holds no disk of it. It
+    /// becomes the VM's recorded disk only at the switch-over.
     private func restoredDisk(_ entry: SnapshotManifest.VM, id: UInt64) async throws -> VMDefinition.Disk? {
         guard let frozen = entry.disk?.first else { return nil }
         let layers = DiskLayers(config: self.config)
@@ -170,15 +274,12 @@ extension SnapshotService {
                 on: VMDefinition.Disk(path: frozen.path, format: frozen.format)
             )
         }
-        // verify refused a snapshot with a disk for a VM configured without one.
-        if let configured = self.hosted.definition(entry.name)?.disk {
-            try layers.setActive(overlay, vm: entry.name, configured: configured)
-        }
         return overlay
     }
 
-    /// Stops `vm`, starts it paused from its verified image, sets its switch epoch; returns its channel log.
-    private func load(_ manifest: SnapshotManifest, vm: String) async throws -> [[UInt8]] {
+    /// Starts a new QEMU for `vm` beside the running one, paused, and loads it from its verified image; the
+    /// running VM is not touched. Returns it with its channel log.
+    private func stage(_ manifest: SnapshotManifest, vm: String) async throws -> StagedVM {
         guard let entry = manifest.vms.first(where: { $0.name == vm }),
             let log = manifest.channels.first(where: { $0.vm == vm })
         else { throw SnapshotError("snapshot \(manifest.id) has no VM \(vm)") }
@@ -190,40 +291,42 @@ extension SnapshotService {
             for chunk in channel.0.chunks { bytes += try channel.1.read(chunk) }
             return try ChannelLogFormat.decode(bytes, label: channel.1.label)
         }
-        // A lost peer's VM placed here: this peer runs it from now on (recorded first, then its switch port).
+        // A lost peer's VM placed here: its switch port now (idempotent), its adoption at the switch-over.
         var adopting: VMDefinition?
-        if self.hosted.definition(vm) == nil, let definition = entry.definition {
+        if self.hosted.definition(vm) == nil || self.hosted.isAdopted(vm), entry.peer != self.config.peer.name,
+            let definition = entry.definition
+        {
             try self.checkAdoptable(entry, manifest: manifest)
-            try self.hosted.adopt(definition)
             try await self.switchService.addPort(PeerDaemon.portSpec(self.config, definition))
-            adopting = definition
-            self.logger.notice(
-                "VM of a lost peer adopted",
-                metadata: ["vm.name": "\(vm)", "vm.lostPeer": "\(entry.peer)", "snapshot.id": "\(manifest.id)"]
-            )
+            adopting = self.hosted.definition(vm) == nil ? definition : nil
         }
+        let disk = try await self.restoredDisk(entry, id: manifest.id)
         let machine: QEMUMachine
         do {
-            let disk = try await self.restoredDisk(entry, id: manifest.id)
-            machine = try await self.supervisor.restart(vm, forIncoming: true, disk: disk, adopting: adopting)
+            machine = try await self.supervisor.stage(vm, disk: disk, definition: adopting ?? entry.definition)
         } catch {
-            // Not started here: not adopted either (the next boot must not start it).
-            if adopting != nil { self.hosted.release(vm) }
+            if let disk { try? FileManager.default.removeItem(atPath: disk.path) }
             throw error
         }
-        guard let monitor = await machine.monitor else { throw SnapshotError("VM \(vm): no monitor after restart") }
-        let socket = "\(self.config.vmDirectory(vm))/incoming.sock"
-        try? FileManager.default.removeItem(atPath: socket)
-        try await QEMUSnapshot.restore(monitor, uri: "unix:\(socket)")
-        try await NIOThreadPool.singleton.runIfActive {
-            try ImageStreamFeeder.feed(memory.0.chunks, from: memory.1, to: socket)
+        do {
+            guard let monitor = await machine.monitor else { throw SnapshotError("VM \(vm): no monitor after start") }
+            let socket = "\((machine.staging ?? machine.paths).qmpSocket).incoming"
+            try? FileManager.default.removeItem(atPath: socket)
+            try await QEMUSnapshot.restore(monitor, uri: "unix:\(socket)")
+            try await NIOThreadPool.singleton.runIfActive {
+                try ImageStreamFeeder.feed(memory.0.chunks, from: memory.1, to: socket)
+            }
+            try await QEMUSnapshot.waitCompleted(monitor, timeout: .seconds(300))
+            try? FileManager.default.removeItem(atPath: socket)
+            let state = try await monitor.execute("query-status")["status"]?.stringValue ?? "unknown"
+            guard state == "paused" || state == "prelaunch" else {
+                throw SnapshotError("VM \(vm) is \(state) after loading its image, not paused")
+            }
+        } catch {
+            await self.supervisor.discard(machine)
+            if let disk { try? FileManager.default.removeItem(atPath: disk.path) }
+            throw error
         }
-        try await QEMUSnapshot.waitCompleted(monitor, timeout: .seconds(300))
-        let state = try await monitor.execute("query-status")["status"]?.stringValue ?? "unknown"
-        guard state == "paused" || state == "prelaunch" else {
-            throw SnapshotError("VM \(vm) is \(state) after loading its image, not paused")
-        }
-        try await self.switchService.setEpoch(vm, epoch: manifest.epoch)
-        return frames
+        return StagedVM(machine: machine, overlay: disk, adopting: adopting, frames: frames)
     }
 }

@@ -71,6 +71,13 @@ public actor SnapshotService {
     var restores: [UInt64: RestoreRun] = [:]
     var holding: [UInt64: HolderRestore] = [:]
     var deletions: [UInt64: Set<PeerID>] = [:]
+    /// Deletions asked while a restore here used their snapshot, done when it is settled.
+    var deferredDeletes: Set<UInt64> = []
+    /// While this peer is the initiator: the operations on each VIOLIN (one at a time, queued, pins), for the
+    /// term it was made in.
+    var operations: (term: UInt64, table: ViolinOperations<Instant>)?
+    /// Answers to this peer's asks for an operation (restore, delete), by operation id.
+    var awaitedOperations: [UInt64: OperationAnswer?] = [:]
     /// Frozen disk images already hashed, by path (they are read-only once frozen).
     var frozenDigests: [String: SnapshotManifest.DiskLayer] = [:]
     private var ticker: Task<Void, Never>?
@@ -149,7 +156,13 @@ public actor SnapshotService {
         case .restore, .restoreAnswer:
             await self.restoreMessage(message)
         case .deleteSnapshot:
-            await self.deleteLocally(id)
+            // A restore here still uses it: deleted once that is settled (the initiator refuses such deletes;
+            // this covers one asked of an older initiator, or by a peer that could not ask).
+            if self.restoreInUse(id) {
+                self.deferredDeletes.insert(id)
+            } else {
+                await self.deleteLocally(id)
+            }
             await self.membership.send(
                 snapshot: SnapshotMessage(key: message.key, from: self.me, body: .deleted),
                 to: message.from
@@ -158,6 +171,12 @@ public actor SnapshotService {
             self.deletions[id]?.remove(message.from)
         case .catalog, .manifestWanted, .manifest:
             await self.catalogMessage(message)
+        case .operation(let kind, let snapshot, let wait, let held):
+            await self.serveOperation(message, kind: kind, snapshot: snapshot, wait: wait, held: held)
+        case .operationAnswer(let answer):
+            if self.awaitedOperations[id] != nil { self.awaitedOperations[id] = answer }
+        case .operationDone:
+            self.operations?.table.release(id)
         case .streamed(let counts):
             guard self.initiators[id] != nil else { return }
             for count in counts { self.initiators[id]?.streamed[count.vm] = count }
@@ -190,6 +209,7 @@ public actor SnapshotService {
             await self.reportStreamed(id, now: now)
         }
         await self.tickRestores(now: now)
+        self.expireOperations(now: now)
         if self.lastTakeoverCheck.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
             self.lastTakeoverCheck = now
             await self.takeOverOrphans()

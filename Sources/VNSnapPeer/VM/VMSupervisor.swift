@@ -160,66 +160,80 @@ public final class VMSupervisor: Service, Sendable {
         self.entries.withLock { $0.mapValues(\.state) }
     }
 
-    /// A restore: stops `vm`'s QEMU (if it runs) and starts a new one, paused, waiting for its state through
-    /// `migrate-incoming`, on `disk` if given (a fresh overlay on the snapshot's frozen disk). A VM new to this
-    /// peer (`adopting`, a lost peer's VM placed here) is added first. The new machine is supervised like the
-    /// first.
-    public func restart(
-        _ vm: String,
-        forIncoming: Bool,
-        disk: VMDefinition.Disk? = nil,
-        adopting: VMDefinition? = nil
-    ) async throws -> QEMUMachine {
-        if let adopting, self.entries.withLock({ $0[vm] }) == nil {
-            let machine = QEMUMachine(
-                definition: adopting,
-                accelerator: adopting.accelerator ?? QEMUMachine.defaultAccelerator(),
-                paths: self.paths(adopting),
-                executable: self.qemu,
-                logger: self.logger
-            )
-            self.entries.withLock { $0[vm] = Entry(definition: adopting, machine: machine, state: "restoring") }
-            self.order.withLock { $0.append(vm) }
-        }
-        guard var definition = self.entries.withLock({ $0[vm] })?.definition,
-            let entry = self.entries.withLock({ $0[vm] })
-        else {
+    /// A restore's first half (a transaction, issue 13): starts a new QEMU for `vm` beside the running one,
+    /// paused and waiting for its state through `migrate-incoming`, on `disk` if given, with its sockets and
+    /// logs in a `staged-*` directory of the VM's. The running machine is not touched: `promote` puts the new one in
+    /// its place, `discard` gives it up. `definition` is used for a VM this peer does not run yet (a lost peer's).
+    public func stage(_ vm: String, disk: VMDefinition.Disk?, definition adopting: VMDefinition?) async throws
+        -> QEMUMachine
+    {
+        let current = self.entries.withLock { $0[vm] }
+        guard var definition = current?.definition ?? adopting else {
             throw QMPError(.commandFailed, "no VM \(vm) on this peer")
         }
         if let disk { definition.disk = disk }
-        self.update(vm) {
-            $0.state = "restoring"
-            $0.definition = definition
-        }
-        await entry.machine.stop()
+        let paths = self.paths(definition)
+        // A directory of its own: a QEMU unlinks its sockets' paths as it exits, and an earlier restore's machine
+        // (promoted, but still bound at its own staging paths) exits at this one's switch-over.
+        let tag = String(UInt32.random(in: 0...UInt32.max), radix: 16)
+        let directory = (paths.serialLog as NSString).deletingLastPathComponent + "/staged-\(tag)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let machine = QEMUMachine(
             definition: definition,
-            accelerator: entry.machine.accelerator,
-            paths: self.paths(definition),
+            accelerator: current?.machine.accelerator ?? definition.accelerator ?? QEMUMachine.defaultAccelerator(),
+            paths: paths,
+            staging: QEMUPaths(vmDirectory: directory, switchPortSocket: paths.switchPortSocket),
             executable: self.qemu,
             logger: self.logger
         )
-        self.update(vm) {
-            $0.machine = machine
-            $0.error = nil
-            $0.exitStatus = nil
-        }
         do {
-            let directory = (machine.paths.serialLog as NSString).deletingLastPathComponent
-            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try await machine.start(startPaused: true, incoming: forIncoming, stderrLog: directory + "/qemu.log")
-            await self.onStart(vm)
+            try await machine.start(startPaused: true, incoming: true, stderrLog: directory + "/qemu.log")
         } catch {
-            self.update(vm) {
-                $0.state = "failed"
-                $0.error = "restore: \(error)"
-            }
-            await machine.stop()
+            await self.discard(machine)
             throw error
         }
-        self.update(vm) { $0.state = "running" }
-        Task { await self.watch(machine) }
         return machine
+    }
+
+    /// Gives up a staged machine: stops it and removes its directory.
+    public func discard(_ machine: QEMUMachine) async {
+        await machine.stop()
+        if let staging = machine.staging {
+            try? FileManager.default.removeItem(atPath: (staging.serialLog as NSString).deletingLastPathComponent)
+        }
+    }
+
+    /// A restore's switch-over: stops `vm`'s running QEMU (if any), moves the staged `machine` into its place
+    /// and supervises it from now on (a VM new to this peer is added).
+    public func promote(_ vm: String, _ machine: QEMUMachine) async throws {
+        let previous = self.entries.withLock { entries -> QEMUMachine? in
+            guard var entry = entries[vm] else { return nil }
+            entry.state = "restoring"
+            entries[vm] = entry
+            return entry.machine
+        }
+        await previous?.stop()
+        try await machine.moveIntoPlace()
+        if let staging = machine.staging {
+            let directory = (staging.serialLog as NSString).deletingLastPathComponent
+            let log = (machine.paths.serialLog as NSString).deletingLastPathComponent + "/qemu.log"
+            _ = rename(directory + "/qemu.log", log)
+            try? FileManager.default.removeItem(atPath: directory)
+        }
+        let added = self.entries.withLock { entries -> Bool in
+            let isNew = entries[vm] == nil
+            var entry = entries[vm] ?? Entry(definition: machine.definition, machine: machine, state: "running")
+            entry.definition = machine.definition
+            entry.machine = machine
+            entry.state = "running"
+            entry.error = nil
+            entry.exitStatus = nil
+            entries[vm] = entry
+            return isNew
+        }
+        if added { self.order.withLock { $0.append(vm) } }
+        await self.onStart(vm)
+        Task { await self.watch(machine) }
     }
 
     /// Marks every VM as stopping, so their exits are not reported as crashes.
