@@ -1,0 +1,149 @@
+import Foundation
+import Synchronization
+import Testing
+import VNSnapCore
+import VNSnapPeer
+
+/// Operations on one VIOLIN never destroy it (issue 13), on three peers each running one VM of the pipeline:
+/// two snapshots asked at once from two hosts both commit, one after the other; a restore whose load fails on
+/// one peer leaves every VM running as it was; a delete of a snapshot being restored is refused naming the
+/// restore, and the restore completes.
+@Suite(.serialized) struct ViolinOperationsLiveTests {
+    static let blocks = 5_000
+
+    /// The pipeline with source on h1, relay on h2, sink on h3.
+    func startPipeline(_ cluster: LiveCluster) throws {
+        let configs = PipelineLiveTests.pipelineConfigs(cluster, blocks: Self.blocks, pace: 10)
+        let violin = "\n[[violins]]\nname = \"pipeline\"\nvni = 42\n"
+        func vms(_ host: String) -> [String] {
+            configs[host]!.components(separatedBy: "[[vms]]").dropFirst().map { "[[vms]]" + $0 }
+        }
+        let (h1, h2) = (vms("h1"), vms("h2"))
+        let source = try #require(h1.first { $0.contains("\"source\"") })
+        let sink = try #require(h1.first { $0.contains("\"sink\"") })
+        try cluster.startPeer("h1", config: cluster.baseConfig("h1") + violin + source)
+        try cluster.startPeer("h2", config: cluster.baseConfig("h2") + violin + h2.joined())
+        try cluster.startPeer("h3", config: cluster.baseConfig("h3") + violin + sink)
+    }
+
+    /// Every VM's QEMU process id, by host and VM.
+    func pids(_ cluster: LiveCluster) async throws -> [String: [String: Int32]] {
+        var pids: [String: [String: Int32]] = [:]
+        for host in ["h1", "h2", "h3"] { pids[host] = try await cluster.vmPIDs(host) }
+        return pids
+    }
+
+    /// Restores `id` asked on `host`, calling `onProgress` with each progress line.
+    func restore(
+        _ cluster: LiveCluster,
+        on host: String,
+        id: UInt64,
+        onProgress: @escaping @Sendable (String) -> Void
+    ) async throws -> ControlResponse {
+        try await ControlClient.request(
+            ControlRequest(command: "restore", id: id, yes: true),
+            socket: cluster.controlSocket(host),
+            timeout: .seconds(300),
+            onProgress: onProgress
+        )
+    }
+
+    @Test
+    func
+        test_concurrentSnapshots_bothCommitInTurn_aFailedLoadRollsBack_andADeleteOfASnapshotBeingRestoredIsRefused()
+        async throws
+    {
+        if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
+        let expected = try LiveEnvironment.expectedDigest(blocks: Self.blocks)
+        let cluster = try LiveCluster(hosts: ["h1", "h2", "h3"])
+        do {
+            try self.startPipeline(cluster)
+            try await cluster.waitForSerialNumber(
+                host: "h3",
+                vm: "sink",
+                after: "VNSNAP progress blocks=",
+                atLeast: 300,
+                timeout: .seconds(240)
+            )
+
+            // Two snapshots asked at the same moment from two hosts: both commit, one after the other.
+            async let fromH2 = cluster.snapshot("h2", violin: "pipeline", mode: .cow, name: "from-h2")
+            async let fromH3 = cluster.snapshot("h3", violin: "pipeline", mode: .cow, name: "from-h3")
+            let manifests = [try await fromH2, try await fromH3]
+            #expect(manifests[0].id != manifests[1].id)
+            #expect(manifests[0].epoch != manifests[1].epoch, "each cut the VIOLIN to its own epoch")
+            #expect(manifests.allSatisfy { $0.vms.map(\.name) == ["relay", "sink", "source"] })
+            #expect(Set(try await cluster.list("h1").map(\.id)) == Set(manifests.map(\.id)))
+
+            // A restore whose load fails on h3 (the sink's image vanishes once verified): rolled back, every VM
+            // runs on as it was, same QEMU processes, and the live run still ends right.
+            let before = try await self.pids(cluster)
+            let images = "\(cluster.host("h3").directory)/data/snapshots/\(manifests[0].id)/sink/memory"
+            let removed = Mutex(false)
+            let failed = try await self.restore(cluster, on: "h1", id: manifests[0].id) { line in
+                guard line.contains("every chunk verified") else { return }
+                removed.withLock { done in
+                    guard !done else { return }
+                    done = true
+                    for file in (try? FileManager.default.contentsOfDirectory(atPath: images)) ?? []
+                    where file.hasPrefix("chunk-") {
+                        try? FileManager.default.removeItem(atPath: "\(images)/\(file)")
+                    }
+                }
+            }
+            #expect(removed.withLock { $0 }, "the restore never got past verify")
+            #expect(!failed.ok)
+            let reason = failed.error ?? ""
+            #expect(reason.contains("step load") && reason.contains("h3"), "\(reason)")
+            #expect(reason.contains("rolled back: every VM runs as it did before the restore"), "\(reason)")
+            #expect(try await self.pids(cluster) == before, "no VM was replaced")
+            for host in ["h1", "h2", "h3"] {
+                let vms = try await cluster.status(host).vms
+                #expect(vms.allSatisfy { $0.runState == "running" }, "\(host): \(vms.map(\.runState))")
+            }
+            let live = try await cluster.waitForSerial(
+                host: "h3",
+                vm: "sink",
+                containing: "verdict=",
+                timeout: .seconds(300)
+            )
+            #expect(live.contains("verdict=ok") && live.contains("digest=\(expected)"), "live run: \(live)")
+
+            // A delete of the snapshot being restored is refused, naming the restore; the restore completes.
+            let granted = Mutex(false)
+            async let restored = self.restore(cluster, on: "h3", id: manifests[1].id) { line in
+                if line.contains("verifying") { granted.withLock { $0 = true } }
+            }
+            let deadline = ContinuousClock.now + .seconds(60)
+            while !granted.withLock({ $0 }), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let deleted = try await ControlClient.request(
+                ControlRequest(command: "delete", id: manifests[1].id),
+                socket: cluster.controlSocket("h2"),
+                timeout: .seconds(30)
+            )
+            #expect(!deleted.ok, "a snapshot being restored was deleted")
+            #expect(
+                deleted.error?.contains("is in use by a restore of snapshot \(manifests[1].id)") == true,
+                "\(deleted.error ?? "")"
+            )
+            let response = try await restored
+            #expect(response.ok, "\(response.error ?? "")")
+            let run = try await cluster.waitForSerial(
+                host: "h3",
+                vm: "sink",
+                containing: "verdict=",
+                timeout: .seconds(300)
+            )
+            #expect(run.contains("verdict=ok") && run.contains("digest=\(expected)"), "restored run: \(run)")
+            #expect(try await self.pids(cluster) != before, "the restore replaced the VMs")
+            // Once the restore has ended, the delete goes through.
+            _ = try await cluster.request("h2", ControlRequest(command: "delete", id: manifests[1].id))
+            #expect(try await cluster.list("h3").map(\.id) == [manifests[0].id])
+        } catch {
+            Issue.record("\(error)")
+        }
+        await cluster.teardown()
+    }
+}
