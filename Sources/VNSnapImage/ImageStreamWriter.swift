@@ -132,6 +132,8 @@ public final class ImageStreamWriter: Sendable {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
             if let result = self.result { return try result.get() }
+            // A cancelled wait (the peer shutting down) ends now rather than spinning until its deadline.
+            guard !Task.isCancelled else { throw ImageError(.io, "image stream at \(self.socketPath): cancelled") }
             try? await Task.sleep(for: .milliseconds(10))
         }
         throw ImageError(.io, "image stream at \(self.socketPath): not finished within \(timeout)")

@@ -56,7 +56,7 @@ public enum PeerDaemon {
                         return
                     }
                     if case .memberDown(let name) = event, let snapshots = snapshotBox.withLockedValue({ $0 }) {
-                        await snapshots.memberDown(name)
+                        snapshots.memberDown(name)
                     }
                     if case .keyringChanged(let keyring) = event { keyringBox.withLockedValue { $0 = keyring } }
                     await Self.follow(event, switchService: switchService, config: config)
@@ -98,7 +98,6 @@ public enum PeerDaemon {
             keyring: { keyringBox.withLockedValue { $0 } },
             logger: logger
         )
-        try await snapshots.start()
         snapshotBox.withLockedValue { $0 = snapshots }
         let groupBox = NIOLockedValueBox<ServiceGroup?>(nil)
         let services = DaemonServices(
@@ -136,6 +135,8 @@ public enum PeerDaemon {
                     .init(service: switchService),
                     .init(service: supervisor),
                     .init(service: membership),
+                    // After what it drives: on shutdown it stops first, cancelling its work.
+                    .init(service: snapshots),
                     .init(service: control),
                 ] + (store.map { [.init(service: $0)] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint],
@@ -145,7 +146,6 @@ public enum PeerDaemon {
         )
         groupBox.withLockedValue { $0 = group }
         try await group.run()
-        await snapshots.stop()
         logger.info("Peer stopped", metadata: ["peer.name": "\(config.peer.name)"])
     }
 

@@ -109,7 +109,7 @@ extension SnapshotService {
             case "pending"?:
                 self.logger.notice("Aborting a snapshot aborted while away", metadata: ["snapshot.id": "\(id)"])
                 _ = try? self.catalog.abort(id, reason: "aborted while this peer was away")
-                try? FileManager.default.removeItem(atPath: self.directory(id))
+                await Self.removeFiles(self.directory(id))
             case "committed"?:
                 self.logger.warning(
                     "A peer has aborted a snapshot committed here; keeping it (it will learn the commit)",

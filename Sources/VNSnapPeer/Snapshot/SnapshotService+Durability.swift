@@ -11,10 +11,10 @@ extension SnapshotService {
     /// with what arrived (a lost frame can never arrive; the manifest then says `drained: false`).
     static let drainTimeout = Duration.seconds(3)
 
-    /// Waits for every local image stream and channel, writes the channel logs, records everything in the
-    /// catalog, and reports durable (or failed).
-    func makeDurable(_ id: UInt64) async {
-        guard let run = self.participants[id] else { return }
+    /// Waits for every local image stream and channel, writes the channel logs and records everything in the
+    /// catalog; returns the report for the initiator, or why not.
+    func makeDurable(_ id: UInt64) async -> Result<[UInt8], SnapshotError> {
+        guard let run = self.participants[id] else { return .failure(SnapshotError("snapshot \(id) is gone")) }
         let key = run.machine.key
         do {
             var vms: [ParticipantReport.VM] = []
@@ -135,25 +135,30 @@ extension SnapshotService {
                 )
             }
             try await self.switchService.endSnapshot(vms: run.machine.vms)
-            let report = try ParticipantReport(peer: self.config.peer.name, vms: vms).encoded()
-            guard var current = self.participants[id] else { return }
-            let directives = current.machine.imagesDurable(report: report, now: .now)
-            self.participants[id] = current
             self.logger.info(
                 "Snapshot images durable",
                 metadata: ["snapshot.id": "\(id)", "snapshot.vms": "\(vms.count)"]
             )
-            await self.executeParticipant(id, directives)
+            return .success(try ParticipantReport(peer: self.config.peer.name, vms: vms).encoded())
         } catch {
             self.logger.error(
                 "Snapshot images failed",
                 metadata: ["snapshot.id": "\(id)", "snapshot.violin": "\(key.violin)", "snapshot.error": "\(error)"]
             )
-            guard var current = self.participants[id] else { return }
-            let directives = current.machine.localFailed("\(self.config.peer.name): \(error)", now: .now)
-            self.participants[id] = current
-            await self.executeParticipant(id, directives)
+            return .failure(SnapshotError("\(self.config.peer.name): \(error)"))
         }
+    }
+
+    /// Durability has ended: the participant machine hears the report, or the failure.
+    func imagesDurable(_ id: UInt64, _ outcome: Result<[UInt8], SnapshotError>) async {
+        guard var current = self.participants[id] else { return }
+        let directives: [SnapshotParticipant<Instant>.Directive]
+        switch outcome {
+        case .success(let report): directives = current.machine.imagesDurable(report: report, now: .now)
+        case .failure(let error): directives = current.machine.localFailed(error.message, now: .now)
+        }
+        self.participants[id] = current
+        await self.executeParticipant(id, directives)
     }
 
     /// The manifest's layers of a disk frozen at a cut, hashed on the thread pool (each frozen file once: it is
@@ -245,15 +250,24 @@ extension SnapshotService {
         }
         self.participants[id]?.writers = [:]
         try? await self.switchService.endSnapshot(vms: vms)
-        try? FileManager.default.removeItem(atPath: self.directory(id))
-        // Replicas already sealed on stores go too (unsealed ones the stores abandon by themselves).
+        // The files and the replicas sealed on stores go in the background (unsealed ones the stores abandon by
+        // themselves): the stores may take seconds to answer.
+        let directory = self.directory(id)
         let stores = Set((self.participants[id]?.stores.values.flatMap { $0 } ?? []).map(\.name))
-        _ = await self.dropReplicas(snapshot: id, on: stores)
+        self.spawn({
+            await Self.removeFiles(directory)
+            _ = await self.dropReplicas(snapshot: id, on: stores)
+        }) { _ in }
     }
 
     /// Removes snapshot `id`'s files and rows here.
     func deleteLocally(_ id: UInt64) async {
         _ = try? self.catalog.delete(id)
-        try? FileManager.default.removeItem(atPath: self.directory(id))
+        await Self.removeFiles(self.directory(id))
+    }
+
+    /// Removes a directory tree on the thread pool (an image can be hundreds of files).
+    static func removeFiles(_ path: String) async {
+        try? await NIOThreadPool.singleton.runIfActive { try FileManager.default.removeItem(atPath: path) }
     }
 }

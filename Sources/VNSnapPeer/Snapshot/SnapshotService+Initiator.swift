@@ -143,7 +143,7 @@ extension SnapshotService {
 
     /// A member died or left: a snapshot it takes part in cannot complete (before its commit point); one it
     /// initiated is taken over by the next initiator.
-    public func memberDown(_ name: String) async {
+    func handleMemberDown(_ name: String) async {
         let peer = PeerID(name: name)
         for id in Array(self.initiators.keys) {
             guard var run = self.initiators[id], !run.superseded else { continue }
@@ -245,8 +245,9 @@ extension SnapshotService {
                     )
                     _ = try? self.catalog.abort(id, reason: reason.message)
                 }
-            case .scheduleTick:
-                break  // ticked every `tickInterval`
+            case .scheduleTick(let at):
+                self.initiatorTicks[id] = at
+                self.schedule(at)
             }
         }
         self.updateProgress(id)

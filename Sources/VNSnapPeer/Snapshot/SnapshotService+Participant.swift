@@ -69,16 +69,9 @@ extension SnapshotService {
             case .send(let message, let peer):
                 await self.membership.send(snapshot: message, to: peer)
             case .prepareLocal(let vms):
-                let failure = await self.prepareLocal(id, vms: vms)
-                guard var run = self.participants[id] else { continue }
-                // Aborted while it prepared: what the preparation opened after the abort's clean-up goes too.
-                if run.machine.phase == .aborted, failure == nil {
-                    await self.cleanUp(id, vms: vms)
-                    continue
+                self.spawn({ await self.prepareLocal(id, vms: vms) }) { failure in
+                    await self.preparedLocally(id, vms: vms, failure: failure)
                 }
-                let next = run.machine.localPrepared(ok: failure == nil, reason: failure, now: .now)
-                self.participants[id] = run
-                await self.executeParticipant(id, next)
             case .cutVMs(let vms):
                 if self.participants[id]?.plan.mode == .loop {
                     self.cutOneAfterAnother(id, vms: vms)
@@ -92,11 +85,24 @@ extension SnapshotService {
             case .declineTrigger(let vm):
                 try? await self.switchService.cancelCut(vm)
                 try? await self.switchService.releaseHeld(vm)
-            case .scheduleTick:
-                break
+            case .scheduleTick(let at):
+                self.participantTicks[id] = at
+                self.schedule(at)
             }
         }
         await self.afterCut(id)
+    }
+
+    /// The local preparation has ended (`failure` says why not, if it failed).
+    private func preparedLocally(_ id: UInt64, vms: [String], failure: String?) async {
+        guard var run = self.participants[id] else { return }
+        // Aborted while it prepared: what the preparation opened after the abort's clean-up goes too.
+        if run.machine.phase == .aborted, failure == nil {
+            return await self.cleanUp(id, vms: vms)
+        }
+        let next = run.machine.localPrepared(ok: failure == nil, reason: failure, now: .now)
+        self.participants[id] = run
+        await self.executeParticipant(id, next)
     }
 
     /// Opens an image writer per VM, configures QEMU for the mode and arms the switch; returns why not.
@@ -187,27 +193,29 @@ extension SnapshotService {
         }
     }
 
-    /// Starts one VM's cut on its own task.
+    /// Starts one VM's cut in the service's task group.
     private func cut(_ id: UInt64, vm: String) {
         self.participants[id]?.cutStarted[vm] = .now
-        Task { await self.cutFinished(id, vm: vm, await self.runCut(id, vm: vm)) }
+        self.spawn({ await self.runCut(id, vm: vm) }) { outcome in await self.cutFinished(id, vm: vm, outcome) }
     }
 
     /// Mode `loop`: each VM's snapshot completes before the next one's begins, as a per-VM tool does it.
     private func cutOneAfterAnother(_ id: UInt64, vms: [String]) {
-        Task {
-            for vm in vms {
-                self.participants[id]?.cutStarted[vm] = .now
-                var outcome = await self.runCut(id, vm: vm)
-                if case .success = outcome, let monitor = await self.monitor(vm) {
-                    do {
-                        try await QEMUSnapshot.waitCompleted(monitor, timeout: self.settings.streamTimeout)
-                    } catch {
-                        outcome = .failure(SnapshotAbortReason("\(vm): \(error)"))
-                    }
+        guard let vm = vms.first else { return }
+        self.participants[id]?.cutStarted[vm] = .now
+        self.spawn({
+            var outcome = await self.runCut(id, vm: vm)
+            if case .success = outcome, let monitor = await self.monitor(vm) {
+                do {
+                    try await QEMUSnapshot.waitCompleted(monitor, timeout: self.settings.streamTimeout)
+                } catch {
+                    outcome = .failure(SnapshotAbortReason("\(vm): \(error)"))
                 }
-                await self.cutFinished(id, vm: vm, outcome)
             }
+            return outcome
+        }) { outcome in
+            await self.cutFinished(id, vm: vm, outcome)
+            await self.cutOneAfterAnother(id, vms: Array(vms.dropFirst()))
         }
     }
 
@@ -283,6 +291,6 @@ extension SnapshotService {
             self.participants[id]?.markersSent = true
             try? await self.switchService.sendMarkers(vni: vni, epoch: run.machine.key.epoch)
         }
-        Task { await self.makeDurable(id) }
+        self.spawn({ await self.makeDurable(id) }) { outcome in await self.imagesDurable(id, outcome) }
     }
 }

@@ -225,15 +225,16 @@ extension SnapshotService {
                 metadata: ["restore.run": "\(run)", "restore.silentSeconds": "\(Int(silence.inSeconds))"]
             )
             self.holding[run]?.running.insert(.rollback)
-            let problems = await self.rollBack(run)
-            self.holding[run]?.running.remove(.rollback)
-            self.holding[run]?.answers[.rollback] = .restoreAnswer(
-                run: run,
-                step: .rollback,
-                ok: problems.isEmpty,
-                reason: problems.joined(separator: "; "),
-                blob: []
-            )
+            self.spawn({ await self.rollBack(run) }) { problems in
+                let body = SnapshotMessage.Body.restoreAnswer(
+                    run: run,
+                    step: .rollback,
+                    ok: problems.isEmpty,
+                    reason: problems.joined(separator: "; "),
+                    blob: []
+                )
+                await self.finishStep(run, step: .rollback, body: body, key: nil, to: nil)
+            }
         }
     }
 
@@ -272,8 +273,8 @@ extension SnapshotService {
             }
             if self.holding[run]?.running.contains(step) == true { return }
             self.holding[run, default: HolderRestore(snapshot: message.key.id)].running.insert(step)
-            Task {
-                let body = await self.carryOut(step, run: run, key: message.key, replay: replay, moved: moved)
+            self.spawn({ await self.carryOut(step, run: run, key: message.key, replay: replay, moved: moved) }) {
+                body in
                 await self.finishStep(run, step: step, body: body, key: message.key, to: message.from)
             }
         default:
@@ -281,11 +282,19 @@ extension SnapshotService {
         }
     }
 
-    private func finishStep(_ run: UInt64, step: RestoreStep, body: SnapshotMessage.Body, key: SnapshotKey, to: PeerID)
+    /// A step has ended here: its answer is kept (a repeated request gets it again) and sent, when asked.
+    private func finishStep(
+        _ run: UInt64,
+        step: RestoreStep,
+        body: SnapshotMessage.Body,
+        key: SnapshotKey?,
+        to: PeerID?
+    )
         async
     {
         self.holding[run]?.running.remove(step)
         self.holding[run]?.answers[step] = body
+        guard let key, let to else { return }
         await self.membership.send(snapshot: SnapshotMessage(key: key, from: self.me, body: body), to: to)
     }
 }

@@ -139,7 +139,7 @@ extension SnapshotService {
     /// stopped (their overlays removed), the paused VMs resumed. Returns what could not be put back.
     func rollBack(_ run: UInt64) async -> [String] {
         self.holding[run, default: HolderRestore()].rolledBack = true
-        while self.holding[run]?.running.subtracting([.rollback]).isEmpty == false {
+        while self.holding[run]?.running.subtracting([.rollback]).isEmpty == false, !Task.isCancelled {
             try? await Task.sleep(for: .milliseconds(50))
         }
         guard let holding = self.holding[run], !holding.switchedOver else {

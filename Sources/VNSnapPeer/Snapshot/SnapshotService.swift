@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import ServiceLifecycle
 import VNSnapCore
 import VNSnapCrypto
 import VNSnapHypervisor
@@ -9,10 +10,35 @@ import VNSnapImage
 /// The snapshot protocol's shell on one peer (DESIGN §6): runs the initiator's side when this peer is the
 /// initiator, the participant's side for its own VMs, and the requester's side for `vnsnap-peer snapshot`.
 ///
-/// The protocol itself is in `SnapshotInitiator` and `SnapshotParticipant`; this actor carries out their
-/// directives with membership (messages), the switch (epochs), QMP (cuts) and the image writers, and ticks them
-/// every `tickInterval`.
-public actor SnapshotService {
+/// The protocol itself is in `SnapshotInitiator`, `SnapshotParticipant`, `RestoreCoordinator` and
+/// `ViolinOperations`; this actor carries out their directives with membership (messages), the switch (epochs),
+/// QMP (cuts) and the image writers.
+///
+/// A `Service` of the daemon's group: everything that reaches it (messages, the switch's triggers, members going
+/// down, timers) goes through one ordered inbox, so arrival order is handling order; long work (preparing, cuts,
+/// durability, restore steps, clean-ups) runs in its task group and hands its result back through the inbox.
+/// Graceful shutdown ends the inbox and cancels that work. The machines are ticked when they asked to be
+/// (`scheduleTick`); housekeeping (retransmitting restores, progress, takeovers, catalog sync, leases) runs every
+/// `housekeepingInterval`.
+public actor SnapshotService: Service {
+    /// What the inbox carries.
+    enum Event: Sendable {
+        /// A snapshot message from membership (or from this peer to itself).
+        case message(SnapshotMessage)
+        /// A frame of a new epoch reached a local VM not cut yet.
+        case triggered(String)
+        /// A member died or left.
+        case memberDown(String)
+        /// A machine's scheduled tick may be due.
+        case wake
+        /// The periodic housekeeping.
+        case housekeeping
+        /// Start this work in the service's task group.
+        case spawn(@Sendable () async -> Void)
+        /// A piece of work has finished: handle its result, in order with the rest.
+        case then(@Sendable () async -> Void)
+    }
+
     typealias Instant = ContinuousClock.Instant
 
     struct InitiatorRun {
@@ -80,16 +106,22 @@ public actor SnapshotService {
     var awaitedOperations: [UInt64: OperationAnswer?] = [:]
     /// Frozen disk images already hashed, by path (they are read-only once frozen).
     var frozenDigests: [String: SnapshotManifest.DiskLayer] = [:]
-    private var ticker: Task<Void, Never>?
+    let inbox: AsyncStream<Event>
+    let inboxInput: AsyncStream<Event>.Continuation
+    /// When each machine asked to be ticked next (its latest `scheduleTick`), by snapshot id.
+    var initiatorTicks: [UInt64: Instant] = [:]
+    var participantTicks: [UInt64: Instant] = [:]
+    /// The earliest wake-up already on its way.
+    var wakeAt: Instant?
     /// When this peer last looked for snapshots whose initiator was lost.
     var lastTakeoverCheck: Instant?
     /// When this peer last swapped catalogs with another.
     var lastCatalogSync: Instant?
 
-    /// How often the protocol machines are ticked (retransmissions, deadlines).
-    static let tickInterval = Duration.milliseconds(50)
+    /// How often housekeeping runs (restore retransmissions, streamed bytes, takeovers, sync, leases).
+    static let housekeepingInterval = Duration.milliseconds(250)
 
-    /// Creates the service; `start` begins ticking.
+    /// Creates the service; `run` begins handling what reaches it (messages delivered before are kept).
     public init(
         config: PeerConfig,
         membership: MembershipService,
@@ -111,30 +143,83 @@ public actor SnapshotService {
         self.catalog = catalog
         self.settings = settings
         self.logger = logger
+        (self.inbox, self.inboxInput) = AsyncStream.makeStream()
     }
 
-    /// Starts ticking; the switch's triggers come here.
-    public func start() async throws {
-        try await self.switchService.onTrigger { [weak self] vm in
-            guard let self else { return }
-            Task { await self.vmTriggered(vm) }
-        }
-        self.ticker = Task { [weak self] in
-            while !Task.isCancelled {
-                try? await Task.sleep(for: Self.tickInterval)
-                await self?.tick()
+    /// Handles the inbox, in order, until graceful shutdown; then cancels the work still running.
+    public func run() async throws {
+        try await self.switchService.onTrigger { [inboxInput] vm in inboxInput.yield(.triggered(vm)) }
+        await withDiscardingTaskGroup { group in
+            group.addTask { [inboxInput] in
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: Self.housekeepingInterval)
+                    inboxInput.yield(.housekeeping)
+                }
             }
+            await withGracefulShutdownHandler {
+                for await event in self.inbox {
+                    if case .spawn(let work) = event {
+                        group.addTask { await work() }
+                    } else {
+                        await self.handle(event)
+                    }
+                }
+            } onGracefulShutdown: { [inboxInput] in
+                inboxInput.finish()
+            }
+            group.cancelAll()
         }
-    }
-
-    /// Stops ticking.
-    public func stop() {
-        self.ticker?.cancel()
+        self.logger.info("Snapshot service stopped")
     }
 
     /// A snapshot message from membership (or from this peer to itself).
     public nonisolated func deliver(_ message: SnapshotMessage) {
-        Task { await self.receive(message) }
+        self.inboxInput.yield(.message(message))
+    }
+
+    /// A member died or left: a snapshot it takes part in cannot complete (before its commit point); one it
+    /// initiated is taken over by the next initiator.
+    public nonisolated func memberDown(_ name: String) {
+        self.inboxInput.yield(.memberDown(name))
+    }
+
+    /// Runs `work` in the service's task group, then `then` with its result, in order with the inbox.
+    nonisolated func spawn<T: Sendable>(
+        _ work: @escaping @Sendable () async -> T,
+        then: @escaping @Sendable (T) async -> Void
+    ) {
+        let input = self.inboxInput
+        input.yield(
+            .spawn {
+                let result = await work()
+                input.yield(.then { await then(result) })
+            }
+        )
+    }
+
+    private func handle(_ event: Event) async {
+        switch event {
+        case .message(let message): await self.receive(message)
+        case .triggered(let vm): await self.vmTriggered(vm)
+        case .memberDown(let name): await self.handleMemberDown(name)
+        case .wake: await self.tickMachines(now: .now)
+        case .housekeeping: await self.housekeeping(now: .now)
+        case .then(let body): await body()
+        case .spawn: break  // started by `run`
+        }
+    }
+
+    /// Records when a machine asked to be ticked, and makes sure a wake-up comes by then.
+    func schedule(_ at: Instant) {
+        if let pending = self.wakeAt, pending <= at { return }
+        self.wakeAt = at
+        let input = self.inboxInput
+        input.yield(
+            .spawn {
+                try? await Task.sleep(until: at, clock: .continuous)
+                input.yield(.wake)
+            }
+        )
     }
 
     func receive(_ message: SnapshotMessage) async {
@@ -184,30 +269,43 @@ public actor SnapshotService {
         }
     }
 
-    private func tick() async {
-        let now = ContinuousClock.now
-        for id in Array(self.initiators.keys) {
-            guard var run = self.initiators[id] else { continue }
-            if let finished = run.finished, finished.duration(to: now) > .seconds(600) {
-                self.initiators[id] = nil
-                continue
-            }
-            guard !run.superseded else { continue }
+    /// Ticks the machines whose scheduled time has come; a machine asks again (`scheduleTick`) when it wants
+    /// another tick.
+    private func tickMachines(now: Instant) async {
+        self.wakeAt = nil
+        for (id, at) in self.initiatorTicks where at <= now {
+            self.initiatorTicks[id] = nil
+            guard var run = self.initiators[id], !run.superseded else { continue }
             let directives = run.machine.onTick(now: now)
             self.initiators[id] = run
             await self.executeInitiator(id, directives)
         }
-        for id in Array(self.participants.keys) {
+        for (id, at) in self.participantTicks where at <= now {
+            self.participantTicks[id] = nil
             guard var run = self.participants[id] else { continue }
-            if let ended = run.ended, ended.duration(to: now) > .seconds(600) {
-                self.participants[id] = nil
-                continue
-            }
             let directives = run.machine.onTick(now: now)
             self.participants[id] = run
             await self.executeParticipant(id, directives)
-            await self.reportStreamed(id, now: now)
         }
+        if let next = (Array(self.initiatorTicks.values) + Array(self.participantTicks.values)).min() {
+            self.schedule(next)
+        }
+    }
+
+    private func housekeeping(now: Instant) async {
+        for (id, run) in self.initiators {
+            if let finished = run.finished, finished.duration(to: now) > .seconds(600) {
+                self.initiators[id] = nil
+                self.initiatorTicks[id] = nil
+            }
+        }
+        for (id, run) in self.participants {
+            if let ended = run.ended, ended.duration(to: now) > .seconds(600) {
+                self.participants[id] = nil
+                self.participantTicks[id] = nil
+            }
+        }
+        for id in Array(self.participants.keys) { await self.reportStreamed(id, now: now) }
         await self.tickRestores(now: now)
         self.expireOperations(now: now)
         if self.lastTakeoverCheck.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
@@ -220,6 +318,10 @@ public actor SnapshotService {
         }
         for (id, request) in self.served where request.at.duration(to: now) > .seconds(3600) {
             self.served[id] = nil
+        }
+        // A wake-up lost (a machine asked while another was pending and that one found nothing due): not for long.
+        if let next = (Array(self.initiatorTicks.values) + Array(self.participantTicks.values)).min(), next <= now {
+            await self.tickMachines(now: now)
         }
     }
 
