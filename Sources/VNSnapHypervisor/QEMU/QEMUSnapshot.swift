@@ -1,3 +1,5 @@
+import VNSnapCore
+
 /// QEMU's side of a cut (DESIGN §6, §9): background snapshots over QMP.
 ///
 /// `background-snapshot` saves RAM copy-on-write as of the moment the migration starts; started on a

@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOExtras
 import NIOPosix
+import VNSnapCore
 
 import struct Foundation.Data
 import class Foundation.JSONEncoder

@@ -1,3 +1,5 @@
+import VNSnapCore
+
 import struct Foundation.Data
 import class Foundation.JSONDecoder
 
@@ -63,39 +65,20 @@ public struct QMPEvent: Sendable, Hashable {
 }
 
 /// A QMP failure: the connection, the reply, or the command.
-public struct QMPError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// What kind of failure.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        fileprivate enum Base: Hashable, Sendable {
-            case disconnected, malformedReply, commandFailed, timeout, protocolViolation
-        }
-        fileprivate var base: Base
-        /// The monitor connection closed or could not be opened.
-        public static let disconnected = Code(base: .disconnected)
-        /// QEMU sent something that is not QMP.
-        public static let malformedReply = Code(base: .malformedReply)
-        /// QEMU refused the command.
-        public static let commandFailed = Code(base: .commandFailed)
-        /// No reply in time.
-        public static let timeout = Code(base: .timeout)
-        /// A message out of order (a reply nobody asked for, no greeting).
-        public static let protocolViolation = Code(base: .protocolViolation)
-        public var description: String { "\(self.base)" }
-    }
+public typealias QMPError = CodedError<QMPErrorCode>
 
-    /// The kind of failure; compare errors by this.
-    public var code: Code
-    /// Details for humans.
-    public var message: String
-
-    /// Creates an error.
-    public init(_ code: Code, _ message: String) {
-        self.code = code
-        self.message = message
-    }
-
-    public static func == (lhs: QMPError, rhs: QMPError) -> Bool { lhs.code == rhs.code }
-    public func hash(into hasher: inout Hasher) { hasher.combine(self.code) }
-
-    public var description: String { "QMP \(self.code): \(self.message)" }
+/// What kind of QMP failure.
+public struct QMPErrorCode: ErrorCode {
+    public let name: String
+    public static var prefix: String? { "QMP" }
+    /// The monitor connection closed or could not be opened.
+    public static let disconnected = Self(name: "disconnected")
+    /// QEMU sent something that is not QMP.
+    public static let malformedReply = Self(name: "malformedReply")
+    /// QEMU refused the command.
+    public static let commandFailed = Self(name: "commandFailed")
+    /// No reply in time.
+    public static let timeout = Self(name: "timeout")
+    /// A message out of order (a reply nobody asked for, no greeting).
+    public static let protocolViolation = Self(name: "protocolViolation")
 }

@@ -58,7 +58,7 @@ public final class SnapshotCatalog: Sendable {
             self.queue = try DatabaseQueue(path: path, configuration: configuration)
             try Self.migrator.migrate(self.queue)
         } catch {
-            throw CatalogError("cannot open the snapshot catalog \(path): \(error)")
+            throw SnapshotError(.failed, "cannot open the snapshot catalog \(path): \(error)")
         }
     }
 
@@ -92,8 +92,8 @@ public final class SnapshotCatalog: Sendable {
     }
 
     /// A snapshot this peer takes part in (or asked for) begins: `pending`.
-    public func begin(_ key: SnapshotKey, name: String, mode: SnapshotMode, createdAtNanoseconds: UInt64) throws {
-        try self.queue.write { db in
+    public func begin(_ key: SnapshotKey, name: String, mode: SnapshotMode, createdAtNanoseconds: UInt64) async throws {
+        try await self.queue.write { db in
             try db.execute(
                 sql: """
                     INSERT OR IGNORE INTO snapshots (id, name, violin, epoch, term, mode, state, createdAt)
@@ -116,8 +116,8 @@ public final class SnapshotCatalog: Sendable {
         replicas: [(peer: String, location: String)],
         directory: String,
         chunks: [SnapshotManifest.ChunkDescriptor]
-    ) throws {
-        try self.queue.write { db in
+    ) async throws {
+        try await self.queue.write { db in
             let snapshotID = Int64(bitPattern: id)
             try db.execute(
                 sql:
@@ -149,8 +149,8 @@ public final class SnapshotCatalog: Sendable {
     }
 
     /// The snapshot is committed: it exists, with this manifest (stored as the initiator wrote it).
-    public func commit(_ manifest: SnapshotManifest, document: Data) throws {
-        try self.queue.write { db in
+    public func commit(_ manifest: SnapshotManifest, document: Data) async throws {
+        try await self.queue.write { db in
             try db.execute(
                 sql: """
                     INSERT INTO snapshots (id, name, violin, epoch, term, mode, state, createdAt, manifest)
@@ -171,8 +171,8 @@ public final class SnapshotCatalog: Sendable {
     /// The snapshot was aborted: its rows stay (state `aborted`, with why) but its images are forgotten; returns
     /// the directories to delete.
     @discardableResult
-    public func abort(_ id: UInt64, reason: String) throws -> [String] {
-        try self.queue.write { db in
+    public func abort(_ id: UInt64, reason: String) async throws -> [String] {
+        try await self.queue.write { db in
             // A committed snapshot keeps its images (a stray abort must not wipe its chunk lists); a tombstone stays.
             let state = try String.fetchOne(
                 db,
@@ -193,8 +193,8 @@ public final class SnapshotCatalog: Sendable {
     /// manifest), so a peer that was down when it was deleted learns it from this one (catalog sync); returns the
     /// directories of its images to delete.
     @discardableResult
-    public func delete(_ id: UInt64) throws -> [String] {
-        try self.queue.write { db in
+    public func delete(_ id: UInt64) async throws -> [String] {
+        try await self.queue.write { db in
             let directories = try Self.forgetImages(of: id, in: db)
             try db.execute(
                 sql: """
@@ -210,8 +210,8 @@ public final class SnapshotCatalog: Sendable {
 
     /// Every snapshot id by state (`committed`, `deleted`, `aborted`, `pending`), newest first, at most `limit`
     /// of each: what catalog sync exchanges.
-    public func states(limit: Int = 1_000) throws -> [String: [UInt64]] {
-        try self.queue.read { db in
+    public func states(limit: Int = 1_000) async throws -> [String: [UInt64]] {
+        try await self.queue.read { db in
             var result: [String: [UInt64]] = [:]
             for state in ["committed", "deleted", "aborted", "pending"] {
                 result[state] = try Int64.fetchAll(
@@ -237,22 +237,22 @@ public final class SnapshotCatalog: Sendable {
     }
 
     /// Committed snapshots, oldest first.
-    public func list() throws -> [Entry] {
-        try self.entries(where: "state = 'committed'", arguments: [])
+    public func list() async throws -> [Entry] {
+        try await self.entries(where: "state = 'committed'", arguments: [])
     }
 
     /// One snapshot in any state, or `nil`.
-    public func entry(_ id: UInt64) throws -> Entry? {
-        try self.entries(where: "id = ?", arguments: [Int64(bitPattern: id)]).first
+    public func entry(_ id: UInt64) async throws -> Entry? {
+        try await self.entries(where: "id = ?", arguments: [Int64(bitPattern: id)]).first
     }
 
     /// Snapshots left `pending` (a peer stopped in the middle of one).
-    public func pending() throws -> [Entry] {
-        try self.entries(where: "state = 'pending'", arguments: [])
+    public func pending() async throws -> [Entry] {
+        try await self.entries(where: "state = 'pending'", arguments: [])
     }
 
-    private func entries(where condition: String, arguments: StatementArguments) throws -> [Entry] {
-        try self.queue.read { db in
+    private func entries(where condition: String, arguments: StatementArguments) async throws -> [Entry] {
+        try await self.queue.read { db in
             try Row.fetchAll(
                 db,
                 sql: "SELECT * FROM snapshots WHERE \(condition) ORDER BY createdAt, id",
@@ -276,8 +276,8 @@ public final class SnapshotCatalog: Sendable {
     }
 
     /// An image this peer holds, or `nil`.
-    public func image(snapshot id: UInt64, vm: String, kind: ImageKind) throws -> HeldImage? {
-        try self.queue.read { db in
+    public func image(snapshot id: UInt64, vm: String, kind: ImageKind) async throws -> HeldImage? {
+        try await self.queue.read { db in
             let snapshotID = Int64(bitPattern: id)
             guard
                 let directory = try String.fetchOne(
@@ -303,8 +303,8 @@ public final class SnapshotCatalog: Sendable {
     }
 
     /// The highest epoch any snapshot of `violin` used here (the next one must go higher).
-    public func highestEpoch(violin: String) throws -> UInt32 {
-        try self.queue.read { db in
+    public func highestEpoch(violin: String) async throws -> UInt32 {
+        try await self.queue.read { db in
             UInt32(
                 truncatingIfNeeded: try Int64.fetchOne(
                     db,
@@ -314,17 +314,4 @@ public final class SnapshotCatalog: Sendable {
             )
         }
     }
-}
-
-/// A catalog failure, naming the file and the cause.
-public struct CatalogError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// What went wrong.
-    public var message: String
-
-    /// Creates an error.
-    public init(_ message: String) {
-        self.message = message
-    }
-
-    public var description: String { self.message }
 }

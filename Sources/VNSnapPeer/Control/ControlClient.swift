@@ -2,6 +2,7 @@ import Foundation
 import NIOCore
 import NIOExtras
 import NIOPosix
+import VNSnapCore
 
 /// The CLI's side of the control socket.
 public enum ControlClient {
@@ -24,6 +25,7 @@ public enum ControlClient {
                 }
         } catch {
             throw ControlError(
+                .unreachable,
                 "cannot reach the peer's control socket \(socket): \(error) (is `vnsnap-peer run` running?)"
             )
         }
@@ -44,7 +46,7 @@ public enum ControlClient {
                         }
                         return response
                     }
-                    throw ControlError("the peer closed the control connection without answering")
+                    throw ControlError(.closed, "the peer closed the control connection without answering")
                 }
             }
             group.addTask {
@@ -54,7 +56,7 @@ public enum ControlClient {
             defer { group.cancelAll() }
             guard let first = try await group.next(), let response = first else {
                 channel.channel.close(promise: nil)
-                throw ControlError("no answer from \(socket) within \(timeout)")
+                throw ControlError(.timeout, "no answer from \(socket) within \(timeout)")
             }
             return response
         }

@@ -4,6 +4,7 @@ import NIOCore
 import NIOExtras
 import NIOPosix
 import ServiceLifecycle
+import VNSnapCore
 
 /// The control API: line-delimited JSON over a unix stream socket, only for this host.
 ///
@@ -39,7 +40,7 @@ public final class ControlServer: Service, Sendable {
         )
         if FileManager.default.fileExists(atPath: path) {
             if (try? await ControlClient.request(ControlRequest(command: "status"), socket: path)) != nil {
-                throw ControlError("another vnsnap-peer is already answering on \(path)")
+                throw ControlError(.inUse, "another vnsnap-peer is already answering on \(path)")
             }
             try FileManager.default.removeItem(atPath: path)
         }
@@ -87,17 +88,4 @@ public final class ControlServer: Service, Sendable {
             self.logger.debug("Control connection ended", metadata: ["control.error": "\(error)"])
         }
     }
-}
-
-/// A control-socket failure, for humans.
-public struct ControlError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// What went wrong.
-    public var message: String
-
-    /// Creates an error.
-    public init(_ message: String) {
-        self.message = message
-    }
-
-    public var description: String { self.message }
 }

@@ -55,7 +55,7 @@ struct DaemonServices: Sendable {
     {
         switch request.command {
         case "snapshot":
-            guard let order = request.snapshot else { throw SnapshotError("snapshot needs a VIOLIN") }
+            guard let order = request.snapshot else { throw SnapshotError(.refused, "snapshot needs a VIOLIN") }
             let manifest = try await self.snapshots.requestSnapshot(
                 violin: order.violin,
                 mode: order.mode,
@@ -69,10 +69,10 @@ struct DaemonServices: Sendable {
         case "list":
             return ControlResponse(ok: true, snapshots: try await self.snapshots.list())
         case "stall":
-            guard let violin = request.violin else { throw SnapshotError("stall needs a VIOLIN") }
+            guard let violin = request.violin else { throw SnapshotError(.refused, "stall needs a VIOLIN") }
             let seconds = request.seconds ?? 2
             guard seconds > 0, seconds <= 60 else {
-                throw SnapshotError("stall: --seconds \(seconds) is not in (0, 60]")
+                throw SnapshotError(.refused, "stall: --seconds \(seconds) is not in (0, 60]")
             }
             let stalls = try await self.snapshots.measureStall(
                 violin: violin,
@@ -80,7 +80,7 @@ struct DaemonServices: Sendable {
             )
             return ControlResponse(ok: true, stalls: stalls)
         case "show":
-            guard let id = request.id else { throw SnapshotError("show needs a snapshot id") }
+            guard let id = request.id else { throw SnapshotError(.refused, "show needs a snapshot id") }
             let manifest = try await self.snapshots.manifest(id)
             let locations = await self.snapshots.replicaLocations(manifest)
             return ControlResponse(
@@ -89,7 +89,7 @@ struct DaemonServices: Sendable {
                 replicaLocations: locations.isEmpty ? nil : locations
             )
         case "delete":
-            guard let id = request.id else { throw SnapshotError("delete needs a snapshot id") }
+            guard let id = request.id else { throw SnapshotError(.refused, "delete needs a snapshot id") }
             let silent = try await self.snapshots.delete(id)
             return ControlResponse(
                 ok: true,
@@ -98,11 +98,12 @@ struct DaemonServices: Sendable {
                     : ["not answered by \(silent.joined(separator: ", ")): they delete it when told again"]
             )
         default:
-            guard let id = request.id else { throw SnapshotError("restore needs a snapshot id") }
+            guard let id = request.id else { throw SnapshotError(.refused, "restore needs a snapshot id") }
             let manifest = try await self.snapshots.manifest(id)
             guard request.yes == true else {
                 let vms = manifest.vms.map { "\($0.name) on \($0.peer)" }.joined(separator: ", ")
                 throw SnapshotError(
+                    .refused,
                     "restoring snapshot \(id) stops and replaces the VMs of VIOLIN \(manifest.violin) (\(vms)); nothing was stopped: confirm, or pass --yes"
                 )
             }

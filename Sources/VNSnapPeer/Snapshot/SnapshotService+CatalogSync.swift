@@ -24,7 +24,7 @@ extension SnapshotService {
     func syncCatalog() async {
         guard let view = try? await self.membership.view(),
             let peer = view.alive.keys.filter({ $0 != self.me }).randomElement(),
-            let blob = self.catalogSummary()
+            let blob = await self.catalogSummary()
         else { return }
         await self.membership.send(
             snapshot: Self.syncMessage(from: self.me, .catalog(reply: true, blob: blob)),
@@ -37,8 +37,8 @@ extension SnapshotService {
         SnapshotMessage(key: SnapshotKey(id: id, violin: "", epoch: 0, term: 0), from: from, body: body)
     }
 
-    private func catalogSummary() -> [UInt8]? {
-        guard let states = try? self.catalog.states() else { return nil }
+    private func catalogSummary() async -> [UInt8]? {
+        guard let states = try? await self.catalog.states() else { return nil }
         let summary = CatalogSummary(
             committed: states["committed"] ?? [],
             deleted: states["deleted"] ?? [],
@@ -57,7 +57,7 @@ extension SnapshotService {
     func catalogMessage(_ message: SnapshotMessage) async {
         switch message.body {
         case .catalog(let reply, let blob):
-            if reply, let mine = self.catalogSummary() {
+            if reply, let mine = await self.catalogSummary() {
                 await self.membership.send(
                     snapshot: Self.syncMessage(from: self.me, .catalog(reply: false, blob: mine)),
                     to: message.from
@@ -69,7 +69,7 @@ extension SnapshotService {
             }
             await self.reconcile(theirs, from: message.from)
         case .manifestWanted:
-            guard let entry = try? self.catalog.entry(message.key.id), entry.state == "committed",
+            guard let entry = try? await self.catalog.entry(message.key.id), entry.state == "committed",
                 let document = try? entry.manifest?.encoded()
             else { return }
             await self.membership.send(
@@ -78,11 +78,13 @@ extension SnapshotService {
             )
         case .manifest(let blob):
             let id = message.key.id
-            guard (try? self.catalog.entry(id))??.state != "committed" else { return }
+            guard (try? await self.catalog.entry(id))??.state != "committed" else { return }
             do {
                 let manifest = try SnapshotManifest.decode(Data(blob), source: "catalog sync, snapshot \(id)")
-                guard manifest.id == id else { throw SnapshotError("the manifest is of snapshot \(manifest.id)") }
-                try self.catalog.commit(manifest, document: Data(blob))
+                guard manifest.id == id else {
+                    throw SnapshotError(.corrupt, "the manifest is of snapshot \(manifest.id)")
+                }
+                try await self.catalog.commit(manifest, document: Data(blob))
                 self.logger.notice("Learned a commit missed while away", metadata: ["snapshot.id": "\(id)"])
             } catch {
                 self.logger.warning(
@@ -97,7 +99,7 @@ extension SnapshotService {
 
     /// Acts on another peer's summary: deletions and aborts it knows of, commits to fetch.
     private func reconcile(_ theirs: CatalogSummary, from peer: PeerID) async {
-        guard let states = try? self.catalog.states(limit: 100_000) else { return }
+        guard let states = try? await self.catalog.states(limit: 100_000) else { return }
         let mine = states.flatMap { state, ids in ids.map { ($0, state) } }
         let state = Dictionary(mine, uniquingKeysWith: { a, _ in a })
         for id in theirs.deleted where state[id] != "deleted" && !self.isRunning(id) {
@@ -108,7 +110,7 @@ extension SnapshotService {
             switch state[id] {
             case "pending"?:
                 self.logger.notice("Aborting a snapshot aborted while away", metadata: ["snapshot.id": "\(id)"])
-                _ = try? self.catalog.abort(id, reason: "aborted while this peer was away")
+                _ = try? await self.catalog.abort(id, reason: "aborted while this peer was away")
                 await Self.removeFiles(self.directory(id))
             case "committed"?:
                 self.logger.warning(

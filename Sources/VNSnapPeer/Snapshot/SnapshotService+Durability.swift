@@ -14,7 +14,9 @@ extension SnapshotService {
     /// Waits for every local image stream and channel, writes the channel logs and records everything in the
     /// catalog; returns the report for the initiator, or why not.
     func makeDurable(_ id: UInt64) async -> Result<[UInt8], SnapshotError> {
-        guard let run = self.participants[id] else { return .failure(SnapshotError("snapshot \(id) is gone")) }
+        guard let run = self.participants[id] else {
+            return .failure(SnapshotError(.notFound, "snapshot \(id) is gone"))
+        }
         let key = run.machine.key
         do {
             var vms: [ParticipantReport.VM] = []
@@ -23,12 +25,12 @@ extension SnapshotService {
             for vm in run.machine.vms {
                 // The writer first: when it fails (a full disk), QEMU only sees its socket closed.
                 guard let writer = self.participants[id]?.writers[vm] else {
-                    throw SnapshotError("\(vm): no image writer")
+                    throw SnapshotError(.failed, "\(vm): no image writer")
                 }
                 do {
                     images[vm] = try await writer.wait(timeout: self.settings.streamTimeout)
                 } catch {
-                    throw SnapshotError("\(vm): \(error.message)")
+                    throw SnapshotError(.failed, "\(vm): \(error.message)")
                 }
                 if let monitor = await self.monitor(vm) {
                     try await QEMUSnapshot.waitCompleted(monitor, timeout: self.settings.streamTimeout)
@@ -42,7 +44,7 @@ extension SnapshotService {
                 }
             }
             for vm in run.machine.vms {
-                guard let chunks = images[vm] else { throw SnapshotError("\(vm): no image") }
+                guard let chunks = images[vm] else { throw SnapshotError(.failed, "\(vm): no image") }
                 // Mode `loop` never armed the switch: no channel state, nothing measured there.
                 let report =
                     try await self.switchService.snapshotReport(vm)
@@ -77,7 +79,7 @@ extension SnapshotService {
                 }
                 let here = (peer: self.config.peer.name, location: "disk")
                 let inRAM = stores.map { (peer: $0.name, location: "ram") }
-                try self.catalog.recordImage(
+                try await self.catalog.recordImage(
                     snapshot: id,
                     vm: vm,
                     kind: .memory,
@@ -85,7 +87,7 @@ extension SnapshotService {
                     directory: directory + "/memory",
                     chunks: chunks
                 )
-                try self.catalog.recordImage(
+                try await self.catalog.recordImage(
                     snapshot: id,
                     vm: vm,
                     kind: .channel,
@@ -145,7 +147,7 @@ extension SnapshotService {
                 "Snapshot images failed",
                 metadata: ["snapshot.id": "\(id)", "snapshot.violin": "\(key.violin)", "snapshot.error": "\(error)"]
             )
-            return .failure(SnapshotError("\(self.config.peer.name): \(error)"))
+            return .failure(SnapshotError(.failed, "\(self.config.peer.name): \(error)"))
         }
     }
 
@@ -201,7 +203,7 @@ extension SnapshotService {
         self.participants[id]?.ended = .now
         do {
             let manifest = try SnapshotManifest.decode(Data(document), source: "commit of snapshot \(id)")
-            try self.catalog.commit(manifest, document: Data(document))
+            try await self.catalog.commit(manifest, document: Data(document))
             self.logger.info("Snapshot committed here", metadata: ["snapshot.id": "\(id)"])
         } catch {
             self.logger.error(
@@ -219,7 +221,7 @@ extension SnapshotService {
             "Snapshot aborted here",
             metadata: ["snapshot.id": "\(id)", "snapshot.reason": "\(reason)"]
         )
-        _ = try? self.catalog.abort(id, reason: reason.message)
+        _ = try? await self.catalog.abort(id, reason: reason.message)
         await self.cleanUp(id, vms: vms)
     }
 
@@ -262,7 +264,7 @@ extension SnapshotService {
 
     /// Removes snapshot `id`'s files and rows here.
     func deleteLocally(_ id: UInt64) async {
-        _ = try? self.catalog.delete(id)
+        _ = try? await self.catalog.delete(id)
         await Self.removeFiles(self.directory(id))
     }
 

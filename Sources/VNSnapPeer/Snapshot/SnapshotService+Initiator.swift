@@ -85,33 +85,38 @@ extension SnapshotService {
         guard view.initiator == self.me else {
             let other = view.initiator.flatMap { view.names[$0] }
             throw SnapshotError(
+                .refused,
                 other.map { "this peer is not the initiator; \($0) is (ask again)" }
                     ?? "no initiator: this peer does not see a majority of the cluster"
             )
         }
         guard let definition = self.config.violin(named: violin) else {
             let known = self.config.violins.map(\.name).joined(separator: ", ")
-            throw SnapshotError("unknown VIOLIN \"\(violin)\" (the initiator knows: \(known.isEmpty ? "none" : known))")
+            throw SnapshotError(
+                .notFound,
+                "unknown VIOLIN \"\(violin)\" (the initiator knows: \(known.isEmpty ? "none" : known))"
+            )
         }
         if let running = self.initiators.values.first(where: {
             $0.machine.key.violin == violin && $0.finished == nil
         }) {
-            throw SnapshotError("snapshot \(running.machine.key.id) of \(violin) is still in progress")
+            throw SnapshotError(.refused, "snapshot \(running.machine.key.id) of \(violin) is still in progress")
         }
         // The epoch must be past every VM's: past every snapshot of the VIOLIN this peer knows, and past its
         // own VMs' epochs (a participant whose VM is further refuses at prepare, naming it).
         let localEpochs = try await self.switchService.epochs()
         let highest = max(
-            try self.catalog.highestEpoch(violin: violin),
+            try await self.catalog.highestEpoch(violin: violin),
             self.initiators.values.filter { $0.machine.key.violin == violin }.map(\.machine.key.epoch).max() ?? 0,
             self.hosted.names(on: violin).compactMap { localEpochs[$0] }.max() ?? 0
         )
-        guard highest < UInt32.max else { throw SnapshotError("VIOLIN \(violin) has run out of epochs") }
+        guard highest < UInt32.max else { throw SnapshotError(.refused, "VIOLIN \(violin) has run out of epochs") }
         // The plan's quorum: enough store peers alive for every image's replicas (each store then admits or
         // refuses its replicas at prepare, before any VM is cut).
         if target.kind == .memory, view.stores.count < target.replicas {
             let stores = view.stores.values.map(\.name).sorted()
             throw SnapshotError(
+                .refused,
                 "\(target.replicas) replicas per image need \(target.replicas) store peers; \(stores.count) alive (\(stores.isEmpty ? "none" : stores.joined(separator: ", ")))"
             )
         }
@@ -126,7 +131,7 @@ extension SnapshotService {
             target: target,
             name: name
         )
-        try self.catalog.begin(key, name: name, mode: mode, createdAtNanoseconds: Self.wallNanoseconds())
+        try await self.catalog.begin(key, name: name, mode: mode, createdAtNanoseconds: Self.wallNanoseconds())
         var machine = SnapshotInitiator<Instant>(key: key, me: self.me, plan: plan, settings: self.settings, now: .now)
         let directives = machine.start(now: .now)
         self.initiators[id] = InitiatorRun(machine: machine, name: name, requestID: requestID, requester: requester)
@@ -243,7 +248,7 @@ extension SnapshotService {
                         "Snapshot aborted",
                         metadata: ["snapshot.id": "\(id)", "snapshot.reason": "\(reason)"]
                     )
-                    _ = try? self.catalog.abort(id, reason: reason.message)
+                    _ = try? await self.catalog.abort(id, reason: reason.message)
                 }
             case .scheduleTick(let at):
                 self.initiatorTicks[id] = at
@@ -308,10 +313,10 @@ extension SnapshotService {
             // Fencing: a peer that is no longer the initiator (superseded while it waited) does not commit.
             let view = try await self.membership.view()
             guard view.initiator == self.me else {
-                throw SnapshotError("\(self.config.peer.name) is no longer the initiator (term \(view.term))")
+                throw SnapshotError(.refused, "\(self.config.peer.name) is no longer the initiator (term \(view.term))")
             }
             guard parsed.contains(where: { !$0.report.vms.isEmpty }) else {
-                throw SnapshotError("no VM of VIOLIN \(key.violin) runs on any alive peer")
+                throw SnapshotError(.refused, "no VM of VIOLIN \(key.violin) runs on any alive peer")
             }
             let manifest = SnapshotManifest.build(
                 key: key,
@@ -327,15 +332,15 @@ extension SnapshotService {
             encoder.outputFormatting = [.sortedKeys]
             let document = try encoder.encode(manifest)
             guard document.count <= SnapshotCodec.maximumBlobMessageSize - 200 else {
-                throw SnapshotError("the manifest (\(document.count) bytes) is too large for one message")
+                throw SnapshotError(.refused, "the manifest (\(document.count) bytes) is too large for one message")
             }
             // The commit point: the manifest is durable in this peer's catalog.
-            try self.catalog.commit(manifest, document: document)
+            try await self.catalog.commit(manifest, document: document)
             result = .success(Array(document))
         } catch let error as SnapshotError {
             result = .failure(error)
         } catch {
-            result = .failure(SnapshotError("\(error)"))
+            result = .failure(SnapshotError(.failed, "\(error)"))
         }
         guard var current = self.initiators[id] else { return }
         let directives: [SnapshotInitiator<Instant>.Directive]
@@ -346,17 +351,4 @@ extension SnapshotService {
         self.initiators[id] = current
         await self.executeInitiator(id, directives)
     }
-}
-
-/// A snapshot or restore refused or failed, for the operator.
-public struct SnapshotError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// What went wrong.
-    public var message: String
-
-    /// Creates an error.
-    public init(_ message: String) {
-        self.message = message
-    }
-
-    public var description: String { self.message }
 }

@@ -157,6 +157,7 @@ extension SnapshotService {
             let view = try await self.membership.view()
             guard let initiator = view.initiator else {
                 throw SnapshotError(
+                    .refused,
                     "no initiator: this peer does not see a majority of the cluster, and \(kind)s are serialised by the initiator (see `vnsnap-peer status`)"
                 )
             }
@@ -166,7 +167,10 @@ extension SnapshotService {
             try await Task.sleep(for: .milliseconds(200))
             guard case .some(.some(let answer)) = self.awaitedOperations[id] else {
                 if heardAt.duration(to: .now) > .seconds(10) {
-                    throw SnapshotError("the initiator \(view.names[initiator] ?? "\(initiator)") does not answer")
+                    throw SnapshotError(
+                        .timeout,
+                        "the initiator \(view.names[initiator] ?? "\(initiator)") does not answer"
+                    )
                 }
                 continue
             }
@@ -176,7 +180,7 @@ extension SnapshotService {
             case .granted:
                 return
             case .refused(let reason):
-                throw SnapshotError(reason)
+                throw SnapshotError(.refused, reason)
             case .queued(let position, let behind):
                 let line =
                     "waiting: \(behind) (this \(kind) is \(position == 1 ? "next" : "number \(position) in line"))"
@@ -186,7 +190,7 @@ extension SnapshotService {
                 }
             }
         }
-        throw SnapshotError("gave up waiting for \(violin) after \(Int(timeout.inSeconds)) s")
+        throw SnapshotError(.timeout, "gave up waiting for \(violin) after \(Int(timeout.inSeconds)) s")
     }
 
     /// Renews a granted operation's lease with the initiator as this peer sees it now.

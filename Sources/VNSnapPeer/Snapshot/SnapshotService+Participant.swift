@@ -42,7 +42,7 @@ extension SnapshotService {
             switch message.body {
             case .abort: answer = .aborted
             case .inquire:
-                let entry = try? self.catalog.entry(id)
+                let entry = try? await self.catalog.entry(id)
                 answer = .holding(
                     entry?.state == "committed"
                         ? .committed(manifest: Array((try? entry?.manifest?.encoded()) ?? Data()))
@@ -111,11 +111,11 @@ extension SnapshotService {
         let key = run.machine.key
         let mode = run.plan.mode
         do {
-            try self.catalog.begin(key, name: "", mode: mode, createdAtNanoseconds: Self.wallNanoseconds())
+            try await self.catalog.begin(key, name: "", mode: mode, createdAtNanoseconds: Self.wallNanoseconds())
             let placement = try await self.placeReplicas(vms, target: run.plan.target)
             for vm in vms {
                 guard let machine = await self.supervisor.machine(vm), let monitor = await machine.monitor else {
-                    throw SnapshotError("VM \(vm) is not running on \(self.config.peer.name)")
+                    throw SnapshotError(.failed, "VM \(vm) is not running on \(self.config.peer.name)")
                 }
                 let directory = "\(self.directory(id))/\(vm)"
                 try FileManager.default.createDirectory(
@@ -125,6 +125,7 @@ extension SnapshotService {
                 let socket = "\(self.directory(id))/\(vm).sock"
                 guard socket.utf8.count < 100 else {
                     throw SnapshotError(
+                        .refused,
                         "image socket path \(socket) is too long for a unix socket; use a shorter data_dir"
                     )
                 }
@@ -180,7 +181,7 @@ extension SnapshotService {
                     senders: run.plan.participants.subtracting([self.me])
                 )
             if let (vm, reason) = refused.sorted(by: { $0.key < $1.key }).first {
-                throw SnapshotError("cannot arm the switch for \(vm): \(reason)")
+                throw SnapshotError(.failed, "cannot arm the switch for \(vm): \(reason)")
             }
             return nil
         } catch {

@@ -38,7 +38,7 @@ extension SnapshotService {
         do {
             placed = try ReplicaPlacement.place(images, stores: candidates, replicas: target.replicas)
         } catch {
-            throw SnapshotError("\(error)")
+            throw SnapshotError(.failed, "\(error)")
         }
         var result: [String: (chosen: [StoreTarget], spares: [StoreTarget])] = [:]
         for image in images {
@@ -78,7 +78,7 @@ extension SnapshotService {
                     keys: { keyring.key(id: $0) }
                 )
             } catch {
-                throw SnapshotError("VM \(vm): channel log to store \(target.name): \(error)")
+                throw SnapshotError(.failed, "VM \(vm): channel log to store \(target.name): \(error)")
             }
         }
     }
@@ -90,7 +90,7 @@ extension SnapshotService {
     {
         // A disk target's image is only here: a missing chunk is for verify to report.
         guard manifest.vms.first(where: { $0.name == vm })?.replicas?.isEmpty == false,
-            let held = try self.catalog.image(snapshot: manifest.id, vm: vm, kind: kind)
+            let held = try await self.catalog.image(snapshot: manifest.id, vm: vm, kind: kind)
         else { return }
         let missing = held.chunks.filter { !FileManager.default.fileExists(atPath: store.path(of: $0.index)) }
         guard !missing.isEmpty else { return }
@@ -102,11 +102,13 @@ extension SnapshotService {
             into: store,
             check: { chunk in
                 guard expected[chunk.index] == chunk else {
-                    throw SnapshotError("chunk \(chunk.index) is not the committed one")
+                    throw SnapshotError(.corrupt, "chunk \(chunk.index) is not the committed one")
                 }
             },
             accept: { list in
-                guard list == held.chunks else { throw SnapshotError("its chunk list is not the committed one") }
+                guard list == held.chunks else {
+                    throw SnapshotError(.corrupt, "its chunk list is not the committed one")
+                }
             }
         )
     }
@@ -115,12 +117,13 @@ extension SnapshotService {
     /// replica into `directory` (each chunk checked against its hash as it comes, the list against the manifest's
     /// digest at the end) and records it in the catalog, so the rest of the restore finds it like a local one.
     func fetchWhole(_ manifest: SnapshotManifest, vm: String, kind: ImageKind, directory: String) async throws {
-        guard try self.catalog.image(snapshot: manifest.id, vm: vm, kind: kind) == nil else { return }
+        guard try await self.catalog.image(snapshot: manifest.id, vm: vm, kind: kind) == nil else { return }
         guard let entry = manifest.vms.first(where: { $0.name == vm }),
             let descriptor = kind == .memory ? entry.image : manifest.channels.first(where: { $0.vm == vm })?.image
-        else { throw SnapshotError("snapshot \(manifest.id) has no VM \(vm)") }
+        else { throw SnapshotError(.notFound, "snapshot \(manifest.id) has no VM \(vm)") }
         guard let replicas = entry.replicas, !replicas.isEmpty else {
             throw SnapshotError(
+                .failed,
                 "snapshot \(manifest.id), VM \(vm): its images are on the disk of \(entry.peer), which is not alive (a snapshot taken with --target memory keeps them on store peers)"
             )
         }
@@ -133,17 +136,17 @@ extension SnapshotService {
             fresh: true,
             check: { chunk in
                 guard chunk.index < descriptor.chunkCount else {
-                    throw SnapshotError("chunk \(chunk.index) is not in the image")
+                    throw SnapshotError(.corrupt, "chunk \(chunk.index) is not in the image")
                 }
             },
             accept: { list in
                 guard list.count == descriptor.chunkCount,
                     list.enumerated().allSatisfy({ $0.offset == $0.element.index }),
                     ImageStreamFeeder.digest(of: list) == descriptor.digest
-                else { throw SnapshotError("its chunk list is not the committed one") }
+                else { throw SnapshotError(.corrupt, "its chunk list is not the committed one") }
             }
         )
-        try self.catalog.recordImage(
+        try await self.catalog.recordImage(
             snapshot: manifest.id,
             vm: vm,
             kind: kind,
@@ -186,7 +189,7 @@ extension SnapshotService {
                 ) { chunk, data in
                     try check(chunk)
                     guard UInt64(data.count) == chunk.storedBytes, LocalChunkStore.hash(data) == chunk.hash else {
-                        throw SnapshotError("chunk \(chunk.index) does not match its hash")
+                        throw SnapshotError(.corrupt, "chunk \(chunk.index) does not match its hash")
                     }
                     try await NIOThreadPool.singleton.runIfActive { try store.writeStored(chunk, data: data) }
                 }
@@ -205,6 +208,7 @@ extension SnapshotService {
         }
         let what = kind == .channel ? "channel log" : "image"
         throw SnapshotError(
+            .failed,
             "snapshot \(manifest.id), VM \(vm): no replica of its \(what) could be fetched (\(problems.isEmpty ? "no replicas" : problems.joined(separator: "; ")))"
         )
     }
@@ -219,7 +223,7 @@ extension SnapshotService {
         var answers: [String: Result<[HeldReplica], SnapshotError>] = [:]
         for name in stores.sorted() {
             guard let address = view?.stores[PeerID(name: name)].flatMap(Self.storeAddress) else {
-                answers[name] = .failure(SnapshotError("not alive"))
+                answers[name] = .failure(SnapshotError(.notFound, "not alive"))
                 continue
             }
             do {
@@ -236,14 +240,14 @@ extension SnapshotService {
                         }
                         group.addTask {
                             try await Task.sleep(for: .seconds(3))
-                            throw SnapshotError("no answer in 3 s")
+                            throw SnapshotError(.timeout, "no answer in 3 s")
                         }
                         defer { group.cancelAll() }
                         return try await group.next()!  // !-safe: two tasks were added
                     }
                 )
             } catch {
-                answers[name] = .failure(SnapshotError("unreachable: \(error)"))
+                answers[name] = .failure(SnapshotError(.failed, "unreachable: \(error)"))
             }
         }
         var result: [String: [String: String]] = [:]

@@ -14,8 +14,9 @@ extension SnapshotService {
         progress: @escaping @Sendable (SnapshotProgress) async -> Void
     ) async throws -> SnapshotManifest {
         let view = try await self.membership.view()
-        guard let initiator = view.initiator else {
+        guard var initiator = view.initiator else {
             throw SnapshotError(
+                .refused,
                 "no initiator: this peer does not see a majority of the cluster (see `vnsnap-peer status`)"
             )
         }
@@ -30,10 +31,14 @@ extension SnapshotService {
         var last: SnapshotProgress?
         var heardAt = ContinuousClock.now
         while ContinuousClock.now < deadline {
-            // The request doubles as the poll: the initiator answers each with where the snapshot stands. It goes
-            // to the initiator as this peer sees it now: a request still queued is then served by a successor.
-            let current = (try? await self.membership.view())?.initiator ?? initiator
-            await self.membership.send(snapshot: request, to: current)
+            // The request doubles as the poll: the initiator answers each with where the snapshot stands. Until it
+            // has started, it goes to the initiator as this peer sees it now (a request still queued is served by a
+            // successor); once started, to the initiator that started it (a successor would start another: the
+            // started one it takes over, and this peer follows it to its outcome below).
+            if (last?.snapshotID ?? 0) == 0, let current = (try? await self.membership.view())?.initiator {
+                initiator = current
+            }
+            await self.membership.send(snapshot: request, to: initiator)
             try? await Task.sleep(for: .milliseconds(100))
             guard case .some(.some(let current)) = self.awaited[requestID] else {
                 if heardAt.duration(to: .now) > .seconds(10) {
@@ -50,7 +55,7 @@ extension SnapshotService {
                         )
                         return try await self.awaitOutcome(id, until: deadline)
                     }
-                    throw SnapshotError("the initiator \(lost) does not answer")
+                    throw SnapshotError(.timeout, "the initiator \(lost) does not answer")
                 }
                 continue
             }
@@ -63,46 +68,54 @@ extension SnapshotService {
             }
             guard current.finished else { continue }
             guard current.phase == "committed" else {
-                throw SnapshotError("snapshot \(current.phase): \(current.message)")
+                throw SnapshotError(.aborted, "snapshot \(current.phase): \(current.message)")
             }
             let manifest = try SnapshotManifest.decode(Data(current.blob), source: "the initiator's manifest")
-            try self.catalog.commit(manifest, document: Data(current.blob))
+            try await self.catalog.commit(manifest, document: Data(current.blob))
             return manifest
         }
-        throw SnapshotError("no outcome from the initiator in time; see `vnsnap-peer list` for whether it committed")
+        throw SnapshotError(
+            .timeout,
+            "no outcome from the initiator in time; see `vnsnap-peer list` for whether it committed"
+        )
     }
 
     /// The outcome of snapshot `id` as it reaches this peer as a participant (after its initiator was lost).
     private func awaitOutcome(_ id: UInt64, until deadline: ContinuousClock.Instant) async throws -> SnapshotManifest {
         while ContinuousClock.now < deadline {
-            if let entry = try self.catalog.entry(id) {
+            if let entry = try await self.catalog.entry(id) {
                 if entry.state == "committed", let manifest = entry.manifest { return manifest }
                 // A peer without VMs may have aborted on its own while a successor committed: it learns the
                 // commit later, so its abort is not final.
                 let final = entry.state == "deleted" || self.participants[id]?.machine.vms.isEmpty != true
                 if final, entry.state == "aborted" || entry.state == "deleted" {
                     throw SnapshotError(
+                        .aborted,
                         "snapshot \(entry.state): \(entry.reason ?? "by the initiator that took it over")"
                     )
                 }
             }
             if let run = self.participants[id], run.machine.phase == .aborted {
-                throw SnapshotError("snapshot aborted: \(run.abortReason ?? "aborted")")
+                throw SnapshotError(.aborted, "snapshot aborted: \(run.abortReason ?? "aborted")")
             }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw SnapshotError("no outcome of snapshot \(id) in time; see `vnsnap-peer list` for whether it committed")
+        throw SnapshotError(
+            .timeout,
+            "no outcome of snapshot \(id) in time; see `vnsnap-peer list` for whether it committed"
+        )
     }
 
     /// Committed snapshots this peer knows of.
-    public func list() throws -> [SnapshotCatalog.Entry] {
-        try self.catalog.list()
+    public func list() async throws -> [SnapshotCatalog.Entry] {
+        try await self.catalog.list()
     }
 
     /// One committed snapshot's manifest.
-    public func manifest(_ id: UInt64) throws -> SnapshotManifest {
-        guard let entry = try self.catalog.entry(id), let manifest = entry.manifest, entry.state == "committed" else {
-            throw SnapshotError("no committed snapshot \(id) (see `vnsnap-peer list`)")
+    public func manifest(_ id: UInt64) async throws -> SnapshotManifest {
+        guard let entry = try await self.catalog.entry(id), let manifest = entry.manifest, entry.state == "committed"
+        else {
+            throw SnapshotError(.notFound, "no committed snapshot \(id) (see `vnsnap-peer list`)")
         }
         return manifest
     }
@@ -110,8 +123,8 @@ extension SnapshotService {
     /// Deletes snapshot `id` on every alive member (images and catalog rows); returns the members that did not
     /// answer within `timeout`.
     public func delete(_ id: UInt64, timeout: Duration = .seconds(5)) async throws -> [String] {
-        guard let entry = try self.catalog.entry(id) else {
-            throw SnapshotError("no snapshot \(id) (see `vnsnap-peer list`)")
+        guard let entry = try await self.catalog.entry(id) else {
+            throw SnapshotError(.notFound, "no snapshot \(id) (see `vnsnap-peer list`)")
         }
         // A snapshot a restore uses is not deleted under it (issue 13): the initiator refuses, naming the restore.
         return try await self.withOperation(.delete, violin: entry.violin, snapshot: id, wait: false) { _ in
@@ -149,6 +162,7 @@ extension SnapshotService {
     public func measureStall(violin: String, duration: Duration) async throws -> [String: UInt64] {
         guard self.config.violins.contains(where: { $0.name == violin }) else {
             throw SnapshotError(
+                .notFound,
                 "no VIOLIN \(violin) (known: \(self.config.violins.map(\.name).joined(separator: ", ")))"
             )
         }
@@ -159,7 +173,7 @@ extension SnapshotService {
                 $0.ended == nil && $0.plan.vms.values.joined().contains(where: vms.contains)
             })
         else {
-            throw SnapshotError("a snapshot of \(violin) is running here; measure when it has ended")
+            throw SnapshotError(.refused, "a snapshot of \(violin) is running here; measure when it has ended")
         }
         try await self.switchService.measure(vms: vms, stallOnly: true)
         try? await Task.sleep(for: duration)
@@ -167,7 +181,7 @@ extension SnapshotService {
         var stalls: [String: UInt64] = [:]
         for vm in vms { stalls[vm] = try? await self.switchService.finishMeasure(vm) }
         guard stalls.count == vms.count else {
-            throw SnapshotError("a snapshot of \(violin) began during the measurement; measure again")
+            throw SnapshotError(.refused, "a snapshot of \(violin) began during the measurement; measure again")
         }
         return stalls
     }

@@ -64,8 +64,12 @@ extension SnapshotService {
         on chosen: [String: String] = [:],
         progress: @escaping @Sendable (String) async -> Void
     ) async throws -> [RestoreStep: [String: RestoreTimings]] {
-        guard let entry = try self.catalog.entry(id), entry.state == "committed", let manifest = entry.manifest else {
-            throw SnapshotError("no committed snapshot \(id) in this peer's catalog (see `vnsnap-peer list`)")
+        guard let entry = try await self.catalog.entry(id), entry.state == "committed", let manifest = entry.manifest
+        else {
+            throw SnapshotError(
+                .notFound,
+                "no committed snapshot \(id) in this peer's catalog (see `vnsnap-peer list`)"
+            )
         }
         let view = try await self.membership.view()
         let moved = try Self.placeLostVMs(manifest, view: view, chosen: chosen)
@@ -132,8 +136,10 @@ extension SnapshotService {
                 await self.renewOperation(run, kind: .restore, violin: manifest.violin, snapshot: id)
             }
         }
-        guard let done = self.restores.removeValue(forKey: run) else { throw SnapshotError("restore \(run) vanished") }
-        if let failure = done.failure { throw SnapshotError(failure) }
+        guard let done = self.restores.removeValue(forKey: run) else {
+            throw SnapshotError(.notFound, "restore \(run) vanished")
+        }
+        if let failure = done.failure { throw SnapshotError(.failed, failure) }
         var timings: [RestoreStep: [String: RestoreTimings]] = [:]
         for (step, answers) in done.blobs {
             for (peer, blob) in answers {
@@ -159,16 +165,18 @@ extension SnapshotService {
                 chosen: chosen
             )
         } catch {
-            throw SnapshotError("snapshot \(manifest.id): \(error); nothing was touched")
+            throw SnapshotError(.refused, "snapshot \(manifest.id): \(error); nothing was touched")
         }
         for vm in manifest.vms where moved[vm.name] != nil {
             guard vm.definition != nil else {
                 throw SnapshotError(
+                    .refused,
                     "snapshot \(manifest.id): VM \(vm.name) ran on \(vm.peer), which is not alive, and the snapshot does not record its definition (taken by an older version); it restores only on \(vm.peer); nothing was touched"
                 )
             }
             guard vm.replicas?.isEmpty == false else {
                 throw SnapshotError(
+                    .refused,
                     "snapshot \(manifest.id): VM \(vm.name)'s images are on the disk of \(vm.peer), which is not alive (snapshots taken with --target memory keep them on store peers); restore when \(vm.peer) is back; nothing was touched"
                 )
             }

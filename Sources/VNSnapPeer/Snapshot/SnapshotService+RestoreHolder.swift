@@ -21,14 +21,14 @@ extension SnapshotService {
         do {
             if step == .rollback {
                 let problems = await self.rollBack(run)
-                guard problems.isEmpty else { throw SnapshotError(problems.joined(separator: "; ")) }
+                guard problems.isEmpty else { throw SnapshotError(.failed, problems.joined(separator: "; ")) }
                 return .restoreAnswer(run: run, step: step, ok: true, reason: "", blob: [])
             }
             guard self.holding[run]?.rolledBack != true else {
-                throw SnapshotError("restore \(run) was rolled back here")
+                throw SnapshotError(.failed, "restore \(run) was rolled back here")
             }
-            guard let manifest = try self.catalog.entry(key.id)?.manifest else {
-                throw SnapshotError("\(self.config.peer.name) has no manifest of snapshot \(key.id)")
+            guard let manifest = try await self.catalog.entry(key.id)?.manifest else {
+                throw SnapshotError(.notFound, "\(self.config.peer.name) has no manifest of snapshot \(key.id)")
             }
             let local = manifest.vms.filter { (moved[$0.name] ?? PeerID(name: $0.peer)) == self.me }
             var timings = RestoreTimings(milliseconds: [:], injected: [:])
@@ -95,10 +95,13 @@ extension SnapshotService {
         replay: Bool,
         into timings: inout RestoreTimings
     ) async throws {
-        guard let holding = self.holding[run] else { throw SnapshotError("restore \(run) is unknown here") }
+        guard let holding = self.holding[run] else { throw SnapshotError(.notFound, "restore \(run) is unknown here") }
         let missing = vms.filter { holding.staged[$0] == nil }
         guard missing.isEmpty else {
-            throw SnapshotError("no VM loaded here for \(missing.joined(separator: ", ")) (was the load step lost?)")
+            throw SnapshotError(
+                .notFound,
+                "no VM loaded here for \(missing.joined(separator: ", ")) (was the load step lost?)"
+            )
         }
         self.holding[run]?.switchedOver = true
         for vm in vms {
@@ -126,7 +129,7 @@ extension SnapshotService {
         for vm in vms {
             let started = ContinuousClock.now
             guard let monitor = await holding.staged[vm]?.machine.monitor else {
-                throw SnapshotError("VM \(vm) is not running after its load")
+                throw SnapshotError(.failed, "VM \(vm) is not running after its load")
             }
             _ = try await monitor.execute("cont")
             timings.milliseconds[vm] = started.duration(to: .now).inSeconds * 1000
@@ -154,7 +157,7 @@ extension SnapshotService {
         }
         for vm in holding.paused {
             do {
-                guard let monitor = await self.monitor(vm) else { throw SnapshotError("it is not running") }
+                guard let monitor = await self.monitor(vm) else { throw SnapshotError(.failed, "it is not running") }
                 _ = try await monitor.execute("cont")
             } catch {
                 problems.append("\(self.config.peer.name): \(vm) could not be resumed: \(error)")
@@ -179,23 +182,29 @@ extension SnapshotService {
     private func checkAdoptable(_ entry: SnapshotManifest.VM, manifest: SnapshotManifest) throws {
         let label = "snapshot \(manifest.id), VM \(entry.name) (from \(entry.peer))"
         guard let definition = entry.definition else {
-            throw SnapshotError("\(label): the snapshot does not record the VM's definition")
+            throw SnapshotError(.refused, "\(label): the snapshot does not record the VM's definition")
         }
         guard self.config.violin(named: definition.violin) != nil else {
-            throw SnapshotError("\(label): VIOLIN \(definition.violin) is not defined on \(self.config.peer.name)")
+            throw SnapshotError(
+                .refused,
+                "\(label): VIOLIN \(definition.violin) is not defined on \(self.config.peer.name)"
+            )
         }
         if self.hosted.definition(entry.name) != nil, !self.hosted.isAdopted(entry.name) {
-            throw SnapshotError("\(label): \(self.config.peer.name) already runs a configured VM of that name")
+            throw SnapshotError(
+                .refused,
+                "\(label): \(self.config.peer.name) already runs a configured VM of that name"
+            )
         }
     }
 
     /// The image and channel log of `vm`, as this peer holds them, checked against the manifest.
-    private func heldImages(_ manifest: SnapshotManifest, vm: String) throws -> (
+    private func heldImages(_ manifest: SnapshotManifest, vm: String) async throws -> (
         memory: (SnapshotCatalog.HeldImage, LocalChunkStore), channel: (SnapshotCatalog.HeldImage, LocalChunkStore)
     ) {
         let label = "snapshot \(manifest.id), VM \(vm)"
-        guard let memory = try self.catalog.image(snapshot: manifest.id, vm: vm, kind: .memory),
-            let channel = try self.catalog.image(snapshot: manifest.id, vm: vm, kind: .channel)
+        guard let memory = try await self.catalog.image(snapshot: manifest.id, vm: vm, kind: .memory),
+            let channel = try await self.catalog.image(snapshot: manifest.id, vm: vm, kind: .channel)
         else { throw ImageError(.missing, "\(label): this peer holds no image of it") }
         return (
             (memory, LocalChunkStore(directory: memory.directory, label: label)),
@@ -206,7 +215,7 @@ extension SnapshotService {
     private func verify(_ manifest: SnapshotManifest, vm: String) async throws {
         guard let entry = manifest.vms.first(where: { $0.name == vm }),
             let log = manifest.channels.first(where: { $0.vm == vm })
-        else { throw SnapshotError("snapshot \(manifest.id) has no VM \(vm)") }
+        else { throw SnapshotError(.notFound, "snapshot \(manifest.id) has no VM \(vm)") }
         if entry.peer != self.config.peer.name {
             // A lost peer's VM placed here: its images come whole from their replicas.
             try self.checkAdoptable(entry, manifest: manifest)
@@ -214,18 +223,22 @@ extension SnapshotService {
             try await self.fetchWhole(manifest, vm: vm, kind: .memory, directory: directory + "/memory")
             try await self.fetchWhole(manifest, vm: vm, kind: .channel, directory: directory + "/channel")
         }
-        let (memory, channel) = try self.heldImages(manifest, vm: vm)
+        let (memory, channel) = try await self.heldImages(manifest, vm: vm)
         // Memory targets: the image lives on store peers; bring its chunks here first (verified below).
         try await self.fetchMissing(manifest, vm: vm, kind: .memory, into: memory.1)
         let label = "snapshot \(manifest.id), VM \(vm)"
         let configured = (self.hosted.definition(vm) ?? entry.definition)?.disk
         if entry.disk == nil, configured != nil {
             throw SnapshotError(
+                .refused,
                 "\(label): the VM has a disk but the snapshot holds none (taken before the disk was added); restoring would pair its memory with today's disk"
             )
         }
         if entry.disk != nil, configured == nil {
-            throw SnapshotError("\(label): the snapshot holds a disk of the VM, but no disk is configured for it now")
+            throw SnapshotError(
+                .refused,
+                "\(label): the snapshot holds a disk of the VM, but no disk is configured for it now"
+            )
         }
         try await NIOThreadPool.singleton.runIfActive {
             try ImageStreamFeeder.verify(memory.0.chunks, against: entry.image, in: memory.1)
@@ -282,8 +295,8 @@ extension SnapshotService {
     private func stage(_ manifest: SnapshotManifest, vm: String) async throws -> StagedVM {
         guard let entry = manifest.vms.first(where: { $0.name == vm }),
             let log = manifest.channels.first(where: { $0.vm == vm })
-        else { throw SnapshotError("snapshot \(manifest.id) has no VM \(vm)") }
-        let (memory, channel) = try self.heldImages(manifest, vm: vm)
+        else { throw SnapshotError(.notFound, "snapshot \(manifest.id) has no VM \(vm)") }
+        let (memory, channel) = try await self.heldImages(manifest, vm: vm)
         let frames = try await NIOThreadPool.singleton.runIfActive {
             try ImageStreamFeeder.checkList(memory.0.chunks, against: entry.image, label: memory.1.label)
             try ImageStreamFeeder.checkList(channel.0.chunks, against: log.image, label: channel.1.label)
@@ -309,7 +322,9 @@ extension SnapshotService {
             throw error
         }
         do {
-            guard let monitor = await machine.monitor else { throw SnapshotError("VM \(vm): no monitor after start") }
+            guard let monitor = await machine.monitor else {
+                throw SnapshotError(.failed, "VM \(vm): no monitor after start")
+            }
             let socket = "\((machine.staging ?? machine.paths).qmpSocket).incoming"
             try? FileManager.default.removeItem(atPath: socket)
             try await QEMUSnapshot.restore(monitor, uri: "unix:\(socket)")
@@ -320,7 +335,7 @@ extension SnapshotService {
             try? FileManager.default.removeItem(atPath: socket)
             let state = try await monitor.execute("query-status")["status"]?.stringValue ?? "unknown"
             guard state == "paused" || state == "prelaunch" else {
-                throw SnapshotError("VM \(vm) is \(state) after loading its image, not paused")
+                throw SnapshotError(.failed, "VM \(vm) is \(state) after loading its image, not paused")
             }
         } catch {
             await self.supervisor.discard(machine)

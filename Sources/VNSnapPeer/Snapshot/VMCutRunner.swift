@@ -65,6 +65,7 @@ struct VMCutRunner: Sendable {
                 return
             case "failed", "cancelled":
                 throw SnapshotError(
+                    .failed,
                     "migration \(reply["status"]?.stringValue ?? ""): \(reply["error-desc"]?.stringValue ?? "")"
                 )
             default:
@@ -76,7 +77,7 @@ struct VMCutRunner: Sendable {
                 try await Task.sleep(for: .milliseconds(2))
             }
         }
-        throw SnapshotError("pre-copy did not reach its switch-over within 120 s")
+        throw SnapshotError(.timeout, "pre-copy did not reach its switch-over within 120 s")
     }
 
     static func wallMicroseconds() -> Int64 {

@@ -101,8 +101,9 @@ public enum StoreClient {
                     try await each(chunk, data)
                     list.append(chunk)
                 case .end(let count) where Int(count) == list.count: return list
-                case .failed(let reason): throw StoreError("\(key): \(reason)")
-                case let other: throw StoreError("\(key): unexpected answer \(other.map { "\($0)" } ?? "none")")
+                case .failed(let reason): throw StoreError(.failed, "\(key): \(reason)")
+                case let other:
+                    throw StoreError(.unexpected, "\(key): unexpected answer \(other.map { "\($0)" } ?? "none")")
                 }
             }
         }
@@ -118,7 +119,7 @@ public enum StoreClient {
         try await self.session(address, key: secret, keys: keys) { link in
             try await link.send(.stat(snapshot: snapshot))
             guard case .held(let replicas) = try await link.receive() else {
-                throw StoreError("snapshot \(snapshot): the store did not say what it holds")
+                throw StoreError(.unexpected, "snapshot \(snapshot): the store did not say what it holds")
             }
             return replicas
         }
@@ -134,7 +135,7 @@ public enum StoreClient {
         try await self.session(address, key: secret, keys: keys) { link in
             try await link.send(.drop(snapshot: snapshot))
             guard case .accepted = try await link.receive() else {
-                throw StoreError("snapshot \(snapshot): drop refused")
+                throw StoreError(.refused, "snapshot \(snapshot): drop refused")
             }
         }
     }
@@ -142,10 +143,10 @@ public enum StoreClient {
     private static func expect(_ answer: StoreMessage?, _ wanted: StoreMessage, _ key: ReplicaKey) throws {
         switch answer {
         case wanted?: return
-        case .refused(let reason)?: throw StoreError("\(key): refused: \(reason)")
-        case .failed(let reason)?: throw StoreError("\(key): \(reason)")
-        case nil: throw StoreError("\(key): the store closed the connection")
-        case let other?: throw StoreError("\(key): unexpected answer \(other) (wanted \(wanted))")
+        case .refused(let reason)?: throw StoreError(.refused, "\(key): refused: \(reason)")
+        case .failed(let reason)?: throw StoreError(.failed, "\(key): \(reason)")
+        case nil: throw StoreError(.closed, "\(key): the store closed the connection")
+        case let other?: throw StoreError(.unexpected, "\(key): unexpected answer \(other) (wanted \(wanted))")
         }
     }
 

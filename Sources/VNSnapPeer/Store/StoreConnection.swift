@@ -34,12 +34,15 @@ struct StoreConnection {
         var iterator = inbound.makeAsyncIterator()
         func receiveHeader() async throws -> ([UInt8], SecretKey) {
             guard let first = try await iterator.next() else {
-                throw StoreError("the connection closed before its header")
+                throw StoreError(.closed, "the connection closed before its header")
             }
             let header = Array(first.readableBytesView)
             let id = try StreamOpener.keyID(ofHeader: header)
             guard let theirs = keys(id) else {
-                throw StoreError("the other side's stream is sealed under a key this keyring does not hold (id \(id))")
+                throw StoreError(
+                    .unknownKey,
+                    "the other side's stream is sealed under a key this keyring does not hold (id \(id))"
+                )
             }
             return (header, theirs)
         }
@@ -71,15 +74,4 @@ struct StoreConnection {
         let (plain, _) = try self.opener.open(Array(frame.readableBytesView))
         return try StoreCodec.decode(plain)
     }
-}
-
-/// A store request that failed, saying why.
-public struct StoreError: Error, Hashable, Sendable, CustomStringConvertible {
-    /// What went wrong.
-    public var message: String
-
-    /// Creates an error.
-    public init(_ message: String) { self.message = message }
-
-    public var description: String { self.message }
 }

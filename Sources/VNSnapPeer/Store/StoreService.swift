@@ -105,10 +105,9 @@ public final class StoreService: Service, Sendable {
         let store = self.store
         let held = Set(store.usage().replicas.map(\.key.snapshot))
         guard !held.isEmpty else { return }
-        let states =
-            (try? await NIOThreadPool.singleton.runIfActive { () -> [UInt64: String] in
-                Dictionary(uniqueKeysWithValues: held.map { id in (id, (try? catalog.entry(id))??.state ?? "") })
-            }) ?? [:]
+        // The catalog reads on its own queue, off the cooperative pool.
+        var states: [UInt64: String] = [:]
+        for id in held { states[id] = (try? await catalog.entry(id))??.state ?? "" }
         let now = ContinuousClock.now
         let gone = self.abortedSince.withLockedValue { since in
             since = since.filter { states[$0.key] == "aborted" }

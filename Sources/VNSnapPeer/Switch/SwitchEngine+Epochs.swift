@@ -183,7 +183,8 @@ extension SwitchEngine {
             if self.drains[vni]?.epoch != epoch {
                 var received: [PeerID: UInt64] = [:]
                 for sender in senders {
-                    received[sender] = self.tunnels[sender]?.received[vni]?.below(epoch) ?? 0
+                    received[sender] =
+                        self.tunnelIndex[sender].flatMap { self.tunnels[$0].received[vni]?.below(epoch) } ?? 0
                 }
                 self.drains[vni] = ViolinDrain(
                     epoch: epoch,
@@ -312,7 +313,9 @@ extension SwitchEngine {
             logOverflow: snapshot.logOverflow,
             drained: drained,
             missing: Dictionary(
-                (drain?.drain.missing ?? [:]).map { (self.tunnels[$0.key]?.name ?? "\($0.key)", $0.value) },
+                (drain?.drain.missing ?? [:]).map {
+                    (self.tunnelIndex[$0.key].map { self.tunnels[$0].name } ?? "\($0.key)", $0.value)
+                },
                 uniquingKeysWith: +
             )
         )
@@ -346,10 +349,16 @@ extension SwitchEngine {
     // MARK: Markers
 
     func sendMarkers(vni: VNI, epoch: UInt32) {
-        for peer in self.tunnelOrder where self.tunnels[peer]?.up == true {
-            let frames = self.tunnels[peer]!.sent[vni]?.below(epoch) ?? 0  // !-safe, checked above
+        for index in self.tunnels.indices where self.tunnels[index].up {
+            let frames = self.tunnels[index].sent[vni]?.below(epoch) ?? 0
             let marker = EndOfEpochMarker(vni: vni, epoch: epoch, frames: frames)
-            self.sendToTunnel(peer, vni: vni, epoch: epoch, frame: ByteBuffer(bytes: marker.payload), kind: .endOfEpoch)
+            self.sendToTunnel(
+                at: index,
+                vni: vni,
+                epoch: epoch,
+                frame: ByteBuffer(bytes: marker.payload),
+                kind: .endOfEpoch
+            )
         }
         self.flushPending()
     }
@@ -368,7 +377,7 @@ extension SwitchEngine {
     }
 
     func senderRestarted(_ sender: PeerID) {
-        self.tunnels[sender]?.received = [:]
+        if let index = self.tunnelIndex[sender] { self.tunnels[index].received = [:] }
         for vni in Array(self.drains.keys) { self.drains[vni]!.drain.senderRestarted(sender) }  // !-safe, its keys
     }
 

@@ -61,8 +61,11 @@ final class SwitchEngine {
     private var core: SwitchCore<ContinuousClock.Instant>
     var crypto: TunnelCrypto
     var ports: [PortState] = []
-    var tunnels: [PeerID: TunnelState] = [:]
-    var tunnelOrder: [PeerID] = []
+    /// Every tunnel ever added, in the order added (never removed: see `TunnelState.up`); mutated in place,
+    /// so a frame costs one dictionary lookup (`tunnelIndex`) and no copy of a tunnel's counters.
+    var tunnels: [TunnelState] = []
+    /// Each peer's tunnel in `tunnels`.
+    var tunnelIndex: [PeerID: Int] = [:]
     var tunnelChannel: (any Channel)?
     var tunnelDirty = false
     private var rejected: [TunnelDropReason: UInt64] = [:]
@@ -119,20 +122,20 @@ final class SwitchEngine {
 
     /// Adds the tunnel to a peer, or brings a known one back up at `address`.
     func addTunnel(name: String, id: PeerID, address: SocketAddress) {
-        if self.tunnels[id] != nil {
-            self.tunnels[id]!.address = address  // !-safe, checked above
-            self.tunnels[id]!.up = true
+        if let index = self.tunnelIndex[id] {
+            self.tunnels[index].address = address
+            self.tunnels[index].up = true
             return
         }
-        self.tunnelOrder.append(id)
-        self.tunnels[id] = TunnelState(name: name, id: id, address: address)
+        self.tunnelIndex[id] = self.tunnels.count
+        self.tunnels.append(TunnelState(name: name, id: id, address: address))
     }
 
     /// Takes the tunnel to a dead or departed peer down: nothing is sent to it, its datagrams are refused,
     /// and the addresses learned behind it are forgotten.
     func removeTunnel(id: PeerID) {
-        guard self.tunnels[id]?.up == true else { return }
-        self.tunnels[id]!.up = false  // !-safe, checked above
+        guard let index = self.tunnelIndex[id], self.tunnels[index].up else { return }
+        self.tunnels[index].up = false
         self.core.removeTunnel(id)
     }
 
@@ -167,14 +170,14 @@ final class SwitchEngine {
         case .port(let target):
             self.deliver(frame, to: target, epoch: epoch)
         case .tunnel(let peer):
-            self.sendToTunnel(peer, vni: vni, epoch: epoch, frame: frame)
+            if let index = self.tunnelIndex[peer] { self.sendToTunnel(at: index, vni: vni, epoch: epoch, frame: frame) }
         case .flood(let vni, let excluding, let includeTunnels):
             for target in self.core.ports(in: vni) where target != excluding {
                 self.deliver(frame, to: target, epoch: epoch)
             }
             if includeTunnels {
-                for peer in self.tunnelOrder where self.tunnels[peer]?.up == true {
-                    self.sendToTunnel(peer, vni: vni, epoch: epoch, frame: frame)
+                for index in self.tunnels.indices where self.tunnels[index].up {
+                    self.sendToTunnel(at: index, vni: vni, epoch: epoch, frame: frame)
                 }
             }
         case .drop(let reason):
@@ -187,7 +190,9 @@ final class SwitchEngine {
         // Decrypt into a fresh buffer: the datagram is a slice of a shared vector-read buffer, so decrypting in
         // place would copy it first, and the frame waits in a port's outbox until the batch is flushed.
         var frame = self.allocator.buffer(capacity: datagram.readableBytes)
-        var opened: Result<(header: TunnelHeader, payloadLength: Int), TunnelDropReason> = .failure(.malformed)
+        var opened: Result<(header: TunnelHeader, payloadLength: Int, tunnel: Int), TunnelDropReason> = .failure(
+            .malformed
+        )
         frame.writeWithUnsafeMutableBytes(minimumWritableBytes: datagram.readableBytes) { output in
             opened = datagram.withUnsafeReadableBytes { input in
                 // Cheap checks first, so floods of garbage cost no crypto.
@@ -200,9 +205,12 @@ final class SwitchEngine {
                 // Membership and keyring datagrams belong on the membership socket.
                 guard header.kind == .frame || header.kind == .endOfEpoch else { return .failure(.unknownKind) }
                 guard header.destination == self.me else { return .failure(.misdirected) }
-                guard self.tunnels[header.source]?.up == true else { return .failure(.unknownPeer) }
+                guard let tunnel = self.tunnelIndex[header.source], self.tunnels[tunnel].up else {
+                    return .failure(.unknownPeer)
+                }
                 do throws(TunnelDropReason) {
-                    return .success(try self.crypto.open(input, into: output))
+                    let (header, payloadLength) = try self.crypto.open(input, into: output)
+                    return .success((header, payloadLength, tunnel))
                 } catch {
                     return .failure(error)
                 }
@@ -212,35 +220,35 @@ final class SwitchEngine {
         }
         let header: TunnelHeader
         let payloadLength: Int
+        let tunnel: Int
         switch opened {
         case .success(let result):
-            (header, payloadLength) = result
+            (header, payloadLength, tunnel) = result
         case .failure(let reason):
             self.rejected[reason, default: 0] &+= 1
             return
         }
         let source = header.source
-        // !-safe (here and below): the source's tunnel was checked before opening.
-        let sessionBefore = self.tunnels[source]!.inbound.session
-        if let reason = self.tunnels[source]!.inbound.admit(session: header.session, sequence: header.sequence) {
-            self.tunnels[source]!.counters.dropped(reason)
+        let sessionBefore = self.tunnels[tunnel].inbound.session
+        if let reason = self.tunnels[tunnel].inbound.admit(session: header.session, sequence: header.sequence) {
+            self.tunnels[tunnel].counters.dropped(reason)
             return
         }
-        if self.tunnels[source]!.inbound.session != sessionBefore { self.senderRestarted(source) }
+        if self.tunnels[tunnel].inbound.session != sessionBefore { self.senderRestarted(source) }
         if header.kind == .endOfEpoch {
             let payload = frame.getBytes(at: frame.readerIndex, length: payloadLength) ?? []
             guard let marker = EndOfEpochMarker(header: header, payload: payload) else {
-                self.tunnels[source]!.counters.dropped(.malformed)
+                self.tunnels[tunnel].counters.dropped(.malformed)
                 return
             }
             self.endOfEpoch(marker, from: source)
             return
         }
-        self.tunnels[source]!.received[header.vni, default: EpochCounts()].add(header.epoch)
+        self.tunnels[tunnel].received[header.vni, default: EpochCounts()].add(header.epoch)
         if !self.drains.isEmpty { self.countForDrain(vni: header.vni, epoch: header.epoch, from: source) }
-        self.tunnels[source]!.counters.received(payloadLength)
+        self.tunnels[tunnel].counters.received(payloadLength)
         guard let (destination, sourceMAC) = frame.withUnsafeReadableBytes({ EthernetFrame.addresses(of: $0) }) else {
-            self.tunnels[source]!.counters.dropped(.runt)
+            self.tunnels[tunnel].counters.dropped(.runt)
             return
         }
         let decision = self.core.forward(
@@ -258,9 +266,9 @@ final class SwitchEngine {
             }
         case .tunnel:
             // SwitchCore never sends a tunnel's frame into another tunnel (split horizon).
-            self.tunnels[source]!.counters.dropped(.notLocal)
+            self.tunnels[tunnel].counters.dropped(.notLocal)
         case .drop(let reason):
-            self.tunnels[source]!.counters.dropped(reason)
+            self.tunnels[tunnel].counters.dropped(reason)
         }
     }
 
@@ -269,8 +277,10 @@ final class SwitchEngine {
     /// How soon a port with a backlog tries again.
     static let backlogRetry = TimeAmount.microseconds(50)
 
-    func sendToTunnel(_ peer: PeerID, vni: VNI, epoch: UInt32, frame: ByteBuffer, kind: TunnelHeader.Kind = .frame) {
-        guard let channel = self.tunnelChannel, var tunnel = self.tunnels[peer], tunnel.up else { return }
+    /// Seals `frame` to the peer of tunnel `index` and writes it (flushed with the batch).
+    func sendToTunnel(at index: Int, vni: VNI, epoch: UInt32, frame: ByteBuffer, kind: TunnelHeader.Kind = .frame) {
+        guard let channel = self.tunnelChannel, self.tunnels[index].up else { return }
+        let peer = self.tunnels[index].id
         let length = frame.readableBytes
         var datagram = channel.allocator.buffer(capacity: length + TunnelCrypto.overhead)
         datagram.moveWriterIndex(forwardBy: TunnelHeader.size)
@@ -284,16 +294,15 @@ final class SwitchEngine {
             session: self.session,
             epoch: epoch,
             keyID: 0,
-            sequence: tunnel.nextSequence
+            sequence: self.tunnels[index].nextSequence
         )
-        tunnel.nextSequence += 1
+        self.tunnels[index].nextSequence += 1
         datagram.withUnsafeMutableReadableBytes { buffer in
             _ = self.crypto.seal(header: header, payloadLength: length, in: buffer)
         }
-        channel.write(AddressedEnvelope(remoteAddress: tunnel.address, data: datagram), promise: nil)
-        tunnel.counters.sent(length)
-        if kind == .frame { tunnel.sent[vni, default: EpochCounts()].add(epoch) }
-        self.tunnels[peer] = tunnel
+        channel.write(AddressedEnvelope(remoteAddress: self.tunnels[index].address, data: datagram), promise: nil)
+        self.tunnels[index].counters.sent(length)
+        if kind == .frame { self.tunnels[index].sent[vni, default: EpochCounts()].add(epoch) }
         self.tunnelDirty = true
     }
 
@@ -327,7 +336,7 @@ final class SwitchEngine {
                     counters: $0.counters
                 )
             },
-            tunnels: self.tunnelOrder.compactMap { self.tunnels[$0] }.map {
+            tunnels: self.tunnels.map {
                 SwitchStatus.Tunnel(
                     peer: $0.name,
                     address: $0.address.displayString,

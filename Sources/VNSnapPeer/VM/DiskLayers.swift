@@ -47,6 +47,7 @@ struct DiskLayers: Sendable {
         }
         guard let record = try? JSONDecoder().decode(Record.self, from: data) else {
             throw SnapshotError(
+                .failed,
                 "VM \(definition.name): \(path) is unreadable, so which overlay holds the VM's disk is unknown (starting from the configured file would lose its writes since the first snapshot); repair it, or remove it to start over from the configured disk"
             )
         }

@@ -29,6 +29,7 @@ public final class HostedVMs: Sendable {
                 "\(definition.name).json" == file
             else {
                 throw SnapshotError(
+                    .failed,
                     "\(path) is unreadable: it records a VM this peer took over in a restore; repair it, or remove it if the VM should no longer run here"
                 )
             }
@@ -41,6 +42,7 @@ public final class HostedVMs: Sendable {
             }
             guard config.violin(named: definition.violin) != nil else {
                 throw SnapshotError(
+                    .failed,
                     "\(path): VM \(definition.name) is on VIOLIN \(definition.violin), which this peer's configuration does not define"
                 )
             }
