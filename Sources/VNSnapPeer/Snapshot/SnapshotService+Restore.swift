@@ -14,27 +14,6 @@ struct RestoreRun {
     var progress: (@Sendable (String) async -> Void)?
 }
 
-/// A restore as a peer holding VMs of the snapshot carries it out.
-struct HolderRestore {
-    /// The snapshot restored.
-    var snapshot: UInt64 = 0
-    var answers: [RestoreStep: SnapshotMessage.Body] = [:]
-    var running: Set<RestoreStep> = []
-    /// New QEMUs loaded beside the running VMs, by VM, until the switch-over or a rollback.
-    var staged: [String: StagedVM] = [:]
-    /// Running VMs paused in `pause`, until the switch-over or a rollback.
-    var paused: [String] = []
-    var switchedOver = false
-    var rolledBack = false
-    var at = ContinuousClock.now
-    /// When the restorer last asked anything: a holder left with paused or staged VMs by a silent restorer
-    /// rolls back on its own.
-    var heard = ContinuousClock.now
-
-    /// Whether it holds VMs the restore has not settled yet (or a step is under way).
-    var unsettled: Bool { !self.running.isEmpty || !self.staged.isEmpty || !self.paused.isEmpty }
-}
-
 /// A VM's new QEMU, loaded paused beside its running one.
 struct StagedVM {
     var machine: QEMUMachine
@@ -220,48 +199,7 @@ extension SnapshotService {
             self.restores[run] = current
             await self.executeRestore(run, directives)
         }
-        for (run, holding) in self.holding where holding.at.duration(to: now) > .seconds(3600) && !holding.unsettled {
-            self.holding[run] = nil
-        }
-        // A restorer silent with VMs paused here (or loaded beside) is gone: put them back as they were.
-        for (run, holding) in self.holding where holding.running.isEmpty && !holding.switchedOver {
-            let silence = holding.heard.duration(to: now)
-            let limit = holding.paused.isEmpty ? Self.stagedSilence : Self.pausedSilence
-            guard !holding.staged.isEmpty || !holding.paused.isEmpty, silence > limit else { continue }
-            self.logger.warning(
-                "Restorer silent: rolling the restore back here",
-                metadata: ["restore.run": "\(run)", "restore.silentSeconds": "\(Int(silence.inSeconds))"]
-            )
-            self.holding[run]?.running.insert(.rollback)
-            self.spawn({ await self.rollBack(run) }) { problems in
-                let body = SnapshotMessage.Body.restoreAnswer(
-                    run: run,
-                    step: .rollback,
-                    ok: problems.isEmpty,
-                    reason: problems.joined(separator: "; "),
-                    blob: []
-                )
-                await self.finishStep(run, step: .rollback, body: body, key: nil, to: nil)
-            }
-        }
-    }
-
-    /// How long a holder with VMs paused for a restore waits for the restorer before rolling back by itself.
-    static let pausedSilence = Duration.seconds(20)
-    /// The same with VMs only loaded beside the running ones.
-    static let stagedSilence = Duration.seconds(120)
-
-    /// Whether a restore of snapshot `id` is under way here (its images may not be deleted yet).
-    func restoreInUse(_ id: UInt64) -> Bool {
-        self.holding.values.contains { $0.snapshot == id && $0.unsettled && !$0.rolledBack }
-    }
-
-    /// Deletions deferred while a restore used their snapshot, now that it does not.
-    func applyDeferredDeletes() async {
-        for id in self.deferredDeletes.sorted() where !self.restoreInUse(id) {
-            self.deferredDeletes.remove(id)
-            await self.deleteLocally(id)
-        }
+        await self.executeHolder(self.holder.onTick(now: now))
     }
 
     func restoreMessage(_ message: SnapshotMessage) async {
@@ -272,37 +210,10 @@ extension SnapshotService {
             self.restores[run] = current
             await self.executeRestore(run, directives)
         case .restore(let run, let step, let replay, let moved):
-            self.holding[run]?.heard = .now
-            if let answer = self.holding[run]?.answers[step] {
-                return await self.membership.send(
-                    snapshot: SnapshotMessage(key: message.key, from: self.me, body: answer),
-                    to: message.from
-                )
-            }
-            if self.holding[run]?.running.contains(step) == true { return }
-            self.holding[run, default: HolderRestore(snapshot: message.key.id)].running.insert(step)
-            self.spawn({ await self.carryOut(step, run: run, key: message.key, replay: replay, moved: moved) }) {
-                body in
-                await self.finishStep(run, step: step, body: body, key: message.key, to: message.from)
-            }
+            let actions = self.holder.onRequest(run: run, step: step, key: message.key, from: message.from, now: .now)
+            await self.executeHolder(actions, replay: replay, moved: moved)
         default:
             break
         }
-    }
-
-    /// A step has ended here: its answer is kept (a repeated request gets it again) and sent, when asked.
-    private func finishStep(
-        _ run: UInt64,
-        step: RestoreStep,
-        body: SnapshotMessage.Body,
-        key: SnapshotKey?,
-        to: PeerID?
-    )
-        async
-    {
-        self.holding[run]?.running.remove(step)
-        self.holding[run]?.answers[step] = body
-        guard let key, let to else { return }
-        await self.membership.send(snapshot: SnapshotMessage(key: key, from: self.me, body: body), to: to)
     }
 }

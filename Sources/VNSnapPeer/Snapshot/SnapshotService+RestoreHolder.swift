@@ -10,6 +10,54 @@ import VNSnapImage
 /// running one, pause the running ones, switch over and resume — or roll back (issue 13: a restore is a
 /// transaction; until the switch-over the running VMs are untouched or only paused).
 extension SnapshotService {
+    /// What one step did here: its answer, and the VMs it loaded or paused (kept even when it failed half-way,
+    /// so a rollback finds them).
+    struct StepResult: Sendable {
+        var body: SnapshotMessage.Body
+        var staged: [String: StagedVM] = [:]
+        var paused: [String] = []
+    }
+
+    /// Carries out the holder table's actions.
+    func executeHolder(_ actions: [RestoreHolder<Instant>.Action], replay: Bool = true, moved: [String: PeerID] = [:])
+        async
+    {
+        for action in actions {
+            switch action {
+            case .send(let message, let peer):
+                await self.membership.send(snapshot: message, to: peer)
+            case .carryOut(let run, let step):
+                guard let key = self.holder.key(of: run) else { continue }
+                self.spawn({ await self.carryOut(step, run: run, key: key, replay: replay, moved: moved) }) { result in
+                    await self.stepDone(run, step: step, result)
+                }
+            case .rollBack(let run, let discard, let resume):
+                self.spawn({ await self.rollBack(run, discard: discard, resume: resume) }) { problems in
+                    await self.rollbackDone(run, problems: problems)
+                }
+            case .delete(let ids):
+                for id in ids { await self.deleteLocally(id) }
+            }
+        }
+    }
+
+    private func stepDone(_ run: UInt64, step: RestoreStep, _ result: StepResult) async {
+        self.stagedMachines[run, default: [:]].merge(result.staged) { _, new in new }
+        let actions = self.holder.stepFinished(
+            run: run,
+            step: step,
+            body: result.body,
+            staged: result.staged.keys.sorted(),
+            paused: result.paused,
+            now: .now
+        )
+        await self.executeHolder(actions)
+    }
+
+    private func rollbackDone(_ run: UInt64, problems: [String]) async {
+        await self.executeHolder(self.holder.rolledBack(run: run, problems: problems, now: .now))
+    }
+
     /// One step for this peer's VMs of the snapshot.
     func carryOut(
         _ step: RestoreStep,
@@ -17,16 +65,9 @@ extension SnapshotService {
         key: SnapshotKey,
         replay: Bool,
         moved: [String: PeerID]
-    ) async -> SnapshotMessage.Body {
+    ) async -> StepResult {
+        var result = StepResult(body: .restoreAnswer(run: run, step: step, ok: true, reason: "", blob: []))
         do {
-            if step == .rollback {
-                let problems = await self.rollBack(run)
-                guard problems.isEmpty else { throw SnapshotError(.failed, problems.joined(separator: "; ")) }
-                return .restoreAnswer(run: run, step: step, ok: true, reason: "", blob: [])
-            }
-            guard self.holding[run]?.rolledBack != true else {
-                throw SnapshotError(.failed, "restore \(run) was rolled back here")
-            }
             guard let manifest = try await self.catalog.entry(key.id)?.manifest else {
                 throw SnapshotError(.notFound, "\(self.config.peer.name) has no manifest of snapshot \(key.id)")
             }
@@ -42,8 +83,7 @@ extension SnapshotService {
             case .load:
                 for vm in local {
                     let started = ContinuousClock.now
-                    let staged = try await self.stage(manifest, vm: vm.name)
-                    self.holding[run]?.staged[vm.name] = staged
+                    result.staged[vm.name] = try await self.stage(manifest, vm: vm.name)
                     timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
                 }
             case .pause:
@@ -52,7 +92,7 @@ extension SnapshotService {
                     // A lost peer's VM has no running copy here; the others pause, reversibly.
                     if let monitor = await self.monitor(vm.name) {
                         _ = try await monitor.execute("stop")
-                        self.holding[run]?.paused.append(vm.name)
+                        result.paused.append(vm.name)
                     }
                     timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
                 }
@@ -66,17 +106,23 @@ extension SnapshotService {
                 )
                 self.logger.info("Restore resumed the VMs", metadata: ["snapshot.id": "\(key.id)"])
             case .rollback:
-                break  // handled above
+                break  // the holder table asks for `rollBack`, never for this
             }
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.sortedKeys]
-            return .restoreAnswer(run: run, step: step, ok: true, reason: "", blob: Array(try encoder.encode(timings)))
+            result.body = .restoreAnswer(
+                run: run,
+                step: step,
+                ok: true,
+                reason: "",
+                blob: Array(try encoder.encode(timings))
+            )
         } catch {
             self.logger.error(
                 "Restore step failed",
                 metadata: ["snapshot.id": "\(key.id)", "restore.step": "\(step)", "restore.error": "\(error)"]
             )
-            return .restoreAnswer(
+            result.body = .restoreAnswer(
                 run: run,
                 step: step,
                 ok: false,
@@ -84,10 +130,12 @@ extension SnapshotService {
                 blob: []
             )
         }
+        return result
     }
 
     /// The switch-over: each old VM stops and its staged machine takes its place (disk record, adoption,
-    /// switch epoch), the channel logs go in first, then every VM resumes, back to back.
+    /// switch epoch), the channel logs go in first, then every VM resumes, back to back. A VM whose switch-over
+    /// failed, and those after it, go back to running as they were.
     private func switchOver(
         _ run: UInt64,
         manifest: SnapshotManifest,
@@ -95,85 +143,85 @@ extension SnapshotService {
         replay: Bool,
         into timings: inout RestoreTimings
     ) async throws {
-        guard let holding = self.holding[run] else { throw SnapshotError(.notFound, "restore \(run) is unknown here") }
-        let missing = vms.filter { holding.staged[$0] == nil }
+        let staged = self.stagedMachines[run] ?? [:]
+        let missing = vms.filter { staged[$0] == nil }
         guard missing.isEmpty else {
             throw SnapshotError(
                 .notFound,
                 "no VM loaded here for \(missing.joined(separator: ", ")) (was the load step lost?)"
             )
         }
-        self.holding[run]?.switchedOver = true
-        for vm in vms {
-            let staged = holding.staged[vm]!  // !-safe, checked above
-            if let adopting = staged.adopting {
-                try self.hosted.adopt(adopting)
-                self.logger.notice(
-                    "VM of a lost peer adopted",
-                    metadata: ["vm.name": "\(vm)", "snapshot.id": "\(manifest.id)"]
-                )
+        self.stagedMachines[run] = nil
+        var promoted: [String] = []
+        do {
+            for vm in vms {
+                let next = staged[vm]!  // !-safe, checked above
+                if let adopting = next.adopting {
+                    try self.hosted.adopt(adopting)
+                    self.logger.notice(
+                        "VM of a lost peer adopted",
+                        metadata: ["vm.name": "\(vm)", "snapshot.id": "\(manifest.id)"]
+                    )
+                }
+                if let overlay = next.overlay, let configured = self.hosted.definition(vm)?.disk {
+                    try DiskLayers(config: self.config).setActive(overlay, vm: vm, configured: configured)
+                }
+                try await self.supervisor.promote(vm, next.machine)
+                promoted.append(vm)
+                try await self.switchService.setEpoch(vm, epoch: manifest.epoch)
             }
-            if let overlay = staged.overlay, let configured = self.hosted.definition(vm)?.disk {
-                try DiskLayers(config: self.config).setActive(overlay, vm: vm, configured: configured)
-            }
-            try await self.supervisor.promote(vm, staged.machine)
-            try await self.switchService.setEpoch(vm, epoch: manifest.epoch)
-            self.holding[run]?.staged[vm] = nil
+        } catch {
+            let left = vms.filter { !promoted.contains($0) }
+            _ = await self.rollBack(staged.filter { left.contains($0.key) }, resume: left)
+            throw error
         }
         for vm in vms {
-            let frames = replay ? (holding.staged[vm]?.frames ?? []) : []
+            let frames = replay ? (staged[vm]?.frames ?? []) : []
             try await self.switchService.inject(vm, frames: frames)
             timings.injected[vm] = frames.count
         }
         // Resume them back to back, so the group starts within a few milliseconds.
         for vm in vms {
             let started = ContinuousClock.now
-            guard let monitor = await holding.staged[vm]?.machine.monitor else {
+            guard let monitor = await staged[vm]?.machine.monitor else {
                 throw SnapshotError(.failed, "VM \(vm) is not running after its load")
             }
             _ = try await monitor.execute("cont")
             timings.milliseconds[vm] = started.duration(to: .now).inSeconds * 1000
         }
-        self.holding[run]?.paused = []
-        await self.applyDeferredDeletes()
     }
 
-    /// Undoes `load` and `pause` of restore `run` here, once no step of it is running: the staged machines are
-    /// stopped (their overlays removed), the paused VMs resumed. Returns what could not be put back.
-    func rollBack(_ run: UInt64) async -> [String] {
-        self.holding[run, default: HolderRestore()].rolledBack = true
-        while self.holding[run]?.running.subtracting([.rollback]).isEmpty == false, !Task.isCancelled {
-            try? await Task.sleep(for: .milliseconds(50))
+    /// Undoes restore `run` here: the machines loaded for `discard` stop (their overlays removed), the VMs in
+    /// `resume` are resumed. Returns what could not be put back.
+    func rollBack(_ run: UInt64, discard: [String], resume: [String]) async -> [String] {
+        let staged = (self.stagedMachines.removeValue(forKey: run) ?? [:]).filter { discard.contains($0.key) }
+        let problems = await self.rollBack(staged, resume: resume)
+        if !discard.isEmpty || !resume.isEmpty {
+            self.logger.notice(
+                "Restore rolled back: the running VMs go on as they were",
+                metadata: [
+                    "restore.run": "\(run)", "restore.discarded": "\(discard)", "restore.resumed": "\(resume)",
+                ]
+            )
         }
-        guard let holding = self.holding[run], !holding.switchedOver else {
-            return self.holding[run]?.switchedOver == true
-                ? ["\(self.config.peer.name): restore \(run) had already switched over here"] : []
+        return problems
+    }
+
+    private func rollBack(_ staged: [String: StagedVM], resume: [String]) async -> [String] {
+        for (_, machine) in staged.sorted(by: { $0.key < $1.key }) {
+            await self.supervisor.discard(machine.machine)
+            if let overlay = machine.overlay { try? FileManager.default.removeItem(atPath: overlay.path) }
         }
         var problems: [String] = []
-        for (vm, staged) in holding.staged.sorted(by: { $0.key < $1.key }) {
-            await self.supervisor.discard(staged.machine)
-            if let overlay = staged.overlay { try? FileManager.default.removeItem(atPath: overlay.path) }
-            self.holding[run]?.staged[vm] = nil
-        }
-        for vm in holding.paused {
+        for vm in resume {
             do {
                 guard let monitor = await self.monitor(vm) else { throw SnapshotError(.failed, "it is not running") }
-                _ = try await monitor.execute("cont")
+                let state = try await monitor.execute("query-status")["status"]?.stringValue
+                if state == "paused" { _ = try await monitor.execute("cont") }
             } catch {
                 problems.append("\(self.config.peer.name): \(vm) could not be resumed: \(error)")
             }
         }
-        self.holding[run]?.paused = []
-        if !holding.staged.isEmpty || !holding.paused.isEmpty {
-            self.logger.notice(
-                "Restore rolled back: the running VMs go on as they were",
-                metadata: [
-                    "restore.run": "\(run)", "restore.discarded": "\(holding.staged.keys.sorted())",
-                    "restore.resumed": "\(holding.paused)",
-                ]
-            )
-        }
-        await self.applyDeferredDeletes()
         return problems
     }
 

@@ -95,10 +95,11 @@ public actor SnapshotService: Service {
     var served: [UInt64: ServedRequest] = [:]
     var awaited: [UInt64: SnapshotProgress?] = [:]
     var restores: [UInt64: RestoreRun] = [:]
-    var holding: [UInt64: HolderRestore] = [:]
+    /// Restores this peer holds VMs of (steps, answers, what to roll back).
+    var holder: RestoreHolder<Instant>
+    /// The machines loaded beside running VMs, by restore and VM, until the switch-over or a rollback.
+    var stagedMachines: [UInt64: [String: StagedVM]] = [:]
     var deletions: [UInt64: Set<PeerID>] = [:]
-    /// Deletions asked while a restore here used their snapshot, done when it is settled.
-    var deferredDeletes: Set<UInt64> = []
     /// While this peer is the initiator: the operations on each VIOLIN (one at a time, queued, pins), for the
     /// term it was made in.
     var operations: (term: UInt64, table: ViolinOperations<Instant>)?
@@ -136,6 +137,7 @@ public actor SnapshotService: Service {
         self.keyring = keyring ?? { [config] in config.keyring }
         self.config = config
         self.me = config.peer.id
+        self.holder = RestoreHolder(me: config.peer.id)
         self.membership = membership
         self.switchService = switchService
         self.supervisor = supervisor
@@ -243,11 +245,7 @@ public actor SnapshotService: Service {
         case .deleteSnapshot:
             // A restore here still uses it: deleted once that is settled (the initiator refuses such deletes;
             // this covers one asked of an older initiator, or by a peer that could not ask).
-            if self.restoreInUse(id) {
-                self.deferredDeletes.insert(id)
-            } else {
-                await self.deleteLocally(id)
-            }
+            if self.holder.deleteAsked(id) { await self.deleteLocally(id) }
             await self.membership.send(
                 snapshot: SnapshotMessage(key: message.key, from: self.me, body: .deleted),
                 to: message.from
