@@ -13,13 +13,6 @@ extension SnapshotService {
     /// Manifests asked for per sync round.
     static let manifestsPerRound = 16
 
-    /// What a catalog sync carries: snapshot ids by state.
-    struct CatalogSummary: Codable {
-        var committed: [UInt64]
-        var deleted: [UInt64]
-        var aborted: [UInt64]
-    }
-
     /// Sends this peer's summary to one alive peer (picked at random), asking for its summary back.
     func syncCatalog() async {
         guard let view = try? await self.membership.view(),
@@ -97,36 +90,36 @@ extension SnapshotService {
         }
     }
 
-    /// Acts on another peer's summary: deletions and aborts it knows of, commits to fetch.
+    /// Acts on another peer's summary (`CatalogReconciliation`): deletions and aborts it knows of, commits to fetch.
     private func reconcile(_ theirs: CatalogSummary, from peer: PeerID) async {
         guard let states = try? await self.catalog.states(limit: 100_000) else { return }
-        let mine = states.flatMap { state, ids in ids.map { ($0, state) } }
-        let state = Dictionary(mine, uniquingKeysWith: { a, _ in a })
-        for id in theirs.deleted where state[id] != "deleted" && !self.isRunning(id) {
+        let mine = Dictionary(states.flatMap { state, ids in ids.map { ($0, state) } }, uniquingKeysWith: { a, _ in a })
+        let running = Set((theirs.committed + theirs.deleted + theirs.aborted).filter { self.isRunning($0) })
+        var generator = SystemRandomNumberGenerator()
+        let plan = CatalogReconciliation.reconcile(
+            theirs,
+            mine: mine,
+            running: running,
+            limit: Self.manifestsPerRound,
+            using: &generator
+        )
+        for id in plan.delete {
             self.logger.notice("Deleting a snapshot deleted while away", metadata: ["snapshot.id": "\(id)"])
             await self.deleteLocally(id)
         }
-        for id in theirs.aborted where !self.isRunning(id) {
-            switch state[id] {
-            case "pending"?:
-                self.logger.notice("Aborting a snapshot aborted while away", metadata: ["snapshot.id": "\(id)"])
-                _ = try? await self.catalog.abort(id, reason: "aborted while this peer was away")
-                await Self.removeFiles(self.directory(id))
-            case "committed"?:
-                self.logger.warning(
-                    "A peer has aborted a snapshot committed here; keeping it (it will learn the commit)",
-                    metadata: ["snapshot.id": "\(id)", "peer.id": "\(peer)"]
-                )
-            default:
-                break
-            }
+        for id in plan.abort {
+            self.logger.notice("Aborting a snapshot aborted while away", metadata: ["snapshot.id": "\(id)"])
+            _ = try? await self.catalog.abort(id, reason: "aborted while this peer was away")
+            await Self.removeFiles(self.directory(id))
         }
-        // A few manifests per round: each answer is one large datagram. A commit also replaces an abort recorded
-        // here (only a superseded initiator's abort can reach a peer without VMs once a successor committed).
-        let wanted = theirs.committed.filter {
-            (state[$0] == nil || state[$0] == "pending" || state[$0] == "aborted") && !self.isRunning($0)
-        }.shuffled()  // so ids that never arrive do not hold the others up
-        for id in wanted.prefix(Self.manifestsPerRound) {
+        for id in plan.keptCommitted {
+            self.logger.warning(
+                "A peer has aborted a snapshot committed here; keeping it (it will learn the commit)",
+                metadata: ["snapshot.id": "\(id)", "peer.id": "\(peer)"]
+            )
+        }
+        // A few manifests per round: each answer is one large datagram.
+        for id in plan.wanted {
             await self.membership.send(snapshot: Self.syncMessage(from: self.me, id: id, .manifestWanted), to: peer)
         }
     }
