@@ -151,25 +151,20 @@ enum SnapshotFormatter {
     }
 
     static func restoreTable(_ timings: [String: [String: RestoreTimings]]) -> String {
-        var perVM: [String: (peer: String, verify: Double?, load: Double?, resume: Double?, injected: Int)] = [:]
+        var perVM: [String: (peer: String, steps: [String: Double], injected: Int)] = [:]
         for (step, peers) in timings {
             for (peer, timing) in peers {
                 for (vm, ms) in timing.milliseconds {
-                    var row = perVM[vm] ?? (peer, nil, nil, nil, 0)
-                    switch step {
-                    case "verify": row.verify = ms
-                    case "load": row.load = ms
-                    default: row.resume = ms
-                    }
-                    perVM[vm] = row
+                    perVM[vm, default: (peer, [:], 0)].steps[step] = ms
                 }
                 for (vm, count) in timing.injected { perVM[vm]?.injected = count }
             }
         }
-        var rows = [["VM", "PEER", "VERIFY ms", "LOAD ms", "RESUME ms", "FRAMES RE-INJECTED"]]
+        let steps = ["verify", "load", "pause", "resume"]
+        var rows = [["VM", "PEER"] + steps.map { "\($0.uppercased()) ms" } + ["FRAMES RE-INJECTED"]]
         for (vm, row) in perVM.sorted(by: { $0.key < $1.key }) {
-            let f = { (value: Double?) in value.map { String(format: "%.1f", $0) } ?? "-" }
-            rows.append([vm, row.peer, f(row.verify), f(row.load), f(row.resume), "\(row.injected)"])
+            let cells = steps.map { step in row.steps[step].map { String(format: "%.1f", $0) } ?? "-" }
+            rows.append([vm, row.peer] + cells + ["\(row.injected)"])
         }
         return "restored and resumed\n" + Self.columns(rows)
     }
