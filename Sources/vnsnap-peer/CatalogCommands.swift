@@ -105,6 +105,9 @@ struct RestoreCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Do not re-inject the recorded channel state (only to see what it is for).")
     var noReplay = false
 
+    @Flag(name: .long, help: "Refuse at once, naming it, if an operation runs on the VIOLIN (default: wait in line).")
+    var noWait = false
+
     @Option(
         name: .customLong("on"),
         help: ArgumentHelp("Run a VM whose peer is lost on this peer (repeatable).", valueName: "VM=PEER")
@@ -147,7 +150,14 @@ struct RestoreCommand: AsyncParsableCommand {
         }
         let started = ContinuousClock.now
         let response = try await self.peer.send(
-            ControlRequest(command: "restore", id: self.id, yes: true, replay: !self.noReplay, on: try self.chosen()),
+            ControlRequest(
+                command: "restore",
+                id: self.id,
+                yes: true,
+                replay: !self.noReplay,
+                on: try self.chosen(),
+                wait: !self.noWait
+            ),
             timeout: .seconds(3600)
         ) { line in
             SnapshotFormatter.progress(line, since: started, toStandardError: false)

@@ -52,6 +52,9 @@ struct SnapshotCommand: AsyncParsableCommand {
     @Flag(name: .long, help: "Print the manifest as JSON at the end instead of the table.")
     var json = false
 
+    @Flag(name: .long, help: "Refuse at once, naming it, if an operation runs on the VIOLIN (default: wait in line).")
+    var noWait = false
+
     func run() async throws {
         let name = self.name ?? "\(self.violin)-\(ISO8601DateFormatter().string(from: Date()))"
         let started = ContinuousClock.now
@@ -63,7 +66,8 @@ struct SnapshotCommand: AsyncParsableCommand {
                     mode: self.mode,
                     name: name,
                     target: SnapshotTarget(kind: self.target, replicas: self.replicas)
-                )
+                ),
+                wait: !self.noWait
             ),
             timeout: .seconds(3600)
         ) { [json = self.json] line in

@@ -25,6 +25,7 @@ import VNSnapCore
         F.message(.aborted, from: F.peers[1]),
         F.message(.failed("QMP stop failed"), from: F.peers[1]),
         F.message(.request(mode: .precopy, name: "before-upgrade", target: .disk), from: F.peers[1]),
+        F.message(.request(mode: .cow, name: "at-once", target: .disk, wait: false), from: F.peers[0]),
         F.message(.operation(kind: .restore, snapshot: 12, wait: true, held: false), from: F.peers[1]),
         F.message(.operation(kind: .delete, snapshot: 13, wait: false, held: true), from: F.peers[0]),
         F.message(.operationAnswer(.granted), from: F.initiator),

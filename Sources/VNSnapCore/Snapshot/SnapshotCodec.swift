@@ -9,7 +9,7 @@
 /// body    = prepare: mode:u8 vni:u32 peers:u8 (peer:u64 vms:u8 vm:str*)* target name:str
 ///         | prepared: ok:u8 reason:str holds:u8 | cut: holders:u8 (peer:u64)* (at most 150)
 ///         | cutDone: count:u8 (vm:str cutAt:u64 downtime:u64 triggered:u8)* | abort, failed: reason:str
-///         | durable, commit, manifest: blob | catalog: reply:u8 blob | request: mode:u8 name:str
+///         | durable, commit, manifest: blob | catalog: reply:u8 blob | request: mode:u8 name:str target wait:u8
 ///         | progress: snapshot:u64 phase:str finished:u8 message:str blob
 ///         | restore: run:u64 step:u8 replay:u8 moves:u8 (vm:str peer:u64)* | restoreAnswer: run:u64 step:u8 ok:u8 reason:str blob
 ///         | inquire: term:u64 | holding: kind:u8 (0 nothing, 1 unfinished, 2 durable: reports blob,
@@ -74,10 +74,11 @@ public enum SnapshotCodec {
         case .catalog(let reply, let blob):
             writer.u8(reply ? 1 : 0)
             writer.blob(blob)
-        case .request(let mode, let name, let target):
+        case .request(let mode, let name, let target, let wait):
             writer.u8(UInt8(Self.modes.firstIndex(of: mode)!))  // !-safe, every mode is listed
             try writer.string(name)
             try Self.write(target, &writer)
+            writer.u8(wait ? 1 : 0)
         case .progress(let progress):
             writer.u64(progress.snapshotID)
             try writer.string(progress.phase)
@@ -210,11 +211,11 @@ public enum SnapshotCodec {
         case 11:
             let modeIndex = Int(try reader.u8())
             guard modeIndex < Self.modes.count else { throw .malformed }
-            body = .request(
-                mode: Self.modes[modeIndex],
-                name: try reader.string(),
-                target: try Self.readTarget(&reader)
-            )
+            let name = try reader.string()
+            let target = try Self.readTarget(&reader)
+            let wait = try reader.u8()
+            guard wait <= 1 else { throw .malformed }
+            body = .request(mode: Self.modes[modeIndex], name: name, target: target, wait: wait == 1)
         case 12:
             let id = try reader.u64()
             let phase = try reader.string()

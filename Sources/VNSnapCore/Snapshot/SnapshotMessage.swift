@@ -29,8 +29,9 @@ public struct SnapshotMessage: Sendable, Hashable, Codable {
         /// Participant → initiator: aborted here.
         case aborted
         /// Any peer → initiator: take a snapshot (`key.id` is the request's id, `key.violin` the VIOLIN); resent
-        /// as a poll until the outcome comes back in `progress`.
-        case request(mode: SnapshotMode, name: String, target: SnapshotTarget)
+        /// as a poll until the outcome comes back in `progress`. `wait`: queue it behind an operation running on
+        /// the VIOLIN rather than refuse it.
+        case request(mode: SnapshotMode, name: String, target: SnapshotTarget, wait: Bool = true)
         /// Initiator → requester: where the requested snapshot stands (`key` is the request's); `blob` carries
         /// the manifest once committed.
         case progress(SnapshotProgress)

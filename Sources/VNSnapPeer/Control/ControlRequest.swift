@@ -16,6 +16,9 @@ public struct ControlRequest: Sendable, Codable, Hashable {
     public var replay: Bool?
     /// For `restore`: where to run VMs whose peer is lost (VM name → peer name); others are placed automatically.
     public var on: [String: String]?
+    /// For `snapshot` and `restore`: wait behind an operation already running on the VIOLIN (default true), or
+    /// be refused at once, naming it.
+    public var wait: Bool?
     /// For `stall`: the VIOLIN and how long to measure, seconds.
     public var violin: String?
     public var seconds: Double?
@@ -30,7 +33,8 @@ public struct ControlRequest: Sendable, Codable, Hashable {
         replay: Bool? = nil,
         on: [String: String]? = nil,
         violin: String? = nil,
-        seconds: Double? = nil
+        seconds: Double? = nil,
+        wait: Bool? = nil
     ) {
         self.command = command
         self.keyChange = keyChange
@@ -41,6 +45,7 @@ public struct ControlRequest: Sendable, Codable, Hashable {
         self.on = on
         self.violin = violin
         self.seconds = seconds
+        self.wait = wait
     }
 }
 

@@ -60,7 +60,8 @@ struct DaemonServices: Sendable {
                 violin: order.violin,
                 mode: order.mode,
                 name: order.name,
-                target: order.target ?? .disk
+                target: order.target ?? .disk,
+                wait: request.wait ?? true
             ) { update in
                 let id = update.snapshotID == 0 ? "" : "snapshot \(update.snapshotID): "
                 await progress("\(id)\(update.phase)\(update.message.isEmpty ? "" : " (\(update.message))")")
@@ -111,6 +112,7 @@ struct DaemonServices: Sendable {
                 id,
                 replay: request.replay ?? true,
                 on: request.on ?? [:],
+                wait: request.wait ?? true,
                 progress: progress
             )
             return ControlResponse(

@@ -5,7 +5,13 @@ import VNSnapCore
 /// The initiator's side: requests from any peer start a snapshot here; directives go out as messages.
 extension SnapshotService {
     /// A request (or its poll) from the peer where `vnsnap-peer snapshot` runs.
-    func serveRequest(_ message: SnapshotMessage, mode: SnapshotMode, name: String, target: SnapshotTarget) async {
+    func serveRequest(
+        _ message: SnapshotMessage,
+        mode: SnapshotMode,
+        name: String,
+        target: SnapshotTarget,
+        wait: Bool
+    ) async {
         let requestID = message.key.id
         if let request = self.served[requestID] {
             // Taken over by a successor: silence sends the requester to follow the outcome as a participant.
@@ -21,7 +27,7 @@ extension SnapshotService {
                 violin: message.key.violin,
                 ownerName: view.names[message.from] ?? "\(message.from)"
             )
-            switch self.operations!.table.request(operation, wait: true, leased: false, now: .now) {  // !-safe, made above
+            switch self.operations!.table.request(operation, wait: wait, leased: false, now: .now) {  // !-safe, made above
             case .granted:
                 // Later polls of this request are answered from here while it starts.
                 let starting = SnapshotProgress(snapshotID: 0, phase: "preparing", finished: false)

@@ -5,12 +5,13 @@ import VNSnapCore
 /// What `vnsnap-peer snapshot`, `list`, `show` and `delete` ask of the local peer.
 extension SnapshotService {
     /// Asks the initiator for a snapshot of `violin` and follows it to its end; `progress` hears every change
-    /// of phase. Returns the committed manifest, or throws why it was refused or aborted.
+    /// of phase. With `wait` it queues behind an operation already running on the VIOLIN; without, it is refused. Returns the committed manifest, or throws why it was refused or aborted.
     public func requestSnapshot(
         violin: String,
         mode: SnapshotMode,
         name: String,
         target: SnapshotTarget = .disk,
+        wait: Bool = true,
         progress: @escaping @Sendable (SnapshotProgress) async -> Void
     ) async throws -> SnapshotManifest {
         let view = try await self.membership.view()
@@ -22,7 +23,11 @@ extension SnapshotService {
         }
         let requestID = UInt64.random(in: 1...UInt64(Int64.max))
         let key = SnapshotKey(id: requestID, violin: violin, epoch: 0, term: view.term)
-        let request = SnapshotMessage(key: key, from: self.me, body: .request(mode: mode, name: name, target: target))
+        let request = SnapshotMessage(
+            key: key,
+            from: self.me,
+            body: .request(mode: mode, name: name, target: target, wait: wait)
+        )
         self.awaited[requestID] = .some(nil)
         defer { self.awaited[requestID] = nil }
         let deadline =

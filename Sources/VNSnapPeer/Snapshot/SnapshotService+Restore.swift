@@ -41,6 +41,7 @@ extension SnapshotService {
         _ id: UInt64,
         replay: Bool = true,
         on chosen: [String: String] = [:],
+        wait: Bool = true,
         progress: @escaping @Sendable (String) async -> Void
     ) async throws -> [RestoreStep: [String: RestoreTimings]] {
         guard let entry = try await self.catalog.entry(id), entry.state == "committed", let manifest = entry.manifest
@@ -66,7 +67,7 @@ extension SnapshotService {
             .restore,
             violin: manifest.violin,
             snapshot: id,
-            wait: true,
+            wait: wait,
             progress: progress
         ) {
             run in

@@ -227,8 +227,8 @@ public actor SnapshotService: Service {
     func receive(_ message: SnapshotMessage) async {
         let id = message.key.id
         switch message.body {
-        case .request(let mode, let name, let target):
-            await self.serveRequest(message, mode: mode, name: name, target: target)
+        case .request(let mode, let name, let target, let wait):
+            await self.serveRequest(message, mode: mode, name: name, target: target, wait: wait)
         case .progress(let progress):
             if self.awaited[id] != nil { self.awaited[id] = progress }
         case .prepare:

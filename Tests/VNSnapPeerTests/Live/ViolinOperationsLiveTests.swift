@@ -6,8 +6,8 @@ import VNSnapPeer
 
 /// Operations on one VIOLIN never destroy it (issue 13), on three peers each running one VM of the pipeline:
 /// two snapshots asked at once from two hosts both commit, one after the other; a restore whose load fails on
-/// one peer leaves every VM running as it was; a delete of a snapshot being restored is refused naming the
-/// restore, and the restore completes.
+/// one peer leaves every VM running as it was; a snapshot asked with `--no-wait` and a delete of the snapshot
+/// being restored are refused naming the restore, and the restore completes.
 @Suite(.serialized) struct ViolinOperationsLiveTests {
     static let blocks = 5_000
 
@@ -118,6 +118,22 @@ import VNSnapPeer
             while !granted.withLock({ $0 }), ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(20))
             }
+            // A snapshot asked with --no-wait meanwhile is refused at once, naming the restore.
+            let busy = try await ControlClient.request(
+                ControlRequest(
+                    command: "snapshot",
+                    snapshot: SnapshotOrder(violin: "pipeline", mode: .cow, name: "now"),
+                    wait: false
+                ),
+                socket: cluster.controlSocket("h1"),
+                timeout: .seconds(30)
+            )
+            #expect(!busy.ok, "a snapshot started during a restore")
+            #expect(
+                busy.error?.contains("a restore of snapshot \(manifests[1].id) of pipeline, asked on h3 is in progress")
+                    == true,
+                "\(busy.error ?? "")"
+            )
             let deleted = try await ControlClient.request(
                 ControlRequest(command: "delete", id: manifests[1].id),
                 socket: cluster.controlSocket("h2"),
