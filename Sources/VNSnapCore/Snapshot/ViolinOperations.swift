@@ -64,8 +64,9 @@ public struct ViolinOperations<Instant: InstantProtocol>: Sendable where Instant
     public enum Decision: Sendable, Hashable {
         /// It may run now (or keeps running: a renewal).
         case granted
-        /// It waits: `position` (1 = next) behind `behind`, which runs.
-        case queued(position: Int, behind: Operation)
+        /// It waits: `position` (1 = next) behind `behind` (what runs, or waits first), or, in a new initiator's
+        /// grace, behind whatever its predecessor granted (`nil`).
+        case queued(position: Int, behind: Operation?)
         /// It may not run, and why (for the operator).
         case refused(String)
     }
@@ -156,10 +157,18 @@ public struct ViolinOperations<Instant: InstantProtocol>: Sendable where Instant
             return .refused(reason)
         }
         let position = self.enqueue(operation, now: now)
-        let ahead =
-            self.waiting[violin]?.first { $0.operation.id != operation.id }?.operation
-            ?? Operation(id: 0, kind: operation.kind, violin: violin, ownerName: "the new initiator's start")
+        let ahead = self.waiting[violin]?.first { $0.operation.id != operation.id }?.operation
         return .queued(position: position, behind: ahead)
+    }
+
+    /// What a queued asker is told: `waiting: <behind> (this restore is next)`; `behind` is what it waits for.
+    public static func waitingMessage(behind: String, kind: Kind, position: Int) -> String {
+        "waiting: \(behind) (this \(kind) is \(position == 1 ? "next" : "number \(position) in line"))"
+    }
+
+    /// What a queued operation waits for, for people.
+    public static func describe(_ behind: Operation?) -> String {
+        behind?.summary ?? "operations the previous initiator granted (the initiator has just changed)"
     }
 
     /// The snapshot id a granted snapshot request took (for messages and pins).

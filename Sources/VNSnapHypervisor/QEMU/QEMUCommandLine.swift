@@ -1,3 +1,4 @@
+import Foundation
 import VNSnapCore
 
 /// Where one QEMU instance keeps its sockets and logs.
@@ -17,6 +18,11 @@ public struct QEMUPaths: Sendable, Hashable {
         self.serialLog = serialLog
         self.nicSocket = nicSocket
         self.switchPortSocket = switchPortSocket
+    }
+
+    /// The directory its serial log (and, in the conventional layout, everything else) is in.
+    public var directory: String {
+        (self.serialLog as NSString).deletingLastPathComponent
     }
 
     /// The conventional layout under a VM's own directory.

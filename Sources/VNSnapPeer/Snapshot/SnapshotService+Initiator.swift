@@ -37,8 +37,11 @@ extension SnapshotService {
                     snapshotID: 0,
                     phase: "queued",
                     finished: false,
-                    message:
-                        "waiting: \(behind.summary) (this snapshot is \(position == 1 ? "next" : "number \(position) in line"))"
+                    message: ViolinOperations<Instant>.waitingMessage(
+                        behind: ViolinOperations<Instant>.describe(behind),
+                        kind: .snapshot,
+                        position: position
+                    )
                 )
                 return await self.answer(requestID, waiting, to: message.from)
             case .refused(let reason):
@@ -211,7 +214,7 @@ extension SnapshotService {
                 requester: self.me
             )
             _ = self.refreshOperations(view)
-            self.registerTakeover(id, violin: machine.key.violin)
+            self.holdOwnSnapshot(id, snapshot: id, violin: machine.key.violin)
             await self.executeInitiator(id, directives)
         }
     }

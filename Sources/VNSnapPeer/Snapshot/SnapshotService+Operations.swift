@@ -12,18 +12,10 @@ extension SnapshotService {
             return false
         }
         if self.operations?.term == view.term { return true }
-        var table = ViolinOperations<Instant>(now: .now)
+        self.operations = (view.term, ViolinOperations<Instant>(now: .now))
         for (id, run) in self.initiators where run.finished == nil && !run.superseded {
-            let operation = ViolinOperations<Instant>.Operation(
-                id: Self.operationID(of: id, run),
-                kind: .snapshot,
-                violin: run.machine.key.violin,
-                snapshot: id,
-                ownerName: self.config.peer.name
-            )
-            _ = table.request(operation, wait: false, leased: false, held: true, now: .now)
+            self.holdOwnSnapshot(Self.operationID(of: id, run), snapshot: id, violin: run.machine.key.violin)
         }
-        self.operations = (view.term, table)
         return true
     }
 
@@ -32,13 +24,14 @@ extension SnapshotService {
         run.requestID == 0 ? snapshot : run.requestID
     }
 
-    /// Registers a run this peer took over (it finishes a snapshot whatever else was asked meanwhile).
-    func registerTakeover(_ id: UInt64, violin: String) {
+    /// Records in the table a snapshot this initiator already drives (one under way when it took office, or one it
+    /// took over): it finishes whatever else was asked meanwhile, and holds its VIOLIN until it ends.
+    func holdOwnSnapshot(_ id: UInt64, snapshot: UInt64, violin: String) {
         let operation = ViolinOperations<Instant>.Operation(
             id: id,
             kind: .snapshot,
             violin: violin,
-            snapshot: id,
+            snapshot: snapshot,
             ownerName: self.config.peer.name
         )
         _ = self.operations?.table.request(operation, wait: false, leased: false, held: true, now: .now)
@@ -68,7 +61,8 @@ extension SnapshotService {
         let answer: OperationAnswer =
             switch decision {
             case .granted: .granted
-            case .queued(let position, let behind): .queued(position: position, behind: behind.summary)
+            case .queued(let position, let behind):
+                .queued(position: position, behind: ViolinOperations<Instant>.describe(behind))
             case .refused(let reason): .refused(reason)
             }
         if case .granted = answer, !held {
@@ -182,8 +176,7 @@ extension SnapshotService {
             case .refused(let reason):
                 throw SnapshotError(.refused, reason)
             case .queued(let position, let behind):
-                let line =
-                    "waiting: \(behind) (this \(kind) is \(position == 1 ? "next" : "number \(position) in line"))"
+                let line = ViolinOperations<Instant>.waitingMessage(behind: behind, kind: kind, position: position)
                 if line != lastQueued {
                     lastQueued = line
                     await progress(line)

@@ -5,7 +5,8 @@ import VNSnapCore
 /// What `vnsnap-peer snapshot`, `list`, `show` and `delete` ask of the local peer.
 extension SnapshotService {
     /// Asks the initiator for a snapshot of `violin` and follows it to its end; `progress` hears every change
-    /// of phase. With `wait` it queues behind an operation already running on the VIOLIN; without, it is refused. Returns the committed manifest, or throws why it was refused or aborted.
+    /// of phase. With `wait` it queues behind an operation already running on the VIOLIN; without, it is refused.
+    /// Returns the committed manifest, or throws why it was refused or aborted.
     public func requestSnapshot(
         violin: String,
         mode: SnapshotMode,

@@ -285,9 +285,12 @@ public actor SnapshotService: Service {
             self.participants[id] = run
             await self.executeParticipant(id, directives)
         }
-        if let next = (Array(self.initiatorTicks.values) + Array(self.participantTicks.values)).min() {
-            self.schedule(next)
-        }
+        if let next = self.nextTick { self.schedule(next) }
+    }
+
+    /// The earliest tick any machine asked for.
+    private var nextTick: Instant? {
+        (Array(self.initiatorTicks.values) + self.participantTicks.values).min()
     }
 
     private func housekeeping(now: Instant) async {
@@ -318,7 +321,7 @@ public actor SnapshotService: Service {
             self.served[id] = nil
         }
         // A wake-up lost (a machine asked while another was pending and that one found nothing due): not for long.
-        if let next = (Array(self.initiatorTicks.values) + Array(self.participantTicks.values)).min(), next <= now {
+        if let next = self.nextTick, next <= now {
             await self.tickMachines(now: now)
         }
     }

@@ -112,7 +112,7 @@ public final class VMSupervisor: Service, Sendable {
         let name = machine.definition.name
         do {
             // QEMU's own output goes next to the serial log, in the VM's directory.
-            let directory = (machine.paths.serialLog as NSString).deletingLastPathComponent
+            let directory = machine.paths.directory
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
             try await machine.start(stderrLog: directory + "/qemu.log")
             await self.onStart(name)
@@ -176,7 +176,7 @@ public final class VMSupervisor: Service, Sendable {
         // A directory of its own: a QEMU unlinks its sockets' paths as it exits, and an earlier restore's machine
         // (promoted, but still bound at its own staging paths) exits at this one's switch-over.
         let tag = String(UInt32.random(in: 0...UInt32.max), radix: 16)
-        let directory = (paths.serialLog as NSString).deletingLastPathComponent + "/staged-\(tag)"
+        let directory = paths.directory + "/staged-\(tag)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let machine = QEMUMachine(
             definition: definition,
@@ -199,7 +199,7 @@ public final class VMSupervisor: Service, Sendable {
     public func discard(_ machine: QEMUMachine) async {
         await machine.stop()
         if let staging = machine.staging {
-            try? FileManager.default.removeItem(atPath: (staging.serialLog as NSString).deletingLastPathComponent)
+            try? FileManager.default.removeItem(atPath: staging.directory)
         }
     }
 
@@ -215,10 +215,8 @@ public final class VMSupervisor: Service, Sendable {
         await previous?.stop()
         try await machine.moveIntoPlace()
         if let staging = machine.staging {
-            let directory = (staging.serialLog as NSString).deletingLastPathComponent
-            let log = (machine.paths.serialLog as NSString).deletingLastPathComponent + "/qemu.log"
-            _ = rename(directory + "/qemu.log", log)
-            try? FileManager.default.removeItem(atPath: directory)
+            _ = rename(staging.directory + "/qemu.log", machine.paths.directory + "/qemu.log")
+            try? FileManager.default.removeItem(atPath: staging.directory)
         }
         let added = self.entries.withLock { entries -> Bool in
             let isNew = entries[vm] == nil
