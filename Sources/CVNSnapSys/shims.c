@@ -2,7 +2,9 @@
 #include "CVNSnapSys.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <unistd.h>
 
 int vnsnap_sendmmsg_unix(int fd, const struct iovec *iov, unsigned int count, const struct sockaddr_un *to) {
     struct mmsghdr messages[64];
@@ -90,4 +92,51 @@ long vnsnap_unix_receive_queue(const char *path) {
     }
     close(fd);
     return found;
+}
+
+int vnsnap_unix_server_pid(const char *path) {
+    struct sockaddr_un address;
+    memset(&address, 0, sizeof(address));
+    address.sun_family = AF_UNIX;
+    if (strlen(path) >= sizeof(address.sun_path)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    strcpy(address.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -1;
+    }
+    if (connect(fd, (struct sockaddr *)&address, sizeof(address)) != 0) {
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    struct ucred credentials;
+    socklen_t length = sizeof(credentials);
+    int result = getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &credentials, &length);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    return result == 0 ? credentials.pid : -1;
+}
+
+int vnsnap_lock_holder(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return -1;
+    }
+    struct flock lock;
+    memset(&lock, 0, sizeof(lock));
+    lock.l_type = F_WRLCK;
+    lock.l_whence = SEEK_SET;
+    int result = fcntl(fd, F_GETLK, &lock);
+    int saved = errno;
+    close(fd);
+    errno = saved;
+    if (result != 0) {
+        return -1;
+    }
+    return lock.l_type == F_UNLCK ? 0 : lock.l_pid;
 }

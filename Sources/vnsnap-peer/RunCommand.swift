@@ -11,7 +11,9 @@ struct RunCommand: AsyncParsableCommand {
         discussion: """
             Reads the config (TOML; see README.md), refuses to start if anything in it or in its keyring is \
             wrong, binds the tunnel socket, the VM port sockets and the control socket, starts this peer's VMs \
-            and supervises them. On SIGTERM or SIGINT it stops the VMs (quit over QMP, then by pid) and exits.
+            and supervises them; a VM whose QEMU still runs from an earlier start (a crash, an upgrade) is \
+            reattached, not started again. On SIGTERM or SIGINT it stops the VMs (quit over QMP, then by pid) and \
+            exits, unless --keep-vms (or keep_vms in the config) leaves them running for the next start.
             """
     )
 
@@ -24,6 +26,12 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: "The QEMU binary to run VMs with (searched in PATH).")
     var qemu: String = "qemu-system-x86_64"
 
+    @Flag(
+        name: .customLong("keep-vms"),
+        help: "On SIGTERM or SIGINT, leave the VMs running for the next start to reattach."
+    )
+    var keepVMs = false
+
     func run() async throws {
         let level = self.logLevel
         LoggingSystem.bootstrap { label in
@@ -32,12 +40,13 @@ struct RunCommand: AsyncParsableCommand {
             return handler
         }
         let logger = Logger(label: "vnsnap-peer")
-        let config: PeerConfig
+        var config: PeerConfig
         do {
             config = try PeerConfig.load(path: self.config)
         } catch {
             throw failure("invalid configuration: \(error)")
         }
+        if self.keepVMs { config.peer.keepVMs = true }
         do {
             try await PeerDaemon.run(config: config, qemu: self.qemu, logger: logger)
         } catch {

@@ -20,6 +20,8 @@ enum StatusFormatter {
             status.vms.map { vm in
                 var state = vm.state
                 if let code = vm.exitStatus { state += " (\(code))" }
+                if vm.reattached == true, vm.state == "running" { state = "running (reattached)" }
+                if vm.fenced == true { state = "fenced (no majority)" }
                 return [
                     vm.name, vm.violin, state, vm.runState ?? "-", vm.pid.map(String.init) ?? "-", vm.accel, vm.mac,
                 ]
@@ -27,6 +29,7 @@ enum StatusFormatter {
         )
         for vm in status.vms {
             if let error = vm.error { out += "  \(vm.name): \(error)\n" }
+            if let moved = vm.movedTo { out += "  \(vm.name): \(moved)\n" }
         }
 
         out += "\nswitch ports\n"

@@ -161,4 +161,53 @@ import VNSnapCore
         )
         #expect(failed == [.failed(.load, "h1: no room; rollback incomplete: h2: relay: cont failed")])
     }
+
+    /// A restore that moves VMs, driven to the end of its pause step.
+    func pausedMovingVMs() -> Coordinator {
+        var restore = Coordinator(
+            key: F.key,
+            run: 5,
+            me: F.initiator,
+            holders: Set(F.peers),
+            moved: ["relay": F.peers[0]],
+            recordsOwners: true,
+            now: .zero
+        )
+        _ = restore.start()
+        for step in [RestoreStep.verify, .load] {
+            for peer in F.peers { _ = restore.onMessage(self.answer(step, from: peer), now: .ms(1)) }
+        }
+        _ = restore.onMessage(self.answer(.pause, from: F.peers[0]), now: .ms(2))
+        let paused = restore.onMessage(self.answer(.pause, from: F.peers[1]), now: .ms(3))
+        #expect(paused == [.stepDone(.pause, [F.peers[0]: [3], F.peers[1]: [3]]), .recordOwners])
+        return restore
+    }
+
+    @Test func test_aRestoreMovingVMs_waitsAfterThePauseForTheNewOwners_andSwitchesOverOnceTheyAreRecorded() {
+        var restore = self.pausedMovingVMs()
+        #expect(restore.awaitingOwners)
+        #expect(restore.onMessage(self.answer(.pause, from: F.peers[0]), now: .ms(4)).isEmpty, "a late duplicate")
+        #expect(restore.onTick(now: .ms(1_000)).isEmpty, "nothing is resent while the initiator records")
+        let resume = restore.ownersRecorded(now: .ms(1_001))
+        #expect(self.requested(resume).map(\.0) == [.resume, .resume])
+        #expect(restore.ownersRecorded(now: .ms(1_002)).isEmpty, "once")
+    }
+
+    @Test func test_newOwnersNotRecorded_orNotAnsweredInTime_rollEveryHolderBack_sayingWhy() {
+        var refused = self.pausedMovingVMs()
+        let rollback = refused.ownersRefused("no initiator", now: .ms(10))
+        #expect(self.requested(rollback).map(\.0) == [.rollback, .rollback])
+        _ = refused.onMessage(self.answer(.rollback, from: F.peers[0]), now: .ms(11))
+        let failed = refused.onMessage(self.answer(.rollback, from: F.peers[1]), now: .ms(12))
+        guard case .failed(.pause, let reason) = failed.first else {
+            Issue.record("not failed: \(failed)")
+            return
+        }
+        #expect(reason.contains("the new owners of the moved VMs were not recorded: no initiator"), "\(reason)")
+        #expect(reason.contains("rolled back: every VM runs as it did before the restore"), "\(reason)")
+
+        var silent = self.pausedMovingVMs()
+        #expect(silent.onTick(now: .ms(29_000)).isEmpty)
+        #expect(self.requested(silent.onTick(now: .ms(30_004))).map(\.0) == [.rollback, .rollback])
+    }
 }

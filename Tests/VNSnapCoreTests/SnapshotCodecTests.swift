@@ -35,6 +35,7 @@ import VNSnapCore
         ),
         F.message(.operationAnswer(.refused("snapshot 12 is in use by a restore")), from: F.initiator),
         F.message(.operationDone, from: F.peers[1]),
+        F.message(.owners(Array("[{\"vm\":\"relay\"}]".utf8)), from: F.peers[0]),
         F.message(.restore(run: 9, step: .pause, replay: true, moved: [:]), from: F.initiator),
         F.message(.restoreAnswer(run: 9, step: .rollback, ok: false, reason: "h2: relay", blob: []), from: F.peers[1]),
         F.message(

@@ -10,9 +10,9 @@ import VNSnapHypervisor
         .deletingLastPathComponent().path
     static var guest: String { ProcessInfo.processInfo.environment["VNSNAP_GUEST_DIR"] ?? repo + "/.guest" }
 
-    func makeMachine(_ directory: String) -> QEMUMachine {
+    func makeMachine(_ directory: String, name: String = "qmptest") -> QEMUMachine {
         let vm = VMDefinition(
-            name: "qmptest",
+            name: name,
             violin: "v",
             mac: MACAddress("52:54:00:00:00:77")!,
             memoryMiB: 128,
@@ -84,6 +84,41 @@ import VNSnapHypervisor
             Issue.record("\(error)")
         }
         await machine.stop()
+        try? FileManager.default.removeItem(atPath: directory)
+    }
+
+    @Test func test_machineLeftRunning_isReattachedByANewMachine_provenByItsPidFileAndSocket_andAnotherNameIsRefused()
+        async throws
+    {
+        guard let (directory, first) = try self.prepare() else { return }
+        var pid: Int32 = 0
+        do {
+            try await first.start(stderrLog: directory + "/qemu.log")
+            pid = try #require(await first.pid)
+            await first.detach()
+            // A second QEMU of the same VM cannot start beside it: the pid file is locked.
+            let twin = self.makeMachine(directory)
+            await #expect(throws: (any Error).self) { try await twin.start(stderrLog: directory + "/twin.log") }
+            #expect(QEMUProcessIdentity.isAlive(pid), "the first QEMU runs on")
+            // Another VM's name at these paths is not taken for it.
+            let impostor = self.makeMachine(directory, name: "other")
+            await #expect(throws: QEMUProcessIdentity.Mismatch.self) { _ = try await impostor.reattach() }
+            let again = self.makeMachine(directory)
+            #expect(try await again.reattach())
+            #expect(await again.isReattached)
+            #expect(await again.pid == pid)
+            let monitor = try #require(await again.monitor)
+            #expect(try await monitor.execute("query-status")["status"]?.stringValue == "running")
+            // Its exit is seen although it is not this process's child.
+            kill(pid, SIGKILL)
+            #expect(await again.exitStatus() == QEMUMachine.unknownExitStatus)
+            // Once it is gone, its stale pid file finds nothing.
+            #expect(try await !self.makeMachine(directory).reattach())
+        } catch {
+            Issue.record("\(error)")
+        }
+        if pid > 0 { kill(pid, SIGKILL) }
+        await first.stop()
         try? FileManager.default.removeItem(atPath: directory)
     }
 }

@@ -67,6 +67,7 @@ import VNSnapHypervisor
         #expect(joined.contains("-kernel /k -initrd /i -append console=ttyS0"))
         #expect(joined.contains("-qmp unix:/d/vms/a/qmp.sock,server=on,wait=off"))
         #expect(joined.contains("-serial file:/d/vms/a/serial.log"))
+        #expect(joined.contains("-pidfile /d/vms/a/qemu.pid"), "found again after the peer restarts")
         #expect(joined.contains("local.path=/d/vms/a/nic.sock,remote.type=unix,remote.path=/d/ports/a.sock"))
         #expect(joined.contains("mac=52:54:00:00:00:01"))
         #expect(!args.contains("-S"))

@@ -14,4 +14,12 @@ int vnsnap_sendmmsg_unix(int fd, const struct iovec *iov, unsigned int count, co
 /// socket: the size of the next queued datagram, 0 when empty). -2 if no such socket, -1 on error (errno set).
 long vnsnap_unix_receive_queue(const char *path);
 
+/// The process id of the server listening on the unix stream socket at `path` (SO_PEERCRED of a short
+/// connection), or -1 with errno set. Proves which process serves a QMP socket.
+int vnsnap_unix_server_pid(const char *path);
+
+/// The process id holding a write lock on the file at `path` (QEMU locks its -pidfile for its lifetime), 0 when
+/// nobody holds one, -1 with errno set.
+int vnsnap_lock_holder(const char *path);
+
 #endif

@@ -6,12 +6,15 @@ public struct CatalogSummary: Sendable, Hashable, Codable {
     public var deleted: [UInt64]
     /// Aborted snapshots.
     public var aborted: [UInt64]
+    /// The VMs' ownership records (issue 14); absent from older peers.
+    public var owners: [VMOwnership]?
 
     /// Creates a summary.
-    public init(committed: [UInt64], deleted: [UInt64], aborted: [UInt64]) {
+    public init(committed: [UInt64], deleted: [UInt64], aborted: [UInt64], owners: [VMOwnership]? = nil) {
         self.committed = committed
         self.deleted = deleted
         self.aborted = aborted
+        self.owners = owners
     }
 }
 

@@ -18,6 +18,9 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         /// The restore failed in `step`, for this reason (steps after it were not begun; the reason says how the
         /// rollback went, when there was one).
         case failed(RestoreStep, String)
+        /// Every running VM is paused and the restore moves VMs: have the initiator record their new owners (issue
+        /// 14), then call `ownersRecorded` (or `ownersRefused`); the switch-over waits for it.
+        case recordOwners
     }
 
     /// The snapshot restored.
@@ -32,6 +35,10 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
     public let replay: Bool
     /// VMs restored away from their lost peers, and where.
     public let moved: [String: PeerID]
+    /// Whether the initiator must record new owners before the switch-over (the restore moves VMs).
+    public let recordsOwners: Bool
+    /// Waiting for the initiator to record the new owners (between pause and resume).
+    public private(set) var awaitingOwners = false
     /// The step under way; `nil` once finished or failed.
     public private(set) var step: RestoreStep?
     /// Whether every step is done.
@@ -54,6 +61,7 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         holders: Set<PeerID>,
         replay: Bool = true,
         moved: [String: PeerID] = [:],
+        recordsOwners: Bool = false,
         retransmitInterval: Duration = .milliseconds(300),
         timeouts: [RestoreStep: Duration] = [
             .verify: .seconds(300), .load: .seconds(300), .pause: .seconds(30), .resume: .seconds(30),
@@ -68,6 +76,7 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         self.holders = holders
         self.replay = replay
         self.moved = moved
+        self.recordsOwners = recordsOwners
         self.retransmitInterval = retransmitInterval
         self.timeouts = timeouts
         self.step = .verify
@@ -84,7 +93,7 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
     public mutating func onMessage(_ message: SnapshotMessage, now: Instant) -> [Directive] {
         guard message.key.id == self.key.id, self.holders.contains(message.from), let current = self.step,
             case .restoreAnswer(let run, let step, let ok, let reason, let blob) = message.body,
-            run == self.run, step == current, self.answers[message.from] == nil
+            run == self.run, step == current, self.answers[message.from] == nil, !self.awaitingOwners
         else { return [] }
         if current == .rollback {
             if !ok { self.rollbackProblems.append(reason.isEmpty ? "\(message.from) could not roll back" : reason) }
@@ -103,11 +112,34 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
             self.succeeded = true
             return done
         }
+        if current == .pause, self.recordsOwners {
+            self.awaitingOwners = true
+            self.deadline = now.advanced(by: self.timeouts[.pause] ?? .seconds(30))
+            return done + [.recordOwners]
+        }
         return done + self.begin(RestoreStep.forward[index + 1], now: now)
+    }
+
+    /// The initiator recorded the moved VMs' new owners: switch over.
+    public mutating func ownersRecorded(now: Instant) -> [Directive] {
+        guard self.awaitingOwners else { return [] }
+        self.awaitingOwners = false
+        return self.begin(.resume, now: now)
+    }
+
+    /// The initiator did not record them (no initiator, or it refused): roll back, every VM as it was.
+    public mutating func ownersRefused(_ reason: String, now: Instant) -> [Directive] {
+        guard self.awaitingOwners else { return [] }
+        self.awaitingOwners = false
+        return self.fail(.pause, "the new owners of the moved VMs were not recorded: \(reason)", now: now)
     }
 
     /// Resends to the holders that have not answered; fails a step past its deadline.
     public mutating func onTick(now: Instant) -> [Directive] {
+        if self.awaitingOwners {
+            guard now >= self.deadline else { return [] }
+            return self.ownersRefused("the initiator did not answer", now: now)
+        }
         guard let current = self.step else { return [] }
         let missing = self.holders.subtracting(self.answers.keys)
         if now >= self.deadline {

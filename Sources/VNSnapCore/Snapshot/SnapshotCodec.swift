@@ -5,11 +5,11 @@
 /// type    = 1 prepare, 2 prepared, 3 cut, 4 cutDone, 5 durable, 6 commit, 7 committed, 8 abort, 9 aborted,
 ///           10 failed, 11 request, 12 progress, 13 restore, 14 restoreAnswer, 15 deleteSnapshot, 16 deleted,
 ///           17 streamed, 18 inquire, 19 holding, 20 catalog, 21 manifestWanted, 22 manifest,
-///           23 operation, 24 operationAnswer, 25 operationDone
+///           23 operation, 24 operationAnswer, 25 operationDone, 26 owners
 /// body    = prepare: mode:u8 vni:u32 peers:u8 (peer:u64 vms:u8 vm:str*)* target name:str
 ///         | prepared: ok:u8 reason:str holds:u8 | cut: holders:u8 (peer:u64)* (at most 150)
 ///         | cutDone: count:u8 (vm:str cutAt:u64 downtime:u64 triggered:u8)* | abort, failed: reason:str
-///         | durable, commit, manifest: blob | catalog: reply:u8 blob | request: mode:u8 name:str target wait:u8
+///         | durable, commit, manifest, owners: blob | catalog: reply:u8 blob | request: mode:u8 name:str target wait:u8
 ///         | progress: snapshot:u64 phase:str finished:u8 message:str blob
 ///         | restore: run:u64 step:u8 replay:u8 moves:u8 (vm:str peer:u64)* | restoreAnswer: run:u64 step:u8 ok:u8 reason:str blob
 ///         | inquire: term:u64 | holding: kind:u8 (0 nothing, 1 unfinished, 2 durable: reports blob,
@@ -69,7 +69,7 @@ public enum SnapshotCodec {
             try writer.string(Self.shortened(reason.message))
         case .failed(let reason):
             try writer.string(Self.shortened(reason))
-        case .durable(let blob), .commit(let blob), .manifest(let blob):
+        case .durable(let blob), .commit(let blob), .manifest(let blob), .owners(let blob):
             writer.blob(blob)
         case .catalog(let reply, let blob):
             writer.u8(reply ? 1 : 0)
@@ -284,6 +284,7 @@ public enum SnapshotCodec {
             default: throw .malformed
             }
         case 25: body = .operationDone
+        case 26: body = .owners(try reader.blob())
         case 19:
             switch try reader.u8() {
             case 0: body = .holding(.nothing)
@@ -372,13 +373,14 @@ public enum SnapshotCodec {
         case .operation: 23
         case .operationAnswer: 24
         case .operationDone: 25
+        case .owners: 26
         }
     }
 
     /// The size limit of a message with this body.
     static func limit(of body: SnapshotMessage.Body) -> Int {
         switch body {
-        case .durable, .commit, .progress, .restore, .restoreAnswer, .holding, .catalog, .manifest:
+        case .durable, .commit, .progress, .restore, .restoreAnswer, .holding, .catalog, .manifest, .owners:
             Self.maximumBlobMessageSize
         default: Self.maximumSize
         }

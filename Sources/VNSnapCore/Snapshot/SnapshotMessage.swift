@@ -70,6 +70,10 @@ public struct SnapshotMessage: Sendable, Hashable, Codable {
         case operationAnswer(OperationAnswer)
         /// Any peer → initiator: operation `key.id` has ended; its VIOLIN or snapshot is free.
         case operationDone
+        /// Ownership of VMs (issue 14; `OwnershipChange` as JSON, opaque to the protocol): restorer → initiator,
+        /// record where restore `key.id` places the VMs it moves; initiator → restorer and every member, the
+        /// records as written.
+        case owners([UInt8])
     }
 
     /// Which run of the protocol.

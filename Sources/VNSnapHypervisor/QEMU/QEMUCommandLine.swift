@@ -25,6 +25,11 @@ public struct QEMUPaths: Sendable, Hashable {
         (self.serialLog as NSString).deletingLastPathComponent
     }
 
+    /// QEMU's pid file (`-pidfile`), in the same directory: it finds the QEMU again after the peer restarts.
+    public var pidFile: String {
+        self.directory + "/qemu.pid"
+    }
+
     /// The conventional layout under a VM's own directory.
     public init(vmDirectory: String, switchPortSocket: String) {
         self.init(
@@ -66,6 +71,7 @@ public enum QEMUCommandLine {
             "-vga", "none",
             "-no-reboot",
             "-serial", "file:\(paths.serialLog)",
+            "-pidfile", paths.pidFile,
             "-qmp", "unix:\(paths.qmpSocket),server=on,wait=off",
             "-netdev",
             "dgram,id=net0,local.type=unix,local.path=\(paths.nicSocket),remote.type=unix,remote.path=\(paths.switchPortSocket)",

@@ -1,3 +1,4 @@
+import CVNSnapSys
 import Foundation
 import Logging
 import NIOCore
@@ -6,8 +7,9 @@ import VNSnapCore
 
 /// One running `qemu-system-x86_64` process and its monitor connection.
 ///
-/// Started with `start`, supervised through `exitStatus()`, stopped with `stop` (quit over QMP, then
-/// SIGTERM, then SIGKILL by pid), so a VM is never left behind by the peer.
+/// Started with `start` (or found running from an earlier run of the peer with `reattach`), supervised through
+/// `exitStatus()`, stopped with `stop` (quit over QMP, then SIGTERM, then SIGKILL by pid), or left running for the
+/// next run of the peer with `detach`. QEMU runs in a process group of its own, so it outlives the peer.
 public actor QEMUMachine {
     /// The VM as defined.
     nonisolated public let definition: VMDefinition
@@ -24,7 +26,12 @@ public actor QEMUMachine {
     private var qmp: QMPClient?
     private var exitWaiters: [CheckedContinuation<Int32, Never>] = []
     private var exitCode: Int32?
+    /// The process id of a QEMU found running (`reattach`), not started by this machine.
+    private var attachedPID: Int32?
+    private var watcher: Task<Void, Never>?
 
+    /// The exit status recorded for a reattached QEMU, whose real one only its parent (init) learns.
+    public static let unknownExitStatus: Int32 = -1
     /// Prepares a machine; nothing runs until `start`.
     public init(
         definition: VMDefinition,
@@ -44,8 +51,14 @@ public actor QEMUMachine {
         self.logger = logger
     }
 
-    /// The process id, once started.
-    public var pid: Int32? { self.process.isRunning || self.exitCode != nil ? self.process.processIdentifier : nil }
+    /// The process id, once started (or reattached).
+    public var pid: Int32? {
+        if let attachedPID = self.attachedPID { return attachedPID }
+        return self.process.isRunning || self.exitCode != nil ? self.process.processIdentifier : nil
+    }
+
+    /// Whether it was found running from an earlier run of the peer rather than started by this one.
+    public var isReattached: Bool { self.attachedPID != nil }
 
     /// The monitor client, once connected.
     public var monitor: QMPClient? { self.qmp }
@@ -53,6 +66,14 @@ public actor QEMUMachine {
     /// Starts QEMU and connects to its monitor; with `incoming`, it waits for its state (`QEMUSnapshot.restore`).
     public func start(startPaused: Bool = false, incoming: Bool = false, stderrLog: String) async throws {
         let launch = self.staging ?? self.paths
+        // A QEMU of this VM still running here keeps its sockets: removing them would orphan it.
+        let holder = vnsnap_lock_holder(launch.pidFile)
+        guard holder <= 0 else {
+            throw QMPError(
+                .commandFailed,
+                "VM \(self.definition.name)'s QEMU (process \(holder)) still runs from an earlier start; reattach it or stop it"
+            )
+        }
         for stale in [launch.qmpSocket, launch.nicSocket] {
             try? FileManager.default.removeItem(atPath: stale)
         }
@@ -83,6 +104,46 @@ public actor QEMUMachine {
         self.qmp = try await self.connectMonitor()
     }
 
+    /// Takes back this VM's QEMU if one still runs from an earlier run of the peer (issue 14): proven to be this VM
+    /// (`QEMUProcessIdentity`, then QMP `query-name`), its monitor connected, its exit watched. Returns `false`
+    /// when none runs (start one); throws when what runs there is not this VM.
+    public func reattach() async throws -> Bool {
+        guard self.exitCode == nil, self.attachedPID == nil, self.process.processIdentifier == 0 else { return false }
+        guard let pid = try QEMUProcessIdentity.find(name: self.definition.name, paths: self.paths) else {
+            return false
+        }
+        let qmp = try await QMPClient.connect(path: self.paths.qmpSocket, logger: self.logger)
+        let name = try? await qmp.execute("query-name", timeout: .seconds(5))["name"]?.stringValue
+        guard name == self.definition.name else {
+            await qmp.close()
+            throw QEMUProcessIdentity.Mismatch(
+                description:
+                    "process \(pid) at \(self.paths.qmpSocket) says it is \(name ?? "unnamed"), not \(self.definition.name)"
+            )
+        }
+        self.attachedPID = pid
+        self.qmp = qmp
+        self.logger.info("QEMU reattached", metadata: ["vm.pid": "\(pid)"])
+        // Not this process's child: its exit is seen by polling (the process ends, or becomes a zombie).
+        self.watcher = Task { [weak self] in
+            while QEMUProcessIdentity.isAlive(pid), !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+            guard !Task.isCancelled else { return }
+            await self?.exited(Self.unknownExitStatus)
+        }
+        return true
+    }
+
+    /// Lets the QEMU run on without this peer (an upgrade, `run --keep-vms`): the monitor connection closes, the
+    /// process is left alone for the next run of the peer to `reattach`.
+    public func detach() async {
+        self.watcher?.cancel()
+        await self.qmp?.close()
+        self.qmp = nil
+        self.logger.info("QEMU left running", metadata: ["vm.pid": "\(self.pid.map { "\($0)" } ?? "none")"])
+    }
+
     /// Waits until the process has exited and returns its exit status.
     public func exitStatus() async -> Int32 {
         if let exitCode = self.exitCode { return exitCode }
@@ -94,16 +155,17 @@ public actor QEMUMachine {
 
     /// Stops the VM: `quit` over QMP, then SIGTERM, then SIGKILL, each after a grace period.
     public func stop(grace: Duration = .seconds(3)) async {
-        guard self.exitCode == nil, self.process.processIdentifier > 0 else { return }
+        let pid = self.attachedPID ?? self.process.processIdentifier
+        guard self.exitCode == nil, pid > 0 else { return }
         if let qmp = self.qmp {
             _ = try? await qmp.execute("quit", timeout: grace)
         }
         if await self.waitForExit(within: grace) { return }
         self.logger.info("QEMU did not quit over QMP; sending SIGTERM")
-        kill(self.process.processIdentifier, SIGTERM)
+        kill(pid, SIGTERM)
         if await self.waitForExit(within: grace) { return }
         self.logger.info("QEMU ignored SIGTERM; sending SIGKILL")
-        kill(self.process.processIdentifier, SIGKILL)
+        kill(pid, SIGKILL)
         _ = await self.waitForExit(within: grace)
     }
 
@@ -116,6 +178,7 @@ public actor QEMUMachine {
     }
 
     private func exited(_ status: Int32) async {
+        guard self.exitCode == nil else { return }
         self.exitCode = status
         await self.qmp?.close()
         for waiter in self.exitWaiters { waiter.resume(returning: status) }
@@ -151,7 +214,7 @@ public actor QEMUMachine {
         guard let staging = self.staging else { return }
         let moves = [
             (staging.nicSocket, self.paths.nicSocket), (staging.qmpSocket, self.paths.qmpSocket),
-            (staging.serialLog, self.paths.serialLog),
+            (staging.serialLog, self.paths.serialLog), (staging.pidFile, self.paths.pidFile),
         ]
         for (from, to) in moves where rename(from, to) != 0 {
             throw QMPError(.commandFailed, "moving \(from) to \(to): \(String(cString: strerror(errno)))")

@@ -2,7 +2,8 @@ import Foundation
 import GRDB
 import VNSnapCore
 
-/// This peer's catalog of snapshots, images, chunks and replicas (DESIGN §7), in SQLite.
+/// This peer's catalog of snapshots, images, chunks and replicas (DESIGN §7), and of who owns which VM (issue 14),
+/// in SQLite.
 ///
 /// A snapshot is `pending` from prepare until the initiator's commit or abort; `list` shows only `committed`
 /// ones. The chunk lists of the images this peer holds are here (the manifest pins them with a digest).
@@ -41,7 +42,7 @@ public final class SnapshotCatalog: Sendable {
         public var chunks: [SnapshotManifest.ChunkDescriptor]
     }
 
-    private let queue: DatabaseQueue
+    let queue: DatabaseQueue
     /// The database file.
     public let path: String
 
@@ -85,6 +86,15 @@ public final class SnapshotCatalog: Sendable {
                         location TEXT NOT NULL, state TEXT NOT NULL,
                         PRIMARY KEY (snapshotID, vm, kind, peer),
                         FOREIGN KEY (snapshotID, vm, kind) REFERENCES images(snapshotID, vm, kind) ON DELETE CASCADE);
+                    """
+            )
+        }
+        migrator.registerMigration("v2-owners") { db in
+            try db.execute(
+                sql: """
+                    CREATE TABLE owners (
+                        vm TEXT PRIMARY KEY, violin TEXT NOT NULL, owner TEXT NOT NULL, generation INTEGER NOT NULL,
+                        term INTEGER NOT NULL);
                     """
             )
         }

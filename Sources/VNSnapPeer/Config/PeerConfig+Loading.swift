@@ -133,6 +133,11 @@ extension PeerConfig {
         if capacityMiB > 0, !roles.contains(.store) {
             throw table.error("store_capacity_mib", "only valid with the \"store\" role")
         }
+        let keepVMs = try table.bool("keep_vms") ?? false
+        let fenceAfter = try table.double("fence_after_s")
+        if let fenceAfter, !(fenceAfter >= 1 && fenceAfter <= 3600) {
+            throw table.error("fence_after_s", "\(fenceAfter) is not between 1 and 3600 seconds")
+        }
         try table.rejectUnknownKeys()
         return Peer(
             name: name,
@@ -140,7 +145,9 @@ extension PeerConfig {
             dataDirectory: dataDirectory,
             controlSocket: controlSocket,
             roles: roles,
-            storeCapacity: UInt64(capacityMiB) << 20
+            storeCapacity: UInt64(capacityMiB) << 20,
+            keepVMs: keepVMs,
+            fenceAfter: fenceAfter.map { .milliseconds(Int($0 * 1000)) }
         )
     }
 

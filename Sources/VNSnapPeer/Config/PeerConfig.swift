@@ -17,6 +17,12 @@ public struct PeerConfig: Sendable {
         public var roles: Set<PeerRole>
         /// Bytes of image store offered to the cluster (0 without the `store` role).
         public var storeCapacity: UInt64
+        /// On SIGTERM, leave the VMs running for the next start of the peer to reattach (an upgrade) instead of
+        /// stopping them (`keep_vms`, or `run --keep-vms`).
+        public var keepVMs: Bool = false
+        /// Pause this peer's VMs once it has seen no majority for this long, and resume the ones it still owns
+        /// when it sees one again (`fence_after_s`; off when `nil`).
+        public var fenceAfter: Duration? = nil
 
         /// This peer's identity.
         public var id: PeerID { PeerID(name: self.name) }

@@ -45,6 +45,13 @@ struct TOMLReader {
         return int
     }
 
+    mutating func bool(_ key: String) throws(ConfigError) -> Bool? {
+        self.known.insert(key)
+        guard let value = self.table[key] else { return nil }
+        guard let bool = value.bool else { throw self.error(key, "expected true or false, found \(value.type)") }
+        return bool
+    }
+
     /// A number: a float or an integer.
     mutating func double(_ key: String) throws(ConfigError) -> Double? {
         self.known.insert(key)

@@ -85,6 +85,27 @@ public enum PeerDaemon {
             definitions: definitions,
             paths: { vm in Self.paths(config, vm.name) },
             qemu: qemu,
+            keepRunning: config.peer.keepVMs,
+            peerName: config.peer.name,
+            // Waits (a few seconds at most) for the cluster's ownership records from the snapshot service.
+            admission: { vm in
+                while !Task.isCancelled {
+                    if let snapshots = snapshotBox.withLockedValue({ $0 }) {
+                        return await snapshots.admissionRecord(vm.name)
+                    }
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+                return nil
+            },
+            onReattach: { vm in
+                // Its epoch is at most the VIOLIN's newest this peer knows (a snapshot it took part in); erring
+                // high is harmless: frames of an epoch below a cut are recorded either way, and the next snapshot's
+                // epoch is above every one in the catalog.
+                guard let violin = hosted.definition(vm)?.violin,
+                    let epoch = try? await catalog.highestEpoch(violin: violin), epoch > 0
+                else { return }
+                try? await switchService.setEpoch(vm, epoch: epoch)
+            },
             onStart: { vm in await switchService.vmStarted(vm) },
             logger: logger
         )

@@ -31,11 +31,14 @@ extension SnapshotService {
     }
 
     private func catalogSummary() async -> [UInt8]? {
-        guard let states = try? await self.catalog.states() else { return nil }
+        guard let states = try? await self.catalog.states(), let owners = try? await self.catalog.owners() else {
+            return nil
+        }
         let summary = CatalogSummary(
             committed: states["committed"] ?? [],
             deleted: states["deleted"] ?? [],
-            aborted: states["aborted"] ?? []
+            aborted: states["aborted"] ?? [],
+            owners: owners.values.sorted { $0.vm < $1.vm }
         )
         // A summary larger than one message would be refused: keep the newest that fit.
         var fitted = summary
@@ -43,6 +46,7 @@ extension SnapshotService {
             fitted.committed = Array(fitted.committed.prefix(fitted.committed.count * 3 / 4))
             fitted.deleted = Array(fitted.deleted.prefix(fitted.deleted.count * 3 / 4))
             fitted.aborted = Array(fitted.aborted.prefix(fitted.aborted.count * 3 / 4))
+            fitted.owners = fitted.owners.map { Array($0.prefix($0.count * 3 / 4)) }
         }
         return (try? JSONEncoder().encode(fitted)).map(Array.init)
     }
@@ -59,6 +63,12 @@ extension SnapshotService {
             guard let theirs = try? JSONDecoder().decode(CatalogSummary.self, from: Data(blob)) else {
                 self.logger.warning("Unreadable catalog summary", metadata: ["peer.id": "\(message.from)"])
                 return
+            }
+            await self.learnOwners(theirs.owners ?? [])
+            await self.ownershipHeardForFence(now: .now)
+            if self.ownershipHeard == nil {
+                self.ownershipHeard = .now
+                self.logger.info("Heard the cluster's ownership records", metadata: ["peer.id": "\(message.from)"])
             }
             await self.reconcile(theirs, from: message.from)
         case .manifestWanted:
@@ -127,6 +137,6 @@ extension SnapshotService {
     /// Whether snapshot `id` is still under way here (its outcome is the protocol's, not the sync's).
     private func isRunning(_ id: UInt64) -> Bool {
         (self.participants[id].map { $0.ended == nil } ?? false)
-            || (self.initiators[id].map { $0.finished == nil } ?? false)
+            || (self.initiator.runs[id].map { $0.finished == nil } ?? false)
     }
 }

@@ -13,63 +13,49 @@ extension SnapshotService {
         wait: Bool
     ) async {
         let requestID = message.key.id
-        if let request = self.served[requestID] {
-            // Taken over by a successor: silence sends the requester to follow the outcome as a participant.
-            if self.initiators[request.snapshotID]?.superseded == true { return }
-            return await self.answer(requestID, request.progress, to: message.from)
-        }
-        // One operation per VIOLIN (issue 13): the table is asked and answers with no suspension in between, so
-        // two requests arriving together cannot both start.
-        if let view = try? await self.membership.view(), self.refreshOperations(view), self.served[requestID] == nil {
-            let operation = ViolinOperations<Instant>.Operation(
-                id: requestID,
-                kind: .snapshot,
-                violin: message.key.violin,
-                ownerName: view.names[message.from] ?? "\(message.from)"
-            )
-            switch self.operations!.table.request(operation, wait: wait, leased: false, now: .now) {  // !-safe, made above
-            case .granted:
-                // Later polls of this request are answered from here while it starts.
-                let starting = SnapshotProgress(snapshotID: 0, phase: "preparing", finished: false)
-                self.served[requestID] = ServedRequest(snapshotID: 0, progress: starting, at: .now)
-            case .queued(let position, let behind):
-                let waiting = SnapshotProgress(
-                    snapshotID: 0,
-                    phase: "queued",
-                    finished: false,
-                    message: ViolinOperations<Instant>.waitingMessage(
-                        behind: ViolinOperations<Instant>.describe(behind),
-                        kind: .snapshot,
-                        position: position
-                    )
-                )
-                return await self.answer(requestID, waiting, to: message.from)
-            case .refused(let reason):
-                let refused = SnapshotProgress(snapshotID: 0, phase: "refused", finished: true, message: reason)
-                self.served[requestID] = ServedRequest(snapshotID: 0, progress: refused, at: .now)
-                return await self.answer(requestID, refused, to: message.from)
-            }
-        } else if let request = self.served[requestID] {
-            // A duplicate poll started it while this one waited for the view.
-            return await self.answer(requestID, request.progress, to: message.from)
-        }
+        let view = try? await self.membership.view()
+        // One operation per VIOLIN (issue 13): the driver's table is asked and answers with no suspension in
+        // between, so two requests arriving together cannot both start.
+        let inOffice =
+            view.map { self.initiator.holdsOffice(initiator: $0.initiator, term: $0.term, now: .now) } ?? false
+        let decision = self.initiator.request(
+            requestID,
+            violin: message.key.violin,
+            ownerName: view?.names[message.from] ?? "\(message.from)",
+            wait: wait,
+            inOffice: inOffice,
+            now: .now
+        )
         let progress: SnapshotProgress
-        do {
-            let id = try await self.startSnapshot(
-                violin: message.key.violin,
-                mode: mode,
-                name: name,
-                target: target,
-                requestID: requestID,
-                requester: message.from
+        switch decision {
+        case .silent:
+            return
+        case .answer(let answer):
+            progress = answer
+        case .notInitiator:
+            let other = view?.initiator.flatMap { view?.names[$0] }
+            progress = SnapshotProgress(
+                snapshotID: 0,
+                phase: "refused",
+                finished: true,
+                message: other.map { "this peer is not the initiator; \($0) is (ask again)" }
+                    ?? "no initiator: this peer does not see a majority of the cluster"
             )
-            progress = SnapshotProgress(snapshotID: id, phase: "preparing", finished: false)
-            self.operations?.table.started(requestID, snapshot: id)
-        } catch {
-            self.operations?.table.release(requestID)
-            progress = SnapshotProgress(snapshotID: 0, phase: "refused", finished: true, message: "\(error)")
+        case .start:
+            do {
+                try await self.startSnapshot(
+                    violin: message.key.violin,
+                    mode: mode,
+                    name: name,
+                    target: target,
+                    requestID: requestID
+                )
+            } catch {
+                _ = self.initiator.notStarted(requestID, reason: "\(error)", now: .now)
+            }
+            guard let known = self.initiator.progress(ofRequest: requestID) else { return }
+            progress = known
         }
-        self.served[requestID] = ServedRequest(snapshotID: progress.snapshotID, progress: progress, at: .now)
         await self.answer(requestID, progress, to: message.from)
     }
 
@@ -87,9 +73,8 @@ extension SnapshotService {
         mode: SnapshotMode,
         name: String,
         target: SnapshotTarget,
-        requestID: UInt64,
-        requester: PeerID
-    ) async throws -> UInt64 {
+        requestID: UInt64
+    ) async throws {
         let view = try await self.membership.view()
         guard view.initiator == self.me else {
             let other = view.initiator.flatMap { view.names[$0] }
@@ -106,9 +91,7 @@ extension SnapshotService {
                 "unknown VIOLIN \"\(violin)\" (the initiator knows: \(known.isEmpty ? "none" : known))"
             )
         }
-        if let running = self.initiators.values.first(where: {
-            $0.machine.key.violin == violin && $0.finished == nil
-        }) {
+        if let running = self.initiator.running(on: violin) {
             throw SnapshotError(.refused, "snapshot \(running.machine.key.id) of \(violin) is still in progress")
         }
         // The epoch must be past every VM's: past every snapshot of the VIOLIN this peer knows, and past its
@@ -116,7 +99,7 @@ extension SnapshotService {
         let localEpochs = try await self.switchService.epochs()
         let highest = max(
             try await self.catalog.highestEpoch(violin: violin),
-            self.initiators.values.filter { $0.machine.key.violin == violin }.map(\.machine.key.epoch).max() ?? 0,
+            self.initiator.highestEpoch(of: violin),
             self.hosted.names(on: violin).compactMap { localEpochs[$0] }.max() ?? 0
         )
         guard highest < UInt32.max else { throw SnapshotError(.refused, "VIOLIN \(violin) has run out of epochs") }
@@ -141,9 +124,8 @@ extension SnapshotService {
             name: name
         )
         try await self.catalog.begin(key, name: name, mode: mode, createdAtNanoseconds: Self.wallNanoseconds())
-        var machine = SnapshotInitiator<Instant>(key: key, me: self.me, plan: plan, settings: self.settings, now: .now)
-        let directives = machine.start(now: .now)
-        self.initiators[id] = InitiatorRun(machine: machine, name: name, requestID: requestID, requester: requester)
+        let machine = SnapshotInitiator<Instant>(key: key, me: self.me, plan: plan, settings: self.settings, now: .now)
+        let directives = self.initiator.started(machine, name: name, requestID: requestID, now: .now)
         self.logger.info(
             "Snapshot started",
             metadata: [
@@ -152,21 +134,13 @@ extension SnapshotService {
             ]
         )
         await self.executeInitiator(id, directives)
-        return id
     }
 
     /// A member died or left: a snapshot it takes part in cannot complete (before its commit point); one it
     /// initiated is taken over by the next initiator.
     func handleMemberDown(_ name: String) async {
-        let peer = PeerID(name: name)
-        for id in Array(self.initiators.keys) {
-            guard var run = self.initiators[id], !run.superseded else { continue }
-            let directives = run.machine.participantDown(
-                peer,
-                reason: SnapshotAbortReason("participant \(name) died or left"),
-                now: .now
-            )
-            self.initiators[id] = run
+        let reason = SnapshotAbortReason("participant \(name) died or left")
+        for (id, directives) in self.initiator.participantDown(PeerID(name: name), reason: reason, now: .now) {
             await self.executeInitiator(id, directives)
         }
         await self.takeOverOrphans()
@@ -180,15 +154,15 @@ extension SnapshotService {
         guard let first = try? await self.membership.view(), first.initiator == self.me else { return }
         for id in Array(self.participants.keys) {
             // Read again after every suspension: a run may have ended, been taken over, or this peer demoted.
-            guard self.initiators[id] == nil, let view = try? await self.membership.view(), view.initiator == self.me,
-                self.initiators[id] == nil, let run = self.participants[id]
+            guard self.initiator.runs[id] == nil, let view = try? await self.membership.view(),
+                view.initiator == self.me, self.initiator.runs[id] == nil, let run = self.participants[id]
             else { continue }
             let machine = run.machine
             guard view.alive[machine.initiator] == nil, view.term > (machine.takeoverTerm ?? machine.key.term) else {
                 continue
             }
             // A snapshot that ended here may not have ended everywhere: its outcome is passed on.
-            var initiator = SnapshotInitiator<Instant>(
+            let successor = SnapshotInitiator<Instant>(
                 takingOver: machine.key,
                 term: view.term,
                 me: self.me,
@@ -206,15 +180,7 @@ extension SnapshotService {
                     "snapshot.term": "\(view.term)", "snapshot.phaseHere": "\(machine.phase)",
                 ]
             )
-            let directives = initiator.start(now: .now)
-            self.initiators[id] = InitiatorRun(
-                machine: initiator,
-                name: run.plan.name,
-                requestID: 0,
-                requester: self.me
-            )
-            _ = self.refreshOperations(view)
-            self.holdOwnSnapshot(id, snapshot: id, violin: machine.key.violin)
+            let directives = self.initiator.takeOver(successor, name: run.plan.name, term: view.term, now: .now)
             await self.executeInitiator(id, directives)
         }
     }
@@ -223,13 +189,11 @@ extension SnapshotService {
     /// participant) stops driving it: aborting it everywhere from here would contradict the successor's decision.
     /// Only that evidence counts: another peer merely being elected does not take a snapshot over.
     private func stopSupersededRuns() {
-        for (id, run) in self.initiators where run.finished == nil && !run.superseded {
-            guard let local = self.participants[id]?.machine, let successor = local.takeoverTerm,
-                successor > (run.machine.takeoverTerm ?? run.machine.key.term), local.initiator != self.me
+        for (id, participant) in self.participants {
+            let local = participant.machine
+            guard local.initiator != self.me, let successor = local.takeoverTerm,
+                self.initiator.superseded(id, successorTerm: successor, now: .now)
             else { continue }
-            self.initiators[id]?.superseded = true
-            self.initiators[id]?.finished = .now
-            self.operations?.table.release(Self.operationID(of: id, run))
             self.logger.warning(
                 "Snapshot taken over by a higher-term initiator: no longer driven from here",
                 metadata: ["snapshot.id": "\(id)", "snapshot.term": "\(successor)"]
@@ -237,6 +201,7 @@ extension SnapshotService {
         }
     }
 
+    /// Carries out the directives of run `id` that the driver leaves to the shell.
     func executeInitiator(_ id: UInt64, _ directives: [SnapshotInitiator<Instant>.Directive]) async {
         for directive in directives {
             switch directive {
@@ -245,10 +210,6 @@ extension SnapshotService {
             case .writeManifest(let cuts, let reports):
                 await self.writeManifest(id, cuts: cuts, reports: reports)
             case .finished(let outcome):
-                guard var run = self.initiators[id] else { continue }
-                run.finished = .now
-                self.initiators[id] = run
-                self.operations?.table.release(Self.operationID(of: id, run))
                 switch outcome {
                 case .committed:
                     self.logger.info("Snapshot committed", metadata: ["snapshot.id": "\(id)"])
@@ -260,58 +221,13 @@ extension SnapshotService {
                     _ = try? await self.catalog.abort(id, reason: reason.message)
                 }
             case .scheduleTick(let at):
-                self.initiatorTicks[id] = at
                 self.schedule(at)
             }
         }
-        self.updateProgress(id)
-    }
-
-    /// Keeps what a requester's next poll is told in step with the initiator's phase.
-    func updateProgress(_ id: UInt64) {
-        guard let run = self.initiators[id], var request = self.served[run.requestID] else { return }
-        let machine = run.machine
-        let phase: String
-        var message = ""
-        var finished = false
-        var blob: [UInt8] = []
-        switch machine.phase {
-        case .preparing: phase = "preparing"
-        case .cutting: phase = "cutting"
-        case .streaming: phase = "streaming"
-        case .writingManifest: phase = "writing manifest"
-        case .recovering: phase = "taking over"
-        case .committing, .committed:
-            phase = "committed"
-            finished = true
-            blob = machine.manifest
-        case .aborting, .aborted:
-            phase = "aborted"
-            finished = true
-            message = machine.abortReason?.message ?? "aborted"
-        }
-        if phase == "cutting" || phase == "streaming" {
-            message = "\(machine.cuts.values.reduce(0) { $0 + $1.count }) VMs cut"
-            if !run.streamed.isEmpty {
-                // What each participant last said it wrote, raw / compressed.
-                message += "; written MiB raw/stored: "
-                message += run.streamed.values.sorted { $0.vm < $1.vm }.map {
-                    "\($0.vm) \(ByteCount.mebibytes($0.rawBytes))/\(ByteCount.mebibytes($0.storedBytes))"
-                }.joined(separator: ", ")
-            }
-        }
-        request.progress = SnapshotProgress(
-            snapshotID: id,
-            phase: phase,
-            finished: finished,
-            message: message,
-            blob: blob
-        )
-        self.served[run.requestID] = request
     }
 
     private func writeManifest(_ id: UInt64, cuts: [PeerID: [VMCutReport]], reports: [PeerID: [UInt8]]) async {
-        guard let run = self.initiators[id] else { return }
+        guard let run = self.initiator.runs[id] else { return }
         let key = run.machine.key
         let result: Result<[UInt8], SnapshotError>
         do {
@@ -351,13 +267,11 @@ extension SnapshotService {
         } catch {
             result = .failure(SnapshotError(.failed, "\(error)"))
         }
-        guard var current = self.initiators[id] else { return }
-        let directives: [SnapshotInitiator<Instant>.Directive]
-        switch result {
-        case .success(let document): directives = current.machine.manifestWritten(document, now: .now)
-        case .failure(let error): directives = current.machine.manifestFailed(error.message, now: .now)
-        }
-        self.initiators[id] = current
+        let directives = self.initiator.manifest(
+            id,
+            result.mapError { SnapshotAbortReason($0.message) },
+            now: .now
+        )
         await self.executeInitiator(id, directives)
     }
 }

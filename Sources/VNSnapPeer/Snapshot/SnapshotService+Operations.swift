@@ -4,46 +4,12 @@ import VNSnapCore
 /// Operations on a VIOLIN serialised by the initiator (issue 13, `ViolinOperations`): the initiator's table, and
 /// the asking side used by `restore` and `delete` on any peer.
 extension SnapshotService {
-    /// The initiator's table for the current term, made afresh when this peer takes office (with its own
-    /// snapshots still under way in it); `false` when this peer is not the initiator.
-    func refreshOperations(_ view: MembershipView) -> Bool {
-        guard view.initiator == self.me else {
-            self.operations = nil
-            return false
-        }
-        if self.operations?.term == view.term { return true }
-        self.operations = (view.term, ViolinOperations<Instant>(now: .now))
-        for (id, run) in self.initiators where run.finished == nil && !run.superseded {
-            self.holdOwnSnapshot(Self.operationID(of: id, run), snapshot: id, violin: run.machine.key.violin)
-        }
-        return true
-    }
-
-    /// The id under which an initiator run holds its VIOLIN: its request's, or its own when taken over.
-    static func operationID(of snapshot: UInt64, _ run: InitiatorRun) -> UInt64 {
-        run.requestID == 0 ? snapshot : run.requestID
-    }
-
-    /// Records in the table a snapshot this initiator already drives (one under way when it took office, or one it
-    /// took over): it finishes whatever else was asked meanwhile, and holds its VIOLIN until it ends.
-    func holdOwnSnapshot(_ id: UInt64, snapshot: UInt64, violin: String) {
-        let operation = ViolinOperations<Instant>.Operation(
-            id: id,
-            kind: .snapshot,
-            violin: violin,
-            snapshot: snapshot,
-            ownerName: self.config.peer.name
-        )
-        _ = self.operations?.table.request(operation, wait: false, leased: false, held: true, now: .now)
-    }
-
     /// An ask for an operation (or its renewal) from any peer, answered with the table's decision.
     func serveOperation(_ message: SnapshotMessage, kind: ViolinOperationKind, snapshot: UInt64, wait: Bool, held: Bool)
         async
     {
         guard let view = try? await self.membership.view() else { return }
-        // Not the initiator (any more): silence sends the asker to the one it sees next.
-        guard self.refreshOperations(view) else { return }
+        let inOffice = self.initiator.holdsOffice(initiator: view.initiator, term: view.term, now: .now)
         let operation = ViolinOperations<Instant>.Operation(
             id: message.key.id,
             kind: kind,
@@ -51,20 +17,9 @@ extension SnapshotService {
             snapshot: snapshot,
             ownerName: view.names[message.from] ?? "\(message.from)"
         )
-        let decision = self.operations!.table.request(  // !-safe, refreshOperations made it
-            operation,
-            wait: wait,
-            leased: true,
-            held: held,
-            now: .now
-        )
-        let answer: OperationAnswer =
-            switch decision {
-            case .granted: .granted
-            case .queued(let position, let behind):
-                .queued(position: position, behind: ViolinOperations<Instant>.describe(behind))
-            case .refused(let reason): .refused(reason)
-            }
+        // Not the initiator (any more): silence sends the asker to the one it sees next.
+        guard let answer = self.initiator.operation(operation, wait: wait, held: held, inOffice: inOffice, now: .now)
+        else { return }
         if case .granted = answer, !held {
             self.logger.info(
                 "Operation granted",
@@ -84,8 +39,7 @@ extension SnapshotService {
 
     /// Lapses the leases of operations whose owners fell silent.
     func expireOperations(now: Instant) {
-        guard let lapsed = self.operations?.table.expire(now: now) else { return }
-        for operation in lapsed {
+        for operation in self.initiator.expire(now: now) {
             self.logger.warning(
                 "Operation lease lapsed: its owner fell silent",
                 metadata: [

@@ -12,6 +12,9 @@ struct RestoreRun {
     var failure: String?
     var rollingBack = false
     var progress: (@Sendable (String) async -> Void)?
+    /// What the initiator is asked to record before the switch-over (the restore moves VMs), and when it last was.
+    var ownersAsk: OwnershipChange?
+    var ownersAskedAt: ContinuousClock.Instant?
 }
 
 /// A VM's new QEMU, loaded paused beside its running one.
@@ -52,16 +55,37 @@ extension SnapshotService {
             )
         }
         let view = try await self.membership.view()
-        let moved = try Self.placeLostVMs(manifest, view: view, chosen: chosen)
+        // Every VM goes where it runs now (issue 14): its ownership record, else the peer it ran on at the cut.
+        let owners = try await self.catalog.owners()
+        let moved = try Self.placeVMs(manifest, view: view, chosen: chosen, owners: owners)
         var holders: [PeerID: String] = [:]
+        var placement: [String: String] = [:]
         for vm in manifest.vms {
             let peer = moved[vm.name] ?? PeerID(name: vm.peer)
             holders[peer] = view.alive[peer] ?? vm.peer
+            placement[vm.name] = holders[peer]
         }
         for (vm, peer) in moved.sorted(by: { $0.key < $1.key }) {
-            let from = manifest.vms.first { $0.name == vm }?.peer ?? "?"
-            await progress("\(vm) ran on \(from), which is not alive: restoring it on \(holders[peer] ?? "\(peer)")")
+            let target = holders[peer] ?? "\(peer)"
+            if let record = owners[vm], record.owner == target {
+                await progress("\(vm) runs on \(target) now (generation \(record.generation)): restoring it there")
+            } else {
+                let from = owners[vm]?.owner ?? manifest.vms.first { $0.name == vm }?.peer ?? "?"
+                await progress("\(vm) ran on \(from), which is not alive: restoring it on \(target)")
+            }
         }
+        // VMs placed elsewhere than they run: the initiator records their new owners before the switch-over.
+        let configured = Dictionary(uniqueKeysWithValues: manifest.vms.map { ($0.name, $0.peer) })
+        let moves = VMOwnership.moves(
+            placement,
+            violin: manifest.violin,
+            known: owners,
+            configured: configured,
+            term: 0
+        )
+        let ownership =
+            moves.isEmpty
+            ? nil : OwnershipChange(violin: manifest.violin, placement: placement, configured: configured)
         // One operation per VIOLIN, and the snapshot pinned while it is restored (issue 13).
         return try await self.withOperation(
             .restore,
@@ -77,6 +101,7 @@ extension SnapshotService {
                 view: try await self.membership.view(),
                 holders: holders,
                 moved: moved,
+                ownership: ownership,
                 replay: replay,
                 progress: progress
             )
@@ -90,6 +115,7 @@ extension SnapshotService {
         view: MembershipView,
         holders: [PeerID: String],
         moved: [String: PeerID],
+        ownership: OwnershipChange?,
         replay: Bool,
         progress: @escaping @Sendable (String) async -> Void
     ) async throws -> [RestoreStep: [String: RestoreTimings]] {
@@ -102,9 +128,10 @@ extension SnapshotService {
             holders: Set(holders.keys),
             replay: replay,
             moved: moved,
+            recordsOwners: ownership != nil,
             now: .now
         )
-        self.restores[run] = RestoreRun(coordinator: coordinator, progress: progress)
+        self.restores[run] = RestoreRun(coordinator: coordinator, progress: progress, ownersAsk: ownership)
         self.logger.info("Restore started", metadata: ["snapshot.id": "\(id)", "restore.run": "\(run)"])
         await progress("verifying every chunk on \(holders.values.sorted().joined(separator: ", "))")
         await self.executeRestore(run, coordinator.start())
@@ -132,20 +159,31 @@ extension SnapshotService {
         return timings
     }
 
-    /// Where the VMs of lost peers go (`RestorePlacement`); refuses, touching nothing, when one cannot move.
-    static func placeLostVMs(_ manifest: SnapshotManifest, view: MembershipView, chosen: [String: String]) throws
-        -> [String: PeerID]
-    {
-        let moved: [String: PeerID]
+    /// Where the VMs go (`RestorePlacement`): each where it runs now (its ownership record, else the peer it ran
+    /// on at the cut), a lost peer's elsewhere; refuses, touching nothing, when one cannot be placed. Returns the
+    /// VMs restored away from the peer they ran on at the cut.
+    static func placeVMs(
+        _ manifest: SnapshotManifest,
+        view: MembershipView,
+        chosen: [String: String],
+        owners: [String: VMOwnership] = [:]
+    ) throws -> [String: PeerID] {
+        var moved: [String: PeerID]
         do {
             moved = try RestorePlacement.place(
-                manifest.vms.map { RestorePlacement.VM(name: $0.name, peer: PeerID(name: $0.peer), peerName: $0.peer) },
+                manifest.vms.map { vm in
+                    let now = owners[vm.name]?.owner ?? vm.peer
+                    return RestorePlacement.VM(name: vm.name, peer: PeerID(name: now), peerName: now)
+                },
                 alive: view.alive,
                 hosts: view.vmHosts,
                 chosen: chosen
             )
         } catch {
             throw SnapshotError(.refused, "snapshot \(manifest.id): \(error); nothing was touched")
+        }
+        for vm in manifest.vms where moved[vm.name] == nil {
+            if let owner = owners[vm.name]?.owner, owner != vm.peer { moved[vm.name] = PeerID(name: owner) }
         }
         for vm in manifest.vms where moved[vm.name] != nil {
             guard vm.definition != nil else {
@@ -157,7 +195,7 @@ extension SnapshotService {
             guard vm.replicas?.isEmpty == false else {
                 throw SnapshotError(
                     .refused,
-                    "snapshot \(manifest.id): VM \(vm.name)'s images are on the disk of \(vm.peer), which is not alive (snapshots taken with --target memory keep them on store peers); restore when \(vm.peer) is back; nothing was touched"
+                    "snapshot \(manifest.id): VM \(vm.name)'s images are on the disk of \(vm.peer), and it is to be restored on \(view.alive[moved[vm.name]!] ?? "another peer") (\(vm.peer) is not alive, or the VM has moved since; snapshots taken with --target memory keep images on store peers); nothing was touched"
                 )
             }
         }
@@ -175,12 +213,19 @@ extension SnapshotService {
                     switch step {
                     case .verify: "every chunk verified; loading each VM paused beside its running copy"
                     case .load: "every VM loaded beside its running copy; pausing the running ones"
-                    case .pause: "every running VM paused; switching over and resuming them together"
+                    case .pause:
+                        self.restores[run]?.ownersAsk == nil
+                            ? "every running VM paused; switching over and resuming them together" : nil
                     case .resume, .rollback: nil
                     }
                 if let next, let progress = self.restores[run]?.progress { await progress(next) }
             case .failed(let step, let reason):
                 self.restores[run]?.failure = "restore failed in step \(step): \(reason)"
+            case .recordOwners:
+                if let progress = self.restores[run]?.progress {
+                    await progress("every running VM paused; recording the moved VMs' new owners")
+                }
+                await self.askOwners(run)
             }
             if case .send(let message, _) = directive, case .restore(_, .rollback, _, _) = message.body,
                 self.restores[run]?.rollingBack == false
@@ -195,6 +240,11 @@ extension SnapshotService {
 
     func tickRestores(now: ContinuousClock.Instant) async {
         for run in Array(self.restores.keys) {
+            if let waiting = self.restores[run], waiting.coordinator.awaitingOwners,
+                waiting.ownersAskedAt.map({ $0.duration(to: now) >= .milliseconds(300) }) ?? true
+            {
+                await self.askOwners(run)
+            }
             guard var current = self.restores[run] else { continue }
             let directives = current.coordinator.onTick(now: now)
             self.restores[run] = current

@@ -41,18 +41,6 @@ public actor SnapshotService: Service {
 
     typealias Instant = ContinuousClock.Instant
 
-    struct InitiatorRun {
-        var machine: SnapshotInitiator<Instant>
-        var name: String
-        var requestID: UInt64
-        var requester: PeerID
-        var finished: Instant?
-        /// The last bytes written per VM, as participants report them while streaming.
-        var streamed: [String: VMStreamedBytes] = [:]
-        /// Another peer became initiator before this run's commit point: it is no longer driven from here.
-        var superseded = false
-    }
-
     struct ParticipantRun {
         var machine: SnapshotParticipant<Instant>
         var plan: SnapshotPlan
@@ -71,13 +59,6 @@ public actor SnapshotService: Service {
         var abortReason: String?
     }
 
-    /// What the initiator remembers of a request, to answer the requester's polls.
-    struct ServedRequest {
-        var snapshotID: UInt64
-        var progress: SnapshotProgress
-        var at: Instant
-    }
-
     let config: PeerConfig
     let me: PeerID
     let membership: MembershipService
@@ -90,9 +71,9 @@ public actor SnapshotService: Service {
     /// The keyring as it is now (image streams to stores are sealed with its primary key).
     let keyring: @Sendable () -> Keyring
     let logger: Logger
-    var initiators: [UInt64: InitiatorRun] = [:]
+    /// The initiator's side: the snapshots driven from here, the requests answered, the operation table.
+    var initiator: InitiatorDriver<Instant>
     var participants: [UInt64: ParticipantRun] = [:]
-    var served: [UInt64: ServedRequest] = [:]
     var awaited: [UInt64: SnapshotProgress?] = [:]
     var restores: [UInt64: RestoreRun] = [:]
     /// Restores this peer holds VMs of (steps, answers, what to roll back).
@@ -100,17 +81,13 @@ public actor SnapshotService: Service {
     /// The machines loaded beside running VMs, by restore and VM, until the switch-over or a rollback.
     var stagedMachines: [UInt64: [String: StagedVM]] = [:]
     var deletions: [UInt64: Set<PeerID>] = [:]
-    /// While this peer is the initiator: the operations on each VIOLIN (one at a time, queued, pins), for the
-    /// term it was made in.
-    var operations: (term: UInt64, table: ViolinOperations<Instant>)?
     /// Answers to this peer's asks for an operation (restore, delete), by operation id.
     var awaitedOperations: [UInt64: OperationAnswer?] = [:]
     /// Frozen disk images already hashed, by path (they are read-only once frozen).
     var frozenDigests: [String: SnapshotManifest.DiskLayer] = [:]
     let inbox: AsyncStream<Event>
     let inboxInput: AsyncStream<Event>.Continuation
-    /// When each machine asked to be ticked next (its latest `scheduleTick`), by snapshot id.
-    var initiatorTicks: [UInt64: Instant] = [:]
+    /// When each participant machine asked to be ticked next (its latest `scheduleTick`), by snapshot id.
     var participantTicks: [UInt64: Instant] = [:]
     /// The earliest wake-up already on its way.
     var wakeAt: Instant?
@@ -118,6 +95,13 @@ public actor SnapshotService: Service {
     var lastTakeoverCheck: Instant?
     /// When this peer last swapped catalogs with another.
     var lastCatalogSync: Instant?
+    /// When the service was made (a peer starting up waits a while for the cluster's ownership records).
+    let started: Instant = .now
+    /// When this peer first heard another's ownership records (a catalog summary) since it started.
+    var ownershipHeard: Instant?
+    var ownershipWaitLogged = false
+    /// The fence, when `fence_after_s` is set.
+    var fence: FenceLease<Instant>?
 
     /// How often housekeeping runs (restore retransmissions, streamed bytes, takeovers, sync, leases).
     static let housekeepingInterval = Duration.milliseconds(250)
@@ -138,6 +122,8 @@ public actor SnapshotService: Service {
         self.config = config
         self.me = config.peer.id
         self.holder = RestoreHolder(me: config.peer.id)
+        self.initiator = InitiatorDriver(me: config.peer.id, myName: config.peer.name)
+        self.fence = config.peer.fenceAfter.map { FenceLease(after: $0, now: .now) }
         self.membership = membership
         self.switchService = switchService
         self.supervisor = supervisor
@@ -234,10 +220,7 @@ public actor SnapshotService: Service {
         case .prepare:
             await self.startParticipant(message)
         case .prepared, .cutDone, .durable, .failed, .committed, .aborted, .holding:
-            guard var run = self.initiators[id], !run.superseded else { return }
-            let directives = run.machine.onMessage(message, now: .now)
-            self.initiators[id] = run
-            await self.executeInitiator(id, directives)
+            await self.executeInitiator(id, self.initiator.onMessage(message, now: .now))
         case .cut, .commit, .abort, .inquire:
             await self.participantMessage(message)
         case .restore, .restoreAnswer:
@@ -259,11 +242,11 @@ public actor SnapshotService: Service {
         case .operationAnswer(let answer):
             if self.awaitedOperations[id] != nil { self.awaitedOperations[id] = answer }
         case .operationDone:
-            self.operations?.table.release(id)
+            self.initiator.operationDone(id)
+        case .owners(let blob):
+            await self.ownersMessage(message, blob)
         case .streamed(let counts):
-            guard self.initiators[id] != nil else { return }
-            for count in counts { self.initiators[id]?.streamed[count.vm] = count }
-            self.updateProgress(id)
+            self.initiator.streamed(id, counts)
         }
     }
 
@@ -271,11 +254,7 @@ public actor SnapshotService: Service {
     /// another tick.
     private func tickMachines(now: Instant) async {
         self.wakeAt = nil
-        for (id, at) in self.initiatorTicks where at <= now {
-            self.initiatorTicks[id] = nil
-            guard var run = self.initiators[id], !run.superseded else { continue }
-            let directives = run.machine.onTick(now: now)
-            self.initiators[id] = run
+        for (id, directives) in self.initiator.tick(now: now) {
             await self.executeInitiator(id, directives)
         }
         for (id, at) in self.participantTicks where at <= now {
@@ -290,16 +269,11 @@ public actor SnapshotService: Service {
 
     /// The earliest tick any machine asked for.
     private var nextTick: Instant? {
-        (Array(self.initiatorTicks.values) + self.participantTicks.values).min()
+        ([self.initiator.nextTick].compactMap { $0 } + self.participantTicks.values).min()
     }
 
     private func housekeeping(now: Instant) async {
-        for (id, run) in self.initiators {
-            if let finished = run.finished, finished.duration(to: now) > .seconds(600) {
-                self.initiators[id] = nil
-                self.initiatorTicks[id] = nil
-            }
-        }
+        self.initiator.forget(now: now)
         for (id, run) in self.participants {
             if let ended = run.ended, ended.duration(to: now) > .seconds(600) {
                 self.participants[id] = nil
@@ -309,16 +283,16 @@ public actor SnapshotService: Service {
         for id in Array(self.participants.keys) { await self.reportStreamed(id, now: now) }
         await self.tickRestores(now: now)
         self.expireOperations(now: now)
+        await self.observeFence(now: now)
         if self.lastTakeoverCheck.map({ $0.duration(to: now) >= .seconds(1) }) ?? true {
             self.lastTakeoverCheck = now
             await self.takeOverOrphans()
         }
-        if self.lastCatalogSync.map({ $0.duration(to: now) >= Self.catalogSyncInterval }) ?? true {
+        // Until it has heard the cluster's ownership records, a peer starting up asks every second.
+        let syncInterval = self.ownershipHeard == nil ? Duration.seconds(1) : Self.catalogSyncInterval
+        if self.lastCatalogSync.map({ $0.duration(to: now) >= syncInterval }) ?? true {
             self.lastCatalogSync = now
             await self.syncCatalog()
-        }
-        for (id, request) in self.served where request.at.duration(to: now) > .seconds(3600) {
-            self.served[id] = nil
         }
         // A wake-up lost (a machine asked while another was pending and that one found nothing due): not for long.
         if let next = self.nextTick, next <= now {

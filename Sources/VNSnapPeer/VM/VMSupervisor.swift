@@ -5,7 +5,8 @@ import Synchronization
 import VNSnapCore
 import VNSnapHypervisor
 
-/// Starts this peer's VMs, watches them, and stops them cleanly on shutdown.
+/// Starts this peer's VMs (or reattaches the ones still running from an earlier start of the peer), watches them,
+/// and stops them cleanly on shutdown, or leaves them running for the next start (`keepRunning`).
 ///
 /// A VM that dies is logged and shown as `exited` in `status`; it is not restarted, because a restart
 /// would silently lose the guest's state.
@@ -32,6 +33,12 @@ public final class VMSupervisor: Service, Sendable {
         public var accel: String
         /// Serial console log.
         public var serialLog: String
+        /// Whether its QEMU was found running from an earlier start of the peer and taken back.
+        public var reattached: Bool?
+        /// Where it runs instead, when another peer owns it (`moved to h4 (generation 3)`).
+        public var movedTo: String?
+        /// Whether the fence paused it (this peer has seen no majority for `fence_after_s`).
+        public var fenced: Bool?
     }
 
     private struct Entry: Sendable {
@@ -40,6 +47,8 @@ public final class VMSupervisor: Service, Sendable {
         var state: String
         var error: String?
         var exitStatus: Int32?
+        var movedTo: String?
+        var fenced = false
     }
 
     private let entries: Mutex<[String: Entry]>
@@ -47,6 +56,10 @@ public final class VMSupervisor: Service, Sendable {
     private let order: Mutex<[String]>
     private let logger: Logger
     private let onStart: @Sendable (String) async -> Void
+    private let onReattach: @Sendable (String) async -> Void
+    private let keepRunning: Bool
+    private let peerName: String
+    private let admission: @Sendable (VMDefinition) async -> VMOwnership?
     private let paths: @Sendable (VMDefinition) -> QEMUPaths
     private let qemu: String
 
@@ -55,10 +68,18 @@ public final class VMSupervisor: Service, Sendable {
         definitions: [VMDefinition],
         paths: @escaping @Sendable (VMDefinition) -> QEMUPaths,
         qemu: String = "qemu-system-x86_64",
+        keepRunning: Bool = false,
+        peerName: String = "",
+        admission: @escaping @Sendable (VMDefinition) async -> VMOwnership? = { _ in nil },
+        onReattach: @escaping @Sendable (String) async -> Void = { _ in },
         onStart: @escaping @Sendable (String) async -> Void = { _ in },
         logger: Logger
     ) {
         self.onStart = onStart
+        self.onReattach = onReattach
+        self.keepRunning = keepRunning
+        self.peerName = peerName
+        self.admission = admission
         self.paths = paths
         self.qemu = qemu
         var entries: [String: Entry] = [:]
@@ -85,7 +106,8 @@ public final class VMSupervisor: Service, Sendable {
         self.logger = logger
     }
 
-    /// Starts every VM, supervises them until graceful shutdown, then stops them all.
+    /// Starts (or reattaches) every VM, supervises them until graceful shutdown, then stops them all, or leaves
+    /// them running when `keepRunning`.
     public func run() async throws {
         let names = self.order.withLock { $0 }
         let machines = self.entries.withLock { entries in names.compactMap { entries[$0]?.machine } }
@@ -100,12 +122,14 @@ public final class VMSupervisor: Service, Sendable {
             let current = self.entries.withLock { entries in all.compactMap { entries[$0]?.machine } }
             await withTaskGroup(of: Void.self) { stops in
                 for machine in current {
-                    stops.addTask { await machine.stop() }
+                    stops.addTask { [keepRunning] in
+                        if keepRunning { await machine.detach() } else { await machine.stop() }
+                    }
                 }
             }
             group.cancelAll()
         }
-        self.logger.info("All VMs stopped")
+        self.logger.info(self.keepRunning ? "VMs left running for the next start to reattach" : "All VMs stopped")
     }
 
     private func supervise(_ machine: QEMUMachine) async {
@@ -114,7 +138,31 @@ public final class VMSupervisor: Service, Sendable {
             // QEMU's own output goes next to the serial log, in the VM's directory.
             let directory = machine.paths.directory
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-            try await machine.start(stderrLog: directory + "/qemu.log")
+            await self.clearStaged(directory, vm: name)
+            // Only where the cluster's ownership record allows (issue 14): its owner, or no record yet.
+            let record = await self.admission(machine.definition)
+            let running = try QEMUProcessIdentity.find(name: name, paths: machine.paths) != nil
+            switch VMStartDecision.decide(me: self.peerName, record: record, runningHere: running) {
+            case .stayStopped(let record):
+                self.markMoved(name, record)
+                return
+            case .stopStale(let record):
+                self.markMoved(name, record)
+                if try await machine.reattach() { await machine.stop() }
+                self.logger.warning(
+                    "Stopped a copy of a VM that another peer now runs",
+                    metadata: ["vm.name": "\(name)"]
+                )
+                return
+            case .reattach, .start:
+                break
+            }
+            if try await machine.reattach() {
+                await Self.resumeIfLeftPaused(machine, logger: self.logger)
+                await self.onReattach(name)
+            } else {
+                try await machine.start(stderrLog: directory + "/qemu.log")
+            }
             await self.onStart(name)
             self.update(name) { $0.state = "running" }
         } catch {
@@ -129,12 +177,47 @@ public final class VMSupervisor: Service, Sendable {
         await self.watch(machine)
     }
 
+    /// Machines a restore had loaded beside the VM when the previous run of the peer died: that restore is over
+    /// (its restorer rolls back, or already has), so they are stopped and their directories removed.
+    private func clearStaged(_ directory: String, vm: String) async {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        for entry in entries where entry.hasPrefix("staged-") {
+            let staged = "\(directory)/\(entry)"
+            if let pid = QEMUProcessIdentity.lockHolder(staged + "/qemu.pid") {
+                kill(pid, SIGKILL)
+                self.logger.warning(
+                    "Stopped a machine an unfinished restore had loaded before the peer restarted",
+                    metadata: ["vm.name": "\(vm)", "vm.pid": "\(pid)"]
+                )
+                for _ in 0..<100 where QEMUProcessIdentity.isAlive(pid) {
+                    try? await Task.sleep(for: .milliseconds(20))
+                }
+            }
+            try? FileManager.default.removeItem(atPath: staged)
+        }
+    }
+
+    /// A reattached VM the previous run of the peer left paused (it died in a cut, with a migration under way):
+    /// that snapshot is aborted without it, so the VM runs on.
+    private static func resumeIfLeftPaused(_ machine: QEMUMachine, logger: Logger) async {
+        guard let monitor = await machine.monitor,
+            let state = try? await monitor.execute("query-status", timeout: .seconds(5))["status"]?.stringValue,
+            state != "running"
+        else { return }
+        _ = try? await monitor.execute("migrate_cancel", timeout: .seconds(5))
+        _ = try? await monitor.execute("cont", timeout: .seconds(5))
+        logger.warning(
+            "A reattached VM was left paused by the previous run of the peer; resumed",
+            metadata: ["vm.name": "\(machine.definition.name)", "vm.runState": "\(state)"]
+        )
+    }
+
     /// Waits for `machine` to exit and records how it ended (unless a restore replaced it meanwhile).
     private func watch(_ machine: QEMUMachine) async {
         let name = machine.definition.name
         let status = await machine.exitStatus()
         let replaced = self.entries.withLock {
-            $0[name].map { $0.machine !== machine || $0.state == "restoring" } ?? true
+            $0[name].map { $0.machine !== machine || $0.state == "restoring" || $0.state == "moved" } ?? true
         }
         if replaced { return }
         let wasStopping = self.entries.withLock { $0[name]?.state == "stopping" }
@@ -234,10 +317,64 @@ public final class VMSupervisor: Service, Sendable {
         Task { await self.watch(machine) }
     }
 
+    /// Stops this peer's copy of `vm` (if it runs): another peer owns it now (`record`); `status` says where.
+    public func leave(_ vm: String, movedTo record: VMOwnership) async {
+        let machine = self.entries.withLock { entries -> QEMUMachine? in
+            guard let entry = entries[vm], entry.state != "moved" else { return nil }
+            return entry.machine
+        }
+        self.markMoved(vm, record)
+        await machine?.stop()
+    }
+
+    private func markMoved(_ vm: String, _ record: VMOwnership) {
+        self.update(vm) {
+            $0.state = "moved"
+            $0.movedTo = record.summary
+        }
+        self.logger.notice(
+            "VM runs on another peer",
+            metadata: ["vm.name": "\(vm)", "vm.movedTo": "\(record.summary)"]
+        )
+    }
+
+    /// The fence (issue 14): pauses every running VM, so a copy on a cut-off host does not run on beside one a
+    /// restore started on the majority side.
+    public func fence() async {
+        for (name, machine) in self.running() {
+            guard let monitor = await machine.monitor else { continue }
+            do {
+                _ = try await monitor.execute("stop", timeout: .seconds(5))
+                self.update(name) { $0.fenced = true }
+            } catch {
+                self.logger.error(
+                    "Could not pause a VM for the fence",
+                    metadata: ["vm.name": "\(name)", "vm.error": "\(error)"]
+                )
+            }
+        }
+    }
+
+    /// Lifts the fence: resumes the VMs it paused that still run here (the ones another peer owns now were stopped).
+    public func unfence() async {
+        for (name, machine) in self.running() where self.entries.withLock({ $0[name]?.fenced == true }) {
+            _ = try? await machine.monitor?.execute("cont", timeout: .seconds(5))
+            self.update(name) { $0.fenced = false }
+        }
+    }
+
+    private func running() -> [(String, QEMUMachine)] {
+        let names = self.order.withLock { $0 }
+        return self.entries.withLock { entries in
+            names.compactMap { name in entries[name].flatMap { $0.state == "running" ? (name, $0.machine) : nil } }
+        }
+    }
+
     /// Marks every VM as stopping, so their exits are not reported as crashes.
     public func markStopping() {
         self.entries.withLock { entries in
-            for name in entries.keys where ["running", "restoring"].contains(entries[name]!.state) {  // !-safe, its keys
+            // !-safe below: its own keys.
+            for name in entries.keys where ["running", "restoring"].contains(entries[name]!.state) {
                 entries[name]!.state = "stopping"
             }
         }
@@ -273,7 +410,10 @@ public final class VMSupervisor: Service, Sendable {
                     exitStatus: entry.exitStatus,
                     error: entry.error,
                     accel: entry.machine.accelerator.rawValue,
-                    serialLog: entry.machine.paths.serialLog
+                    serialLog: entry.machine.paths.serialLog,
+                    reattached: await entry.machine.isReattached ? true : nil,
+                    movedTo: entry.movedTo,
+                    fenced: entry.fenced ? true : nil
                 )
             )
         }

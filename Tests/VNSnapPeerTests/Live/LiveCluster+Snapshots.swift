@@ -76,4 +76,9 @@ extension LiveCluster {
             uniqueKeysWithValues: try await self.status(host).vms.compactMap { vm in vm.pid.map { (vm.name, $0) } }
         )
     }
+
+    /// Waits for the verdict line a workload's last VM prints (`verdict=ok digest=…`, or why not) and returns it.
+    func verdict(host: String, vm: String = "sink", timeout: Duration = .seconds(300)) async throws -> String {
+        try await self.waitForSerial(host: host, vm: vm, containing: "verdict=", timeout: timeout)
+    }
 }

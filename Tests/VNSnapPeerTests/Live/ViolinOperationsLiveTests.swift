@@ -13,7 +13,14 @@ import VNSnapPeer
 
     /// The pipeline with source on h1, relay on h2, sink on h3.
     func startPipeline(_ cluster: LiveCluster) throws {
-        let configs = PipelineLiveTests.pipelineConfigs(cluster, blocks: Self.blocks, pace: 10)
+        for (host, config) in try Self.spreadPipeline(cluster, blocks: Self.blocks).sorted(by: { $0.key < $1.key }) {
+            try cluster.startPeer(host, config: config)
+        }
+    }
+
+    /// Configs of the pipeline spread over three hosts, one VM each: source on h1, relay on h2, sink on h3.
+    static func spreadPipeline(_ cluster: LiveCluster, blocks: Int, pace: Int = 10) throws -> [String: String] {
+        let configs = PipelineLiveTests.pipelineConfigs(cluster, blocks: blocks, pace: pace)
         let violin = "\n[[violins]]\nname = \"pipeline\"\nvni = 42\n"
         func vms(_ host: String) -> [String] {
             configs[host]!.components(separatedBy: "[[vms]]").dropFirst().map { "[[vms]]" + $0 }
@@ -21,9 +28,11 @@ import VNSnapPeer
         let (h1, h2) = (vms("h1"), vms("h2"))
         let source = try #require(h1.first { $0.contains("\"source\"") })
         let sink = try #require(h1.first { $0.contains("\"sink\"") })
-        try cluster.startPeer("h1", config: cluster.baseConfig("h1") + violin + source)
-        try cluster.startPeer("h2", config: cluster.baseConfig("h2") + violin + h2.joined())
-        try cluster.startPeer("h3", config: cluster.baseConfig("h3") + violin + sink)
+        return [
+            "h1": cluster.baseConfig("h1") + violin + source,
+            "h2": cluster.baseConfig("h2") + violin + h2.joined(),
+            "h3": cluster.baseConfig("h3") + violin + sink,
+        ]
     }
 
     /// Every VM's QEMU process id, by host and VM.
@@ -101,12 +110,7 @@ import VNSnapPeer
                 let vms = try await cluster.status(host).vms
                 #expect(vms.allSatisfy { $0.runState == "running" }, "\(host): \(vms.map(\.runState))")
             }
-            let live = try await cluster.waitForSerial(
-                host: "h3",
-                vm: "sink",
-                containing: "verdict=",
-                timeout: .seconds(300)
-            )
+            let live = try await cluster.verdict(host: "h3")
             #expect(live.contains("verdict=ok") && live.contains("digest=\(expected)"), "live run: \(live)")
 
             // A delete of the snapshot being restored is refused, naming the restore; the restore completes.
@@ -146,12 +150,7 @@ import VNSnapPeer
             )
             let response = try await restored
             #expect(response.ok, "\(response.error ?? "")")
-            let run = try await cluster.waitForSerial(
-                host: "h3",
-                vm: "sink",
-                containing: "verdict=",
-                timeout: .seconds(300)
-            )
+            let run = try await cluster.verdict(host: "h3")
             #expect(run.contains("verdict=ok") && run.contains("digest=\(expected)"), "restored run: \(run)")
             #expect(try await self.pids(cluster) != before, "the restore replaced the VMs")
             // Once the restore has ended, the delete goes through.
