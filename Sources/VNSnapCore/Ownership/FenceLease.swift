@@ -27,6 +27,9 @@ public struct FenceLease<Instant: InstantProtocol>: Sendable where Instant.Durat
         self.lastMajority = now
     }
 
+    /// Whether it waits for the ownership records to resume (fenced, and a majority is seen again).
+    public var awaitsOwnership: Bool { self.fenced && self.majoritySince != nil }
+
     /// What this peer sees now: whether it is part of a majority (there is an initiator).
     public mutating func observe(majority: Bool, now: Instant) -> Action? {
         if majority {

@@ -289,7 +289,9 @@ public actor SnapshotService: Service {
             await self.takeOverOrphans()
         }
         // Until it has heard the cluster's ownership records, a peer starting up asks every second.
-        let syncInterval = self.ownershipHeard == nil ? Duration.seconds(1) : Self.catalogSyncInterval
+        // (and so does a fenced one that sees a majority again).
+        let hurried = self.ownershipHeard == nil || self.fence?.awaitsOwnership == true
+        let syncInterval = hurried ? Duration.seconds(1) : Self.catalogSyncInterval
         if self.lastCatalogSync.map({ $0.duration(to: now) >= syncInterval }) ?? true {
             self.lastCatalogSync = now
             await self.syncCatalog()

@@ -6,6 +6,9 @@ import VNSnapPeer
 /// A snapshot to memory survives the loss of a host (DESIGN §7): four peers, the pipeline's VMs on h1, h2 and h3,
 /// stores on h2 and h4. After the commit, h2 is killed with its VM; the restore, asked on a survivor, runs the
 /// relay on another `vm` peer from its replica on h4, and the restored pipeline ends with the expected digest.
+/// Then h2 comes back with its config (issue 14): it learns that the relay moved and leaves its copy stopped,
+/// `status` says where it runs, one VM per MAC runs on the VIOLIN, and a restore of the snapshot taken while the
+/// relay ran on h2 places it where it runs now.
 @Suite(.serialized) struct HostLossLiveTests {
     static let blocks = 6_000
 
@@ -111,9 +114,44 @@ import VNSnapPeer
                 next.vms.first { $0.name == "relay" }?.peer == newHost,
                 "\(next.vms.map { "\($0.name)@\($0.peer)" })"
             )
+
+            // h2 returns: it hears that the relay moved before it starts anything, and leaves its copy stopped.
+            try cluster.startPeer("h2", config: configs["h2"]!)
+            let back = try await cluster.waitUntil("h2", timeout: .seconds(90), "back, knowing the relay moved") {
+                $0.vms.contains { $0.name == "relay" && $0.state == "moved" }
+            }
+            let moved = try #require(back.vms.first { $0.name == "relay" })
+            #expect(moved.movedTo == "moved to \(newHost) (generation 1)", "\(moved.movedTo ?? "")")
+            #expect(moved.pid == nil, "h2 started its copy of the relay")
+            let text = try cluster.exec(
+                "h2",
+                [LiveEnvironment.peerBinary, "status", "--socket", cluster.controlSocket("h2")]
+            )
+            #expect(text.contains("relay: moved to \(newHost) (generation 1)"), "\(text)")
+            try await self.expectOneCopyPerMAC(cluster)
+
+            // A restore of the snapshot taken while the relay ran on h2 places it where it runs now.
+            try await cluster.restore("h1", id: manifest.id)
+            let relayHost = try await cluster.status(newHost).vms.first { $0.name == "relay" }
+            #expect(relayHost?.state == "running", "the relay does not run on \(newHost): \(relayHost?.state ?? "-")")
+            #expect(try await cluster.status("h2").vms.first { $0.name == "relay" }?.state == "moved")
+            try await self.expectOneCopyPerMAC(cluster)
+            let again = try await cluster.verdict(host: "h3")
+            #expect(again.contains("verdict=ok") && again.contains("digest=\(expected)"), "\(again)")
         } catch {
             Issue.record("\(error)")
         }
         await cluster.teardown()
+    }
+
+    /// Every MAC of the VIOLIN is on exactly one running VM across the cluster.
+    func expectOneCopyPerMAC(_ cluster: LiveCluster) async throws {
+        var running: [String: [String]] = [:]
+        for host in ["h1", "h2", "h3", "h4"] {
+            for vm in try await cluster.status(host).vms where vm.state == "running" {
+                running[vm.mac, default: []].append("\(vm.name)@\(host)")
+            }
+        }
+        #expect(running.count == 3 && running.values.allSatisfy { $0.count == 1 }, "running: \(running)")
     }
 }
