@@ -86,10 +86,13 @@ struct RestoreCommand: AsyncParsableCommand {
             state is re-injected and all VMs resume together. The VIOLIN's running VMs are stopped: the command \
             asks first, unless --yes.
 
-            A VM whose peer is not alive is restored on a surviving peer with the vm role (the one running fewest \
-            of the snapshot's VMs), or where --on VM=PEER says; its images are fetched from their replicas on \
-            store peers (snapshots taken with --target memory), and that peer runs it from then on. A VM with a \
-            disk moves only if its frozen disk files are reachable at the same paths there (shared storage).
+            Every VM is restored where it runs now (after a move or a host loss, not necessarily where it ran at \
+            the cut). A VM whose peer is not alive is restored on a surviving peer with the vm role (the one \
+            running fewest of the snapshot's VMs), or where --on VM=PEER says; --on may also move a VM away from \
+            an alive peer (its copy there stops at the switch-over). A VM restored away from the peer it ran on at \
+            the cut gets its images from their replicas on store peers (snapshots taken with --target memory), the \
+            initiator records its new owner, and that peer runs it from then on. A VM with a disk moves only if \
+            its frozen disk files are reachable at the same paths there (shared storage).
 
             """ + PeerSocketOptions.socketDiscussion
     )
@@ -110,7 +113,10 @@ struct RestoreCommand: AsyncParsableCommand {
 
     @Option(
         name: .customLong("on"),
-        help: ArgumentHelp("Run a VM whose peer is lost on this peer (repeatable).", valueName: "VM=PEER")
+        help: ArgumentHelp(
+            "Run a VM on this peer: one whose peer is lost, or a move (repeatable).",
+            valueName: "VM=PEER"
+        )
     )
     var placements: [String] = []
 

@@ -50,15 +50,17 @@ import VNSnapCore
         #expect(moved == ["relay": Self.h[0]])
     }
 
-    @Test func test_operatorChoice_forAVMWhosePeerIsAlive_isRefused() {
-        #expect(throws: PlacementError("--on sink=h1: sink's peer h3 is alive and still runs it; it restores there")) {
-            try RestorePlacement.place(
-                Self.pipeline,
-                alive: Self.alive([0, 2]),
-                hosts: Set(Self.h),
-                chosen: ["sink": "h1"]
-            )
-        }
+    @Test func test_operatorChoice_forAVMWhosePeerIsAlive_movesIt_andNamingItsOwnPeerMovesNothing() throws {
+        let moved = try RestorePlacement.place(
+            Self.pipeline,
+            alive: Self.alive([0, 2, 3]),
+            hosts: [Self.h[0], Self.h[2], Self.h[3]],
+            chosen: ["sink": "h1", "source": "h1"]
+        )
+        #expect(moved["sink"] == Self.h[0])
+        #expect(moved["source"] == nil, "already there")
+        // The relay's peer is lost: it goes to h3 or h4, which run none now, not to h1, which runs two.
+        #expect(moved["relay"].map { [Self.h[2], Self.h[3]].contains($0) } == true, "\(moved)")
     }
 
     @Test func test_operatorChoice_ofADeadPeerANonVMPeerOrAnUnknownVM_isRefused() {

@@ -1,13 +1,13 @@
-/// Where each VM of a snapshot is restored (DESIGN §7): on the peer it ran on while that peer is alive, else
-/// on the surviving `vm` peer the operator names (`--on VM=PEER`), else on the surviving `vm` peer with the
-/// fewest of the snapshot's VMs so far (ties broken by rendezvous weight, so every peer computes the same
-/// answer). A VM whose peer is alive never moves: its peer still runs it, and two copies would share a MAC.
+/// Where each VM of a snapshot is restored (DESIGN §7, issue 14): where the operator says (`--on VM=PEER`: a
+/// move, when the VM runs elsewhere now), else on the peer it runs on now while that peer is alive, else on the
+/// surviving `vm` peer with the fewest of the snapshot's VMs so far (ties broken by rendezvous weight, so every peer
+/// computes the same answer).
 public enum RestorePlacement {
     /// One VM of the snapshot.
     public struct VM: Sendable, Hashable {
         /// Its name.
         public var name: String
-        /// The peer it ran on at the cut.
+        /// The peer it runs on now (its ownership record, else the peer it ran on at the cut).
         public var peer: PeerID
         /// That peer's name, for errors.
         public var peerName: String
@@ -20,7 +20,7 @@ public enum RestorePlacement {
         }
     }
 
-    /// The VMs that move, to their new peers (VMs restored where they ran are left out).
+    /// The VMs that move, to their new peers (VMs restored where they run are left out).
     ///
     /// - Parameters:
     ///   - alive: alive members, by id, with their names.
@@ -43,18 +43,14 @@ public enum RestorePlacement {
         // The operator's choices first, so the automatic ones count them.
         for vm in vms.sorted(by: { $0.name < $1.name }) {
             guard let target = chosen[vm.name] else { continue }
-            guard alive[vm.peer] == nil else {
-                throw PlacementError(
-                    "--on \(vm.name)=\(target): \(vm.name)'s peer \(vm.peerName) is alive and still runs it; it restores there"
-                )
-            }
             guard let peer = byName[target] else {
                 throw PlacementError("--on \(vm.name)=\(target): no alive peer \(target)")
             }
             guard hosts.contains(peer) else {
                 throw PlacementError("--on \(vm.name)=\(target): \(target) does not have the vm role")
             }
-            moved[vm.name] = peer
+            if alive[vm.peer] != nil { load[vm.peer, default: 0] -= 1 }
+            if peer != vm.peer { moved[vm.name] = peer }
             load[peer, default: 0] += 1
         }
         for vm in vms.sorted(by: { $0.name < $1.name }) where alive[vm.peer] == nil && moved[vm.name] == nil {

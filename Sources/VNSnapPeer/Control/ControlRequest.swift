@@ -14,12 +14,13 @@ public struct ControlRequest: Sendable, Codable, Hashable {
     public var yes: Bool?
     /// For `restore`: re-inject the channel logs (default true; false only to show what they are for).
     public var replay: Bool?
-    /// For `restore`: where to run VMs whose peer is lost (VM name → peer name); others are placed automatically.
+    /// For `restore`: where to run VMs (VM name → peer name): a lost peer's, or one moved from an alive peer; the
+    /// others run where they run now. For `move`: the one VM and its new peer.
     public var on: [String: String]?
     /// For `snapshot` and `restore`: wait behind an operation already running on the VIOLIN (default true), or
     /// be refused at once, naming it.
     public var wait: Bool?
-    /// For `stall`: the VIOLIN and how long to measure, seconds.
+    /// For `stall`: the VIOLIN and how long to measure, seconds; for `move`: the VM's VIOLIN, if given.
     public var violin: String?
     public var seconds: Double?
 

@@ -19,7 +19,7 @@ struct DaemonServices: Sendable {
         -> ControlResponse
     {
         switch request.command {
-        case "snapshot", "list", "show", "delete", "restore", "stall":
+        case "snapshot", "list", "show", "delete", "restore", "stall", "move":
             do {
                 return try await self.handleSnapshot(request, progress: progress)
             } catch {
@@ -45,7 +45,7 @@ struct DaemonServices: Sendable {
             return ControlResponse(
                 ok: false,
                 error:
-                    "unknown command \"\(request.command)\" (known: status, leave, keys, snapshot, list, show, delete, restore, stall)"
+                    "unknown command \"\(request.command)\" (known: status, leave, keys, snapshot, list, show, delete, restore, move, stall)"
             )
         }
     }
@@ -80,6 +80,21 @@ struct DaemonServices: Sendable {
                 duration: .milliseconds(Int(seconds * 1000))
             )
             return ControlResponse(ok: true, stalls: stalls)
+        case "move":
+            guard let (vm, target) = request.on?.first, request.on?.count == 1 else {
+                throw SnapshotError(.refused, "move needs one VM and its new peer")
+            }
+            guard request.yes == true else {
+                throw SnapshotError(
+                    .refused,
+                    "moving \(vm) rolls its VIOLIN back to the move's snapshot; nothing was done: confirm, or pass --yes"
+                )
+            }
+            let timings = try await self.snapshots.move(vm, to: target, violin: request.violin, progress: progress)
+            return ControlResponse(
+                ok: true,
+                restore: Dictionary(uniqueKeysWithValues: timings.map { ("\($0.key)", $0.value) })
+            )
         case "show":
             guard let id = request.id else { throw SnapshotError(.refused, "show needs a snapshot id") }
             let manifest = try await self.snapshots.manifest(id)

@@ -64,11 +64,18 @@ extension SnapshotService {
             let peer = moved[vm.name] ?? PeerID(name: vm.peer)
             holders[peer] = view.alive[peer] ?? vm.peer
             placement[vm.name] = holders[peer]
+            // A VM moved away from an alive peer (`--on`, `move`): that peer pauses its copy with the others and
+            // stops it at the switch-over.
+            let now = PeerID(name: owners[vm.name]?.owner ?? vm.peer)
+            if now != peer, let name = view.alive[now] { holders[now] = name }
         }
         for (vm, peer) in moved.sorted(by: { $0.key < $1.key }) {
             let target = holders[peer] ?? "\(peer)"
+            let now = owners[vm]?.owner ?? manifest.vms.first { $0.name == vm }?.peer ?? "?"
             if let record = owners[vm], record.owner == target {
                 await progress("\(vm) runs on \(target) now (generation \(record.generation)): restoring it there")
+            } else if chosen[vm] != nil {
+                await progress("\(vm) moves from \(now) to \(target) (its copy on \(now) stops at the switch-over)")
             } else {
                 let from = owners[vm]?.owner ?? manifest.vms.first { $0.name == vm }?.peer ?? "?"
                 await progress("\(vm) ran on \(from), which is not alive: restoring it on \(target)")

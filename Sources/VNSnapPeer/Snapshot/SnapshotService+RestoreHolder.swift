@@ -72,6 +72,9 @@ extension SnapshotService {
                 throw SnapshotError(.notFound, "\(self.config.peer.name) has no manifest of snapshot \(key.id)")
             }
             let local = manifest.vms.filter { (moved[$0.name] ?? PeerID(name: $0.peer)) == self.me }
+            // VMs this peer runs that the restore moves to another peer: paused with the others, stopped at the
+            // switch-over.
+            let leaving = moved.filter { $0.value != self.me && self.hosted.definition($0.key) != nil }.keys.sorted()
             var timings = RestoreTimings(milliseconds: [:], injected: [:])
             switch step {
             case .verify:
@@ -87,7 +90,7 @@ extension SnapshotService {
                     timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
                 }
             case .pause:
-                for vm in local {
+                for vm in local + manifest.vms.filter({ leaving.contains($0.name) }) {
                     let started = ContinuousClock.now
                     // A lost peer's VM has no running copy here; the others pause, reversibly.
                     if let monitor = await self.monitor(vm.name) {
@@ -97,6 +100,15 @@ extension SnapshotService {
                     timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
                 }
             case .resume:
+                for vm in leaving where await self.monitor(vm) != nil {
+                    let owners = try await self.catalog.owners()
+                    let target = moved[vm].map { "\($0)" } ?? "another peer"
+                    let record =
+                        owners[vm]
+                        ?? VMOwnership(vm: vm, violin: manifest.violin, owner: target, generation: 0, term: 0)
+                    self.hosted.release(vm)
+                    await self.supervisor.leave(vm, movedTo: record)
+                }
                 try await self.switchOver(
                     run,
                     manifest: manifest,

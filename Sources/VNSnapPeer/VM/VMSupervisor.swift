@@ -328,6 +328,8 @@ public final class VMSupervisor: Service, Sendable {
     }
 
     private func markMoved(_ vm: String, _ record: VMOwnership) {
+        let news = self.entries.withLock { $0[vm].map { $0.state != "moved" || $0.movedTo != record.summary } ?? false }
+        guard news else { return }
         self.update(vm) {
             $0.state = "moved"
             $0.movedTo = record.summary

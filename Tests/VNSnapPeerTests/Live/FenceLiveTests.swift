@@ -5,9 +5,10 @@ import VNSnapPeer
 
 /// The fence (issue 14): the sink's host, cut off by a partition with `fence_after_s` set, pauses its VM; the
 /// majority restores the pipeline with the sink elsewhere (from its replicas); once the partition heals, the cut-off
-/// host learns the sink moved and stops its copy, which never ran again; the restored run ends right.
+/// host learns the sink moved and stops its copy, which never ran again; then `move` brings the sink back to h3
+/// (generation 2; the copy on the majority side stops) and the run ends right there.
 @Suite(.serialized) struct FenceLiveTests {
-    static let blocks = 5_000
+    static let blocks = 6_000
 
     @Test func test_cutOffHostWithAFence_pausesItsVM_andAfterARestoreElsewhereAndTheHeal_stopsItNeverResumed()
         async throws
@@ -76,8 +77,23 @@ import VNSnapPeer
             #expect(kill(sinkPID, 0) != 0 || LiveCluster.isZombie(sinkPID), "the cut-off copy still runs")
             let finalSize = try FileManager.default.attributesOfItem(atPath: serialLog)[.size] as? Int ?? -2
             #expect(finalSize == fencedSize, "the fenced copy ran again (its serial log grew)")
-            let run = try await cluster.verdict(host: sinkHost)
-            #expect(run.contains("verdict=ok") && run.contains("digest=\(expected)"), "restored run: \(run)")
+
+            // The operator moves the sink back to h3 while the restored run streams: a new generation, the copy on
+            // the majority side stops, and the run ends right on h3.
+            let response = try await cluster.request(
+                "h2",
+                ControlRequest(command: "move", yes: true, on: ["sink": "h3"]),
+                timeout: .seconds(600)
+            )
+            #expect(response.ok, "\(response.error ?? "")")
+            #expect(try await cluster.status("h3").vms.first { $0.name == "sink" }?.state == "running")
+            let left = try await cluster.status(sinkHost).vms.first { $0.name == "sink" }
+            #expect(
+                left?.state == "moved" && left?.movedTo == "moved to h3 (generation 2)",
+                "\(String(describing: left))"
+            )
+            let run = try await cluster.verdict(host: "h3")
+            #expect(run.contains("verdict=ok") && run.contains("digest=\(expected)"), "run after the move: \(run)")
         } catch {
             Issue.record("\(error)")
         }
