@@ -26,7 +26,8 @@ extension SnapshotService {
             return
         }
         // This peer knows its own VMs of the VIOLIN; the plan names the participants.
-        plan.vms[self.me] = self.hosted.names(on: message.key.violin)
+        // Its VMs of the VIOLIN, but not those another peer owns now (moved: their copy here is stopped).
+        plan.vms[self.me] = self.hosted.names(on: message.key.violin).filter { !self.supervisor.hasMoved($0) }
         let local = SnapshotMessage(key: message.key, from: message.from, body: .prepare(plan))
         let machine = SnapshotParticipant<Instant>(prepare: local, me: self.me, settings: self.settings)
         self.participants[id] = ParticipantRun(machine: machine, plan: plan)

@@ -172,7 +172,7 @@ extension SnapshotService {
                 "no VIOLIN \(violin) (known: \(self.config.violins.map(\.name).joined(separator: ", ")))"
             )
         }
-        let vms = self.hosted.names(on: violin)
+        let vms = self.hosted.names(on: violin).filter { !self.supervisor.hasMoved($0) }
         guard !vms.isEmpty else { return [:] }
         guard
             !self.participants.values.contains(where: {

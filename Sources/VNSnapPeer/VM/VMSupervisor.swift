@@ -238,6 +238,12 @@ public final class VMSupervisor: Service, Sendable {
         return await entry.machine.hasExited ? nil : entry.machine
     }
 
+    /// Whether `vm` runs on another peer now (its ownership record names another owner): not this peer's to
+    /// snapshot or restore.
+    public func hasMoved(_ vm: String) -> Bool {
+        self.entries.withLock { $0[vm]?.state == "moved" }
+    }
+
     /// The state of every VM (`running`, `exited`, ...), by name.
     public func states() -> [String: String] {
         self.entries.withLock { $0.mapValues(\.state) }

@@ -252,7 +252,10 @@ final class LiveCluster: @unchecked Sendable {
             if let pid = self.hosts[name]?.peerPID, kill(pid, 0) == 0 { kill(pid, SIGKILL) }
         }
         Self.removeNamespaces(prefix: self.tag)
-        try? FileManager.default.removeItem(atPath: self.root)
+        // VNSNAP_KEEP_LIVE=1 keeps the hosts' files (peer logs, serial logs) to look into a failure.
+        if ProcessInfo.processInfo.environment["VNSNAP_KEEP_LIVE"] == nil {
+            try? FileManager.default.removeItem(atPath: self.root)
+        }
     }
 
     /// Waits (up to 30 s) until host `name`'s peer process has exited.
