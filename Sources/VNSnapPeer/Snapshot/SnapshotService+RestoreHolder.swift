@@ -237,8 +237,8 @@ extension SnapshotService {
         return problems
     }
 
-    /// Whether this peer can run `entry`, a VM of a lost peer: its definition is recorded, its VIOLIN is known
-    /// here, and no configured VM has its name.
+    /// Whether this peer can run `entry`, a VM restored away from the peer it ran on: its definition is recorded,
+    /// its VIOLIN is known here, and no configured VM has its name (unless it is that VM, coming back).
     private func checkAdoptable(_ entry: SnapshotManifest.VM, manifest: SnapshotManifest) throws {
         let label = "snapshot \(manifest.id), VM \(entry.name) (from \(entry.peer))"
         guard let definition = entry.definition else {
@@ -250,7 +250,9 @@ extension SnapshotService {
                 "\(label): VIOLIN \(definition.violin) is not defined on \(self.config.peer.name)"
             )
         }
-        if self.hosted.definition(entry.name) != nil, !self.hosted.isAdopted(entry.name) {
+        if let configured = self.hosted.definition(entry.name), !self.hosted.isAdopted(entry.name) {
+            // Its own configured VM coming back (it had moved away): the same VM, by its MAC.
+            if self.supervisor.hasMoved(entry.name), configured.mac == definition.mac { return }
             throw SnapshotError(
                 .refused,
                 "\(label): \(self.config.peer.name) already runs a configured VM of that name"

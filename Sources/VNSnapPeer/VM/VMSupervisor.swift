@@ -315,6 +315,8 @@ public final class VMSupervisor: Service, Sendable {
             entry.state = "running"
             entry.error = nil
             entry.exitStatus = nil
+            entry.movedTo = nil
+            entry.fenced = false
             entries[vm] = entry
             return isNew
         }
