@@ -112,7 +112,19 @@ public actor QEMUMachine {
         guard let pid = try QEMUProcessIdentity.find(name: self.definition.name, paths: self.paths) else {
             return false
         }
-        let qmp = try await QMPClient.connect(path: self.paths.qmpSocket, logger: self.logger)
+        // QEMU serves one monitor client at a time with a backlog of one: right after the dead peer's connection
+        // (and the identity probe's) it may refuse for a moment (EAGAIN), so it is asked again for a while.
+        let deadline = ContinuousClock.now + .seconds(15)
+        var connected: QMPClient?
+        while connected == nil {
+            do {
+                connected = try await QMPClient.connect(path: self.paths.qmpSocket, logger: self.logger)
+            } catch {
+                guard ContinuousClock.now < deadline, QEMUProcessIdentity.isAlive(pid) else { throw error }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        let qmp = connected!  // !-safe, the loop ends only with it set
         let name = try? await qmp.execute("query-name", timeout: .seconds(5))["name"]?.stringValue
         guard name == self.definition.name else {
             await qmp.close()
