@@ -1,0 +1,138 @@
+import Testing
+import VNSnapCore
+
+/// Across domains (issue 15): a peer's NAT classified from what observers saw, relays chosen with spread, cap and
+/// little churn, and the relayed → punching → direct path with hysteresis.
+@Suite struct DomainsTests {
+    static let local = ObservedAddress(host: "10.0.1.5", port: 7947)
+
+    @Test func test_natType_fromObservations_publicBlockedIndependentSymmetricOrUnknown() {
+        var nat = NATClassifier(local: Self.local)
+        #expect(nat.type == .unknown, "nothing observed yet")
+        nat.observed(Self.local, by: "198.51.100.1")
+        #expect(nat.type == .inboundBlocked, "seen at its own address, but nothing unsolicited arrived")
+        nat.inboundUnsolicited()
+        #expect(nat.type == .public)
+
+        var keeping = NATClassifier(local: Self.local)
+        keeping.observed(ObservedAddress(host: "203.0.113.7", port: 40_001), by: "198.51.100.1")
+        #expect(keeping.type == .unknown, "one observer cannot tell a keeping NAT from a symmetric one")
+        keeping.observed(ObservedAddress(host: "203.0.113.7", port: 40_001), by: "192.0.2.9")
+        #expect(keeping.type == .endpointIndependent)
+        #expect(keeping.publicAddress == ObservedAddress(host: "203.0.113.7", port: 40_001))
+
+        var symmetric = NATClassifier(local: Self.local)
+        symmetric.observed(ObservedAddress(host: "203.0.113.7", port: 40_001), by: "198.51.100.1")
+        symmetric.observed(ObservedAddress(host: "203.0.113.7", port: 51_377), by: "192.0.2.9")
+        #expect(symmetric.type == .symmetric)
+        #expect(symmetric.publicAddress == nil)
+        // An observer's later report replaces its earlier one.
+        symmetric.observed(ObservedAddress(host: "203.0.113.7", port: 40_001), by: "192.0.2.9")
+        #expect(symmetric.type == .endpointIndependent)
+    }
+
+    @Test func test_punchable_onlyWhenNeitherSideIsSymmetricOrOneIsPublic() {
+        #expect(NATType.punchable(.endpointIndependent, .endpointIndependent))
+        #expect(NATType.punchable(.endpointIndependent, .inboundBlocked))
+        #expect(NATType.punchable(.symmetric, .public))
+        #expect(!NATType.punchable(.symmetric, .endpointIndependent))
+        #expect(!NATType.punchable(.symmetric, .symmetric))
+        #expect(!NATType.punchable(.unknown, .endpointIndependent))
+    }
+
+    static func relays(_ count: Int, domains: Int = 3, load: Int = 0) -> [RelayChoice.Relay] {
+        (0..<count).map { RelayChoice.Relay(id: PeerID(name: "r\($0)"), domain: "d\($0 % domains)", load: load) }
+    }
+
+    @Test func test_relayChoice_spreadsOverDomains_respectsTheCap_andDiffersBetweenPeers() {
+        let relays = Self.relays(6)
+        let mine = RelayChoice.choose(for: PeerID(name: "h1"), from: relays, k: 3)
+        #expect(mine.count == 3)
+        let domains = Set(mine.compactMap { id in relays.first { $0.id == id }?.domain })
+        #expect(domains.count >= 2, "at least two domains: \(domains)")
+        // Many peers: no relay is picked by everyone.
+        var uses: [PeerID: Int] = [:]
+        for index in 0..<60 {
+            for relay in RelayChoice.choose(for: PeerID(name: "peer\(index)"), from: relays, k: 3) {
+                uses[relay, default: 0] += 1
+            }
+        }
+        #expect(uses.values.allSatisfy { $0 < 60 }, "\(uses)")
+        #expect(uses.count == 6, "every relay is used by someone")
+        // Relays at their cap are passed over while others are free.
+        var full = relays
+        for index in 0..<3 { full[index].load = 32 }
+        let capped = RelayChoice.choose(for: PeerID(name: "h1"), from: full, k: 3, cap: 32)
+        #expect(Set(capped) == Set(full[3...].map(\.id)))
+    }
+
+    @Test func test_relayChoice_whenARelayGoes_onlyItIsReplaced() {
+        let relays = Self.relays(6)
+        let before = RelayChoice.choose(for: PeerID(name: "h1"), from: relays, k: 3)
+        let gone = before[1]
+        let after = RelayChoice.choose(
+            for: PeerID(name: "h1"),
+            from: relays.filter { $0.id != gone },
+            k: 3,
+            current: before
+        )
+        #expect(after.count == 3)
+        #expect(Set(after).intersection(before) == Set(before).subtracting([gone]), "the others are kept")
+        #expect(!after.contains(gone))
+        #expect(RelayChoice.choose(for: PeerID(name: "r1"), from: relays, k: 3).contains(PeerID(name: "r1")) == false)
+    }
+
+    typealias Path = PathState<TestInstant>
+
+    @Test func test_path_punchesWhenAllowed_goesDirectOnlyAfterProofsBothWays() {
+        var path = Path(punchable: true, now: .zero)
+        #expect(path.tick(now: .zero) == .punch(attempt: 1))
+        #expect(path.roundTrip(outbound: true, now: .ms(100)) == nil)
+        #expect(path.roundTrip(outbound: true, now: .ms(200)) == nil, "one way only so far")
+        #expect(path.roundTrip(outbound: false, now: .ms(300)) == nil)
+        #expect(path.roundTrip(outbound: false, now: .ms(400)) == .useDirect)
+        #expect(path.path == .direct)
+        #expect(path.tick(now: .ms(10_000)) == nil)
+    }
+
+    @Test func test_path_betweenSymmetricNATs_staysRelayed() {
+        var path = Path(punchable: false, now: .zero)
+        #expect(path.tick(now: .ms(60_000)) == nil)
+        #expect(path.path == .relayed)
+    }
+
+    @Test func test_path_unansweredPunches_giveUpAfterTheAttempts_andTryAgainAfterTheHoldDown() {
+        var path = Path(punchable: true, now: .zero)
+        #expect(path.tick(now: .zero) == .punch(attempt: 1))
+        #expect(path.tick(now: .ms(1_000)) == nil, "not yet due")
+        #expect(path.tick(now: .ms(2_000)) == .punch(attempt: 2))
+        #expect(path.tick(now: .ms(4_000)) == .punch(attempt: 3))
+        #expect(path.tick(now: .ms(6_000)) == nil)
+        #expect(path.path == .relayed)
+        #expect(path.tick(now: .ms(35_000)) == nil, "held down for 30 s")
+        #expect(path.tick(now: .ms(36_000)) == .punch(attempt: 1))
+    }
+
+    @Test func test_path_lossesOnTheDirectPath_fallBackToTheRelay_withAHoldDownThatDoublesPerFlap() {
+        var path = Path(punchable: true, now: .zero)
+        func goDirect(at ms: Int) {
+            #expect(path.tick(now: .ms(ms)) == .punch(attempt: 1))
+            for outbound in [true, true, false, false] { _ = path.roundTrip(outbound: outbound, now: .ms(ms + 1)) }
+            #expect(path.path == .direct)
+        }
+        goDirect(at: 0)
+        #expect(path.lost(now: .ms(1_000)) == nil)
+        #expect(path.lost(now: .ms(2_000)) == nil)
+        _ = path.roundTrip(outbound: true, now: .ms(2_500))
+        #expect(path.lost(now: .ms(3_000)) == nil, "an answer in between resets the count")
+        #expect(path.lost(now: .ms(4_000)) == nil)
+        #expect(path.lost(now: .ms(5_000)) == .useRelay)
+        #expect(path.flaps == 1)
+        #expect(path.tick(now: .ms(34_000)) == nil, "held down 30 s")
+        goDirect(at: 35_000)
+        for ms in [36_000, 37_000, 38_000] { _ = path.lost(now: .ms(ms)) }
+        #expect(path.path == .relayed)
+        #expect(path.tick(now: .ms(97_000)) == nil, "the second hold-down is 60 s")
+        #expect(path.tick(now: .ms(98_000)) == .punch(attempt: 1))
+    }
+}
