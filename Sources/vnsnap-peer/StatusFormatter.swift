@@ -94,16 +94,17 @@ enum StatusFormatter {
         out += self.keyring(membership)
         out += "\nmembers\n"
         out += self.table(
-            ["NAME", "STATE", "INC", "ADDRESS", "TUNNEL", "ROLES", "SINCE", "KEYRING", "VERSION"],
+            ["NAME", "STATE", "INC", "ADDRESS", "TUNNEL", "ROLES", "NAT", "SINCE", "KEYRING", "VERSION"],
             membership.members.map { member in
                 [
                     member.name + (member.isSelf ? " *" : ""), member.state, "\(member.incarnation)", member.address,
-                    member.tunnel, member.roles.joined(separator: ","),
+                    member.tunnel, member.roles.joined(separator: ","), member.nat ?? "-",
                     member.isSelf ? "-" : "\(Int(member.sinceChangeSeconds)) s",
                     "gen \(member.keyringGeneration)" + (member.keyringInSync ? "" : " (differs)"), member.version,
                 ]
             }
         )
+        if let seen = membership.publicAddress { out += "this peer as other domains see it: \(seen)\n" }
         let rejected = self.drops(membership.rejected)
         out += "membership datagrams: sent \(membership.datagramsSent), accepted \(membership.datagramsReceived), "
         out += "rejected \(rejected.isEmpty ? "none" : rejected); local health \(membership.localHealth)\n"

@@ -10,7 +10,9 @@ import VNSnapCore
         var nat = NATClassifier(local: Self.local)
         #expect(nat.type == .unknown, "nothing observed yet")
         nat.observed(Self.local, by: "198.51.100.1")
-        #expect(nat.type == .inboundBlocked, "seen at its own address, but nothing unsolicited arrived")
+        #expect(nat.type == .unknown, "seen at its own address by one observer, nothing unsolicited yet")
+        nat.observed(Self.local, by: "192.0.2.9")
+        #expect(nat.type == .inboundBlocked, "two domains saw it, and still nothing arrived unasked")
         nat.inboundUnsolicited()
         #expect(nat.type == .public)
 

@@ -8,7 +8,7 @@ import VNSnapCore
         SWIMMessage(from: a, body: .pingRequest(sequence: .max, target: PeerID(name: "b"), address: "[::1]:7947")),
         SWIMMessage(
             from: a,
-            body: .ack(sequence: 3),
+            body: .ack(sequence: 3, observed: "203.0.113.7:40001"),
             gossip: [SWIMUpdate(state: SWIMFixtures.state("c", incarnation: 9, status: .suspect), origin: a)]
         ),
         SWIMMessage(from: a, body: .nack(sequence: 4)),
@@ -58,9 +58,9 @@ import VNSnapCore
 
     @Test func test_decode_badVersionOrType_shouldThrow() throws {
         var bytes = try SWIMCodec.encode(Self.messages[0])
-        bytes[0] = 2
+        bytes[0] = 1  // the version before acks carried the observed address
         #expect(throws: SWIMCodec.Failure.badVersion) { try SWIMCodec.decode(bytes) }
-        bytes[0] = 1
+        bytes[0] = 2
         bytes[1] = 99
         #expect(throws: SWIMCodec.Failure.malformed) { try SWIMCodec.decode(bytes) }
     }

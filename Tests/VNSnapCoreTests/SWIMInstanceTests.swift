@@ -27,6 +27,32 @@ import VNSnapCore
         #expect(swim.state(of: self.b)?.status == .alive)
     }
 
+    @Test func test_acksOfProbes_sayWhereThePingCameFrom_andTwoDomainsAgreeing_makeThePeerEndpointIndependent() {
+        var swim = SWIMFixtures.instance("a", knowing: ["b", "c"])
+        let incarnation = swim.me.incarnation
+        var now = TestInstant.zero
+        for _ in 0..<2 {
+            let pings = swim.onTick(now: now).sends.compactMap { send -> (UInt32, String)? in
+                guard case .ping(let sequence, _) = send.0.body else { return nil }
+                return (sequence, send.1)
+            }
+            guard let (sequence, address) = pings.first else {
+                Issue.record("no ping")
+                return
+            }
+            let ack = SWIMMessage(
+                from: PeerID(name: String(address.prefix(1))),
+                body: .ack(sequence: sequence, observed: "203.0.113.7:40001")
+            )
+            _ = swim.onMessage(ack, from: address, now: now.advanced(by: .milliseconds(10)))
+            now = now.advanced(by: .seconds(2))
+        }
+        #expect(swim.nat.type == .endpointIndependent)
+        #expect(swim.nat.publicAddress?.description == "203.0.113.7:40001")
+        #expect(swim.me.metadata.nat == .endpointIndependent, "gossiped in its metadata")
+        #expect(swim.me.incarnation > incarnation, "under a higher incarnation, so the news spreads")
+    }
+
     @Test func test_onPing_forMe_shouldAck_andForSomeoneElse_shouldIgnore() {
         var swim = SWIMFixtures.instance("a", knowing: ["b"])
         let ack = swim.onMessage(
@@ -34,7 +60,10 @@ import VNSnapCore
             from: "b:7947",
             now: .zero
         )
-        #expect(ack.sends.map(\.0.body) == [.ack(sequence: 7)])
+        #expect(
+            ack.sends.map(\.0.body) == [.ack(sequence: 7, observed: "b:7947")],
+            "it says where it saw the ping from"
+        )
         #expect(ack.sends.first?.1 == "b:7947")
         let ignored = swim.onMessage(
             SWIMMessage(from: self.b, body: .ping(sequence: 8, target: self.c)),

@@ -32,6 +32,17 @@ public struct ObservedAddress: Sendable, Hashable, Codable, CustomStringConverti
         self.port = port
     }
 
+    /// Parses `host:port` or `[v6]:port`; `nil` for anything else.
+    public init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else {
+            return nil
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        self.init(host: host, port: port)
+    }
+
     /// `host:port` (IPv6 in brackets).
     public var description: String {
         self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
@@ -76,7 +87,10 @@ public struct NATClassifier: Sendable, Hashable {
         }
         let only = seen.first!  // !-safe, not empty
         if only.port == self.local.port, only.host == self.local.host || self.local.host == "0.0.0.0" {
-            return self.unsolicitedInbound ? .public : .inboundBlocked
+            // Not translated. Reachable once something it never sent to reached it; blocked only when two domains
+            // saw it and still nothing came unasked (one observer alone is not evidence enough).
+            if self.unsolicitedInbound { return .public }
+            return self.observations.count >= 2 ? .inboundBlocked : .unknown
         }
         // One mapping so far: endpoint-independent once two domains agree on it.
         return self.observations.count >= 2 ? .endpointIndependent : .unknown

@@ -38,6 +38,8 @@ public struct MemberMetadata: Sendable, Hashable, Codable {
     public var keyringGeneration: UInt64
     /// A short digest of its keyring, so two keyrings of one generation can still be told apart and ordered.
     public var keyringDigest: UInt32
+    /// How it is reachable from other domains, as it measured itself (issue 15).
+    public var nat: NATType
 
     /// Creates metadata.
     public init(
@@ -46,7 +48,8 @@ public struct MemberMetadata: Sendable, Hashable, Codable {
         storeCapacity: UInt64,
         version: String,
         keyringGeneration: UInt64 = 0,
-        keyringDigest: UInt32 = 0
+        keyringDigest: UInt32 = 0,
+        nat: NATType = .unknown
     ) {
         self.roles = roles
         self.tunnelAddress = tunnelAddress
@@ -54,6 +57,7 @@ public struct MemberMetadata: Sendable, Hashable, Codable {
         self.version = version
         self.keyringGeneration = keyringGeneration
         self.keyringDigest = keyringDigest
+        self.nat = nat
     }
 }
 

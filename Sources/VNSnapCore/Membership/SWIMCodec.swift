@@ -1,13 +1,14 @@
 /// The binary wire format of membership messages (before sealing), big-endian.
 ///
 /// ```
-/// message  = version:u8(1) type:u8 from:u64 body gossipCount:u8 update*
+/// message  = version:u8(2) type:u8 from:u64 body gossipCount:u8 update*
 /// type     = 1 ping, 2 pingRequest, 3 ack, 4 nack, 5 pushPull, 6 gossip
 /// body     = ping: seq:u32 target:u64 | pingRequest: seq:u32 target:u64 address:str
-///          | ack, nack: seq:u32 | pushPull: isResponse:u8 count:u8 state* | gossip: (nothing)
+///          | ack: seq:u32 observed:str | nack: seq:u32 | pushPull: isResponse:u8 count:u8 state* | gossip: (nothing)
 /// update   = state origin:u64
 /// state    = id:u64 name:str address:str incarnation:u64 status:u8 roles:u8 tunnel:str capacity:u64 version:str
-///            keyringGeneration:u64 keyringDigest:u32
+///            keyringGeneration:u64 keyringDigest:u32 nat:u8 (0 unknown, 1 public, 2 endpoint-independent,
+///            3 symmetric, 4 inbound blocked)
 /// str      = length:u8 utf8
 /// ```
 /// A message larger than `maximumSize` is refused when encoding, never truncated; the instance packs
@@ -15,7 +16,11 @@
 public enum SWIMCodec {
     /// Largest encoded message: sealed, it stays under a 1500-byte MTU with room for IP/UDP headers.
     public static let maximumSize = 1360
-    static let version: UInt8 = 1
+    /// NAT types on the wire.
+    static let natCodes: [(NATType, UInt8)] = [
+        (.unknown, 0), (.public, 1), (.endpointIndependent, 2), (.symmetric, 3), (.inboundBlocked, 4),
+    ]
+    static let version: UInt8 = 2
 
     /// Why a membership datagram was refused.
     public typealias Failure = WireFailure
@@ -26,7 +31,7 @@ public enum SWIMCodec {
     /// Encoded bytes of a member state.
     public static func size(of state: MemberState) -> Int {
         8 + 1 + state.name.utf8.count + 1 + state.address.utf8.count + 8 + 1 + 1
-            + 1 + state.metadata.tunnelAddress.utf8.count + 8 + 1 + state.metadata.version.utf8.count + 12
+            + 1 + state.metadata.tunnelAddress.utf8.count + 8 + 1 + state.metadata.version.utf8.count + 12 + 1
     }
 
     /// Encoded bytes of a gossiped update.
@@ -38,7 +43,8 @@ public enum SWIMCodec {
         switch body {
         case .ping: return header + 12
         case .pingRequest(_, _, let address): return header + 12 + 1 + address.utf8.count
-        case .ack, .nack: return header + 4
+        case .ack(_, let observed): return header + 4 + 1 + observed.utf8.count
+        case .nack: return header + 4
         case .gossip: return header
         case .pushPull(_, let states): return header + 2 + states.reduce(0) { $0 + self.size(of: $1) }
         }
@@ -63,10 +69,11 @@ public enum SWIMCodec {
             writer.u32(sequence)
             writer.u64(target.rawValue)
             try writer.string(address)
-        case .ack(let sequence):
+        case .ack(let sequence, let observed):
             writer.u8(3)
             writer.u64(message.from.rawValue)
             writer.u32(sequence)
+            try writer.string(observed)
         case .nack(let sequence):
             writer.u8(4)
             writer.u64(message.from.rawValue)
@@ -111,7 +118,7 @@ public enum SWIMCodec {
                 target: PeerID(rawValue: try reader.u64()),
                 address: try reader.string()
             )
-        case 3: body = .ack(sequence: try reader.u32())
+        case 3: body = .ack(sequence: try reader.u32(), observed: try reader.string())
         case 4: body = .nack(sequence: try reader.u32())
         case 5:
             let flag = try reader.u8()
@@ -150,6 +157,7 @@ extension WireWriter {
         try self.string(state.metadata.version)
         self.u64(state.metadata.keyringGeneration)
         self.u32(state.metadata.keyringDigest)
+        self.u8(SWIMCodec.natCodes.first { $0.0 == state.metadata.nat }?.1 ?? 0)
     }
 }
 
@@ -169,6 +177,8 @@ extension WireReader {
         let version = try self.string()
         let keyringGeneration = try self.u64()
         let keyringDigest = try self.u32()
+        let natCode = try self.u8()
+        guard let nat = SWIMCodec.natCodes.first(where: { $0.1 == natCode })?.0 else { throw .malformed }
         return MemberState(
             id: id,
             name: name,
@@ -181,7 +191,8 @@ extension WireReader {
                 storeCapacity: capacity,
                 version: version,
                 keyringGeneration: keyringGeneration,
-                keyringDigest: keyringDigest
+                keyringDigest: keyringDigest,
+                nat: nat
             )
         )
     }

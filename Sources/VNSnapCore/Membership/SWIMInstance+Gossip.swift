@@ -162,6 +162,7 @@ extension SWIMInstance {
             budget -= SWIMCodec.size(of: update)
         }
         gossip += self.piggyback(budget: budget).filter { $0.state.id != buddy?.id }
+        self.sentTo.insert(address)
         return .send(SWIMMessage(from: self.me.id, body: body, gossip: gossip), to: address)
     }
 

@@ -145,6 +145,10 @@ extension SWIMInstance {
     >] {
         var directives: [SWIMDirective<Instant>] = []
         guard message.from != self.me.id else { return directives }
+        if !self.sentTo.contains(address), self.nat.unsolicitedInbound == false {
+            self.nat.inboundUnsolicited()
+            self.publishNAT()
+        }
         for update in message.gossip {
             directives += self.apply(update, now: now)
         }
@@ -153,7 +157,7 @@ extension SWIMInstance {
         case .ping(let sequence, let target):
             // A ping meant for a previous owner of this address is not ours to answer.
             guard target == self.me.id else { break }
-            directives.append(self.message(.ack(sequence: sequence), to: address))
+            directives.append(self.message(.ack(sequence: sequence, observed: address), to: address))
 
         case .pingRequest(let originSequence, let target, let targetAddress):
             let sequence = self.nextSequence()
@@ -164,12 +168,17 @@ extension SWIMInstance {
             )
             directives.append(self.message(.ping(sequence: sequence, target: target), to: targetAddress))
 
-        case .ack(let sequence):
+        case .ack(let sequence, let observed):
             if let relay = self.relays.removeValue(forKey: sequence) {
                 directives.append(self.message(.ack(sequence: relay.originSequence), to: relay.origin))
             } else if let probe = self.probe, probe.sequence == sequence {
                 self.probe = nil
                 self.adjustLocalHealth(-1)
+                // Where the target saw this peer's ping come from: its public mapping, as seen from there.
+                if let seen = ObservedAddress(observed), let observer = ObservedAddress(address) {
+                    self.nat.observed(seen, by: observer.host)
+                    self.publishNAT()
+                }
             }
 
         case .nack(let sequence):
@@ -197,5 +206,14 @@ extension SWIMInstance {
             }
         }
         return directives
+    }
+
+    /// Gossips this peer's NAT type when its classification changed.
+    mutating func publishNAT() {
+        let type = self.nat.type
+        guard type != self.me.metadata.nat else { return }
+        var metadata = self.me.metadata
+        metadata.nat = type
+        self.updateMetadata(metadata)
     }
 }

@@ -61,6 +61,7 @@ extension SWIMInstance {
         let empty = SWIMCodec.baseSize(of: .pushPull(isResponse: isResponse, members: []))
         var batch: [MemberState] = []
         var size = empty
+        self.sentTo.insert(address)
         func flush() {
             directives.append(
                 .send(

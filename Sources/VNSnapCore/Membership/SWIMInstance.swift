@@ -77,6 +77,11 @@ where Instant.Duration == Duration {
     var nextSeedCheckAt: Instant
     /// Set by `leave`: this peer no longer refutes, probes or joins.
     public internal(set) var hasLeft = false
+    /// How this peer is reachable from other domains, from the addresses its probes' acks say they came from
+    /// (issue 15); its type is gossiped in its metadata.
+    public internal(set) var nat: NATClassifier
+    /// Addresses this peer has sent to (a datagram from any other is unsolicited: its NAT let it in).
+    var sentTo: Set<String> = []
 
     /// A new instance for the peer described by `me` (its status is forced to alive).
     public init(me: MemberState, settings: SWIMSettings = SWIMSettings(), rng: RNG, now: Instant) {
@@ -84,6 +89,7 @@ where Instant.Duration == Duration {
         me.status = .alive
         self.me = me
         self.settings = settings
+        self.nat = NATClassifier(local: ObservedAddress(me.address) ?? ObservedAddress(host: "", port: 0))
         self.rng = rng
         self.nextProbeAt = now
         self.seedBackoff = settings.seedRetryInitial

@@ -6,8 +6,9 @@ public struct SWIMMessage: Sendable, Hashable {
         case ping(sequence: UInt32, target: PeerID)
         /// "Probe `target` at `address` for me" (indirect probe); answered by `ack`, or `nack` (Lifeguard).
         case pingRequest(sequence: UInt32, target: PeerID, address: String)
-        /// The probed member answered.
-        case ack(sequence: UInt32)
+        /// The probed member answered; `observed` is the address it saw the ping come from (issue 15: how a peer
+        /// learns its public mapping without a STUN server; empty when relayed).
+        case ack(sequence: UInt32, observed: String = "")
         /// The relay is alive but heard nothing from the target in time (Lifeguard's buddy system).
         case nack(sequence: UInt32)
         /// Only the piggybacked updates: sent to a few random members while there is news (memberlist's gossip

@@ -106,6 +106,7 @@ extension MembershipEngine {
                     "\($0.description), \(Int($0.at.duration(to: now).inSeconds)) s ago"
                 }
             ),
+            publicAddress: self.swim.nat.publicAddress?.description,
             waitingForSeeds: self.isWaitingForCluster ? self.seeds : [],
             localHealth: self.swim.localHealthScore,
             datagramsSent: self.datagramsSent,
@@ -131,7 +132,8 @@ extension MembershipEngine {
             keyringGeneration: state.metadata.keyringGeneration,
             keyringInSync: state.metadata.keyringGeneration == self.keyring.generation
                 && state.metadata.keyringDigest == self.keyring.digest,
-            isSelf: isSelf
+            isSelf: isSelf,
+            nat: state.metadata.nat.rawValue
         )
     }
 }

@@ -30,6 +30,9 @@ public struct MembershipStatus: Sendable, Codable, Hashable {
         public var keyringInSync: Bool
         /// Whether this is the peer answering.
         public var isSelf: Bool
+        /// How it is reachable from other domains, as it measured itself (`public`, `endpoint-independent`,
+        /// `symmetric`, `inbound blocked`, `unknown`).
+        public var nat: String?
     }
 
     /// The initiator election as this peer sees it.
@@ -86,6 +89,8 @@ public struct MembershipStatus: Sendable, Codable, Hashable {
     public var election: Election
     /// The keyring.
     public var keyring: KeyringInfo
+    /// This peer's public address as other domains see it (the one mapping every observer agrees on), once known.
+    public var publicAddress: String?
     /// Seeds not answered yet (empty once joined).
     public var waitingForSeeds: [String]
     /// Lifeguard's local health score (0 = healthy; probes slow down as it rises).

@@ -83,6 +83,16 @@ import VNSnapPeer
                 #expect(status.switch.tunnels.filter(\.up).count == 4, "\(status.peer.name): \(status.switch.tunnels)")
             }
 
+            // Each peer learned how other domains see it from its probes' acks (issue 15): on one LAN, at its own
+            // address, and reachable unasked: public; the others see that in its gossip.
+            statuses = try await Self.waitAll(cluster, Self.names, log, "classifying themselves as public") {
+                $0.membership.members.allSatisfy { $0.nat == "public" }
+            }
+            for status in statuses.values {
+                let me = status.membership.members.first { $0.isSelf }
+                #expect(me != nil && status.membership.publicAddress == me?.address, "\(status.peer.name)")
+            }
+
             // kill -9 the initiator: everyone else marks it dead and agrees on a new one.
             cluster.signalPeer(first, SIGKILL)
             let rest = Self.names.filter { $0 != first }
