@@ -158,6 +158,11 @@ extension SWIMInstance {
             // A ping meant for a previous owner of this address is not ours to answer.
             guard target == self.me.id else { break }
             directives.append(self.message(.ack(sequence: sequence, observed: address), to: address))
+            // Now and then, tell it from elsewhere whether unsolicited datagrams reach it.
+            if self.dialedBack[address].map({ $0.duration(to: now) >= Self.dialBackInterval }) ?? true {
+                self.dialedBack[address] = now
+                directives.append(.dialBack(SWIMMessage(from: self.me.id, body: .gossip), to: address))
+            }
 
         case .pingRequest(let originSequence, let target, let targetAddress):
             let sequence = self.nextSequence()
@@ -207,6 +212,9 @@ extension SWIMInstance {
         }
         return directives
     }
+
+    /// How often a prober is dialed back from another socket.
+    static var dialBackInterval: Duration { .seconds(60) }
 
     /// Gossips this peer's NAT type when its classification changed.
     mutating func publishNAT() {

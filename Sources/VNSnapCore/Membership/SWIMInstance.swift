@@ -82,6 +82,8 @@ where Instant.Duration == Duration {
     public internal(set) var nat: NATClassifier
     /// Addresses this peer has sent to (a datagram from any other is unsolicited: its NAT let it in).
     var sentTo: Set<String> = []
+    /// When each prober was last dialed back.
+    var dialedBack: [String: Instant] = [:]
 
     /// A new instance for the peer described by `me` (its status is forced to alive).
     public init(me: MemberState, settings: SWIMSettings = SWIMSettings(), rng: RNG, now: Instant) {

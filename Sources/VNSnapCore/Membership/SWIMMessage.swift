@@ -56,4 +56,8 @@ public enum SWIMDirective<Instant: InstantProtocol>: Sendable, Hashable where In
     case memberChanged(MemberState, previous: MemberStatus?)
     /// Call `onTick` again at this time (the instance never sleeps).
     case scheduleTick(at: Instant)
+    /// Send a datagram with no news (`message`) to `address` from another socket than the membership one, which
+    /// the peer there never sent to: if it arrives, that peer's NAT or firewall lets unsolicited datagrams in
+    /// (issue 15, a dial-back as libp2p's AutoNAT does).
+    case dialBack(SWIMMessage, to: String)
 }

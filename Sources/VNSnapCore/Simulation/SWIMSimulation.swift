@@ -152,6 +152,8 @@ public final class SWIMSimulation {
                     using: &self.rng
                 )
                 self.queue.push(.deliver(target, message, from: sender), at: self.now.nanoseconds + latency)
+            case .dialBack:
+                break  // one simulated network, no NAT to learn about
             case .memberChanged(let state, _):
                 if let subject = self.idIndex[state.id] {
                     self.observations.append(

@@ -32,6 +32,8 @@ final class MembershipEngine {
     let keyringPath: String
     var crypto: TunnelCrypto
     var channel: (any Channel)?
+    /// A second socket, send-only, for dial-backs (a datagram from an address the peer never sent to).
+    var dialChannel: (any Channel)?
     var sequence: UInt64 = 0
     var inbound: [PeerID: InboundTunnelState] = [:]
     /// The key each peer last sealed with: a keyring sync to a peer behind a rotation uses it.
@@ -190,6 +192,10 @@ final class MembershipEngine {
                 self.memberChanged(state, previous: previous)
             case .scheduleTick(let at):
                 self.schedule(at: at, now: now)
+            case .dialBack(let message, let address):
+                guard let dial = self.dialChannel, let payload = try? SWIMCodec.encode(message) else { continue }
+                self.sendSealed(kind: .membership, payload: payload, to: address, through: dial)
+                dial.flush()
             }
         }
         if changed { self.evaluateElection() }
@@ -228,8 +234,14 @@ final class MembershipEngine {
     }
 
     /// Seals and queues a datagram; `flush` sends what was queued.
-    func sendSealed(kind: TunnelHeader.Kind, payload: [UInt8], to address: String, keyID: UInt32? = nil) {
-        guard let channel = self.channel else { return }
+    func sendSealed(
+        kind: TunnelHeader.Kind,
+        payload: [UInt8],
+        to address: String,
+        keyID: UInt32? = nil,
+        through other: (any Channel)? = nil
+    ) {
+        guard let channel = other ?? self.channel else { return }
         guard let remote = self.resolve(address) else { return }
         let header = TunnelHeader(
             kind: kind,

@@ -129,7 +129,12 @@ public final class MembershipService: Service, Sendable {
                     }
                 }
                 .bind(host: configuration.bind.host, port: configuration.bind.port).get()
-            try await loop.submit { engine.value.channel = channel }.get()
+            // The dial-back socket: same host, any port, nothing read from it.
+            let dial = try await DatagramBootstrap(group: loop).bind(host: configuration.bind.host, port: 0).get()
+            try await loop.submit {
+                engine.value.channel = channel
+                engine.value.dialChannel = dial
+            }.get()
             logger.info(
                 "Membership ready",
                 metadata: [
@@ -166,6 +171,7 @@ public final class MembershipService: Service, Sendable {
             await tasks.waitForAll()
         }
         try? await self.channel.close()
+        if case .some(.some(let dial)) = try? await self.submit({ $0.dialChannel }) { try? await dial.close() }
         try? await self.group.shutdownGracefully()
         self.logger.info("Membership stopped")
     }
