@@ -58,6 +58,62 @@ final class LiveCluster: @unchecked Sendable {
         }
     }
 
+    /// Moves host `name` off the shared wire into a LAN of its own (`192.168.<lan>.2`) behind the bystander
+    /// `router` (`192.168.<lan>.1`, forwarding to the wire), whose outbound UDP is translated by the nftables
+    /// `nat` statement given (e.g. `masquerade fully-random`): a host behind a NAT (issue 15).
+    func putBehindRouter(_ name: String, router: String, lan: Int, nat: String) throws {
+        let host = self.host(name)
+        let gateway = self.host(router)
+        try Shell.run(["ip", "-n", host.namespace, "link", "del", "eth0"])
+        try Shell.run([
+            "ip", "link", "add", "lan\(lan)", "netns", gateway.namespace, "type", "veth", "peer", "name", "eth0",
+            "netns", host.namespace,
+        ])
+        try Shell.run(["ip", "-n", gateway.namespace, "addr", "add", "192.168.\(lan).1/24", "dev", "lan\(lan)"])
+        try Shell.run(["ip", "-n", gateway.namespace, "link", "set", "lan\(lan)", "up"])
+        try Shell.run(["ip", "-n", host.namespace, "addr", "add", "192.168.\(lan).2/24", "dev", "eth0"])
+        try Shell.run(["ip", "-n", host.namespace, "link", "set", "eth0", "up"])
+        try Shell.run(["ip", "-n", host.namespace, "route", "add", "default", "via", "192.168.\(lan).1"])
+        try Shell.run(["ip", "netns", "exec", gateway.namespace, "sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        let rules = """
+            table ip vnsnap_nat {
+                chain post {
+                    type nat hook postrouting priority 100; policy accept;
+                    oifname "eth0" ip saddr 192.168.\(lan).0/24 \(nat)
+                }
+            }
+            """
+        let file = "\(gateway.directory)/nat.nft"
+        try rules.write(toFile: file, atomically: true, encoding: .utf8)
+        try Shell.run(["ip", "netns", "exec", gateway.namespace, "nft", "-f", file])
+        self.hosts[name]?.address = "192.168.\(lan).2"
+        // Hosts on the wire know no way into a LAN (as on the internet): their datagrams to private addresses
+        // go to an address nobody has, and vanish, rather than failing the send.
+        for other in self.hosts.values where other.address.hasPrefix("10.") && other.name != router {
+            _ = try? Shell.run(
+                ["ip", "-n", other.namespace, "route", "replace", "192.168.0.0/16", "via", "10.\(self.subnet).0.250"],
+                allowFailure: true
+            )
+        }
+    }
+
+    /// Drops every datagram host `name` did not ask for (nftables: only established flows come in).
+    func blockInbound(_ name: String) throws {
+        let host = self.host(name)
+        let rules = """
+            table inet vnsnap_firewall {
+                chain input {
+                    type filter hook input priority 0; policy drop;
+                    iif "lo" accept
+                    ct state established,related accept
+                }
+            }
+            """
+        let file = "\(host.directory)/firewall.nft"
+        try rules.write(toFile: file, atomically: true, encoding: .utf8)
+        try Shell.run(["ip", "netns", "exec", host.namespace, "nft", "-f", file])
+    }
+
     func host(_ name: String) -> Host { self.hosts[name]! }
 
     func controlSocket(_ name: String) -> String { "\(self.host(name).directory)/control.sock" }
