@@ -75,7 +75,8 @@ public enum ImageStreamFeeder {
             let bytes = try store.read(chunk)
             var offset = 0
             while offset < bytes.count {
-                let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }  // !-safe, non-empty
+                // !-safe, non-empty
+                let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
                 if n < 0, errno == EINTR { continue }
                 guard n > 0 else {
                     throw ImageError(

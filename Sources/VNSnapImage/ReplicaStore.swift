@@ -84,9 +84,9 @@ public final class ReplicaStore: Sendable {
         try self.state.withLock { (state: inout State) throws(ImageError) in
             guard state.entries[key] == nil else { throw ImageError(.io, "\(key): this store already holds it") }
             var free = self.ramBudget > state.ramUsed ? self.ramBudget - state.ramUsed : 0
-            // Replicas safe on disk leave RAM first, oldest snapshot first.
+            // Replicas safe on disk leave RAM first, oldest snapshot first (!-safe below: its own keys).
             for evictable in state.entries.keys.sorted(by: { $0.snapshot < $1.snapshot })
-            where free < bytes && state.entries[evictable]!.onDisk && !state.entries[evictable]!.data.isEmpty {  // !-safe, its keys
+            where free < bytes && state.entries[evictable]!.onDisk && !state.entries[evictable]!.data.isEmpty {
                 free += state.entries[evictable]!.heldBytes  // !-safe
                 state.entries[evictable]!.data = [:]  // !-safe
             }

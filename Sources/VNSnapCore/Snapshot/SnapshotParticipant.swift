@@ -262,7 +262,8 @@ public struct SnapshotParticipant<Instant: InstantProtocol>: Sendable where Inst
         var directives = [self.reply(.cutDone(self.sortedReports))]
         if self.durablePending {
             self.durablePending = false
-            directives += self.imagesDurable(report: self.durableReport, now: self.lastHeard!)  // !-safe, set by every message and prepare
+            // !-safe, set by every message and prepare
+            directives += self.imagesDurable(report: self.durableReport, now: self.lastHeard!)
         }
         return directives
     }
