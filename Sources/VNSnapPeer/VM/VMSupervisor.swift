@@ -41,7 +41,7 @@ public final class VMSupervisor: Service, Sendable {
         public var fenced: Bool?
     }
 
-    private struct Entry: Sendable {
+    struct Entry: Sendable {
         var definition: VMDefinition
         var machine: QEMUMachine
         var state: String
@@ -51,10 +51,10 @@ public final class VMSupervisor: Service, Sendable {
         var fenced = false
     }
 
-    private let entries: Mutex<[String: Entry]>
+    let entries: Mutex<[String: Entry]>
     /// VM names in the order they were added (a restore may add a lost peer's VM).
-    private let order: Mutex<[String]>
-    private let logger: Logger
+    let order: Mutex<[String]>
+    let logger: Logger
     private let onStart: @Sendable (String) async -> Void
     private let onReattach: @Sendable (String) async -> Void
     private let keepRunning: Bool
@@ -238,12 +238,6 @@ public final class VMSupervisor: Service, Sendable {
         return await entry.machine.hasExited ? nil : entry.machine
     }
 
-    /// Whether `vm` runs on another peer now (its ownership record names another owner): not this peer's to
-    /// snapshot or restore.
-    public func hasMoved(_ vm: String) -> Bool {
-        self.entries.withLock { $0[vm]?.state == "moved" }
-    }
-
     /// The state of every VM (`running`, `exited`, ...), by name.
     public func states() -> [String: String] {
         self.entries.withLock { $0.mapValues(\.state) }
@@ -325,61 +319,6 @@ public final class VMSupervisor: Service, Sendable {
         Task { await self.watch(machine) }
     }
 
-    /// Stops this peer's copy of `vm` (if it runs): another peer owns it now (`record`); `status` says where.
-    public func leave(_ vm: String, movedTo record: VMOwnership) async {
-        let machine = self.entries.withLock { entries -> QEMUMachine? in
-            guard let entry = entries[vm], entry.state != "moved" else { return nil }
-            return entry.machine
-        }
-        self.markMoved(vm, record)
-        await machine?.stop()
-    }
-
-    private func markMoved(_ vm: String, _ record: VMOwnership) {
-        let news = self.entries.withLock { $0[vm].map { $0.state != "moved" || $0.movedTo != record.summary } ?? false }
-        guard news else { return }
-        self.update(vm) {
-            $0.state = "moved"
-            $0.movedTo = record.summary
-        }
-        self.logger.notice(
-            "VM runs on another peer",
-            metadata: ["vm.name": "\(vm)", "vm.movedTo": "\(record.summary)"]
-        )
-    }
-
-    /// The fence (issue 14): pauses every running VM, so a copy on a cut-off host does not run on beside one a
-    /// restore started on the majority side.
-    public func fence() async {
-        for (name, machine) in self.running() {
-            guard let monitor = await machine.monitor else { continue }
-            do {
-                _ = try await monitor.execute("stop", timeout: .seconds(5))
-                self.update(name) { $0.fenced = true }
-            } catch {
-                self.logger.error(
-                    "Could not pause a VM for the fence",
-                    metadata: ["vm.name": "\(name)", "vm.error": "\(error)"]
-                )
-            }
-        }
-    }
-
-    /// Lifts the fence: resumes the VMs it paused that still run here (the ones another peer owns now were stopped).
-    public func unfence() async {
-        for (name, machine) in self.running() where self.entries.withLock({ $0[name]?.fenced == true }) {
-            _ = try? await machine.monitor?.execute("cont", timeout: .seconds(5))
-            self.update(name) { $0.fenced = false }
-        }
-    }
-
-    private func running() -> [(String, QEMUMachine)] {
-        let names = self.order.withLock { $0 }
-        return self.entries.withLock { entries in
-            names.compactMap { name in entries[name].flatMap { $0.state == "running" ? (name, $0.machine) : nil } }
-        }
-    }
-
     /// Marks every VM as stopping, so their exits are not reported as crashes.
     public func markStopping() {
         self.entries.withLock { entries in
@@ -390,7 +329,7 @@ public final class VMSupervisor: Service, Sendable {
         }
     }
 
-    private func update(_ name: String, _ body: (inout Entry) -> Void) {
+    func update(_ name: String, _ body: (inout Entry) -> Void) {
         self.entries.withLock { entries in
             if var entry = entries[name] {
                 body(&entry)

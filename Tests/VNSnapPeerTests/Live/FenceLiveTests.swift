@@ -23,14 +23,7 @@ import VNSnapPeer
                 configs[host] = configs[host]!.replacingOccurrences(of: "[peer]\n", with: store)
             }
             configs["h3"] = configs["h3"]!.replacingOccurrences(of: "[peer]\n", with: "[peer]\nfence_after_s = 4\n")
-            for host in ["h1", "h2", "h3"] { try cluster.startPeer(host, config: configs[host]!) }
-            try await cluster.waitForSerialNumber(
-                host: "h3",
-                vm: "sink",
-                after: "VNSNAP progress blocks=",
-                atLeast: 300,
-                timeout: .seconds(240)
-            )
+            try await ViolinOperationsLiveTests.startSpread(cluster, configs: configs)
             let manifest = try await cluster.snapshot(
                 "h1",
                 violin: "pipeline",

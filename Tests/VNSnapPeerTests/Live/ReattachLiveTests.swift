@@ -35,14 +35,7 @@ import VNSnapPeer
             var configs = try ViolinOperationsLiveTests.spreadPipeline(cluster, blocks: Self.blocks)
             // The sink's peer leaves its VM running when stopped (an upgrade).
             configs["h3"] = configs["h3"]!.replacingOccurrences(of: "[peer]\n", with: "[peer]\nkeep_vms = true\n")
-            for host in ["h1", "h2", "h3"] { try cluster.startPeer(host, config: configs[host]!) }
-            try await cluster.waitForSerialNumber(
-                host: "h3",
-                vm: "sink",
-                after: "VNSNAP progress blocks=",
-                atLeast: 300,
-                timeout: .seconds(240)
-            )
+            try await ViolinOperationsLiveTests.startSpread(cluster, configs: configs)
 
             // SIGKILL of the relay's peer in mid-stream, and a restart: the same QEMU is taken back.
             let before = try await self.pids(cluster)

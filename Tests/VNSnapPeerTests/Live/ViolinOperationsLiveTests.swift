@@ -11,11 +11,17 @@ import VNSnapPeer
 @Suite(.serialized) struct ViolinOperationsLiveTests {
     static let blocks = 5_000
 
-    /// The pipeline with source on h1, relay on h2, sink on h3.
-    func startPipeline(_ cluster: LiveCluster) throws {
-        for (host, config) in try Self.spreadPipeline(cluster, blocks: Self.blocks).sorted(by: { $0.key < $1.key }) {
-            try cluster.startPeer(host, config: config)
-        }
+    /// Starts h1, h2 and h3 with `configs` (`spreadPipeline`'s, perhaps amended) and waits until the sink has
+    /// received 300 blocks.
+    static func startSpread(_ cluster: LiveCluster, configs: [String: String]) async throws {
+        for host in ["h1", "h2", "h3"] { try cluster.startPeer(host, config: configs[host]!) }
+        try await cluster.waitForSerialNumber(
+            host: "h3",
+            vm: "sink",
+            after: "VNSNAP progress blocks=",
+            atLeast: 300,
+            timeout: .seconds(240)
+        )
     }
 
     /// Configs of the pipeline spread over three hosts, one VM each: source on h1, relay on h2, sink on h3.
@@ -66,14 +72,7 @@ import VNSnapPeer
         let expected = try LiveEnvironment.expectedDigest(blocks: Self.blocks)
         let cluster = try LiveCluster(hosts: ["h1", "h2", "h3"])
         do {
-            try self.startPipeline(cluster)
-            try await cluster.waitForSerialNumber(
-                host: "h3",
-                vm: "sink",
-                after: "VNSNAP progress blocks=",
-                atLeast: 300,
-                timeout: .seconds(240)
-            )
+            try await Self.startSpread(cluster, configs: try Self.spreadPipeline(cluster, blocks: Self.blocks))
 
             // Two snapshots asked at the same moment from two hosts: both commit, one after the other.
             async let fromH2 = cluster.snapshot("h2", violin: "pipeline", mode: .cow, name: "from-h2")
