@@ -4,7 +4,7 @@ import VNSnapCore
 /// Across domains (issue 15): a peer's NAT classified from what observers saw, relays chosen with spread, cap and
 /// little churn, and the relayed → punching → direct path with hysteresis.
 @Suite struct DomainsTests {
-    static let local = ObservedAddress(host: "10.0.1.5", port: 7947)
+    static let local = HostPort(host: "10.0.1.5", port: 7947)
 
     @Test func test_natType_fromObservations_publicBlockedIndependentSymmetricOrUnknown() {
         var nat = NATClassifier(local: Self.local)
@@ -17,19 +17,19 @@ import VNSnapCore
         #expect(nat.type == .public)
 
         var keeping = NATClassifier(local: Self.local)
-        keeping.observed(ObservedAddress(host: "203.0.113.7", port: 40_001), by: "198.51.100.1")
+        keeping.observed(HostPort(host: "203.0.113.7", port: 40_001), by: "198.51.100.1")
         #expect(keeping.type == .unknown, "one observer cannot tell a keeping NAT from a symmetric one")
-        keeping.observed(ObservedAddress(host: "203.0.113.7", port: 40_001), by: "192.0.2.9")
+        keeping.observed(HostPort(host: "203.0.113.7", port: 40_001), by: "192.0.2.9")
         #expect(keeping.type == .endpointIndependent)
-        #expect(keeping.publicAddress == ObservedAddress(host: "203.0.113.7", port: 40_001))
+        #expect(keeping.publicAddress == HostPort(host: "203.0.113.7", port: 40_001))
 
         var symmetric = NATClassifier(local: Self.local)
-        symmetric.observed(ObservedAddress(host: "203.0.113.7", port: 40_001), by: "198.51.100.1")
-        symmetric.observed(ObservedAddress(host: "203.0.113.7", port: 51_377), by: "192.0.2.9")
+        symmetric.observed(HostPort(host: "203.0.113.7", port: 40_001), by: "198.51.100.1")
+        symmetric.observed(HostPort(host: "203.0.113.7", port: 51_377), by: "192.0.2.9")
         #expect(symmetric.type == .symmetric)
         #expect(symmetric.publicAddress == nil)
         // An observer's later report replaces its earlier one.
-        symmetric.observed(ObservedAddress(host: "203.0.113.7", port: 40_001), by: "192.0.2.9")
+        symmetric.observed(HostPort(host: "203.0.113.7", port: 40_001), by: "192.0.2.9")
         #expect(symmetric.type == .endpointIndependent)
     }
 

@@ -19,56 +19,26 @@ public enum NATType: String, Sendable, Hashable, Codable {
     }
 }
 
-/// An address as another peer saw it (the source of this peer's datagram), carried in membership acks.
-public struct ObservedAddress: Sendable, Hashable, Codable, CustomStringConvertible {
-    /// The IP address, as text.
-    public var host: String
-    /// The UDP port.
-    public var port: UInt16
-
-    /// Creates an address.
-    public init(host: String, port: UInt16) {
-        self.host = host
-        self.port = port
-    }
-
-    /// Parses `host:port` or `[v6]:port`; `nil` for anything else.
-    public init?(_ text: String) {
-        guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]) else {
-            return nil
-        }
-        var host = String(text[..<colon])
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { return nil }
-        self.init(host: host, port: port)
-    }
-
-    /// `host:port` (IPv6 in brackets).
-    public var description: String {
-        self.host.contains(":") ? "[\(self.host)]:\(self.port)" : "\(self.host):\(self.port)"
-    }
-}
-
 /// Classifies this peer's NAT from its own traffic (no STUN server): every membership ack says from which address
 /// the responder saw the request. Observers count as different domains when they are reached at different
 /// public addresses. Pure.
 public struct NATClassifier: Sendable, Hashable {
     /// The address this peer's membership socket is bound to (its own idea of itself).
-    public let local: ObservedAddress
+    public let local: HostPort
     /// The latest observation of each observer, keyed by the observer's own address as this peer reaches it
     /// (its domain), so two observers behind one NAT count once.
-    public private(set) var observations: [String: ObservedAddress] = [:]
+    public private(set) var observations: [String: HostPort] = [:]
     /// Whether a datagram ever arrived from a peer this peer had not sent to first (so inbound is not blocked).
     public private(set) var unsolicitedInbound = false
 
     /// A classifier for a peer bound at `local`.
-    public init(local: ObservedAddress) {
+    public init(local: HostPort) {
         self.local = local
     }
 
     /// Observer at `observerHost` (the public address this peer reaches it at) saw this peer's datagram come from
     /// `observed`.
-    public mutating func observed(_ observed: ObservedAddress, by observerHost: String) {
+    public mutating func observed(_ observed: HostPort, by observerHost: String) {
         self.observations[observerHost] = observed
     }
 
@@ -97,7 +67,7 @@ public struct NATClassifier: Sendable, Hashable {
     }
 
     /// The public address others should try, once known (the one mapping every observer agrees on).
-    public var publicAddress: ObservedAddress? {
+    public var publicAddress: HostPort? {
         let seen = Set(self.observations.values)
         return seen.count == 1 ? seen.first : nil
     }

@@ -180,7 +180,7 @@ extension SWIMInstance {
                 self.probe = nil
                 self.adjustLocalHealth(-1)
                 // Where the target saw this peer's ping come from: its public mapping, as seen from there.
-                if let seen = ObservedAddress(observed), let observer = ObservedAddress(address) {
+                if let seen = HostPort(observed), let observer = HostPort(address) {
                     self.nat.observed(seen, by: observer.host)
                     self.publishNAT()
                 }

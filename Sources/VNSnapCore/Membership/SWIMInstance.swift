@@ -91,7 +91,7 @@ where Instant.Duration == Duration {
         me.status = .alive
         self.me = me
         self.settings = settings
-        self.nat = NATClassifier(local: ObservedAddress(me.address) ?? ObservedAddress(host: "", port: 0))
+        self.nat = NATClassifier(local: HostPort(me.address) ?? HostPort(host: "", port: 0))
         self.rng = rng
         self.nextProbeAt = now
         self.seedBackoff = settings.seedRetryInitial

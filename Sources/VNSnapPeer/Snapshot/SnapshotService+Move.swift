@@ -36,18 +36,19 @@ extension SnapshotService {
         ) { update in
             await progress("snapshot: \(update.phase)\(update.message.isEmpty ? "" : " (\(update.message))")")
         }
-        guard manifest.vms.contains(where: { $0.name == vm }) else {
-            _ = try? await self.delete(manifest.id)
-            throw SnapshotError(.notFound, "move: VIOLIN \(violin) has no VM \(vm); nothing was moved")
-        }
-        let timings: [RestoreStep: [String: RestoreTimings]]
-        do {
-            timings = try await self.restore(manifest.id, on: [vm: target], progress: progress)
-        } catch {
-            _ = try? await self.delete(manifest.id)
-            throw error
+        // The snapshot only carries the move: it goes, whatever the restore's outcome.
+        let outcome: Result<[RestoreStep: [String: RestoreTimings]], any Error>
+        if manifest.vms.contains(where: { $0.name == vm }) {
+            do {
+                outcome = .success(try await self.restore(manifest.id, on: [vm: target], progress: progress))
+            } catch {
+                outcome = .failure(error)
+            }
+        } else {
+            outcome = .failure(SnapshotError(.notFound, "move: VIOLIN \(violin) has no VM \(vm); nothing was moved"))
         }
         _ = try? await self.delete(manifest.id)
+        let timings = try outcome.get()
         self.logger.notice("VM moved", metadata: ["vm.name": "\(vm)", "vm.owner": "\(target)"])
         return timings
     }

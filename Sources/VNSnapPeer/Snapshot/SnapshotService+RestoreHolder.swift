@@ -100,8 +100,8 @@ extension SnapshotService {
                     timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
                 }
             case .resume:
+                let owners = leaving.isEmpty ? [:] : try await self.catalog.owners()
                 for vm in leaving where await self.monitor(vm) != nil {
-                    let owners = try await self.catalog.owners()
                     let target = moved[vm].map { "\($0)" } ?? "another peer"
                     let record =
                         owners[vm]

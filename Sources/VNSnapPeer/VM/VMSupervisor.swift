@@ -141,26 +141,23 @@ public final class VMSupervisor: Service, Sendable {
             await self.clearStaged(directory, vm: name)
             // Only where the cluster's ownership record allows (issue 14): its owner, or no record yet.
             let record = await self.admission(machine.definition)
-            let running = try QEMUProcessIdentity.find(name: name, paths: machine.paths) != nil
-            switch VMStartDecision.decide(me: self.peerName, record: record, runningHere: running) {
+            let reattached = try await machine.reattach()
+            switch VMStartDecision.decide(me: self.peerName, record: record, runningHere: reattached) {
             case .stayStopped(let record):
                 self.markMoved(name, record)
                 return
             case .stopStale(let record):
                 self.markMoved(name, record)
-                if try await machine.reattach() { await machine.stop() }
+                await machine.stop()
                 self.logger.warning(
                     "Stopped a copy of a VM that another peer now runs",
                     metadata: ["vm.name": "\(name)"]
                 )
                 return
-            case .reattach, .start:
-                break
-            }
-            if try await machine.reattach() {
+            case .reattach:
                 await Self.resumeIfLeftPaused(machine, logger: self.logger)
                 await self.onReattach(name)
-            } else {
+            case .start:
                 try await machine.start(stderrLog: directory + "/qemu.log")
             }
             await self.onStart(name)
