@@ -9,7 +9,7 @@ import VNSnapCore
 /// sequence number within a session, which the switch guarantees by counting per tunnel.
 /// Encryption and decryption work in place, so the data path copies each frame once.
 public struct TunnelCrypto: Sendable {
-    private struct Subkey: Sendable {
+    struct Subkey: Sendable {
         var keyID: UInt32
         var bytes: [UInt8]
     }
@@ -20,7 +20,7 @@ public struct TunnelCrypto: Sendable {
         var session: UInt64
     }
 
-    private var subkeys: [Subkey]
+    var subkeys: [Subkey]
     private var nonceCache: [NonceContext: [UInt8]] = [:]
 
     /// Keys derived from `keyring` for the tunnels of cluster `clusterName`.
@@ -145,7 +145,7 @@ public struct TunnelCrypto: Sendable {
         return (header, Array(copy[TunnelHeader.size..<TunnelHeader.size + length]))
     }
 
-    private mutating func noncePrefix(_ header: TunnelHeader) -> [UInt8] {
+    mutating func noncePrefix(_ header: TunnelHeader) -> [UInt8] {
         let context = NonceContext(
             source: header.source.rawValue,
             destination: header.destination.rawValue,
@@ -166,7 +166,7 @@ public struct TunnelCrypto: Sendable {
         return prefix
     }
 
-    private static func fillNonce(_ nonce: UnsafeMutableBufferPointer<UInt8>, prefix: [UInt8], sequence: UInt64) {
+    static func fillNonce(_ nonce: UnsafeMutableBufferPointer<UInt8>, prefix: [UInt8], sequence: UInt64) {
         for i in 0..<16 { nonce[i] = prefix[i] }
         var s = sequence.bigEndian
         withUnsafeBytes(of: &s) { bytes in

@@ -41,11 +41,22 @@ enum StatusFormatter {
         )
         out += "\ntunnels\n"
         out += self.table(
-            ["PEER", "ADDRESS", "STATE", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "DROPS"],
+            ["PEER", "ADDRESS", "STATE", "PATH", "SEEN AT", "RX FRAMES", "RX BYTES", "TX FRAMES", "TX BYTES", "DROPS"],
             status.switch.tunnels.map { tunnel in
-                [tunnel.peer, tunnel.address, tunnel.up ? "up" : "down"] + self.counterCells(tunnel.counters)
+                [
+                    tunnel.peer, tunnel.address, tunnel.up ? "up" : "down", tunnel.path ?? "direct",
+                    tunnel.observed ?? "-",
+                ]
+                    + self.counterCells(tunnel.counters)
             }
         )
+        if let relays = status.switch.relays, !relays.isEmpty {
+            out += "this peer's relays: \(relays.joined(separator: ", "))"
+            out += status.switch.mapping.map { " (they see its tunnel at \($0))\n" } ?? "\n"
+        }
+        if let served = status.switch.served {
+            out += "relayed for others: " + self.served(served) + "\n"
+        }
         let rejected = self.drops(status.switch.rejected)
         out += "\nrejected at the tunnel socket: \(rejected.isEmpty ? "none" : rejected)\n"
         let learned = status.switch.learned.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
@@ -94,11 +105,12 @@ enum StatusFormatter {
         out += self.keyring(membership)
         out += "\nmembers\n"
         out += self.table(
-            ["NAME", "STATE", "INC", "ADDRESS", "TUNNEL", "ROLES", "NAT", "SINCE", "KEYRING", "VERSION"],
+            ["NAME", "STATE", "INC", "ADDRESS", "TUNNEL", "ROLES", "NAT", "RELAYS", "SINCE", "KEYRING", "VERSION"],
             membership.members.map { member in
                 [
                     member.name + (member.isSelf ? " *" : ""), member.state, "\(member.incarnation)", member.address,
                     member.tunnel, member.roles.joined(separator: ","), member.nat ?? "-",
+                    member.relays?.joined(separator: ",") ?? "-",
                     member.isSelf ? "-" : "\(Int(member.sinceChangeSeconds)) s",
                     "gen \(member.keyringGeneration)" + (member.keyringInSync ? "" : " (differs)"), member.version,
                 ]
@@ -108,7 +120,17 @@ enum StatusFormatter {
         let rejected = self.drops(membership.rejected)
         out += "membership datagrams: sent \(membership.datagramsSent), accepted \(membership.datagramsReceived), "
         out += "rejected \(rejected.isEmpty ? "none" : rejected); local health \(membership.localHealth)\n"
+        if let served = membership.served { out += "membership relayed for others: " + self.served(served) + "\n" }
         return out
+    }
+
+    /// What a relay forwarded, per peer served.
+    static func served(_ served: [String: RelayServed]) -> String {
+        guard !served.isEmpty else { return "nobody" }
+        return served.sorted { $0.key < $1.key }.map { name, counts in
+            "\(name) \(counts.datagrams) datagrams \(counts.bytes) bytes"
+                + (counts.refused > 0 ? " (\(counts.refused) refused)" : "")
+        }.joined(separator: ", ")
     }
 
     /// The keyring line(s).

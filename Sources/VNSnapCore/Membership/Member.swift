@@ -40,6 +40,10 @@ public struct MemberMetadata: Sendable, Hashable, Codable {
     public var keyringDigest: UInt32
     /// How it is reachable from other domains, as it measured itself (issue 15).
     public var nat: NATType
+    /// Its membership socket's public mapping as observers agree on it, `""` while unknown or symmetric.
+    public var publicAddress: String
+    /// The relays it keeps sessions with (issue 15): others reach it through them. Empty for a public peer.
+    public var relays: [PeerID]
 
     /// Creates metadata.
     public init(
@@ -49,7 +53,9 @@ public struct MemberMetadata: Sendable, Hashable, Codable {
         version: String,
         keyringGeneration: UInt64 = 0,
         keyringDigest: UInt32 = 0,
-        nat: NATType = .unknown
+        nat: NATType = .unknown,
+        publicAddress: String = "",
+        relays: [PeerID] = []
     ) {
         self.roles = roles
         self.tunnelAddress = tunnelAddress
@@ -58,6 +64,8 @@ public struct MemberMetadata: Sendable, Hashable, Codable {
         self.keyringGeneration = keyringGeneration
         self.keyringDigest = keyringDigest
         self.nat = nat
+        self.publicAddress = publicAddress
+        self.relays = relays
     }
 }
 

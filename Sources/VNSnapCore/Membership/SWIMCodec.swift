@@ -8,7 +8,7 @@
 /// update   = state origin:u64
 /// state    = id:u64 name:str address:str incarnation:u64 status:u8 roles:u8 tunnel:str capacity:u64 version:str
 ///            keyringGeneration:u64 keyringDigest:u32 nat:u8 (0 unknown, 1 public, 2 endpoint-independent,
-///            3 symmetric, 4 inbound blocked)
+///            3 symmetric, 4 inbound blocked) public:str relayCount:u8 relay:u64*
 /// str      = length:u8 utf8
 /// ```
 /// A message larger than `maximumSize` is refused when encoding, never truncated; the instance packs
@@ -21,6 +21,8 @@ public enum SWIMCodec {
         (.unknown, 0), (.public, 1), (.endpointIndependent, 2), (.symmetric, 3), (.inboundBlocked, 4),
     ]
     static let version: UInt8 = 2
+    /// Most relays a member may name (it keeps k of them, 3 by default).
+    public static let maximumRelays = 8
 
     /// Why a membership datagram was refused.
     public typealias Failure = WireFailure
@@ -32,6 +34,7 @@ public enum SWIMCodec {
     public static func size(of state: MemberState) -> Int {
         8 + 1 + state.name.utf8.count + 1 + state.address.utf8.count + 8 + 1 + 1
             + 1 + state.metadata.tunnelAddress.utf8.count + 8 + 1 + state.metadata.version.utf8.count + 12 + 1
+            + 1 + state.metadata.publicAddress.utf8.count + 1 + 8 * state.metadata.relays.count
     }
 
     /// Encoded bytes of a gossiped update.
@@ -158,6 +161,10 @@ extension WireWriter {
         self.u64(state.metadata.keyringGeneration)
         self.u32(state.metadata.keyringDigest)
         self.u8(SWIMCodec.natCodes.first { $0.0 == state.metadata.nat }?.1 ?? 0)
+        try self.string(state.metadata.publicAddress)
+        guard state.metadata.relays.count <= SWIMCodec.maximumRelays else { throw .oversized }
+        self.u8(UInt8(state.metadata.relays.count))
+        for relay in state.metadata.relays { self.u64(relay.rawValue) }
     }
 }
 
@@ -179,6 +186,11 @@ extension WireReader {
         let keyringDigest = try self.u32()
         let natCode = try self.u8()
         guard let nat = SWIMCodec.natCodes.first(where: { $0.1 == natCode })?.0 else { throw .malformed }
+        let publicAddress = try self.string()
+        let relayCount = Int(try self.u8())
+        guard relayCount <= SWIMCodec.maximumRelays else { throw .malformed }
+        var relays: [PeerID] = []
+        for _ in 0..<relayCount { relays.append(PeerID(rawValue: try self.u64())) }
         return MemberState(
             id: id,
             name: name,
@@ -192,7 +204,9 @@ extension WireReader {
                 version: version,
                 keyringGeneration: keyringGeneration,
                 keyringDigest: keyringDigest,
-                nat: nat
+                nat: nat,
+                publicAddress: publicAddress,
+                relays: relays
             )
         )
     }

@@ -140,12 +140,17 @@ extension SWIMInstance {
     // MARK: Messages
 
     /// Handles one message that arrived from the membership address `address`.
-    public mutating func onMessage(_ message: SWIMMessage, from address: String, now: Instant) -> [SWIMDirective<
-        Instant
-    >] {
+    public mutating func onMessage(
+        _ message: SWIMMessage,
+        from address: String,
+        relayed: Bool = false,
+        now: Instant
+    ) -> [SWIMDirective<Instant>] {
         var directives: [SWIMDirective<Instant>] = []
         guard message.from != self.me.id else { return directives }
-        if !self.sentTo.contains(address), self.nat.unsolicitedInbound == false {
+        // Through a relay, the sender's address is its member address, not where its datagram came from: it says
+        // nothing of this peer's NAT, and the answer goes back the way the shell routes to that member.
+        if !relayed, !self.sentTo.contains(address), self.nat.unsolicitedInbound == false {
             self.nat.inboundUnsolicited()
             self.publishNAT()
         }
@@ -157,9 +162,9 @@ extension SWIMInstance {
         case .ping(let sequence, let target):
             // A ping meant for a previous owner of this address is not ours to answer.
             guard target == self.me.id else { break }
-            directives.append(self.message(.ack(sequence: sequence, observed: address), to: address))
+            directives.append(self.message(.ack(sequence: sequence, observed: relayed ? "" : address), to: address))
             // Now and then, tell it from elsewhere whether unsolicited datagrams reach it.
-            if self.dialedBack[address].map({ $0.duration(to: now) >= Self.dialBackInterval }) ?? true {
+            if !relayed, self.dialedBack[address].map({ $0.duration(to: now) >= Self.dialBackInterval }) ?? true {
                 self.dialedBack[address] = now
                 directives.append(.dialBack(SWIMMessage(from: self.me.id, body: .gossip), to: address))
             }
@@ -219,9 +224,11 @@ extension SWIMInstance {
     /// Gossips this peer's NAT type when its classification changed.
     mutating func publishNAT() {
         let type = self.nat.type
-        guard type != self.me.metadata.nat else { return }
+        let publicAddress = type == .public ? "" : self.nat.publicAddress?.description ?? ""
+        guard type != self.me.metadata.nat || publicAddress != self.me.metadata.publicAddress else { return }
         var metadata = self.me.metadata
         metadata.nat = type
+        metadata.publicAddress = publicAddress
         self.updateMetadata(metadata)
     }
 }

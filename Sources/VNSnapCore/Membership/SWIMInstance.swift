@@ -85,6 +85,11 @@ where Instant.Duration == Duration {
     /// When each prober was last dialed back.
     var dialedBack: [String: Instant] = [:]
 
+    /// The shell sent to `address` on its own (another path to a member): a datagram from there is not unsolicited.
+    public mutating func noteSent(to address: String) {
+        self.sentTo.insert(address)
+    }
+
     /// A new instance for the peer described by `me` (its status is forced to alive).
     public init(me: MemberState, settings: SWIMSettings = SWIMSettings(), rng: RNG, now: Instant) {
         var me = me

@@ -40,4 +40,12 @@ public enum TunnelDropReason: String, Error, Hashable, Sendable, CaseIterable, C
     case epochPolicy
     /// The hold queue of a VM being cut was full.
     case holdFull
+    /// Asked to relay by a peer while this peer has no `relay` role.
+    case notRelay
+    /// Asked to relay to a peer that keeps no session with this relay.
+    case noRelaySession
+    /// Over the relay's rate cap for the pair.
+    case relayRateCapped
+    /// The same datagram again on another path (markers go on every path at once; the first one counts).
+    case duplicate
 }

@@ -36,6 +36,16 @@ public struct TunnelHeader: Hashable, Sendable {
         case snapshot = 4
         /// The end of an epoch on a tunnel (`EndOfEpochMarker`), on the tunnel socket.
         case endOfEpoch = 5
+        /// To a relay: forward the datagram after this envelope to the peer named in it (`RelayEnvelope`).
+        case relay = 6
+        /// From a relay: the datagram after this envelope came from the peer named in it (`RelayEnvelope`).
+        case relayed = 7
+        /// A relay session's keepalive, and the relay's answer saying where it sees the sender (`RelayEnvelope`).
+        case relayHello = 8
+        /// A probe of a direct (punched) path, answered by `pathAck` on the same path.
+        case pathProbe = 9
+        /// The answer to a `pathProbe`.
+        case pathAck = 10
     }
 
     /// Wire version.

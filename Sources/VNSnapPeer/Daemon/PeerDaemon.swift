@@ -43,6 +43,7 @@ public enum PeerDaemon {
             ports: hosted.all.map { Self.portSpec(config, $0) },
             tunnels: [],
             session: session,
+            isRelay: config.peer.roles.contains(.relay),
             logger: logger
         )
         let membership: MembershipService
@@ -173,9 +174,11 @@ public enum PeerDaemon {
     /// Tunnels follow membership; a new keyring goes to the switch too.
     static func follow(_ event: MembershipEvent, switchService: SwitchService, config: PeerConfig) async {
         switch event {
-        case .memberUp(let name, let tunnel):
+        case .memberUp(let name, let tunnel, let relays):
             guard let address = HostPort(tunnel) else { return }
-            try? await switchService.addTunnel(SwitchService.TunnelSpec(name: name, address: address))
+            try? await switchService.addTunnel(SwitchService.TunnelSpec(name: name, address: address, relays: relays))
+        case .relaysChanged(let relays):
+            await switchService.setRelays(relays)
         case .memberDown(let name):
             await switchService.removeTunnel(name: name)
         case .keyringChanged(let keyring):

@@ -111,7 +111,8 @@ extension MembershipEngine {
             localHealth: self.swim.localHealthScore,
             datagramsSent: self.datagramsSent,
             datagramsReceived: self.datagramsReceived,
-            rejected: self.rejected
+            rejected: self.rejected,
+            served: self.isRelay ? self.relayServed(now: now) : nil
         )
     }
 
@@ -133,7 +134,9 @@ extension MembershipEngine {
             keyringInSync: state.metadata.keyringGeneration == self.keyring.generation
                 && state.metadata.keyringDigest == self.keyring.digest,
             isSelf: isSelf,
-            nat: state.metadata.nat.rawValue
+            nat: state.metadata.nat.rawValue,
+            relays: state.metadata.relays.isEmpty
+                ? nil : state.metadata.relays.map { self.swim.state(of: $0)?.name ?? "\($0)" }
         )
     }
 }

@@ -6,7 +6,9 @@ import VNSnapCrypto
 /// What membership tells the rest of the daemon.
 public enum MembershipEvent: Sendable, Hashable {
     /// A member is alive (new, back, or moved): its tunnel should be up at this address.
-    case memberUp(name: String, tunnel: String)
+    case memberUp(name: String, tunnel: String, relays: [String] = [])
+    /// The relays this peer keeps sessions with changed (empty: it is publicly reachable).
+    case relaysChanged([String])
     /// A member died or left: its tunnel goes down.
     case memberDown(name: String)
     /// The cluster's keyring changed: the switch seals and opens with it from now on.
@@ -51,6 +53,15 @@ final class MembershipEngine {
     var seedWarningAt: Instant?
     var tick: (task: Scheduled<Void>, at: Instant)?
     var dirty = false
+    /// Sessions of the peers this one relays for (issue 15); empty without the `relay` role.
+    var relayTable = RelayTable<SocketAddress, Instant>()
+    var relaysCheckedAt: Instant?
+    /// The relay names last told to the switch.
+    var announcedRelays: [String] = []
+    /// How many relays a peer that is not publicly reachable keeps.
+    var relayCount = 3
+    /// Where each member's datagrams last came from directly, when not its own address (its NAT's mapping).
+    var seenAt: [PeerID: (address: String, socket: SocketAddress)] = [:]
     let emit: @Sendable (MembershipEvent) -> Void
     let logger: Logger
 
@@ -104,38 +115,67 @@ final class MembershipEngine {
         self.execute(self.swim.leave(now: now), now: now)
     }
 
-    /// A datagram from `remote`: opened, checked against replays, then handed to SWIM or the keyring.
+    /// A datagram from `remote`: a relay envelope, or a sealed datagram for this peer.
     func receive(_ datagram: ByteBuffer, from remote: SocketAddress) {
         let now = ContinuousClock.now
-        guard datagram.readableBytes <= Self.maximumDatagram else {
+        guard datagram.readableBytes <= Self.maximumDatagram + Self.envelopeOverhead else {
             return self.reject(.oversized)
         }
+        let bytes = Array(datagram.readableBytesView)
+        if bytes.count > 1, let kind = TunnelHeader.Kind(rawValue: bytes[1]), RelayEnvelope.isEnvelope(kind) {
+            return self.receiveEnvelope(bytes, from: remote, now: now)
+        }
+        self.receiveSealed(bytes, from: remote, relayedFrom: nil, now: now)
+    }
+
+    /// Room an envelope takes around a datagram (header, meta, tag).
+    static let envelopeOverhead = TunnelHeader.size + 1 + 80 + TunnelHeader.tagSize
+
+    /// A sealed datagram, straight from `remote` or forwarded by a relay (`relayedFrom`: who sent it to the relay,
+    /// and where the relay saw it): opened, checked against replays, then handed to SWIM or the keyring.
+    func receiveSealed(
+        _ bytes: [UInt8],
+        from remote: SocketAddress,
+        relayedFrom: (origin: PeerID, observed: String)?,
+        now: Instant
+    ) {
         let header: TunnelHeader
         let payload: [UInt8]
         do throws(TunnelDropReason) {
-            (header, payload) = try self.crypto.opened(Array(datagram.readableBytesView))
+            (header, payload) = try self.crypto.opened(bytes)
         } catch {
-            if error == .unknownKey { self.noteUnknownKey(datagram, from: remote, now: now) }
+            if error == .unknownKey { self.noteUnknownKey(bytes, from: remote, now: now) }
             return self.reject(error)
         }
         // Addressed to this peer, or to nobody in particular (a first contact through a seed address).
         guard header.destination == self.swim.me.id || header.destination == PeerID(rawValue: 0),
-            header.source != self.swim.me.id
+            header.source != self.swim.me.id, relayedFrom.map({ $0.origin == header.source }) ?? true
         else {
             return self.reject(.misdirected)
         }
+        // Answers to a forwarded datagram go to the sender's member address (routed on all its paths).
+        let replyAddress =
+            relayedFrom.map { self.swim.state(of: header.source)?.address ?? $0.observed } ?? remote.displayString
         if let reason = self.inbound[header.source, default: InboundTunnelState()].admit(
             session: header.session,
             sequence: header.sequence
         ) {
-            return self.reject(reason)
+            // Sent on several paths at once (address, public mapping, relays): the later copies are expected.
+            let multipath =
+                !self.swim.me.metadata.relays.isEmpty
+                || !(self.swim.state(of: header.source)?.metadata.relays.isEmpty ?? true)
+            return self.reject(reason == .replayed && multipath ? .duplicate : reason)
         }
         self.datagramsReceived &+= 1
         self.lastKeyID[header.source] = header.keyID
+        if relayedFrom == nil, self.seenAt[header.source]?.socket != remote {
+            let text = remote.displayString
+            self.seenAt[header.source] = text == self.swim.state(of: header.source)?.address ? nil : (text, remote)
+        }
         if header.keyID != self.keyring.primary.keyID {
             // Sealed with a key that is no longer primary: the sender missed a rotation (it may even be one we
             // hold dead or left, and it cannot open what we send). Bring it up to date with a key it has.
-            self.sendKeyring(to: header.source, address: remote.displayString, now: now)
+            self.sendKeyring(to: header.source, address: replyAddress, now: now)
         }
         self.observe(term: UInt64(header.epoch))
         switch header.kind {
@@ -148,10 +188,13 @@ final class MembershipEngine {
             }
             // The sealed source is the authority: a message may not speak for another peer.
             guard message.from == header.source else { return self.reject(.malformed) }
-            self.execute(self.swim.onMessage(message, from: remote.displayString, now: now), now: now)
+            self.execute(
+                self.swim.onMessage(message, from: replyAddress, relayed: relayedFrom != nil, now: now),
+                now: now
+            )
         case .keyring:
             guard let offered = Keyring(syncPayload: payload) else { return self.reject(.malformed) }
-            self.adopt(offered, from: "\(remote.displayString)")
+            self.adopt(offered, from: replyAddress)
         case .snapshot:
             let message: SnapshotMessage
             do throws(WireFailure) {
@@ -161,8 +204,8 @@ final class MembershipEngine {
             }
             guard message.from == header.source else { return self.reject(.malformed) }
             self.emit(.snapshot(message))
-        case .frame, .endOfEpoch:
-            // Frames and markers belong on the tunnel socket.
+        case .frame, .endOfEpoch, .relay, .relayed, .relayHello, .pathProbe, .pathAck:
+            // Frames, markers and path probes belong on the tunnel socket; envelopes never nest.
             self.reject(.unknownKind)
         }
         self.flush()
@@ -174,6 +217,7 @@ final class MembershipEngine {
         self.execute(self.swim.onTick(now: now), now: now)
         if !self.swim.hasJoined { self.evaluateElection() }  // a lone founder's wait may have ended
         self.syncKeyrings(now: now)
+        self.maintainRelays(now: now)
         self.warnIfAlone(now: now)
         self.flush()
     }
@@ -204,6 +248,7 @@ final class MembershipEngine {
 
     private func memberChanged(_ state: MemberState, previous: MemberStatus?) {
         self.memberAt[state.address] = state.id
+        if !state.status.isActive { self.seenAt[state.id] = nil }
         if state.status != previous {
             self.logger.info(
                 "Member \(state.status)",
@@ -215,7 +260,8 @@ final class MembershipEngine {
             )
         }
         if state.status.isActive {
-            self.emit(.memberUp(name: state.name, tunnel: state.metadata.tunnelAddress))
+            let relays = state.metadata.relays.compactMap { self.swim.state(of: $0)?.name }
+            self.emit(.memberUp(name: state.name, tunnel: state.metadata.tunnelAddress, relays: relays))
         } else {
             self.emit(.memberDown(name: state.name))
             self.keyringSentAt[state.id] = nil
@@ -242,7 +288,6 @@ final class MembershipEngine {
         through other: (any Channel)? = nil
     ) {
         guard let channel = other ?? self.channel else { return }
-        guard let remote = self.resolve(address) else { return }
         let header = TunnelHeader(
             kind: kind,
             vni: VNI(0)!,  // !-safe, 0 is in range
@@ -256,7 +301,11 @@ final class MembershipEngine {
         )
         self.sequence += 1
         let datagram = self.crypto.sealed(header: header, payload: payload, keyID: keyID)
-        channel.write(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: datagram)), promise: nil)
+        if other == nil {
+            self.route(datagram, to: address, member: self.memberAt[address])
+        } else if let remote = self.resolve(address) {
+            channel.write(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: datagram)), promise: nil)
+        }
         self.datagramsSent &+= 1
         self.dirty = true
     }
@@ -298,7 +347,7 @@ final class MembershipEngine {
         self.channel?.flush()
     }
 
-    private func resolve(_ address: String) -> SocketAddress? {
+    func resolve(_ address: String) -> SocketAddress? {
         if let cached = self.addresses[address] { return cached }
         guard let hostPort = HostPort(address),
             let resolved = try? SocketAddress.makeAddressResolvingHost(hostPort.host, port: hostPort.port)
@@ -331,14 +380,14 @@ final class MembershipEngine {
         self.reject(.sendFailed)
     }
 
-    private func reject(_ reason: TunnelDropReason) {
+    func reject(_ reason: TunnelDropReason) {
         self.rejected[reason, default: 0] &+= 1
     }
 
     /// Remembers (and logs, at most every 10 s) a datagram sealed with a key this peer does not have.
-    private func noteUnknownKey(_ datagram: ByteBuffer, from remote: SocketAddress, now: Instant) {
+    func noteUnknownKey(_ datagram: [UInt8], from remote: SocketAddress, now: Instant) {
         // The header decoder knows where the key id sits; the datagram opened that far before failing.
-        let keyID = datagram.withUnsafeReadableBytes { try? TunnelHeader.decode(datagram: $0) }?.keyID ?? 0
+        let keyID = datagram.withUnsafeBytes { try? TunnelHeader.decode(datagram: $0) }?.keyID ?? 0
         let description = "from \(remote.displayString) sealed with key id \(String(keyID, radix: 16))"
         let last = self.lastUnknownKey?.at
         self.lastUnknownKey = (description, now)

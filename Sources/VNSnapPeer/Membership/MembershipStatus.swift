@@ -33,6 +33,8 @@ public struct MembershipStatus: Sendable, Codable, Hashable {
         /// How it is reachable from other domains, as it measured itself (`public`, `endpoint-independent`,
         /// `symmetric`, `inbound blocked`, `unknown`).
         public var nat: String?
+        /// The relays it keeps sessions with (names), when it is not publicly reachable.
+        public var relays: [String]?
     }
 
     /// The initiator election as this peer sees it.
@@ -101,4 +103,6 @@ public struct MembershipStatus: Sendable, Codable, Hashable {
     public var datagramsReceived: UInt64
     /// Membership datagrams refused, by reason.
     public var rejected: [TunnelDropReason: UInt64]
+    /// What this peer forwarded on the membership socket as a relay, per peer served.
+    public var served: [String: RelayServed]?
 }

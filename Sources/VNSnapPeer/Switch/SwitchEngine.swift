@@ -53,6 +53,16 @@ final class SwitchEngine {
         var sent: [VNI: EpochCounts] = [:]
         /// Frames opened from this peer per VIOLIN and epoch, in its current session.
         var received: [VNI: EpochCounts] = [:]
+        /// The relays the peer keeps sessions with (issue 15): empty when it is publicly reachable.
+        var relays: [PeerID] = []
+        /// The direct path to a peer behind relays (punched), while either side has relays.
+        var path: PathState<ContinuousClock.Instant>?
+        /// Where the peer's tunnel socket was last seen from outside (a relay's envelope, or a direct datagram).
+        var observed: SocketAddress?
+        var observedText = ""
+        /// The path probe last sent on the direct path and not answered yet.
+        var probeOutstanding: UInt64?
+        var probeCounter: UInt64 = 0
     }
 
     let eventLoop: any EventLoop
@@ -68,7 +78,7 @@ final class SwitchEngine {
     var tunnelIndex: [PeerID: Int] = [:]
     var tunnelChannel: (any Channel)?
     var tunnelDirty = false
-    private var rejected: [TunnelDropReason: UInt64] = [:]
+    var rejected: [TunnelDropReason: UInt64] = [:]
     private let violinsByVNI: [VNI: Violin]
     let logger: Logger
     let allocator = ByteBufferAllocator()
@@ -77,6 +87,16 @@ final class SwitchEngine {
     var drains: [VNI: ViolinDrain] = [:]
     /// Called (on the loop) when a frame of the new epoch triggers a VM's cut.
     var onTrigger: ((String) -> Void)?
+    /// Whether this peer forwards for others (the `relay` role).
+    var isRelay = false
+    /// The relays this peer keeps sessions with (it is not publicly reachable); empty otherwise.
+    var myRelays: [PeerID] = []
+    /// Where this peer's relays see its tunnel socket (their keepalive answers).
+    var myMapping: String?
+    var relayTable = RelayTable<SocketAddress, ContinuousClock.Instant>()
+    /// Addresses as text, for the envelopes a relay writes (formatting one per frame would cost more than the MAC).
+    var addressText: [SocketAddress: String] = [:]
+    var lastKeepalive: ContinuousClock.Instant?
 
     init(
         eventLoop: any EventLoop,
@@ -120,15 +140,21 @@ final class SwitchEngine {
         self.tunnelChannel = channel
     }
 
-    /// Adds the tunnel to a peer, or brings a known one back up at `address`.
-    func addTunnel(name: String, id: PeerID, address: SocketAddress) {
-        if let index = self.tunnelIndex[id] {
+    /// Adds the tunnel to a peer, or brings a known one back up at `address`, reached through `relays` when it
+    /// has any.
+    func addTunnel(name: String, id: PeerID, address: SocketAddress, relays: [PeerID] = []) {
+        let index: Int
+        if let known = self.tunnelIndex[id] {
+            index = known
             self.tunnels[index].address = address
             self.tunnels[index].up = true
-            return
+        } else {
+            index = self.tunnels.count
+            self.tunnelIndex[id] = index
+            self.tunnels.append(TunnelState(name: name, id: id, address: address))
         }
-        self.tunnelIndex[id] = self.tunnels.count
-        self.tunnels.append(TunnelState(name: name, id: id, address: address))
+        self.tunnels[index].relays = relays
+        self.updatePath(index)
     }
 
     /// Takes the tunnel to a dead or departed peer down: nothing is sent to it, its datagrams are refused,
@@ -185,8 +211,18 @@ final class SwitchEngine {
         }
     }
 
-    /// A datagram that arrived on the tunnel socket.
-    func datagramFromTunnel(_ datagram: ByteBuffer) {
+    /// A datagram that arrived on the tunnel socket from `remote`: a relay envelope, or a sealed datagram.
+    func datagramFromTunnel(_ datagram: ByteBuffer, from remote: SocketAddress) {
+        if let code = datagram.getInteger(at: datagram.readerIndex + 1, as: UInt8.self),
+            let kind = TunnelHeader.Kind(rawValue: code), RelayEnvelope.isEnvelope(kind)
+        {
+            return self.envelopeFromTunnel(datagram, from: remote)
+        }
+        self.sealedFromTunnel(datagram, from: remote, relayed: false)
+    }
+
+    /// A sealed datagram, straight from `remote` or forwarded by a relay (`relayed`).
+    func sealedFromTunnel(_ datagram: ByteBuffer, from remote: SocketAddress, relayed: Bool) {
         // Decrypt into a fresh buffer: the datagram is a slice of a shared vector-read buffer, so decrypting in
         // place would copy it first, and the frame waits in a port's outbox until the batch is flushed.
         var frame = self.allocator.buffer(capacity: datagram.readableBytes)
@@ -203,7 +239,10 @@ final class SwitchEngine {
                     return .failure(error)
                 }
                 // Membership and keyring datagrams belong on the membership socket.
-                guard header.kind == .frame || header.kind == .endOfEpoch else { return .failure(.unknownKind) }
+                guard
+                    header.kind == .frame || header.kind == .endOfEpoch || header.kind == .pathProbe
+                        || header.kind == .pathAck
+                else { return .failure(.unknownKind) }
                 guard header.destination == self.me else { return .failure(.misdirected) }
                 guard let tunnel = self.tunnelIndex[header.source], self.tunnels[tunnel].up else {
                     return .failure(.unknownPeer)
@@ -231,10 +270,17 @@ final class SwitchEngine {
         let source = header.source
         let sessionBefore = self.tunnels[tunnel].inbound.session
         if let reason = self.tunnels[tunnel].inbound.admit(session: header.session, sequence: header.sequence) {
-            self.tunnels[tunnel].counters.dropped(reason)
+            // With several paths, a marker's other copies are expected, not replays.
+            let multipath = self.tunnels[tunnel].path != nil && reason == .replayed
+            self.tunnels[tunnel].counters.dropped(multipath ? .duplicate : reason)
             return
         }
         if self.tunnels[tunnel].inbound.session != sessionBefore { self.senderRestarted(source) }
+        if !relayed, self.tunnels[tunnel].path != nil { self.observe(tunnel, at: remote) }
+        if header.kind == .pathProbe || header.kind == .pathAck {
+            let payload = frame.getBytes(at: frame.readerIndex, length: payloadLength) ?? []
+            return self.pathDatagram(header.kind, payload: payload, tunnel: tunnel, from: remote, relayed: relayed)
+        }
         if header.kind == .endOfEpoch {
             let payload = frame.getBytes(at: frame.readerIndex, length: payloadLength) ?? []
             guard let marker = EndOfEpochMarker(header: header, payload: payload) else {
@@ -300,7 +346,8 @@ final class SwitchEngine {
         datagram.withUnsafeMutableReadableBytes { buffer in
             _ = self.crypto.seal(header: header, payloadLength: length, in: buffer)
         }
-        channel.write(AddressedEnvelope(remoteAddress: self.tunnels[index].address, data: datagram), promise: nil)
+        // Markers go on every path at once (the receiver keeps the first), frames on the best one.
+        self.transmit(datagram, tunnel: index, everyPath: kind == .endOfEpoch, channel: channel)
         self.tunnels[index].counters.sent(length)
         if kind == .frame { self.tunnels[index].sent[vni, default: EpochCounts()].add(epoch) }
         self.tunnelDirty = true
@@ -340,6 +387,9 @@ final class SwitchEngine {
                 SwitchStatus.Tunnel(
                     peer: $0.name,
                     address: $0.address.displayString,
+                    path: self.pathDescription($0),
+                    observed: $0.observed?.displayString,
+                    flaps: $0.path?.flaps ?? 0,
                     up: $0.up,
                     remoteSession: $0.inbound.session,
                     nextSequence: $0.nextSequence,
@@ -347,6 +397,14 @@ final class SwitchEngine {
                 )
             },
             rejected: self.rejected,
+            relays: self.myRelays.compactMap { id in self.tunnelIndex[id].map { self.tunnels[$0].name } },
+            mapping: self.myMapping,
+            served: Dictionary(
+                self.relayTable.served.map { entry in
+                    (self.tunnelIndex[entry.key].map { self.tunnels[$0].name } ?? "\(entry.key)", entry.value)
+                },
+                uniquingKeysWith: { a, _ in a }
+            ),
             learned: Dictionary(
                 learned.map { (self.violinsByVNI[$0.key]?.name ?? "vni-\($0.key)", $0.value.count) },
                 uniquingKeysWith: +

@@ -41,7 +41,8 @@ final class SwitchTunnelHandler: ChannelInboundHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.engine.datagramFromTunnel(Self.unwrapInboundIn(data).data)
+        let envelope = Self.unwrapInboundIn(data)
+        self.engine.datagramFromTunnel(envelope.data, from: envelope.remoteAddress)
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {

@@ -18,6 +18,7 @@ public final class SwitchService: Service, Sendable {
     let engine: NIOLoopBound<SwitchEngine>
     private let channels: Mutex<[any Channel]>
     private let sweeper: NIOLoopBound<RepeatedTask>
+    private let pathTimer: NIOLoopBound<RepeatedTask>
     private let logger: Logger
 
     /// Largest tunnel datagram: a 9216-byte jumbo frame plus the seal.
@@ -54,11 +55,14 @@ public final class SwitchService: Service, Sendable {
         public var name: String
         /// Peer's tunnel address.
         public var address: HostPort
+        /// The relays (peer names) it keeps sessions with, when it is not publicly reachable (issue 15).
+        public var relays: [String]
 
         /// Creates a tunnel spec.
-        public init(name: String, address: HostPort) {
+        public init(name: String, address: HostPort, relays: [String] = []) {
             self.name = name
             self.address = address
+            self.relays = relays
         }
     }
 
@@ -67,6 +71,7 @@ public final class SwitchService: Service, Sendable {
         engine: NIOLoopBound<SwitchEngine>,
         channels: [any Channel],
         sweeper: NIOLoopBound<RepeatedTask>,
+        pathTimer: NIOLoopBound<RepeatedTask>,
         tunnelAddress: SocketAddress,
         logger: Logger
     ) {
@@ -74,6 +79,7 @@ public final class SwitchService: Service, Sendable {
         self.engine = engine
         self.channels = Mutex(channels)
         self.sweeper = sweeper
+        self.pathTimer = pathTimer
         self.tunnelAddress = tunnelAddress
         self.logger = logger
     }
@@ -87,6 +93,7 @@ public final class SwitchService: Service, Sendable {
         ports: [PortSpec],
         tunnels: [TunnelSpec],
         session: UInt64,
+        isRelay: Bool = false,
         logger: Logger
     ) async throws -> SwitchService {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
@@ -106,10 +113,16 @@ public final class SwitchService: Service, Sendable {
                     eventLoop: loop
                 )
             }.get()
+            try await loop.submit { engine.value.isRelay = isRelay }.get()
             for tunnel in tunnels {
                 let address = try SocketAddress.makeAddressResolvingHost(tunnel.address.host, port: tunnel.address.port)
                 try await loop.submit {
-                    engine.value.addTunnel(name: tunnel.name, id: PeerID(name: tunnel.name), address: address)
+                    engine.value.addTunnel(
+                        name: tunnel.name,
+                        id: PeerID(name: tunnel.name),
+                        address: address,
+                        relays: tunnel.relays.map { PeerID(name: $0) }
+                    )
                 }.get()
             }
             let tunnelChannel = try await DatagramBootstrap(group: loop)
@@ -143,6 +156,14 @@ public final class SwitchService: Service, Sendable {
                     eventLoop: loop
                 )
             }.get()
+            let pathTimer = try await loop.submit {
+                NIOLoopBound(
+                    loop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+                        engine.value.maintainPaths(now: .now)
+                    },
+                    eventLoop: loop
+                )
+            }.get()
             let address = tunnelChannel.localAddress!  // !-safe, a bound socket has a local address
             logger.info(
                 "Switch ready",
@@ -155,6 +176,7 @@ public final class SwitchService: Service, Sendable {
                 engine: engine,
                 channels: bound,
                 sweeper: sweeper,
+                pathTimer: pathTimer,
                 tunnelAddress: address,
                 logger: logger
             )
@@ -173,8 +195,11 @@ public final class SwitchService: Service, Sendable {
 
     /// Closes every socket and stops the event loop.
     public func close() async {
-        let sweeper = self.sweeper
-        try? await self.group.next().submit { sweeper.value.cancel() }.get()
+        let (sweeper, pathTimer) = (self.sweeper, self.pathTimer)
+        try? await self.group.next().submit {
+            sweeper.value.cancel()
+            pathTimer.value.cancel()
+        }.get()
         for channel in self.channels.withLock({ $0 }) { try? await channel.close() }
         try? await self.group.shutdownGracefully()
         self.logger.info("Switch stopped")
@@ -235,8 +260,19 @@ public final class SwitchService: Service, Sendable {
         let address = try SocketAddress.makeAddressResolvingHost(spec.address.host, port: spec.address.port)
         let engine = self.engine
         try await self.group.next().submit {
-            engine.value.addTunnel(name: spec.name, id: PeerID(name: spec.name), address: address)
+            engine.value.addTunnel(
+                name: spec.name,
+                id: PeerID(name: spec.name),
+                address: address,
+                relays: spec.relays.map { PeerID(name: $0) }
+            )
         }.get()
+    }
+
+    /// Sets the relays (peer names) this peer keeps tunnel sessions with; empty when it is publicly reachable.
+    public func setRelays(_ names: [String]) async {
+        let engine = self.engine
+        try? await self.group.next().submit { engine.value.setRelays(names.map { PeerID(name: $0) }) }.get()
     }
 
     /// Takes the tunnel to a dead or departed peer down (kept, so it can come back).

@@ -22,6 +22,12 @@ public struct SwitchStatus: Sendable, Codable, Hashable {
         public var peer: String
         /// Its UDP address.
         public var address: String
+        /// The path frames take to it: `direct`, `punched`, `punching`, or `via relay NAME` (issue 15).
+        public var path: String?
+        /// Where its tunnel socket is seen from outside, when it sits behind relays.
+        public var observed: String?
+        /// How often a punched path to it was given up for the relay.
+        public var flaps: Int?
         /// Whether membership sees the peer alive (a down tunnel neither sends nor accepts).
         public var up: Bool
         /// The other peer's current session, once heard from.
@@ -38,6 +44,13 @@ public struct SwitchStatus: Sendable, Codable, Hashable {
     public var tunnels: [Tunnel]
     /// Datagrams dropped at the tunnel socket before they could be attributed to a tunnel, by reason.
     public var rejected: [TunnelDropReason: UInt64]
+    /// The relays this peer keeps tunnel sessions with (it is not publicly reachable).
+    public var relays: [String]?
+    /// Where those relays see this peer's tunnel socket.
+    public var mapping: String?
+    /// What this peer forwarded as a relay, per peer it served.
+    public var served: [String: RelayServed]?
+
     /// Learned MAC addresses per VNI.
     public var learned: [String: Int]
 }

@@ -86,6 +86,13 @@ final class LiveCluster: @unchecked Sendable {
         let file = "\(gateway.directory)/nat.nft"
         try rules.write(toFile: file, atomically: true, encoding: .utf8)
         try Shell.run(["ip", "netns", "exec", gateway.namespace, "nft", "-f", file])
+        // Short UDP mappings, as many home routers keep them, so relay keepalives are exercised.
+        for key in ["nf_conntrack_udp_timeout", "nf_conntrack_udp_timeout_stream"] {
+            _ = try? Shell.run(
+                ["ip", "netns", "exec", gateway.namespace, "sysctl", "-qw", "net.netfilter.\(key)=20"],
+                allowFailure: true
+            )
+        }
         self.hosts[name]?.address = "192.168.\(lan).2"
         // Hosts on the wire know no way into a LAN (as on the internet): their datagrams to private addresses
         // go to an address nobody has, and vanish, rather than failing the send.
