@@ -138,3 +138,97 @@ import VNSnapCore
         #expect(path.tick(now: .ms(98_000)) == .punch(attempt: 1))
     }
 }
+
+/// A relay's sessions (issue 15): forwarding only to peers that keep a session, at the address their keepalives
+/// come from, within a per-pair rate cap, counted per peer.
+@Suite struct RelayTableTests {
+    typealias Table = RelayTable<String, SimInstant>
+    let a = PeerID(name: "a")
+    let b = PeerID(name: "b")
+    let c = PeerID(name: "c")
+
+    @Test func test_forward_toAPeerWithASession_goesWhereItsKeepalivesComeFrom_elseRefused() {
+        var table = Table()
+        let t0 = SimInstant.zero
+        #expect(table.forward(from: a, to: b, bytes: 100, now: t0) == .failure(.noSession))
+        table.hello(from: b, at: "203.0.113.7:40001", now: t0)
+        #expect(table.forward(from: a, to: b, bytes: 100, now: t0) == .success("203.0.113.7:40001"))
+        // Its NAT mapped it anew (a flushed router): the next keepalive moves the session.
+        table.hello(from: b, at: "203.0.113.7:40999", now: t0.advanced(by: .seconds(5)))
+        #expect(
+            table.forward(from: a, to: b, bytes: 100, now: t0.advanced(by: .seconds(5)))
+                == .success("203.0.113.7:40999")
+        )
+        #expect(table.served[b]?.datagrams == 2 && table.served[b]?.bytes == 200 && table.served[b]?.refused == 1)
+        #expect(table.served[a]?.datagrams == 2, "counted for the sender too")
+    }
+
+    @Test func test_session_withoutKeepalives_lapsesAfterTheTimeout_andExpireForgetsIt() {
+        var table = Table()
+        table.hello(from: b, at: "b", now: .zero)
+        #expect(table.sessionPeers(now: .zero.advanced(by: .seconds(30))) == [b])
+        #expect(table.forward(from: a, to: b, bytes: 1, now: .zero.advanced(by: .seconds(31))) == .failure(.noSession))
+        table.expire(now: .zero.advanced(by: .seconds(31)))
+        #expect(table.sessionPeers(now: .zero.advanced(by: .seconds(31))).isEmpty)
+        #expect(table.served.isEmpty)
+    }
+
+    @Test func test_ratePerPair_capsOneSender_notTheOthers_andRefillsWithTime() {
+        var settings = Table.Settings()
+        settings.bytesPerSecond = 1000
+        settings.burst = 1000
+        var table = Table(settings: settings)
+        table.hello(from: b, at: "b", now: .zero)
+        #expect(table.forward(from: a, to: b, bytes: 800, now: .zero) == .success("b"))
+        #expect(table.forward(from: a, to: b, bytes: 800, now: .zero) == .failure(.rateCapped))
+        #expect(table.forward(from: c, to: b, bytes: 800, now: .zero) == .success("b"), "another pair has its own")
+        #expect(table.forward(from: a, to: b, bytes: 800, now: .zero.advanced(by: .milliseconds(700))) == .success("b"))
+    }
+}
+
+/// Membership through relays (issue 15): a ping that came through a relay is answered without an observed address
+/// and without a dial-back, and says nothing about this peer's NAT.
+@Suite struct RelayedMembershipTests {
+    /// `a` knowing `b` from a datagram that came through a relay.
+    static func swim() -> TestSWIM {
+        var swim = TestSWIM(me: SWIMFixtures.state("a"), rng: SplitMix64(seed: 1), now: .zero)
+        let b = SWIMFixtures.state("b")
+        _ = swim.onMessage(
+            SWIMMessage(from: b.id, body: .pushPull(isResponse: true, members: [b])),
+            from: "b:7947",
+            relayed: true,
+            now: .zero
+        )
+        return swim
+    }
+
+    @Test func test_pingThroughARelay_isAnsweredToTheMemberAddress_withoutObservedAddressOrDialBack() {
+        var swim = Self.swim()
+        let directives = swim.onMessage(
+            SWIMMessage(from: PeerID(name: "b"), body: .ping(sequence: 5, target: PeerID(name: "a"))),
+            from: "b:7947",
+            relayed: true,
+            now: .zero
+        )
+        #expect(directives.sends.map(\.1) == ["b:7947"])
+        #expect(directives.sends.first?.0.body == .ack(sequence: 5, observed: ""))
+        #expect(!directives.contains { if case .dialBack = $0 { return true } else { return false } })
+        #expect(!swim.nat.unsolicitedInbound, "a relayed datagram is no sign that the NAT lets strangers in")
+
+        // Straight from an address it never sent to: unsolicited, and the ack says where it came from.
+        let direct = swim.onMessage(
+            SWIMMessage(from: PeerID(name: "b"), body: .ping(sequence: 6, target: PeerID(name: "a"))),
+            from: "198.51.100.4:7947",
+            now: .zero
+        )
+        #expect(direct.sends.first?.0.body == .ack(sequence: 6, observed: "198.51.100.4:7947"))
+        #expect(swim.nat.unsolicitedInbound)
+    }
+
+    @Test func test_noteSent_makesTheShellsOtherPathsSolicited() {
+        var swim = Self.swim()
+        swim.noteSent(to: "203.0.113.7:40001")
+        _ = swim.onMessage(SWIMMessage(from: PeerID(name: "b"), body: .gossip), from: "203.0.113.7:40001", now: .zero)
+        #expect(!swim.nat.unsolicitedInbound)
+    }
+}

@@ -40,10 +40,20 @@ import VNSnapCore
             storeCapacity: 1 << 40,
             version: "0.1.0",
             keyringGeneration: 7,
-            keyringDigest: 0xdead_beef
+            keyringDigest: 0xdead_beef,
+            nat: .symmetric,
+            publicAddress: "203.0.113.7:40001",
+            relays: [PeerID(name: "r1"), PeerID(name: "r2")]
         )
         let message = SWIMMessage(from: state.id, body: .pushPull(isResponse: false, members: [state]))
         #expect(try SWIMCodec.decode(SWIMCodec.encode(message)) == message)
+        #expect(try SWIMCodec.encode(message).count == SWIMCodec.baseSize(of: message.body))
+
+        // More relays than a member may name is refused, not truncated.
+        state.metadata.relays = (0...SWIMCodec.maximumRelays).map { PeerID(name: "r\($0)") }
+        #expect(throws: WireFailure.oversized) {
+            try SWIMCodec.encode(SWIMMessage(from: state.id, body: .pushPull(isResponse: false, members: [state])))
+        }
     }
 
     @Test func test_decode_everyTruncation_shouldThrowTruncated() throws {

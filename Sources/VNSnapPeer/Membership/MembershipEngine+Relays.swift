@@ -70,6 +70,11 @@ extension MembershipEngine {
             )
         }
         guard !state.metadata.relays.isEmpty else { return }
+        if state.metadata.relays.contains(self.swim.me.id), let session = self.relayTable.address(of: member, now: .now)
+        {
+            // This peer is one of its relays: where its session says it is.
+            channel.write(AddressedEnvelope(remoteAddress: session, data: ByteBuffer(bytes: datagram)), promise: nil)
+        }
         let mapped = state.metadata.publicAddress
         if !mapped.isEmpty, mapped != address, mapped != self.seenAt[member]?.address, let remote = self.resolve(mapped)
         {

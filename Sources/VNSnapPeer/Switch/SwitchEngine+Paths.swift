@@ -32,10 +32,23 @@ extension SwitchEngine {
             channel.write(AddressedEnvelope(remoteAddress: address, data: datagram), promise: nil)
             if direct, !everyPath { return }
         }
-        for relay in tunnel.relays {
-            guard relay != self.me, let hop = self.tunnelIndex[relay], self.tunnels[hop].up else { continue }
-            self.sendEnvelope(.forward(target: tunnel.id), inner: datagram, hop: hop, channel: channel)
-            if !everyPath { return }
+        // The first relay that answers its probes; the first one up when none does (they may all be slow at once).
+        var used = 0
+        for pass in 0..<2 where used == 0 || everyPath {
+            for relay in tunnel.relays {
+                if relay == self.me {
+                    // This peer is one of its relays: straight to where its session says it is.
+                    guard pass == 0, let address = self.relayTable.address(of: tunnel.id, now: .now) else { continue }
+                    channel.write(AddressedEnvelope(remoteAddress: address, data: datagram), promise: nil)
+                } else {
+                    guard let hop = self.tunnelIndex[relay], self.tunnels[hop].up,
+                        self.tunnels[hop].answering == (pass == 0)
+                    else { continue }
+                    self.sendEnvelope(.forward(target: tunnel.id), inner: datagram, hop: hop, channel: channel)
+                }
+                used += 1
+                if !everyPath { return }
+            }
         }
     }
 
@@ -167,6 +180,7 @@ extension SwitchEngine {
         guard !relayed, payload.count == 8, let channel = self.tunnelChannel else { return }
         let now = ContinuousClock.now
         let number = payload.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        self.tunnels[index].lastAnswer = kind == .pathAck ? now : self.tunnels[index].lastAnswer
         if kind == .pathProbe {
             // Answer on the path it came by; and it proves the way in.
             self.sendPath(.pathAck, number: number, tunnel: index, to: remote, channel: channel)
@@ -236,6 +250,15 @@ extension SwitchEngine {
                 guard let hop = self.tunnelIndex[relay], self.tunnels[hop].up else { continue }
                 self.sendEnvelope(.hello(answer: false, observed: ""), inner: ByteBuffer(), hop: hop, channel: channel)
             }
+        }
+        // Every relay some tunnel goes through is probed each second: a dead one is passed over within two.
+        let hops = Set(self.tunnels.filter(\.up).flatMap(\.relays)).compactMap { self.tunnelIndex[$0] }
+        for hop in hops where self.tunnels[hop].up {
+            // A relay probed for the first time has until its first answer is due.
+            let last = self.tunnels[hop].lastAnswer ?? now
+            self.tunnels[hop].lastAnswer = last
+            self.tunnels[hop].answering = last.duration(to: now) < .milliseconds(2500)
+            self.sendPath(.pathProbe, number: 0, tunnel: hop, to: self.tunnels[hop].address, channel: channel)
         }
         for index in self.tunnels.indices where self.tunnels[index].up && self.tunnels[index].path != nil {
             let target =

@@ -63,6 +63,9 @@ final class SwitchEngine {
         /// The path probe last sent on the direct path and not answered yet.
         var probeOutstanding: UInt64?
         var probeCounter: UInt64 = 0
+        /// When the peer last answered a path probe, and whether it did lately (a relay hop is used only then).
+        var lastAnswer: ContinuousClock.Instant?
+        var answering = true
     }
 
     let eventLoop: any EventLoop

@@ -43,7 +43,7 @@ import VNSnapPeer
 /// `relay` role and no VMs. Nobody is told who is behind what.
 @Suite(.serialized) struct DomainsPipelineLiveTests {
     static let blocks = 3_000
-    static let relayRole = "[peer]\nroles = [\"relay\"]\n"
+    static let relayRole = "[peer]\nroles = [\"relay\", \"store\"]\nstore_capacity_mib = 1024\n"
 
     /// Starts the relays, then the pipeline's three hosts behind their NATs and firewall.
     static func startAcrossDomains(_ cluster: LiveCluster) async throws {
@@ -62,7 +62,9 @@ import VNSnapPeer
     }
 
     @Test
-    func test_aPipelineAcrossThreeDomains_joinsThroughRelays_andEndsRightLiveWithASnapshotAndRestored() async throws {
+    func test_aPipelineAcrossThreeDomains_joinsThroughRelays_survivesARelayKilledAndFlushedNATs_andRestores()
+        async throws
+    {
         if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
         let expected = try LiveEnvironment.expectedDigest(blocks: Self.blocks)
         let cluster = try LiveCluster(hosts: ["h1", "h2", "h3", "r1", "r2"], bystanders: ["g1", "g2"])
@@ -74,40 +76,69 @@ import VNSnapPeer
                     Set(status.membership.members.filter { $0.state == "alive" }.map(\.name)) == names
                 }
             }
-            // The symmetric one is reached through relays; its peers' tunnels say so.
-            let sym = try await cluster.waitUntil("h2", timeout: .seconds(90), "choosing relays") {
+            // Each classified itself; the symmetric one is reached through relays, the two that keep a mapping
+            // punch a direct path between them.
+            let kinds = ["h1": "endpoint-independent", "h2": "symmetric", "h3": "inbound blocked", "r1": "public"]
+            for (host, kind) in kinds.sorted(by: { $0.key < $1.key }) {
+                try await cluster.waitUntil(host, timeout: .seconds(90), "classifying itself \(kind)") {
+                    $0.membership.members.first { $0.isSelf }?.nat == kind
+                }
+            }
+            let h2 = try await cluster.waitUntil("h2", timeout: .seconds(60), "choosing both relays") {
                 $0.membership.members.first { $0.isSelf }?.relays?.count == 2
             }
-            #expect(sym.membership.members.first { $0.isSelf }?.nat == "symmetric")
-            let toSym = try await cluster.waitUntil("h1", timeout: .seconds(30), "reaching h2 through a relay") {
+            let carrier = try #require(h2.membership.members.first { $0.isSelf }?.relays?.first)
+            let survivor = carrier == "r1" ? "r2" : "r1"
+            try await cluster.waitUntil("h1", timeout: .seconds(30), "reaching h2 through a relay") {
                 $0.switch.tunnels.first { $0.peer == "h2" }?.path?.hasPrefix("via relay") == true
             }
-            print("h1 → h2: \(toSym.switch.tunnels.first { $0.peer == "h2" }?.path ?? "?")")
-
-            let manifest = try await cluster.snapshot("h1", violin: "pipeline", mode: .cow, name: "across")
-            #expect(manifest.vms.map(\.name) == ["relay", "sink", "source"])
-            let live = try await cluster.verdict(host: "h3")
-            #expect(live.contains("verdict=ok") && live.contains("digest=\(expected)"), "live run: \(live)")
-            // No member was ever declared dead meanwhile.
-            for host in names.sorted() {
-                let members = try await cluster.status(host).membership.members
-                #expect(members.allSatisfy { $0.state == "alive" }, "\(host): \(members.map { ($0.name, $0.state) })")
+            try await cluster.waitUntil("h1", timeout: .seconds(60), "punching a path to h3") {
+                $0.switch.tunnels.first { $0.peer == "h3" }?.path == "punched"
             }
 
-            try await cluster.restore("h2", id: manifest.id)
+            // Replicas in the relays' RAM, streamed out of the NATs.
+            let inMemory = try await cluster.snapshot(
+                "h1",
+                violin: "pipeline",
+                mode: .cow,
+                name: "replicas",
+                target: SnapshotTarget(kind: .memory, replicas: 2)
+            )
+            #expect(inMemory.vms.allSatisfy { Set($0.replicas ?? []) == ["r1", "r2"] }, "\(inMemory.vms)")
+
+            // The relay carrying h2's tunnels dies in the middle of a snapshot; then the NATs forget every mapping.
+            async let onDisk = cluster.snapshot("h3", violin: "pipeline", mode: .cow, name: "relay-dies")
+            try await Task.sleep(for: .milliseconds(300))
+            kill(try #require(cluster.host(carrier).peerPID), SIGKILL)
+            let survived = try await onDisk
+            #expect(survived.vms.map(\.name) == ["relay", "sink", "source"])
+            for router in ["g1", "g2"] {
+                _ = try Shell.run(["ip", "netns", "exec", cluster.host(router).namespace, "conntrack", "-F"])
+            }
+            let live = try await cluster.verdict(host: "h3")
+            #expect(live.contains("verdict=ok") && live.contains("digest=\(expected)"), "live run: \(live)")
+            // Nobody but the killed relay was ever declared dead.
+            for host in names.subtracting([carrier]).sorted() {
+                let log =
+                    (try? String(contentsOfFile: "\(cluster.host(host).directory)/peer.log", encoding: .utf8)) ?? ""
+                let deaths = log.split(separator: "\n").filter {
+                    $0.contains("Member dead") && !$0.contains("name=\(carrier) ")
+                }
+                #expect(deaths.isEmpty, "\(host): \(deaths)")
+            }
+            let after = try await cluster.waitUntil("h1", timeout: .seconds(10), "using the surviving relay") {
+                $0.switch.tunnels.first { $0.peer == "h2" }?.path == "via relay \(survivor)"
+            }
+            print("h1 paths: \(after.switch.tunnels.map { "\($0.peer) \($0.path ?? "-")" })")
+
+            try await cluster.restore("h2", id: inMemory.id)
             let restored = try await cluster.verdict(host: "h3")
             #expect(
                 restored.contains("verdict=ok") && restored.contains("digest=\(expected)"),
                 "restored run: \(restored)"
             )
-            for host in ["h1", "h2", "h3"] {
-                let status = try await cluster.status(host)
-                print("\(host) paths: \(status.switch.tunnels.map { "\($0.peer) \($0.path ?? "-")" })")
-            }
-            for relay in ["r1", "r2"] {
-                let status = try await cluster.status(relay)
-                print("\(relay) served: \(status.switch.served ?? [:])")
-            }
+            let relay = try await cluster.status(survivor)
+            print("\(survivor) served: \(relay.switch.served ?? [:])")
         } catch {
             Issue.record("\(error)")
         }
