@@ -44,7 +44,8 @@ public struct PathState<Instant: InstantProtocol>: Sendable where Instant.Durati
     /// The path now.
     public private(set) var path: Path = .relayed
     let settings: Settings
-    let punchable: Bool
+    /// Whether a hole punch is tried at all.
+    public let punchable: Bool
     var nextAttempt: Instant
     var outbound = 0
     var inbound = 0

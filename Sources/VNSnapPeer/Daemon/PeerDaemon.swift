@@ -174,11 +174,13 @@ public enum PeerDaemon {
     /// Tunnels follow membership; a new keyring goes to the switch too.
     static func follow(_ event: MembershipEvent, switchService: SwitchService, config: PeerConfig) async {
         switch event {
-        case .memberUp(let name, let tunnel, let relays):
+        case .memberUp(let name, let tunnel, let relays, let nat):
             guard let address = HostPort(tunnel) else { return }
-            try? await switchService.addTunnel(SwitchService.TunnelSpec(name: name, address: address, relays: relays))
-        case .relaysChanged(let relays):
-            await switchService.setRelays(relays)
+            try? await switchService.addTunnel(
+                SwitchService.TunnelSpec(name: name, address: address, relays: relays, nat: nat)
+            )
+        case .relaysChanged(let relays, let nat):
+            await switchService.setRelays(relays, nat: nat)
         case .memberDown(let name):
             await switchService.removeTunnel(name: name)
         case .keyringChanged(let keyring):

@@ -39,9 +39,9 @@ extension MembershipEngine {
             )
         }
         let names = chosen.compactMap { self.swim.state(of: $0)?.name }
-        if names != self.announcedRelays {
-            self.announcedRelays = names
-            self.emit(.relaysChanged(names))
+        if names != self.announcedRelays.0 || me.metadata.nat != self.announcedRelays.1 {
+            self.announcedRelays = (names, me.metadata.nat)
+            self.emit(.relaysChanged(names, nat: me.metadata.nat))
         }
         if !changed, let last = self.relaysCheckedAt, last.duration(to: now) < Self.relayKeepalive { return }
         self.relaysCheckedAt = now

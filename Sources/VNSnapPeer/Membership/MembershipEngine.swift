@@ -6,9 +6,9 @@ import VNSnapCrypto
 /// What membership tells the rest of the daemon.
 public enum MembershipEvent: Sendable, Hashable {
     /// A member is alive (new, back, or moved): its tunnel should be up at this address.
-    case memberUp(name: String, tunnel: String, relays: [String] = [])
-    /// The relays this peer keeps sessions with changed (empty: it is publicly reachable).
-    case relaysChanged([String])
+    case memberUp(name: String, tunnel: String, relays: [String] = [], nat: NATType = .unknown)
+    /// The relays this peer keeps sessions with (empty: it is publicly reachable), or its own NAT type, changed.
+    case relaysChanged([String], nat: NATType)
     /// A member died or left: its tunnel goes down.
     case memberDown(name: String)
     /// The cluster's keyring changed: the switch seals and opens with it from now on.
@@ -56,8 +56,8 @@ final class MembershipEngine {
     /// Sessions of the peers this one relays for (issue 15); empty without the `relay` role.
     var relayTable = RelayTable<SocketAddress, Instant>()
     var relaysCheckedAt: Instant?
-    /// The relay names last told to the switch.
-    var announcedRelays: [String] = []
+    /// The relay names and NAT type last told to the switch.
+    var announcedRelays: ([String], NATType) = ([], .unknown)
     /// How many relays a peer that is not publicly reachable keeps.
     var relayCount = 3
     /// Where each member's datagrams last came from directly, when not its own address (its NAT's mapping).
@@ -261,7 +261,14 @@ final class MembershipEngine {
         }
         if state.status.isActive {
             let relays = state.metadata.relays.compactMap { self.swim.state(of: $0)?.name }
-            self.emit(.memberUp(name: state.name, tunnel: state.metadata.tunnelAddress, relays: relays))
+            self.emit(
+                .memberUp(
+                    name: state.name,
+                    tunnel: state.metadata.tunnelAddress,
+                    relays: relays,
+                    nat: state.metadata.nat
+                )
+            )
         } else {
             self.emit(.memberDown(name: state.name))
             self.keyringSentAt[state.id] = nil

@@ -222,8 +222,9 @@ extension SwitchEngine {
     // MARK: Paths
 
     /// This peer's relays changed (empty: it is publicly reachable).
-    func setRelays(_ relays: [PeerID]) {
+    func setRelays(_ relays: [PeerID], nat: NATType) {
         self.myRelays = relays
+        self.myNAT = nat
         if relays.isEmpty { self.myMapping = nil }
         for index in self.tunnels.indices { self.updatePath(index) }
     }
@@ -231,12 +232,18 @@ extension SwitchEngine {
     /// A tunnel needs a path state while either side sits behind relays.
     func updatePath(_ index: Int) {
         let needed = !self.tunnels[index].relays.isEmpty || !self.myRelays.isEmpty
+        // A pair where both NATs pick a port per destination has nothing to aim at: it stays relayed. A side not
+        // classified yet is given the benefit of the doubt (the attempts are bounded).
+        let (mine, theirs) = (self.myNAT, self.tunnels[index].nat)
+        let punchable =
+            NATType.punchable(mine, theirs) || (mine == .unknown && theirs != .symmetric)
+            || (theirs == .unknown && mine != .symmetric)
         if !needed {
             self.tunnels[index].path = nil
-        } else if self.tunnels[index].path == nil {
-            // Punching needs an address to aim at on the far side; a symmetric NAT gives none (observed changes per
-            // destination), which the probes find out by failing, bounded by the attempts.
-            self.tunnels[index].path = PathState(punchable: true, settings: Self.pathSettings, now: .now)
+        } else if self.tunnels[index].path == nil
+            || (self.tunnels[index].path?.punchable != punchable && self.tunnels[index].path?.path != .direct)
+        {
+            self.tunnels[index].path = PathState(punchable: punchable, settings: Self.pathSettings, now: .now)
         }
     }
 

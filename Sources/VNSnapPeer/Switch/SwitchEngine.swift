@@ -55,6 +55,8 @@ final class SwitchEngine {
         var received: [VNI: EpochCounts] = [:]
         /// The relays the peer keeps sessions with (issue 15): empty when it is publicly reachable.
         var relays: [PeerID] = []
+        /// Its NAT as it measured itself.
+        var nat = NATType.unknown
         /// The direct path to a peer behind relays (punched), while either side has relays.
         var path: PathState<ContinuousClock.Instant>?
         /// Where the peer's tunnel socket was last seen from outside (a relay's envelope, or a direct datagram).
@@ -94,6 +96,8 @@ final class SwitchEngine {
     var isRelay = false
     /// The relays this peer keeps sessions with (it is not publicly reachable); empty otherwise.
     var myRelays: [PeerID] = []
+    /// This peer's NAT as measured.
+    var myNAT = NATType.unknown
     /// Where this peer's relays see its tunnel socket (their keepalive answers).
     var myMapping: String?
     var relayTable = RelayTable<SocketAddress, ContinuousClock.Instant>()
@@ -145,7 +149,7 @@ final class SwitchEngine {
 
     /// Adds the tunnel to a peer, or brings a known one back up at `address`, reached through `relays` when it
     /// has any.
-    func addTunnel(name: String, id: PeerID, address: SocketAddress, relays: [PeerID] = []) {
+    func addTunnel(name: String, id: PeerID, address: SocketAddress, relays: [PeerID] = [], nat: NATType = .unknown) {
         let index: Int
         if let known = self.tunnelIndex[id] {
             index = known
@@ -157,6 +161,7 @@ final class SwitchEngine {
             self.tunnels.append(TunnelState(name: name, id: id, address: address))
         }
         self.tunnels[index].relays = relays
+        self.tunnels[index].nat = nat
         self.updatePath(index)
     }
 

@@ -57,12 +57,15 @@ public final class SwitchService: Service, Sendable {
         public var address: HostPort
         /// The relays (peer names) it keeps sessions with, when it is not publicly reachable (issue 15).
         public var relays: [String]
+        /// Its NAT as it measured itself (a hole punch is tried only where both NATs allow it).
+        public var nat: NATType
 
         /// Creates a tunnel spec.
-        public init(name: String, address: HostPort, relays: [String] = []) {
+        public init(name: String, address: HostPort, relays: [String] = [], nat: NATType = .unknown) {
             self.name = name
             self.address = address
             self.relays = relays
+            self.nat = nat
         }
     }
 
@@ -121,7 +124,8 @@ public final class SwitchService: Service, Sendable {
                         name: tunnel.name,
                         id: PeerID(name: tunnel.name),
                         address: address,
-                        relays: tunnel.relays.map { PeerID(name: $0) }
+                        relays: tunnel.relays.map { PeerID(name: $0) },
+                        nat: tunnel.nat
                     )
                 }.get()
             }
@@ -264,15 +268,17 @@ public final class SwitchService: Service, Sendable {
                 name: spec.name,
                 id: PeerID(name: spec.name),
                 address: address,
-                relays: spec.relays.map { PeerID(name: $0) }
+                relays: spec.relays.map { PeerID(name: $0) },
+                nat: spec.nat
             )
         }.get()
     }
 
-    /// Sets the relays (peer names) this peer keeps tunnel sessions with; empty when it is publicly reachable.
-    public func setRelays(_ names: [String]) async {
+    /// Sets the relays (peer names) this peer keeps tunnel sessions with (empty when it is publicly reachable) and
+    /// its NAT type as measured.
+    public func setRelays(_ names: [String], nat: NATType) async {
         let engine = self.engine
-        try? await self.group.next().submit { engine.value.setRelays(names.map { PeerID(name: $0) }) }.get()
+        try? await self.group.next().submit { engine.value.setRelays(names.map { PeerID(name: $0) }, nat: nat) }.get()
     }
 
     /// Takes the tunnel to a dead or departed peer down (kept, so it can come back).
