@@ -207,7 +207,10 @@ public final class MembershipService: Service, Sendable {
             for member in engine.swim.otherMembers { names[member.state.id] = member.state.name }
             var stores: [PeerID: MembershipView.Store] = [:]
             for state in [engine.swim.me] + engine.swim.otherMembers.map(\.state)
-            where alive[state.id] != nil && state.metadata.roles.contains(.store) {
+            where alive[state.id] != nil && state.metadata.roles.contains(.store)
+                // A store measured to be behind a NAT or firewall cannot take the TCP stream of a peer outside it.
+                && (state.id == engine.swim.me.id || state.metadata.nat == .public || state.metadata.nat == .unknown)
+            {
                 stores[state.id] = MembershipView.Store(
                     name: state.name,
                     tunnelAddress: state.metadata.tunnelAddress,

@@ -78,7 +78,10 @@ import VNSnapPeer
             }
             // Each classified itself; the symmetric one is reached through relays, the two that keep a mapping
             // punch a direct path between them.
-            let kinds = ["h1": "endpoint-independent", "h2": "symmetric", "h3": "inbound blocked", "r1": "public"]
+            let kinds = [
+                "h1": "endpoint-independent", "h2": "symmetric", "h3": "inbound blocked", "r1": "public",
+                "r2": "public",
+            ]
             for (host, kind) in kinds.sorted(by: { $0.key < $1.key }) {
                 try await cluster.waitUntil(host, timeout: .seconds(90), "classifying itself \(kind)") {
                     $0.membership.members.first { $0.isSelf }?.nat == kind

@@ -81,6 +81,12 @@ final class LiveCluster: @unchecked Sendable {
                     type nat hook postrouting priority 100; policy accept;
                     oifname "eth0" ip saddr 192.168.\(lan).0/24 \(nat)
                 }
+                # Unsolicited datagrams to the router die before conntrack keeps them (as at a home router): a
+                # kept one would hold the tuple a later outbound mapping needs, and the NAT would pick another port.
+                chain in {
+                    type filter hook input priority 0; policy accept;
+                    iifname "eth0" ct state new drop
+                }
             }
             """
         let file = "\(gateway.directory)/nat.nft"
