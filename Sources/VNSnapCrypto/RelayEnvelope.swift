@@ -35,9 +35,17 @@ public struct RelayEnvelope: Sendable, Hashable {
     /// Where the inner datagram starts in the enveloped datagram (its end is the datagram's end).
     public var innerOffset: Int
 
+    /// Most bytes an envelope adds around a datagram: header, meta (at most 80 bytes) and tag.
+    public static let maximumOverhead = TunnelHeader.size + 1 + 80 + TunnelHeader.tagSize
+
     /// Whether a header's kind is one of the envelope's.
     public static func isEnvelope(_ kind: TunnelHeader.Kind) -> Bool {
         kind == .relay || kind == .relayed || kind == .relayHello
+    }
+
+    /// Bytes of the envelope around an inner datagram of `innerCount` bytes.
+    public static func size(of meta: Meta, inner innerCount: Int) -> Int {
+        TunnelHeader.size + 1 + Self.encode(meta).count + TunnelHeader.tagSize + innerCount
     }
 
     /// Wraps `inner` (empty for a keepalive) in an envelope sealed with the primary key (or `keyID`'s).
@@ -48,36 +56,59 @@ public struct RelayEnvelope: Sendable, Hashable {
         crypto: inout TunnelCrypto,
         keyID: UInt32? = nil
     ) -> [UInt8] {
+        var datagram = [UInt8](repeating: 0, count: Self.size(of: meta, inner: inner.count))
+        _ = datagram.withUnsafeMutableBytes {
+            Self.wrap(meta, header: header, inner: inner, into: $0, crypto: &crypto, keyID: keyID)
+        }
+        return datagram
+    }
+
+    /// Wraps `inner` into `output`, which MUST have room for `size(of:inner:)` bytes; returns the bytes written.
+    /// The inner datagram is copied once, and only its header and tag are authenticated again.
+    public static func wrap(
+        _ meta: Meta,
+        header: TunnelHeader,
+        inner: UnsafeRawBufferPointer,
+        into output: UnsafeMutableRawBufferPointer,
+        crypto: inout TunnelCrypto,
+        keyID: UInt32? = nil
+    ) -> Int {
         var header = header
         header.kind = meta.kind
         let key = keyID.flatMap { id in crypto.subkeys.first { $0.keyID == id } } ?? crypto.subkeys[0]
         header.keyID = key.keyID
         let metaBytes = Self.encode(meta)
-        var datagram = header.encoded
-        datagram.append(UInt8(metaBytes.count))
-        datagram += metaBytes
-        let associated = datagram + Self.innerBinding(inner)
-        var tag = [UInt8](repeating: 0, count: TunnelHeader.tagSize)
-        let prefix = crypto.noncePrefix(header)
-        var empty: [UInt8] = [0]  // nothing is encrypted; libsodium wants a buffer all the same
-        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { nonce in
-            TunnelCrypto.fillNonce(nonce, prefix: prefix, sequence: header.sequence)
-            _ = crypto_aead_xchacha20poly1305_ietf_encrypt_detached(
-                &empty,
-                &tag,
-                nil,
-                nil,
-                0,
-                associated,
-                UInt64(associated.count),
-                nil,
-                nonce.baseAddress!,  // !-safe, capacity 24
-                key.bytes
+        let tagStart = TunnelHeader.size + 1 + metaBytes.count
+        let total = tagStart + TunnelHeader.tagSize + inner.count
+        precondition(output.count >= total, "an envelope needs \(total) bytes, has \(output.count)")
+        header.encode(into: output)
+        output[TunnelHeader.size] = UInt8(metaBytes.count)
+        for (index, byte) in metaBytes.enumerated() { output[TunnelHeader.size + 1 + index] = byte }
+        if !inner.isEmpty {
+            UnsafeMutableRawBufferPointer(rebasing: output[(tagStart + TunnelHeader.tagSize)..<total]).copyMemory(
+                from: inner
             )
         }
-        datagram += tag
-        datagram.append(contentsOf: inner)
-        return datagram
+        let prefix = crypto.noncePrefix(header)
+        Self.withAssociatedData(UnsafeRawBufferPointer(rebasing: output[0..<tagStart]), inner: inner) { associated in
+            var empty: UInt8 = 0  // nothing is encrypted; libsodium wants a buffer all the same
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { nonce in
+                TunnelCrypto.fillNonce(nonce, prefix: prefix, sequence: header.sequence)
+                _ = crypto_aead_xchacha20poly1305_ietf_encrypt_detached(
+                    &empty,
+                    (output.baseAddress! + tagStart).assumingMemoryBound(to: UInt8.self),  // !-safe, size checked
+                    nil,
+                    nil,
+                    0,
+                    associated.baseAddress!.assumingMemoryBound(to: UInt8.self),  // !-safe, never empty
+                    UInt64(associated.count),
+                    nil,
+                    nonce.baseAddress!,  // !-safe, capacity 24
+                    key.bytes
+                )
+            }
+        }
+        return total
     }
 
     /// Checks an envelope's tag and reads it; the inner datagram is left as it is.
@@ -93,23 +124,27 @@ public struct RelayEnvelope: Sendable, Hashable {
         guard let key = crypto.subkeys.first(where: { $0.keyID == header.keyID }) else { throw .unknownKey }
         let innerOffset = tagStart + TunnelHeader.tagSize
         let inner = UnsafeRawBufferPointer(rebasing: datagram[innerOffset...])
-        let associated = Array(datagram[0..<tagStart]) + Self.innerBinding(inner)
-        let tag = Array(datagram[tagStart..<innerOffset])
         let prefix = crypto.noncePrefix(header)
-        var empty: [UInt8] = [0]
-        let rc = withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { nonce in
-            TunnelCrypto.fillNonce(nonce, prefix: prefix, sequence: header.sequence)
-            return crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
-                &empty,
-                nil,
-                empty,
-                0,
-                tag,
-                associated,
-                UInt64(associated.count),
-                nonce.baseAddress!,  // !-safe, capacity 24
-                key.bytes
-            )
+        let rc = Self.withAssociatedData(UnsafeRawBufferPointer(rebasing: datagram[0..<tagStart]), inner: inner) {
+            associated in
+            var message: UInt8 = 0
+            let ciphertext: UInt8 = 0  // empty: libsodium wants buffers all the same
+            return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { nonce in
+                TunnelCrypto.fillNonce(nonce, prefix: prefix, sequence: header.sequence)
+                return withUnsafePointer(to: ciphertext) { ciphertext in
+                    crypto_aead_xchacha20poly1305_ietf_decrypt_detached(
+                        &message,
+                        nil,
+                        ciphertext,
+                        0,
+                        (datagram.baseAddress! + tagStart).assumingMemoryBound(to: UInt8.self),  // !-safe, size checked
+                        associated.baseAddress!.assumingMemoryBound(to: UInt8.self),  // !-safe, never empty
+                        UInt64(associated.count),
+                        nonce.baseAddress!,  // !-safe, capacity 24
+                        key.bytes
+                    )
+                }
+            }
         }
         guard rc == 0 else { throw .badTag }
         guard let meta = Self.decode(kind: header.kind, Array(datagram[(TunnelHeader.size + 1)..<tagStart])) else {
@@ -118,10 +153,30 @@ public struct RelayEnvelope: Sendable, Hashable {
         return RelayEnvelope(header: header, meta: meta, innerOffset: innerOffset)
     }
 
-    /// The inner datagram's header and tag: what its own tag already binds its payload to.
-    static func innerBinding(_ inner: UnsafeRawBufferPointer) -> [UInt8] {
-        guard inner.count >= TunnelHeader.size + TunnelHeader.tagSize else { return Array(inner) }
-        return Array(inner[0..<TunnelHeader.size]) + Array(inner[(inner.count - TunnelHeader.tagSize)...])
+    /// Calls `body` with the authenticated data: the envelope up to its tag, then the inner datagram's header and
+    /// tag (what the inner's own tag already binds its payload to), or the whole inner when it is shorter.
+    static func withAssociatedData<T>(
+        _ envelope: UnsafeRawBufferPointer,
+        inner: UnsafeRawBufferPointer,
+        _ body: (UnsafeRawBufferPointer) -> T
+    ) -> T {
+        let whole = inner.count < TunnelHeader.size + TunnelHeader.tagSize
+        let count = envelope.count + (whole ? inner.count : TunnelHeader.size + TunnelHeader.tagSize)
+        return withUnsafeTemporaryAllocation(byteCount: count, alignment: 1) { buffer in
+            UnsafeMutableRawBufferPointer(rebasing: buffer[0..<envelope.count]).copyMemory(from: envelope)
+            if whole {
+                UnsafeMutableRawBufferPointer(rebasing: buffer[envelope.count...]).copyMemory(from: inner)
+            } else {
+                let head = envelope.count
+                UnsafeMutableRawBufferPointer(rebasing: buffer[head..<(head + TunnelHeader.size)]).copyMemory(
+                    from: UnsafeRawBufferPointer(rebasing: inner[0..<TunnelHeader.size])
+                )
+                UnsafeMutableRawBufferPointer(rebasing: buffer[(head + TunnelHeader.size)...]).copyMemory(
+                    from: UnsafeRawBufferPointer(rebasing: inner[(inner.count - TunnelHeader.tagSize)...])
+                )
+            }
+            return body(UnsafeRawBufferPointer(buffer))
+        }
     }
 
     static func encode(_ meta: Meta) -> [UInt8] {

@@ -129,7 +129,7 @@ final class MembershipEngine {
     }
 
     /// Room an envelope takes around a datagram (header, meta, tag).
-    static let envelopeOverhead = TunnelHeader.size + 1 + 80 + TunnelHeader.tagSize
+    static let envelopeOverhead = RelayEnvelope.maximumOverhead
 
     /// A sealed datagram, straight from `remote` or forwarded by a relay (`relayedFrom`: who sent it to the relay,
     /// and where the relay saw it): opened, checked against replays, then handed to SWIM or the keyring.

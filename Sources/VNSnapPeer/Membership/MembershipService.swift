@@ -121,7 +121,9 @@ public final class MembershipService: Service, Sendable {
                 .channelOption(.socketOption(.so_reuseaddr), value: 1)
                 .channelOption(
                     .recvAllocator,
-                    value: FixedSizeRecvByteBufferAllocator(capacity: MembershipEngine.maximumDatagram + 1)
+                    value: FixedSizeRecvByteBufferAllocator(
+                        capacity: MembershipEngine.maximumDatagram + MembershipEngine.envelopeOverhead + 1
+                    )
                 )
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {

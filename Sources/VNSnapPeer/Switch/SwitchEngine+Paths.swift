@@ -71,11 +71,14 @@ extension SwitchEngine {
             sequence: self.tunnels[hop].nextSequence
         )
         self.tunnels[hop].nextSequence += 1
-        let bytes = inner.withUnsafeReadableBytes {
-            RelayEnvelope.wrap(meta, header: header, inner: $0, crypto: &self.crypto)
+        // Straight into the datagram's buffer: the frame is copied once.
+        let size = RelayEnvelope.size(of: meta, inner: inner.readableBytes)
+        var buffer = channel.allocator.buffer(capacity: size)
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: size) { output in
+            inner.withUnsafeReadableBytes {
+                RelayEnvelope.wrap(meta, header: header, inner: $0, into: output, crypto: &self.crypto)
+            }
         }
-        var buffer = channel.allocator.buffer(capacity: bytes.count)
-        buffer.writeBytes(bytes)
         channel.write(
             AddressedEnvelope(remoteAddress: address ?? self.tunnels[hop].address, data: buffer),
             promise: nil

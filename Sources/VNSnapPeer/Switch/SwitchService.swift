@@ -21,8 +21,8 @@ public final class SwitchService: Service, Sendable {
     private let pathTimer: NIOLoopBound<RepeatedTask>
     private let logger: Logger
 
-    /// Largest tunnel datagram: a 9216-byte jumbo frame plus the seal.
-    static let maximumDatagram = 9216 + TunnelCrypto.overhead
+    /// Largest tunnel datagram: a 9216-byte jumbo frame plus the seal, in a relay's envelope.
+    static let maximumDatagram = 9216 + TunnelCrypto.overhead + RelayEnvelope.maximumOverhead
     /// Datagrams read per `recvmmsg`.
     static let vectorReadCount = 16
 
