@@ -127,6 +127,8 @@ import VNSnapCore
         #expect(path.lost(now: .ms(2_000)) == nil)
         _ = path.roundTrip(outbound: true, now: .ms(2_500))
         #expect(path.lost(now: .ms(3_000)) == nil, "an answer in between resets the count")
+        // Their probes still arriving prove nothing about the way out (a one-way path must not stay in use).
+        _ = path.roundTrip(outbound: false, now: .ms(3_500))
         #expect(path.lost(now: .ms(4_000)) == nil)
         #expect(path.lost(now: .ms(5_000)) == .useRelay)
         #expect(path.flaps == 1)

@@ -89,7 +89,8 @@ public struct PathState<Instant: InstantProtocol>: Sendable where Instant.Durati
     public mutating func roundTrip(outbound: Bool, now: Instant) -> Action? {
         switch self.path {
         case .direct:
-            self.lost = 0
+            // Only our own probe answered proves the way out; theirs arriving says nothing about it.
+            if outbound { self.lost = 0 }
             return nil
         case .relayed:
             return nil

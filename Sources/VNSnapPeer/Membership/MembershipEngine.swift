@@ -6,7 +6,7 @@ import VNSnapCrypto
 /// What membership tells the rest of the daemon.
 public enum MembershipEvent: Sendable, Hashable {
     /// A member is alive (new, back, or moved): its tunnel should be up at this address.
-    case memberUp(name: String, tunnel: String, relays: [String] = [], nat: NATType = .unknown)
+    case memberUp(name: String, tunnel: String, relays: [PeerID] = [], nat: NATType = .unknown)
     /// The relays this peer keeps sessions with (empty: it is publicly reachable), or its own NAT type, changed.
     case relaysChanged([String], nat: NATType)
     /// A member died or left: its tunnel goes down.
@@ -162,7 +162,7 @@ final class MembershipEngine {
         ) {
             // Sent on several paths at once (address, public mapping, relays): the later copies are expected.
             let multipath =
-                !self.swim.me.metadata.relays.isEmpty
+                !self.swim.me.metadata.relays.isEmpty || self.seenAt[header.source] != nil
                 || !(self.swim.state(of: header.source)?.metadata.relays.isEmpty ?? true)
             return self.reject(reason == .replayed && multipath ? .duplicate : reason)
         }
@@ -260,12 +260,11 @@ final class MembershipEngine {
             )
         }
         if state.status.isActive {
-            let relays = state.metadata.relays.compactMap { self.swim.state(of: $0)?.name }
             self.emit(
                 .memberUp(
                     name: state.name,
                     tunnel: state.metadata.tunnelAddress,
-                    relays: relays,
+                    relays: state.metadata.relays,
                     nat: state.metadata.nat
                 )
             )

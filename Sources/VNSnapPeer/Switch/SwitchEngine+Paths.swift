@@ -8,8 +8,9 @@ import VNSnapCrypto
 extension SwitchEngine {
     typealias Instant = ContinuousClock.Instant
 
-    /// Between two keepalives to each relay (inside the NATs' UDP timeouts).
-    static let relayKeepalive = Duration.seconds(5)
+    /// Between two keepalives to each relay: inside any NAT's UDP timeout, and short, since a restarted relay
+    /// forwards nothing to this peer until the next one arrives.
+    static let relayKeepalive = Duration.seconds(2)
 
     /// Probes go once a second: an attempt lasts three, so both sides see each other's probes answered twice.
     static var pathSettings: PathState<Instant>.Settings {
@@ -24,32 +25,45 @@ extension SwitchEngine {
 
     /// Writes a sealed datagram to a tunnel's peer: directly when it is publicly reachable or a punched path is
     /// proven, else through its first live relay; on every path at once when `everyPath`.
-    func transmit(_ datagram: ByteBuffer, tunnel index: Int, everyPath: Bool, channel: any Channel) {
+    @discardableResult
+    func transmit(_ datagram: ByteBuffer, tunnel index: Int, everyPath: Bool, channel: any Channel) -> Bool {
         let tunnel = self.tunnels[index]
         let direct = tunnel.relays.isEmpty || tunnel.path?.path == .direct
+        var written = false
         if direct || everyPath {
             let address = tunnel.relays.isEmpty ? tunnel.address : tunnel.observed ?? tunnel.address
             channel.write(AddressedEnvelope(remoteAddress: address, data: datagram), promise: nil)
-            if direct, !everyPath { return }
+            if direct, !everyPath { return true }
+            written = true
         }
-        // The first relay that answers its probes; the first one up when none does (they may all be slow at once).
-        var used = 0
-        for pass in 0..<2 where used == 0 || everyPath {
-            for relay in tunnel.relays {
-                if relay == self.me {
-                    // This peer is one of its relays: straight to where its session says it is.
-                    guard pass == 0, let address = self.relayTable.address(of: tunnel.id, now: .now) else { continue }
-                    channel.write(AddressedEnvelope(remoteAddress: address, data: datagram), promise: nil)
-                } else {
-                    guard let hop = self.tunnelIndex[relay], self.tunnels[hop].up,
-                        self.tunnels[hop].answering == (pass == 0)
-                    else { continue }
-                    self.sendEnvelope(.forward(target: tunnel.id), inner: datagram, hop: hop, channel: channel)
-                }
-                used += 1
-                if !everyPath { return }
+        for hop in self.relayHops(tunnel, all: everyPath) {
+            if let hop {
+                self.sendEnvelope(.forward(target: tunnel.id), inner: datagram, hop: hop, channel: channel)
+            } else if let address = self.relayTable.address(of: tunnel.id, now: .now) {
+                // This peer is one of its relays: straight to where its session says it is.
+                channel.write(AddressedEnvelope(remoteAddress: address, data: datagram), promise: nil)
+            } else {
+                continue
+            }
+            written = true
+        }
+        return written
+    }
+
+    /// The relays to send through to a tunnel's peer (`nil`: this peer is one of them): all that are up when `all`,
+    /// else the first that answers its probes, or the first one up when none does (they may all be slow at once).
+    func relayHops(_ tunnel: TunnelState, all: Bool) -> [Int?] {
+        var answering: [Int?] = []
+        var silent: [Int?] = []
+        for relay in tunnel.relays {
+            if relay == self.me {
+                answering.append(nil)
+            } else if let hop = self.tunnelIndex[relay], self.tunnels[hop].up {
+                if self.tunnels[hop].answering { answering.append(hop) } else { silent.append(hop) }
             }
         }
+        if all { return answering + silent }
+        return [(answering.first ?? silent.first)].compactMap { $0 }
     }
 
     /// Seals an envelope around `inner` to the peer of tunnel `hop` (at `address`, or its tunnel address).
@@ -116,10 +130,12 @@ extension SwitchEngine {
             self.rejected[.unknownPeer, default: 0] &+= 1
             return
         }
+        let sessionBefore = self.tunnels[hop].inbound.session
         if let reason = self.tunnels[hop].inbound.admit(session: header.session, sequence: header.sequence) {
             self.tunnels[hop].counters.dropped(reason)
             return
         }
+        if self.tunnels[hop].inbound.session != sessionBefore { self.senderRestarted(header.source) }
         let inner = datagram.getSlice(
             at: datagram.readerIndex + envelope.innerOffset,
             length: datagram.readableBytes - envelope.innerOffset
@@ -154,7 +170,8 @@ extension SwitchEngine {
             }
         case .forwarded(let origin, let observed):
             if let index = self.tunnelIndex[origin], self.tunnels[index].path != nil,
-                self.tunnels[index].observedText != observed, let host = HostPort(observed),
+                self.tunnels[index].path?.path != .direct, self.tunnels[index].observedText != observed,
+                let host = HostPort(observed),
                 let address = try? SocketAddress(ipAddress: host.host, port: host.port)
             {
                 // Where the relay sees the peer: the address a hole punch aims at.
@@ -226,6 +243,7 @@ extension SwitchEngine {
 
     /// This peer's relays changed (empty: it is publicly reachable).
     func setRelays(_ relays: [PeerID], nat: NATType) {
+        if relays != self.myRelays { self.lastKeepalive = nil }  // new relays hear from us on the next tick
         self.myRelays = relays
         self.myNAT = nat
         if relays.isEmpty { self.myMapping = nil }
@@ -310,17 +328,14 @@ extension SwitchEngine {
         }
     }
 
-    /// The path as `status` shows it.
+    /// The path as `status` shows it (the relay is the one `transmit` picks).
     func pathDescription(_ tunnel: TunnelState) -> String {
-        guard let path = tunnel.path else { return "direct" }
-        if tunnel.relays.isEmpty, path.path != .direct { return "direct" }
-        switch path.path {
-        case .direct:
-            return tunnel.relays.isEmpty ? "direct" : "punched"
-        case .relayed, .punching:
-            let relay = tunnel.relays.first { self.tunnelIndex[$0].map { self.tunnels[$0].up } ?? false }
-            return relay.flatMap { self.tunnelIndex[$0] }.map { "via relay \(self.tunnels[$0].name)" } ?? "no path"
-        }
+        guard let path = tunnel.path, !tunnel.relays.isEmpty else { return "direct" }
+        if path.path == .direct { return "punched" }
+        let punching = path.path == .relayed ? "" : " (punching)"
+        guard let hop = self.relayHops(tunnel, all: false).first else { return "no path" }
+        guard let hop else { return "direct (its relay)" + punching }
+        return "via relay \(self.tunnels[hop].name)" + punching
     }
 
     /// An address as text, cached (the relay writes the sender's into every envelope it forwards).

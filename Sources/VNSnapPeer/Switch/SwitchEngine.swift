@@ -279,7 +279,7 @@ final class SwitchEngine {
         let sessionBefore = self.tunnels[tunnel].inbound.session
         if let reason = self.tunnels[tunnel].inbound.admit(session: header.session, sequence: header.sequence) {
             // With several paths, a marker's other copies are expected, not replays.
-            let multipath = self.tunnels[tunnel].path != nil && reason == .replayed
+            let multipath = header.kind == .endOfEpoch && reason == .replayed
             self.tunnels[tunnel].counters.dropped(multipath ? .duplicate : reason)
             return
         }
@@ -354,8 +354,12 @@ final class SwitchEngine {
         datagram.withUnsafeMutableReadableBytes { buffer in
             _ = self.crypto.seal(header: header, payloadLength: length, in: buffer)
         }
-        // Markers go on every path at once (the receiver keeps the first), frames on the best one.
-        self.transmit(datagram, tunnel: index, everyPath: kind == .endOfEpoch, channel: channel)
+        // Markers go on every path at once (the receiver keeps the first), frames on the best one. A frame with no
+        // path (every relay of the peer down) is not counted as sent: markers announce only what left.
+        guard self.transmit(datagram, tunnel: index, everyPath: kind == .endOfEpoch, channel: channel) else {
+            self.tunnels[index].counters.dropped(.sendFailed)
+            return
+        }
         self.tunnels[index].counters.sent(length)
         if kind == .frame { self.tunnels[index].sent[vni, default: EpochCounts()].add(epoch) }
         self.tunnelDirty = true
@@ -407,12 +411,14 @@ final class SwitchEngine {
             rejected: self.rejected,
             relays: self.myRelays.compactMap { id in self.tunnelIndex[id].map { self.tunnels[$0].name } },
             mapping: self.myMapping,
-            served: Dictionary(
-                self.relayTable.served.map { entry in
-                    (self.tunnelIndex[entry.key].map { self.tunnels[$0].name } ?? "\(entry.key)", entry.value)
-                },
-                uniquingKeysWith: { a, _ in a }
-            ),
+            served: !self.isRelay
+                ? nil
+                : Dictionary(
+                    self.relayTable.served.map { entry in
+                        (self.tunnelIndex[entry.key].map { self.tunnels[$0].name } ?? "\(entry.key)", entry.value)
+                    },
+                    uniquingKeysWith: { a, _ in a }
+                ),
             learned: Dictionary(
                 learned.map { (self.violinsByVNI[$0.key]?.name ?? "vni-\($0.key)", $0.value.count) },
                 uniquingKeysWith: +

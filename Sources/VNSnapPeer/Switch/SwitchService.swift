@@ -55,13 +55,14 @@ public final class SwitchService: Service, Sendable {
         public var name: String
         /// Peer's tunnel address.
         public var address: HostPort
-        /// The relays (peer names) it keeps sessions with, when it is not publicly reachable (issue 15).
-        public var relays: [String]
+        /// The relays it keeps sessions with, when it is not publicly reachable (issue 15); by id, since a member
+        /// may name a relay this peer has not heard of yet.
+        public var relays: [PeerID]
         /// Its NAT as it measured itself (a hole punch is tried only where both NATs allow it).
         public var nat: NATType
 
         /// Creates a tunnel spec.
-        public init(name: String, address: HostPort, relays: [String] = [], nat: NATType = .unknown) {
+        public init(name: String, address: HostPort, relays: [PeerID] = [], nat: NATType = .unknown) {
             self.name = name
             self.address = address
             self.relays = relays
@@ -124,7 +125,7 @@ public final class SwitchService: Service, Sendable {
                         name: tunnel.name,
                         id: PeerID(name: tunnel.name),
                         address: address,
-                        relays: tunnel.relays.map { PeerID(name: $0) },
+                        relays: tunnel.relays,
                         nat: tunnel.nat
                     )
                 }.get()
@@ -268,7 +269,7 @@ public final class SwitchService: Service, Sendable {
                 name: spec.name,
                 id: PeerID(name: spec.name),
                 address: address,
-                relays: spec.relays.map { PeerID(name: $0) },
+                relays: spec.relays,
                 nat: spec.nat
             )
         }.get()
