@@ -210,8 +210,10 @@ public final class MembershipService: Service, Sendable {
             var stores: [PeerID: MembershipView.Store] = [:]
             for state in [engine.swim.me] + engine.swim.otherMembers.map(\.state)
             where alive[state.id] != nil && state.metadata.roles.contains(.store)
-                // A store measured to be behind a NAT or firewall cannot take the TCP stream of a peer outside it.
-                && (state.id == engine.swim.me.id || state.metadata.nat == .public || state.metadata.nat == .unknown)
+                // A store seen translated by a NAT cannot take the TCP stream of a peer outside it. (Not `inbound
+                // blocked`: a peer on a LAN is classified so until its first dial-back arrives.)
+                && (state.id == engine.swim.me.id
+                    || (state.metadata.nat != .symmetric && state.metadata.nat != .endpointIndependent))
             {
                 stores[state.id] = MembershipView.Store(
                     name: state.name,
