@@ -153,6 +153,22 @@ public struct RelayEnvelope: Sendable, Hashable {
         return RelayEnvelope(header: header, meta: meta, innerOffset: innerOffset)
     }
 
+    /// Opens an envelope addressed to `me` from another peer, as a result (the shells read it inside a buffer's
+    /// closure, where a typed throw cannot cross): the tag checked, then `misdirected` if the hop is not ours.
+    public static func opened(
+        _ datagram: UnsafeRawBufferPointer,
+        for me: PeerID,
+        crypto: inout TunnelCrypto
+    ) -> Result<RelayEnvelope, TunnelDropReason> {
+        do throws(TunnelDropReason) {
+            let envelope = try Self.open(datagram, crypto: &crypto)
+            guard envelope.header.destination == me, envelope.header.source != me else { return .failure(.misdirected) }
+            return .success(envelope)
+        } catch {
+            return .failure(error)
+        }
+    }
+
     /// Calls `body` with the authenticated data: the envelope up to its tag, then the inner datagram's header and
     /// tag (what the inner's own tag already binds its payload to), or the whole inner when it is shorter.
     static func withAssociatedData<T>(

@@ -117,13 +117,7 @@ extension MembershipEngine {
 
     /// An envelope arrived: a keepalive (this peer is a relay), a datagram to forward, or one forwarded to us.
     func receiveEnvelope(_ bytes: [UInt8], from remote: SocketAddress, now: Instant) {
-        let opened: Result<RelayEnvelope, TunnelDropReason> = bytes.withUnsafeBytes { raw in
-            do throws(TunnelDropReason) {
-                return .success(try RelayEnvelope.open(raw, crypto: &self.crypto))
-            } catch {
-                return .failure(error)
-            }
-        }
+        let opened = bytes.withUnsafeBytes { RelayEnvelope.opened($0, for: self.swim.me.id, crypto: &self.crypto) }
         let envelope: RelayEnvelope
         switch opened {
         case .success(let value): envelope = value
@@ -132,9 +126,6 @@ extension MembershipEngine {
             return self.reject(reason)
         }
         let header = envelope.header
-        guard header.destination == self.swim.me.id, header.source != self.swim.me.id else {
-            return self.reject(.misdirected)
-        }
         if let reason = self.inbound[header.source, default: InboundTunnelState()].admit(
             session: header.session,
             sequence: header.sequence

@@ -107,13 +107,7 @@ extension SwitchEngine {
     /// answer, or a datagram a relay forwarded to this peer.
     func envelopeFromTunnel(_ datagram: ByteBuffer, from remote: SocketAddress) {
         let now = ContinuousClock.now
-        let opened: Result<RelayEnvelope, TunnelDropReason> = datagram.withUnsafeReadableBytes { raw in
-            do throws(TunnelDropReason) {
-                return .success(try RelayEnvelope.open(raw, crypto: &self.crypto))
-            } catch {
-                return .failure(error)
-            }
-        }
+        let opened = datagram.withUnsafeReadableBytes { RelayEnvelope.opened($0, for: self.me, crypto: &self.crypto) }
         let envelope: RelayEnvelope
         switch opened {
         case .success(let value): envelope = value
@@ -122,10 +116,6 @@ extension SwitchEngine {
             return
         }
         let header = envelope.header
-        guard header.destination == self.me else {
-            self.rejected[.misdirected, default: 0] &+= 1
-            return
-        }
         guard let hop = self.tunnelIndex[header.source], self.tunnels[hop].up else {
             self.rejected[.unknownPeer, default: 0] &+= 1
             return

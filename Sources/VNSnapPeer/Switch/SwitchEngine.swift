@@ -73,7 +73,7 @@ final class SwitchEngine {
     let eventLoop: any EventLoop
     let me: PeerID
     let session: UInt64
-    private var core: SwitchCore<ContinuousClock.Instant>
+    var core: SwitchCore<ContinuousClock.Instant>
     var crypto: TunnelCrypto
     var ports: [PortState] = []
     /// Every tunnel ever added, in the order added (never removed: see `TunnelState.up`); mutated in place,
@@ -84,7 +84,7 @@ final class SwitchEngine {
     var tunnelChannel: (any Channel)?
     var tunnelDirty = false
     var rejected: [TunnelDropReason: UInt64] = [:]
-    private let violinsByVNI: [VNI: Violin]
+    let violinsByVNI: [VNI: Violin]
     let logger: Logger
     let allocator = ByteBufferAllocator()
     var portsToFlush: [PortID] = []
@@ -378,52 +378,6 @@ final class SwitchEngine {
     /// A write to the tunnel socket failed.
     func tunnelWriteFailed() {
         self.rejected[.sendFailed, default: 0] &+= 1
-    }
-
-    // ==== ------------------------------------------------------------------------------------------------------------
-    // MARK: Status
-
-    func status() -> SwitchStatus {
-        let learned = self.core.learnedAddresses(now: .now)
-        return SwitchStatus(
-            ports: self.ports.map {
-                SwitchStatus.Port(
-                    vm: $0.vm,
-                    violin: $0.violin.name,
-                    vni: $0.violin.vni.rawValue,
-                    epoch: $0.epoch,
-                    counters: $0.counters
-                )
-            },
-            tunnels: self.tunnels.map {
-                SwitchStatus.Tunnel(
-                    peer: $0.name,
-                    address: $0.address.displayString,
-                    path: self.pathDescription($0),
-                    observed: $0.observed?.displayString,
-                    flaps: $0.path?.flaps ?? 0,
-                    up: $0.up,
-                    remoteSession: $0.inbound.session,
-                    nextSequence: $0.nextSequence,
-                    counters: $0.counters
-                )
-            },
-            rejected: self.rejected,
-            relays: self.myRelays.compactMap { id in self.tunnelIndex[id].map { self.tunnels[$0].name } },
-            mapping: self.myMapping,
-            served: !self.isRelay
-                ? nil
-                : Dictionary(
-                    self.relayTable.served.map { entry in
-                        (self.tunnelIndex[entry.key].map { self.tunnels[$0].name } ?? "\(entry.key)", entry.value)
-                    },
-                    uniquingKeysWith: { a, _ in a }
-                ),
-            learned: Dictionary(
-                learned.map { (self.violinsByVNI[$0.key]?.name ?? "vni-\($0.key)", $0.value.count) },
-                uniquingKeysWith: +
-            )
-        )
     }
 }
 

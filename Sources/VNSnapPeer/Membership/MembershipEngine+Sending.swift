@@ -1,0 +1,88 @@
+import Logging
+import NIOCore
+import VNSnapCore
+import VNSnapCrypto
+
+/// Sealing and sending: membership and snapshot messages to a member's address, routed on all its paths.
+extension MembershipEngine {
+    /// Seals and queues a datagram; `flush` sends what was queued.
+    func sendSealed(
+        kind: TunnelHeader.Kind,
+        payload: [UInt8],
+        to address: String,
+        keyID: UInt32? = nil,
+        through other: (any Channel)? = nil
+    ) {
+        guard let channel = other ?? self.channel else { return }
+        let header = TunnelHeader(
+            kind: kind,
+            vni: VNI(0)!,  // !-safe, 0 is in range
+            source: self.swim.me.id,
+            // The recipient when known, so a datagram captured on its way to one member is refused by another.
+            destination: self.memberAt[address] ?? PeerID(rawValue: 0),
+            session: self.session,
+            epoch: UInt32(clamping: self.election.term),
+            keyID: 0,
+            sequence: self.sequence
+        )
+        self.sequence += 1
+        let datagram = self.crypto.sealed(header: header, payload: payload, keyID: keyID)
+        if other == nil {
+            self.route(datagram, to: address, member: self.memberAt[address])
+        } else if let remote = self.resolve(address) {
+            channel.write(AddressedEnvelope(remoteAddress: remote, data: ByteBuffer(bytes: datagram)), promise: nil)
+        }
+        self.datagramsSent &+= 1
+        self.dirty = true
+    }
+
+    /// Largest datagram accepted: a snapshot message with a blob (manifests), sealed.
+    static let maximumDatagram =
+        max(SWIMCodec.maximumSize, SnapshotCodec.maximumBlobMessageSize) + TunnelCrypto.overhead
+
+    /// Sends a snapshot protocol message to a member (to itself: handed straight back as an event).
+    func sendSnapshot(_ message: SnapshotMessage, to peer: PeerID) {
+        if peer == self.swim.me.id {
+            self.emit(.snapshot(message))
+            return
+        }
+        guard let member = self.swim.state(of: peer) else {
+            self.logger.debug("Snapshot message for an unknown member", metadata: ["snapshot.peer": "\(peer)"])
+            return
+        }
+        do {
+            self.sendSealed(kind: .snapshot, payload: try SnapshotCodec.encode(message), to: member.address)
+            self.flush()
+        } catch {
+            self.logger.error("Snapshot message does not fit a datagram", metadata: ["snapshot.error": "\(error)"])
+        }
+    }
+
+    func send(_ message: SWIMMessage, to address: String) {
+        do {
+            self.sendSealed(kind: .membership, payload: try SWIMCodec.encode(message), to: address)
+        } catch {
+            // The instance sizes every message to fit; this would be a bug, not bad input.
+            self.logger.error("Membership message does not fit a datagram", metadata: ["membership.error": "\(error)"])
+        }
+    }
+
+    func flush() {
+        guard self.dirty else { return }
+        self.dirty = false
+        self.channel?.flush()
+    }
+
+    func resolve(_ address: String) -> SocketAddress? {
+        if let cached = self.addresses[address] { return cached }
+        guard let hostPort = HostPort(address),
+            let resolved = try? SocketAddress.makeAddressResolvingHost(hostPort.host, port: hostPort.port)
+        else {
+            self.logger.warning("Cannot resolve a membership address", metadata: ["membership.address": "\(address)"])
+            return nil
+        }
+        if self.addresses.count > 4096 { self.addresses.removeAll() }
+        self.addresses[address] = resolved
+        return resolved
+    }
+}
