@@ -74,17 +74,7 @@ extension SwitchEngine {
         address: SocketAddress? = nil,
         channel: any Channel
     ) {
-        let header = TunnelHeader(
-            kind: .relay,
-            vni: VNI(0)!,  // !-safe, 0 is in range
-            source: self.me,
-            destination: self.tunnels[hop].id,
-            session: self.session,
-            epoch: 0,
-            keyID: 0,
-            sequence: self.tunnels[hop].nextSequence
-        )
-        self.tunnels[hop].nextSequence += 1
+        let header = self.nextHeader(.relay, vni: VNI(0)!, epoch: 0, tunnel: hop)  // !-safe, 0 is in range
         // Straight into the datagram's buffer: the frame is copied once.
         let size = RelayEnvelope.size(of: meta, inner: inner.readableBytes)
         var buffer = channel.allocator.buffer(capacity: size)
@@ -213,17 +203,7 @@ extension SwitchEngine {
         payload.moveWriterIndex(forwardBy: TunnelHeader.size)
         payload.writeInteger(number)
         payload.writeRepeatingByte(0, count: TunnelHeader.tagSize)
-        let header = TunnelHeader(
-            kind: kind,
-            vni: VNI(0)!,  // !-safe, 0 is in range
-            source: self.me,
-            destination: self.tunnels[index].id,
-            session: self.session,
-            epoch: 0,
-            keyID: 0,
-            sequence: self.tunnels[index].nextSequence
-        )
-        self.tunnels[index].nextSequence += 1
+        let header = self.nextHeader(kind, vni: VNI(0)!, epoch: 0, tunnel: index)  // !-safe, 0 is in range
         payload.withUnsafeMutableReadableBytes { _ = self.crypto.seal(header: header, payloadLength: 8, in: $0) }
         channel.write(AddressedEnvelope(remoteAddress: address, data: payload), promise: nil)
     }

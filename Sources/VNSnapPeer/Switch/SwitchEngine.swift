@@ -334,23 +334,12 @@ final class SwitchEngine {
     /// Seals `frame` to the peer of tunnel `index` and writes it (flushed with the batch).
     func sendToTunnel(at index: Int, vni: VNI, epoch: UInt32, frame: ByteBuffer, kind: TunnelHeader.Kind = .frame) {
         guard let channel = self.tunnelChannel, self.tunnels[index].up else { return }
-        let peer = self.tunnels[index].id
         let length = frame.readableBytes
         var datagram = channel.allocator.buffer(capacity: length + TunnelCrypto.overhead)
         datagram.moveWriterIndex(forwardBy: TunnelHeader.size)
         datagram.writeImmutableBuffer(frame)
         datagram.writeRepeatingByte(0, count: TunnelHeader.tagSize)
-        let header = TunnelHeader(
-            kind: kind,
-            vni: vni,
-            source: self.me,
-            destination: peer,
-            session: self.session,
-            epoch: epoch,
-            keyID: 0,
-            sequence: self.tunnels[index].nextSequence
-        )
-        self.tunnels[index].nextSequence += 1
+        let header = self.nextHeader(kind, vni: vni, epoch: epoch, tunnel: index)
         datagram.withUnsafeMutableReadableBytes { buffer in
             _ = self.crypto.seal(header: header, payloadLength: length, in: buffer)
         }
@@ -363,6 +352,22 @@ final class SwitchEngine {
         self.tunnels[index].counters.sent(length)
         if kind == .frame { self.tunnels[index].sent[vni, default: EpochCounts()].add(epoch) }
         self.tunnelDirty = true
+    }
+
+    /// The header of the next datagram sealed to tunnel `index`'s peer, taking its sequence number: every seal to a
+    /// peer (frames, markers, envelopes through it, path probes) draws from this one counter, so no nonce repeats.
+    func nextHeader(_ kind: TunnelHeader.Kind, vni: VNI, epoch: UInt32, tunnel index: Int) -> TunnelHeader {
+        defer { self.tunnels[index].nextSequence += 1 }
+        return TunnelHeader(
+            kind: kind,
+            vni: vni,
+            source: self.me,
+            destination: self.tunnels[index].id,
+            session: self.session,
+            epoch: epoch,
+            keyID: 0,
+            sequence: self.tunnels[index].nextSequence
+        )
     }
 
     /// Flushes every channel written to since the last flush; call at the end of each read batch.
