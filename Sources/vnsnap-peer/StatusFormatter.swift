@@ -50,6 +50,13 @@ enum StatusFormatter {
                     + self.counterCells(tunnel.counters)
             }
         )
+        let clusterKeyed = status.switch.tunnels.filter { $0.endToEnd == false }.map(\.peer)
+        if !status.switch.tunnels.isEmpty {
+            out += "sealed end to end (pair keys): "
+            out +=
+                clusterKeyed.isEmpty
+                ? "every tunnel\n" : "not to \(clusterKeyed.joined(separator: ", ")) (cluster keys)\n"
+        }
         if let relays = status.switch.relays, !relays.isEmpty {
             out += "this peer's relays: \(relays.joined(separator: ", "))"
             out += status.switch.mapping.map { " (they see its tunnel at \($0))\n" } ?? "\n"

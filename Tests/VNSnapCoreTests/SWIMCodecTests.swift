@@ -43,7 +43,8 @@ import VNSnapCore
             keyringDigest: 0xdead_beef,
             nat: .symmetric,
             publicAddress: "203.0.113.7:40001",
-            relays: [PeerID(name: "r1"), PeerID(name: "r2")]
+            relays: [PeerID(name: "r1"), PeerID(name: "r2")],
+            exchangeKey: (0..<32).map { UInt8($0 * 7) }
         )
         let message = SWIMMessage(from: state.id, body: .pushPull(isResponse: false, members: [state]))
         #expect(try SWIMCodec.decode(SWIMCodec.encode(message)) == message)
@@ -51,6 +52,12 @@ import VNSnapCore
 
         // More relays than a member may name is refused, not truncated.
         state.metadata.relays = (0...SWIMCodec.maximumRelays).map { PeerID(name: "r\($0)") }
+        #expect(throws: WireFailure.oversized) {
+            try SWIMCodec.encode(SWIMMessage(from: state.id, body: .pushPull(isResponse: false, members: [state])))
+        }
+        // So is an exchange key longer than an X25519 public key.
+        state.metadata.relays = []
+        state.metadata.exchangeKey = [UInt8](repeating: 9, count: SWIMCodec.maximumExchangeKey + 1)
         #expect(throws: WireFailure.oversized) {
             try SWIMCodec.encode(SWIMMessage(from: state.id, body: .pushPull(isResponse: false, members: [state])))
         }
@@ -68,9 +75,9 @@ import VNSnapCore
 
     @Test func test_decode_badVersionOrType_shouldThrow() throws {
         var bytes = try SWIMCodec.encode(Self.messages[0])
-        bytes[0] = 1  // the version before acks carried the observed address
+        bytes[0] = 2  // the version before members gossiped exchange keys
         #expect(throws: SWIMCodec.Failure.badVersion) { try SWIMCodec.decode(bytes) }
-        bytes[0] = 2
+        bytes[0] = 3
         bytes[1] = 99
         #expect(throws: SWIMCodec.Failure.malformed) { try SWIMCodec.decode(bytes) }
     }

@@ -72,6 +72,8 @@ final class TwoSwitches {
     let net1 = Violin(name: "net1", vni: VNI(101)!)
     let net2 = Violin(name: "net2", vni: VNI(102)!)
     let keyring = Keyring(keys: [SecretKey.generate()])!
+    /// Each switch's key pair, as the daemon makes one per run: tunnels are sealed with pair keys.
+    let exchanges = ["h1": ExchangeKeyPair.generate(), "h2": ExchangeKeyPair.generate()]
     var switches: [String: SwitchService] = [:]
     var nics: [String: TestNIC] = [:]
 
@@ -97,6 +99,7 @@ final class TwoSwitches {
                 me: peer,
                 bind: HostPort(host: "127.0.0.1", port: 0),
                 crypto: TunnelCrypto(keyring: self.keyring, clusterName: "test"),
+                exchange: self.exchanges[peer],
                 violins: [net1, net2],
                 ports: ports,
                 tunnels: [],
@@ -106,8 +109,20 @@ final class TwoSwitches {
         }
         let h1 = self.switches["h1"]!
         let h2 = self.switches["h2"]!
-        try await h1.addTunnel(.init(name: "h2", address: HostPort(host: "127.0.0.1", port: h2.tunnelAddress.port!)))
-        try await h2.addTunnel(.init(name: "h1", address: HostPort(host: "127.0.0.1", port: h1.tunnelAddress.port!)))
+        try await h1.addTunnel(
+            .init(
+                name: "h2",
+                address: HostPort(host: "127.0.0.1", port: h2.tunnelAddress.port!),
+                exchangeKey: self.exchanges["h2"]!.publicKey
+            )
+        )
+        try await h2.addTunnel(
+            .init(
+                name: "h1",
+                address: HostPort(host: "127.0.0.1", port: h1.tunnelAddress.port!),
+                exchangeKey: self.exchanges["h1"]!.publicKey
+            )
+        )
     }
 
     func stop() async {
@@ -165,8 +180,10 @@ final class TwoSwitches {
             var wrongKey = TunnelCrypto(keyring: Keyring(keys: [SecretKey.generate()])!, clusterName: "test")
             // 2) Right key, other cluster name.
             var otherCluster = TunnelCrypto(keyring: net.keyring, clusterName: "other")
-            // 3) Right key and cluster: a valid datagram, then replayed.
-            var right = TunnelCrypto(keyring: net.keyring, clusterName: "test")
+            // 3) The cluster's key alone, as a relay holds it: not the pair's, so forged.
+            var clusterOnly = TunnelCrypto(keyring: net.keyring, clusterName: "test")
+            // 4) The pair's keys: a valid datagram, then replayed.
+            var right = try #require(clusterOnly.paired(net.exchanges["h1"]!, with: net.exchanges["h2"]!.publicKey))
             func header(_ sequence: UInt64) -> TunnelHeader {
                 TunnelHeader(
                     kind: .frame,
@@ -183,6 +200,7 @@ final class TwoSwitches {
             var datagrams: [[UInt8]] = []
             for s in 0..<50 { datagrams.append(wrongKey.sealed(header: header(UInt64(s)), payload: frame)) }
             for s in 0..<30 { datagrams.append(otherCluster.sealed(header: header(UInt64(s)), payload: frame)) }
+            for s in 0..<10 { datagrams.append(clusterOnly.sealed(header: header(UInt64(s)), payload: frame)) }
             let valid = right.sealed(header: header(1), payload: frame)
             datagrams.append(valid)
             datagrams += Array(repeating: valid, count: 20)
@@ -199,7 +217,7 @@ final class TwoSwitches {
             }
             try await attacker.writeAndFlush(AddressedEnvelope(remoteAddress: target, data: ByteBuffer(bytes: [1])))
 
-            let expectedRejected = 50 + 30 + 1000 + 1
+            let expectedRejected = 50 + 30 + 10 + 1000 + 1
             #expect(
                 try await eventually {
                     let status = try await h2.status()
@@ -209,7 +227,8 @@ final class TwoSwitches {
             )
             let status = try await h2.status()
             #expect(status.rejected[.unknownKey] == 50)
-            #expect(status.rejected[.badTag, default: 0] >= 30)
+            #expect(status.rejected[.badTag, default: 0] + (status.tunnels.first?.counters.drops[.badTag] ?? 0) >= 40)
+            #expect(status.tunnels.first?.endToEnd == true)
             #expect(status.tunnels.first?.counters.drops[.replayed] == 20)
             #expect(status.tunnels.first?.counters.rxFrames == 1)
 

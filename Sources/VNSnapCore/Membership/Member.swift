@@ -44,6 +44,9 @@ public struct MemberMetadata: Sendable, Hashable, Codable {
     public var publicAddress: String
     /// The relays it keeps sessions with (issue 15): others reach it through them. Empty for a public peer.
     public var relays: [PeerID]
+    /// The public half of its X25519 key pair for this run (`ExchangeKeyPair`): tunnel datagrams between two peers
+    /// are sealed with a key only the two can derive. Empty when it has none.
+    public var exchangeKey: [UInt8]
 
     /// Creates metadata.
     public init(
@@ -55,7 +58,8 @@ public struct MemberMetadata: Sendable, Hashable, Codable {
         keyringDigest: UInt32 = 0,
         nat: NATType = .unknown,
         publicAddress: String = "",
-        relays: [PeerID] = []
+        relays: [PeerID] = [],
+        exchangeKey: [UInt8] = []
     ) {
         self.roles = roles
         self.tunnelAddress = tunnelAddress
@@ -66,6 +70,7 @@ public struct MemberMetadata: Sendable, Hashable, Codable {
         self.nat = nat
         self.publicAddress = publicAddress
         self.relays = relays
+        self.exchangeKey = exchangeKey
     }
 }
 

@@ -20,9 +20,11 @@ public enum SWIMCodec {
     static let natCodes: [(NATType, UInt8)] = [
         (.unknown, 0), (.public, 1), (.endpointIndependent, 2), (.symmetric, 3), (.inboundBlocked, 4),
     ]
-    static let version: UInt8 = 2
+    static let version: UInt8 = 3
     /// Most relays a member may name (it keeps k of them, 3 by default).
     public static let maximumRelays = 8
+    /// Longest exchange key a member may gossip (an X25519 public key is 32 bytes).
+    public static let maximumExchangeKey = 32
 
     /// Why a membership datagram was refused.
     public typealias Failure = WireFailure
@@ -35,6 +37,7 @@ public enum SWIMCodec {
         8 + 1 + state.name.utf8.count + 1 + state.address.utf8.count + 8 + 1 + 1
             + 1 + state.metadata.tunnelAddress.utf8.count + 8 + 1 + state.metadata.version.utf8.count + 12 + 1
             + 1 + state.metadata.publicAddress.utf8.count + 1 + 8 * state.metadata.relays.count
+            + 1 + state.metadata.exchangeKey.count
     }
 
     /// Encoded bytes of a gossiped update.
@@ -165,6 +168,9 @@ extension WireWriter {
         guard state.metadata.relays.count <= SWIMCodec.maximumRelays else { throw .oversized }
         self.u8(UInt8(state.metadata.relays.count))
         for relay in state.metadata.relays { self.u64(relay.rawValue) }
+        guard state.metadata.exchangeKey.count <= SWIMCodec.maximumExchangeKey else { throw .oversized }
+        self.u8(UInt8(state.metadata.exchangeKey.count))
+        for byte in state.metadata.exchangeKey { self.u8(byte) }
     }
 }
 
@@ -191,6 +197,10 @@ extension WireReader {
         guard relayCount <= SWIMCodec.maximumRelays else { throw .malformed }
         var relays: [PeerID] = []
         for _ in 0..<relayCount { relays.append(PeerID(rawValue: try self.u64())) }
+        let keyCount = Int(try self.u8())
+        guard keyCount <= SWIMCodec.maximumExchangeKey else { throw .malformed }
+        var exchangeKey: [UInt8] = []
+        for _ in 0..<keyCount { exchangeKey.append(try self.u8()) }
         return MemberState(
             id: id,
             name: name,
@@ -206,7 +216,8 @@ extension WireReader {
                 keyringDigest: keyringDigest,
                 nat: nat,
                 publicAddress: publicAddress,
-                relays: relays
+                relays: relays,
+                exchangeKey: exchangeKey
             )
         )
     }

@@ -35,10 +35,13 @@ public enum PeerDaemon {
         let snapshotBox = NIOLockedValueBox<SnapshotService?>(nil)
         // The keyring as rotations leave it, for the image store's connections.
         let keyringBox = NIOLockedValueBox(config.keyring)
+        // This run's key pair: tunnels between two peers are sealed with keys a relay cannot derive (DESIGN §10).
+        let exchange = ExchangeKeyPair.generate()
         let switchService = try await SwitchService.start(
             me: config.peer.name,
             bind: config.peer.bind,
             crypto: TunnelCrypto(keyring: config.keyring, clusterName: config.cluster.name),
+            exchange: exchange,
             violins: config.violins,
             ports: hosted.all.map { Self.portSpec(config, $0) },
             tunnels: [],
@@ -49,7 +52,12 @@ public enum PeerDaemon {
         let membership: MembershipService
         do {
             membership = try await MembershipService.start(
-                Self.membershipConfiguration(config, session: session, tunnelPort: switchService.tunnelAddress.port),
+                Self.membershipConfiguration(
+                    config,
+                    session: session,
+                    tunnelPort: switchService.tunnelAddress.port,
+                    exchangeKey: exchange.publicKey
+                ),
                 logger: logger,
                 onEvent: { event in
                     if case .snapshot(let message) = event {
@@ -174,10 +182,16 @@ public enum PeerDaemon {
     /// Tunnels follow membership; a new keyring goes to the switch too.
     static func follow(_ event: MembershipEvent, switchService: SwitchService, config: PeerConfig) async {
         switch event {
-        case .memberUp(let name, let tunnel, let relays, let nat):
+        case .memberUp(let name, let tunnel, let relays, let nat, let exchangeKey):
             guard let address = HostPort(tunnel) else { return }
             try? await switchService.addTunnel(
-                SwitchService.TunnelSpec(name: name, address: address, relays: relays, nat: nat)
+                SwitchService.TunnelSpec(
+                    name: name,
+                    address: address,
+                    relays: relays,
+                    nat: nat,
+                    exchangeKey: exchangeKey
+                )
             )
         case .relaysChanged(let relays, let nat):
             await switchService.setRelays(relays, nat: nat)
@@ -210,7 +224,8 @@ public enum PeerDaemon {
     static func membershipConfiguration(
         _ config: PeerConfig,
         session: UInt64,
-        tunnelPort: Int?
+        tunnelPort: Int?,
+        exchangeKey: [UInt8] = []
     ) -> MembershipService.Configuration {
         var settings = SWIMSettings()
         settings.probeInterval = config.membership.probeInterval
@@ -227,7 +242,8 @@ public enum PeerDaemon {
                 tunnelAddress: HostPort(host: config.membership.tunnelHost, port: tunnelPort ?? config.peer.bind.port)
                     .description,
                 storeCapacity: config.peer.storeCapacity,
-                version: Self.version
+                version: Self.version,
+                exchangeKey: exchangeKey
             )
         )
         return MembershipService.Configuration(

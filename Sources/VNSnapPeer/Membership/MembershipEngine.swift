@@ -5,8 +5,15 @@ import VNSnapCrypto
 
 /// What membership tells the rest of the daemon.
 public enum MembershipEvent: Sendable, Hashable {
-    /// A member is alive (new, back, or moved): its tunnel should be up at this address.
-    case memberUp(name: String, tunnel: String, relays: [PeerID] = [], nat: NATType = .unknown)
+    /// A member is alive (new, back, or moved): its tunnel should be up at this address, sealed end to end with its
+    /// exchange key.
+    case memberUp(
+        name: String,
+        tunnel: String,
+        relays: [PeerID] = [],
+        nat: NATType = .unknown,
+        exchangeKey: [UInt8] = []
+    )
     /// The relays this peer keeps sessions with (empty: it is publicly reachable), or its own NAT type, changed.
     case relaysChanged([String], nat: NATType)
     /// A member died or left: its tunnel goes down.
@@ -265,7 +272,8 @@ final class MembershipEngine {
                     name: state.name,
                     tunnel: state.metadata.tunnelAddress,
                     relays: state.metadata.relays,
-                    nat: state.metadata.nat
+                    nat: state.metadata.nat,
+                    exchangeKey: state.metadata.exchangeKey
                 )
             )
         } else {

@@ -204,7 +204,9 @@ extension SwitchEngine {
         payload.writeInteger(number)
         payload.writeRepeatingByte(0, count: TunnelHeader.tagSize)
         let header = self.nextHeader(kind, vni: VNI(0)!, epoch: 0, tunnel: index)  // !-safe, 0 is in range
-        payload.withUnsafeMutableReadableBytes { _ = self.crypto.seal(header: header, payloadLength: 8, in: $0) }
+        payload.withUnsafeMutableReadableBytes {
+            _ = self.tunnels[index].crypto.seal(header: header, payloadLength: 8, in: $0)
+        }
         channel.write(AddressedEnvelope(remoteAddress: address, data: payload), promise: nil)
     }
 

@@ -21,6 +21,7 @@ extension SwitchEngine {
                     path: self.pathDescription($0),
                     observed: $0.observed?.displayString,
                     flaps: $0.path?.flaps ?? 0,
+                    endToEnd: $0.endToEnd,
                     up: $0.up,
                     remoteSession: $0.inbound.session,
                     nextSequence: $0.nextSequence,

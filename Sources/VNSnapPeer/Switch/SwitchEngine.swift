@@ -43,6 +43,11 @@ final class SwitchEngine {
         var name: String
         var id: PeerID
         var address: SocketAddress
+        /// Seals and opens this peer's datagrams: the pair's keys when it gossips an exchange key (see
+        /// `SwitchEngine+Keys`), else the cluster's.
+        var crypto: TunnelCrypto
+        var exchangeKey: [UInt8] = []
+        var endToEnd = false
         var nextSequence: UInt64 = 0
         var inbound = InboundTunnelState()
         var counters = TrafficCounters()
@@ -74,7 +79,10 @@ final class SwitchEngine {
     let me: PeerID
     let session: UInt64
     var core: SwitchCore<ContinuousClock.Instant>
+    /// The cluster's keys: relay envelopes, and tunnels to peers with no exchange key.
     var crypto: TunnelCrypto
+    /// This run's key pair, for end-to-end tunnel keys.
+    let exchange: ExchangeKeyPair?
     var ports: [PortState] = []
     /// Every tunnel ever added, in the order added (never removed: see `TunnelState.up`); mutated in place,
     /// so a frame costs one dictionary lookup (`tunnelIndex`) and no copy of a tunnel's counters.
@@ -110,6 +118,7 @@ final class SwitchEngine {
         me: PeerID,
         session: UInt64,
         crypto: TunnelCrypto,
+        exchange: ExchangeKeyPair? = nil,
         violins: [Violin],
         logger: Logger
     ) {
@@ -117,6 +126,7 @@ final class SwitchEngine {
         self.me = me
         self.session = session
         self.crypto = crypto
+        self.exchange = exchange
         self.core = SwitchCore()
         self.violinsByVNI = Dictionary(violins.map { ($0.vni, $0) }, uniquingKeysWith: { first, _ in first })
         self.logger = logger
@@ -147,35 +157,12 @@ final class SwitchEngine {
         self.tunnelChannel = channel
     }
 
-    /// Adds the tunnel to a peer, or brings a known one back up at `address`, reached through `relays` when it
-    /// has any.
-    func addTunnel(name: String, id: PeerID, address: SocketAddress, relays: [PeerID] = [], nat: NATType = .unknown) {
-        let index: Int
-        if let known = self.tunnelIndex[id] {
-            index = known
-            self.tunnels[index].address = address
-            self.tunnels[index].up = true
-        } else {
-            index = self.tunnels.count
-            self.tunnelIndex[id] = index
-            self.tunnels.append(TunnelState(name: name, id: id, address: address))
-        }
-        self.tunnels[index].relays = relays
-        self.tunnels[index].nat = nat
-        self.updatePath(index)
-    }
-
     /// Takes the tunnel to a dead or departed peer down: nothing is sent to it, its datagrams are refused,
     /// and the addresses learned behind it are forgotten.
     func removeTunnel(id: PeerID) {
         guard let index = self.tunnelIndex[id], self.tunnels[index].up else { return }
         self.tunnels[index].up = false
         self.core.removeTunnel(id)
-    }
-
-    /// Seals with the new primary and opens with every key of `crypto` from now on.
-    func replaceCrypto(_ crypto: TunnelCrypto) {
-        self.crypto = crypto
     }
 
     func expire(now: ContinuousClock.Instant) {
@@ -256,7 +243,7 @@ final class SwitchEngine {
                     return .failure(.unknownPeer)
                 }
                 do throws(TunnelDropReason) {
-                    let (header, payloadLength) = try self.crypto.open(input, into: output)
+                    let (header, payloadLength) = try self.tunnels[tunnel].crypto.open(input, into: output)
                     return .success((header, payloadLength, tunnel))
                 } catch {
                     return .failure(error)
@@ -341,7 +328,7 @@ final class SwitchEngine {
         datagram.writeRepeatingByte(0, count: TunnelHeader.tagSize)
         let header = self.nextHeader(kind, vni: vni, epoch: epoch, tunnel: index)
         datagram.withUnsafeMutableReadableBytes { buffer in
-            _ = self.crypto.seal(header: header, payloadLength: length, in: buffer)
+            _ = self.tunnels[index].crypto.seal(header: header, payloadLength: length, in: buffer)
         }
         // Markers go on every path at once (the receiver keeps the first), frames on the best one. A frame with no
         // path (every relay of the peer down) is not counted as sent: markers announce only what left.

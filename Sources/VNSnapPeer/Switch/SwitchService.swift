@@ -60,13 +60,23 @@ public final class SwitchService: Service, Sendable {
         public var relays: [PeerID]
         /// Its NAT as it measured itself (a hole punch is tried only where both NATs allow it).
         public var nat: NATType
+        /// The public half of its exchange key pair: datagrams to it are sealed with a key only the two derive.
+        /// Empty: the cluster's keys alone seal them (a peer that gossips none).
+        public var exchangeKey: [UInt8]
 
         /// Creates a tunnel spec.
-        public init(name: String, address: HostPort, relays: [PeerID] = [], nat: NATType = .unknown) {
+        public init(
+            name: String,
+            address: HostPort,
+            relays: [PeerID] = [],
+            nat: NATType = .unknown,
+            exchangeKey: [UInt8] = []
+        ) {
             self.name = name
             self.address = address
             self.relays = relays
             self.nat = nat
+            self.exchangeKey = exchangeKey
         }
     }
 
@@ -93,6 +103,7 @@ public final class SwitchService: Service, Sendable {
         me: String,
         bind: HostPort,
         crypto: TunnelCrypto,
+        exchange: ExchangeKeyPair? = nil,
         violins: [Violin],
         ports: [PortSpec],
         tunnels: [TunnelSpec],
@@ -111,6 +122,7 @@ public final class SwitchService: Service, Sendable {
                         me: PeerID(name: me),
                         session: session,
                         crypto: crypto,
+                        exchange: exchange,
                         violins: violins,
                         logger: logger
                     ),
@@ -120,15 +132,7 @@ public final class SwitchService: Service, Sendable {
             try await loop.submit { engine.value.isRelay = isRelay }.get()
             for tunnel in tunnels {
                 let address = try SocketAddress.makeAddressResolvingHost(tunnel.address.host, port: tunnel.address.port)
-                try await loop.submit {
-                    engine.value.addTunnel(
-                        name: tunnel.name,
-                        id: PeerID(name: tunnel.name),
-                        address: address,
-                        relays: tunnel.relays,
-                        nat: tunnel.nat
-                    )
-                }.get()
+                try await loop.submit { engine.value.addTunnel(tunnel, address: address) }.get()
             }
             let tunnelChannel = try await DatagramBootstrap(group: loop)
                 .channelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -264,15 +268,7 @@ public final class SwitchService: Service, Sendable {
     public func addTunnel(_ spec: TunnelSpec) async throws {
         let address = try SocketAddress.makeAddressResolvingHost(spec.address.host, port: spec.address.port)
         let engine = self.engine
-        try await self.group.next().submit {
-            engine.value.addTunnel(
-                name: spec.name,
-                id: PeerID(name: spec.name),
-                address: address,
-                relays: spec.relays,
-                nat: spec.nat
-            )
-        }.get()
+        try await self.group.next().submit { engine.value.addTunnel(spec, address: address) }.get()
     }
 
     /// Sets the relays (peer names) this peer keeps tunnel sessions with (empty when it is publicly reachable) and

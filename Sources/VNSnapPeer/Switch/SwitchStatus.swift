@@ -28,6 +28,9 @@ public struct SwitchStatus: Sendable, Codable, Hashable {
         public var observed: String?
         /// How often a punched path to it was given up for the relay.
         public var flaps: Int?
+        /// Whether its datagrams are sealed with the pair's keys (derived from both exchange keys, so no relay can
+        /// open them) rather than the cluster's alone.
+        public var endToEnd: Bool?
         /// Whether membership sees the peer alive (a down tunnel neither sends nor accepts).
         public var up: Bool
         /// The other peer's current session, once heard from.

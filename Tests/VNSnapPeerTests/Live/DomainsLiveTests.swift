@@ -133,6 +133,9 @@ import VNSnapPeer
                 $0.switch.tunnels.first { $0.peer == "h2" }?.path == "via relay \(survivor)"
             }
             print("h1 paths: \(after.switch.tunnels.map { "\($0.peer) \($0.path ?? "-")" })")
+            // Every tunnel, relayed ones included, is sealed with the pair's keys: the relays forwarded what they
+            // could not open.
+            #expect(after.switch.tunnels.allSatisfy { $0.endToEnd == true }, "\(after.switch.tunnels)")
 
             try await cluster.restore("h2", id: inMemory.id)
             let restored = try await cluster.verdict(host: "h3")
