@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import VNSnapCore
 import VNSnapCrypto
+import VNSnapHypervisor
 import VNSnapPeer
 
 /// A temporary directory with a keyring and dummy guest files, removed when the test ends.
@@ -113,6 +114,20 @@ final class ConfigSandbox {
         #expect(config.vms[0].disk == VMDefinition.Disk(path: sandbox.directory + "/disk.qcow2", format: "qcow2"))
     }
 
+    @Test func test_parse_violinMTU_shouldBeAnnouncedByEveryVMOnIt() throws {
+        let sandbox = try ConfigSandbox()
+        let config = try sandbox.load(Self.valid.replacingOccurrences(of: "vni = 42", with: "vni = 42\nmtu = 1280"))
+        #expect(config.violins.first?.mtu == 1280)
+        #expect(config.vms.allSatisfy { $0.mtu == 1280 })
+        let args = QEMUCommandLine.arguments(
+            for: config.vms[0],
+            accelerator: .tcg,
+            paths: QEMUPaths(vmDirectory: "/d", switchPortSocket: "/s")
+        )
+        #expect(args.contains { $0.hasPrefix("virtio-net-pci,") && $0.hasSuffix(",host_mtu=1280") })
+        #expect(try sandbox.load(Self.valid).vms.allSatisfy { $0.mtu == nil })
+    }
+
     @Test func test_load_checkedInExample_shouldParseExceptForMissingGuestFiles() throws {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().path
@@ -144,6 +159,8 @@ final class ConfigSandbox {
         ("data_dir = \"data\"", "data_dir = \"data\"\nstore_capacity_mib = 64", "peer.store_capacity_mib"),
         ("vni = 42", "vni = 0", "violins[0].vni"),
         ("vni = 42", "vni = 16777216", "violins[0].vni"),
+        ("vni = 42", "vni = 42\nmtu = 100", "violins[0].mtu"),
+        ("vni = 42", "vni = 42\nmtu = 9001", "violins[0].mtu"),
         (
             "violin = \"net\"\nmac = \"52:54:00:00:00:01\"", "violin = \"nope\"\nmac = \"52:54:00:00:00:01\"",
             "vms[0].violin"

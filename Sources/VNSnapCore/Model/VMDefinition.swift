@@ -56,6 +56,8 @@ public struct VMDefinition: Sendable, Hashable, Codable {
     public var disk: Disk?
     /// Accelerator; `nil` means "kvm if /dev/kvm opens, else tcg", decided when the VM starts.
     public var accelerator: Accelerator?
+    /// The MTU its NIC announces to the guest: its VIOLIN's (`Violin.mtu`), `nil` for none.
+    public var mtu: Int?
 
     /// Creates a definition.
     public init(
@@ -66,7 +68,8 @@ public struct VMDefinition: Sendable, Hashable, Codable {
         vcpus: Int,
         boot: Boot,
         disk: Disk? = nil,
-        accelerator: Accelerator?
+        accelerator: Accelerator?,
+        mtu: Int? = nil
     ) {
         self.name = name
         self.violin = violin
@@ -76,6 +79,7 @@ public struct VMDefinition: Sendable, Hashable, Codable {
         self.boot = boot
         self.disk = disk
         self.accelerator = accelerator
+        self.mtu = mtu
     }
 }
 

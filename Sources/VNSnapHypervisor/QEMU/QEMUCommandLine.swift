@@ -75,7 +75,9 @@ public enum QEMUCommandLine {
             "-qmp", "unix:\(paths.qmpSocket),server=on,wait=off",
             "-netdev",
             "dgram,id=net0,local.type=unix,local.path=\(paths.nicSocket),remote.type=unix,remote.path=\(paths.switchPortSocket)",
-            "-device", "virtio-net-pci,netdev=net0,mac=\(definition.mac),romfile=",
+            "-device",
+            "virtio-net-pci,netdev=net0,mac=\(definition.mac),romfile="
+                + (definition.mtu.map { ",host_mtu=\($0)" } ?? ""),
         ]
         if case .kernel(let kernel, let initrd, let append) = definition.boot {
             args += ["-kernel", kernel]

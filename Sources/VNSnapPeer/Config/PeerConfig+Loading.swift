@@ -68,6 +68,10 @@ extension PeerConfig {
             guard raw >= 1, let vni = VNI(UInt32(clamping: raw)) else {
                 throw table.error("vni", "\(raw) is out of range 1...\(VNI.maximum)")
             }
+            let mtu = try table.int("mtu")
+            if let mtu, !(Violin.minimumMTU...Violin.maximumMTU).contains(mtu) {
+                throw table.error("mtu", "\(mtu) is out of range \(Violin.minimumMTU)...\(Violin.maximumMTU)")
+            }
             try table.rejectUnknownKeys()
             if violins.contains(where: { $0.name == name }) {
                 throw table.error("name", "duplicate VIOLIN \"\(name)\"")
@@ -75,7 +79,7 @@ extension PeerConfig {
             if let other = violins.first(where: { $0.vni == vni }) {
                 throw table.error("vni", "\(raw) is already used by VIOLIN \"\(other.name)\"")
             }
-            violins.append(Violin(name: name, vni: vni))
+            violins.append(Violin(name: name, vni: vni, mtu: mtu))
         }
 
         var vms: [VMDefinition] = []
@@ -293,7 +297,8 @@ extension PeerConfig {
             vcpus: vcpus,
             boot: boot,
             disk: attached,
-            accelerator: accelerator
+            accelerator: accelerator,
+            mtu: violins.first { $0.name == violin }?.mtu
         )
     }
 

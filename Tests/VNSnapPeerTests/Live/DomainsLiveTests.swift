@@ -57,7 +57,10 @@ import VNSnapPeer
                 config: cluster.baseConfig(relay).replacingOccurrences(of: "[peer]\n", with: Self.relayRole)
             )
         }
-        let configs = try ViolinOperationsLiveTests.spreadPipeline(cluster, blocks: Self.blocks)
+        // The VIOLIN announces an MTU that no path fragments, relayed or not (BENCHMARKS: across domains).
+        let configs = try ViolinOperationsLiveTests.spreadPipeline(cluster, blocks: Self.blocks).mapValues {
+            $0.replacingOccurrences(of: "vni = 42\n", with: "vni = 42\nmtu = 1280\n")
+        }
         try await ViolinOperationsLiveTests.startSpread(cluster, configs: configs)
     }
 
@@ -82,6 +85,13 @@ import VNSnapPeer
                 "h1": "endpoint-independent", "h2": "symmetric", "h3": "inbound blocked", "r1": "public",
                 "r2": "public",
             ]
+            let announced = try await cluster.waitForSerial(
+                host: "h3",
+                vm: "sink",
+                containing: "eth0 mtu=",
+                timeout: .seconds(10)
+            )
+            #expect(announced.contains("eth0 mtu=1280"), "\(announced)")
             for (host, kind) in kinds.sorted(by: { $0.key < $1.key }) {
                 try await cluster.waitUntil(host, timeout: .seconds(90), "classifying itself \(kind)") {
                     $0.membership.members.first { $0.isSelf }?.nat == kind
