@@ -18,12 +18,13 @@ public struct StreamSealer: Sendable {
     /// Sent before any message.
     public let header: [UInt8]
 
-    /// Starts a stream under `key` with a fresh salt; `context` binds it to its purpose (both sides must agree).
-    public init(key: SecretKey, context: String) {
+    /// Starts a stream under `key` with a fresh salt; `context` binds it to its purpose (both sides must agree), and
+    /// `shared` (a Diffie-Hellman secret of the two ends, or empty) mixes in a secret the cluster's key holders lack.
+    public init(key: SecretKey, context: String, shared: [UInt8] = []) {
         _ = Sodium.ready
         var salt = [UInt8](repeating: 0, count: 32)
         randombytes_buf(&salt, salt.count)
-        var streamKey = StreamKeys.derive(key, salt: salt, context: context)
+        var streamKey = StreamKeys.derive(key, salt: salt, context: context, shared: shared)
         var streamHeader = [UInt8](repeating: 0, count: Int(crypto_secretstream_xchacha20poly1305_HEADERBYTES))
         _ = crypto_secretstream_xchacha20poly1305_init_push(&self.state, &streamHeader, streamKey)
         sodium_memzero(&streamKey, streamKey.count)
@@ -63,13 +64,14 @@ public struct StreamOpener: Sendable {
         return header[0..<4].reduce(0) { ($0 << 8) | UInt32($1) }
     }
 
-    /// Opens a stream from its header under `key`, which must be the one the header names.
-    public init(key: SecretKey, header: [UInt8], context: String) throws(StreamCipherError) {
+    /// Opens a stream from its header under `key`, which must be the one the header names, with the sealer's
+    /// `context` and `shared` secret.
+    public init(key: SecretKey, header: [UInt8], context: String, shared: [UInt8] = []) throws(StreamCipherError) {
         _ = Sodium.ready
         guard try Self.keyID(ofHeader: header) == key.keyID else {
             throw StreamCipherError("the stream is sealed under another key than \(key.fingerprint.prefix(16))…")
         }
-        var streamKey = StreamKeys.derive(key, salt: Array(header[4..<36]), context: context)
+        var streamKey = StreamKeys.derive(key, salt: Array(header[4..<36]), context: context, shared: shared)
         let rc = crypto_secretstream_xchacha20poly1305_init_pull(&self.state, Array(header[36...]), streamKey)
         sodium_memzero(&streamKey, streamKey.count)
         guard rc == 0 else { throw StreamCipherError("bad stream header") }
@@ -112,11 +114,12 @@ public struct StreamCipherError: Error, Hashable, Sendable, CustomStringConverti
     public var description: String { self.message }
 }
 
-/// The per-stream key: BLAKE2b keyed with the cluster key, over the salt and the context.
+/// The per-stream key: BLAKE2b keyed with the cluster key, over the salt, the shared secret (if any) and the context.
 enum StreamKeys {
-    static func derive(_ key: SecretKey, salt: [UInt8], context: String) -> [UInt8] {
+    static func derive(_ key: SecretKey, salt: [UInt8], context: String, shared: [UInt8]) -> [UInt8] {
         var output = [UInt8](repeating: 0, count: Int(crypto_secretstream_xchacha20poly1305_KEYBYTES))
-        let input = salt + Array("vnsnap-stream/\(context)".utf8)
+        var input = salt + shared + Array("vnsnap-stream/\(context)".utf8)
+        defer { sodium_memzero(&input, input.count) }
         _ = crypto_generichash(&output, output.count, input, UInt64(input.count), key.bytes, key.bytes.count)
         return output
     }

@@ -69,6 +69,10 @@ enum StatusFormatter {
         let learned = status.switch.learned.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
         out += "learned MACs: \(learned.isEmpty ? "none" : learned.joined(separator: " "))\n"
         if let store = status.store { out += self.store(store) }
+        if let splice = status.splice {
+            out += "store streams joined for others (splice \(splice.address)): \(splice.joined) joined, "
+            out += "\(splice.refused) refused, \(splice.open) open, \(splice.bytes / 1_048_576) MiB\n"
+        }
         return out
     }
 

@@ -18,7 +18,7 @@ import VNSnapImage
         let uploader = ReplicaUploader(
             Self.replica,
             reserve: 8 << 20,
-            stores: fixture.stores.enumerated().map { ("s\($0.offset)", $0.element.server.address) },
+            stores: fixture.stores.enumerated().map { ("s\($0.offset)", StoreRoute.direct($0.element.server.address)) },
             secret: fixture.key,
             keys: StoreFixture.keys(fixture.key)
         )
@@ -60,7 +60,7 @@ import VNSnapImage
         let admitted = ReplicaUploader(
             Self.replica,
             reserve: 8 << 20,
-            stores: [("s0", fixture.stores[0].server.address)],
+            stores: [("s0", StoreRoute.direct(fixture.stores[0].server.address))],
             secret: fixture.key,
             keys: StoreFixture.keys(fixture.key)
         )
@@ -69,7 +69,7 @@ import VNSnapImage
         let refused = ReplicaUploader(
             ReplicaKey(snapshot: 22, vm: "sink", kind: .memory),
             reserve: 8 << 20,
-            stores: fixture.stores.enumerated().map { ("s\($0.offset)", $0.element.server.address) },
+            stores: fixture.stores.enumerated().map { ("s\($0.offset)", StoreRoute.direct($0.element.server.address)) },
             secret: fixture.key,
             keys: StoreFixture.keys(fixture.key)
         )
@@ -86,7 +86,9 @@ import VNSnapImage
         // s1 is full for this replica; s2 has room: the replica goes to s0 and s2.
         let fixture = try await StoreFixture.start(budgets: [64 << 20, 1 << 20, 64 << 20])
         defer { fixture.stop() }
-        let targets = fixture.stores.enumerated().map { (name: "s\($0.offset)", address: $0.element.server.address) }
+        let targets = fixture.stores.enumerated().map {
+            (name: "s\($0.offset)", route: StoreRoute.direct($0.element.server.address))
+        }
         let refusals = Mutex<[String]>([])
         let (uploader, stores) = try await ReplicaUploader.open(
             Self.replica,

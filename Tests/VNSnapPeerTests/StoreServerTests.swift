@@ -32,7 +32,7 @@ import VNSnapImage
             Self.replica,
             reserve: reserve,
             chunks: chunks,
-            to: fixture.stores[0].server.address,
+            to: .direct(fixture.stores[0].server.address),
             key: fixture.key,
             keys: StoreFixture.keys(fixture.key)
         )
@@ -46,9 +46,9 @@ import VNSnapImage
         try await self.put(fixture, chunks, reserve: 8 << 20)
         #expect(store.usage().replicas.map { [$0.sealed, $0.inRAM] } == [[true, true]])
         let keys = StoreFixture.keys(fixture.key)
-        let back = try await StoreClient.get(Self.replica, from: server.address, key: fixture.key, keys: keys)
+        let back = try await StoreClient.get(Self.replica, from: .direct(server.address), key: fixture.key, keys: keys)
         #expect(back.map(\.0) == chunks.map(\.0) && back.map(\.1) == chunks.map(\.1))
-        try await StoreClient.drop(snapshot: 11, at: server.address, key: fixture.key, keys: keys)
+        try await StoreClient.drop(snapshot: 11, at: .direct(server.address), key: fixture.key, keys: keys)
         #expect(store.usage().replicas.isEmpty)
     }
 
@@ -80,7 +80,12 @@ import VNSnapImage
         let address = fixture.stores[0].server.address
         let stranger = SecretKey.generate()
         await #expect(throws: (any Error).self) {
-            try await StoreClient.get(Self.replica, from: address, key: stranger, keys: StoreFixture.keys(stranger))
+            try await StoreClient.get(
+                Self.replica,
+                from: .direct(address),
+                key: stranger,
+                keys: StoreFixture.keys(stranger)
+            )
         }
         // Raw garbage, with a length field far beyond any frame.
         let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton).connect(to: address).get()
@@ -107,17 +112,24 @@ import VNSnapImage
         var recorded: [[UInt8]] = []
         try await connect().executeThenClose { inbound, outbound in
             var frames = inbound.makeAsyncIterator()
-            let storeHeader = Array(try #require(try await frames.next()).readableBytesView)
-            var sealer = StreamSealer(key: fixture.key, context: StoreConnection.context + "/" + storeHeader.hexString)
-            recorded = [sealer.header, sealer.seal(try StoreCodec.encode(.drop(snapshot: 5)))]
+            let storeKey = Array(try #require(try await frames.next()).readableBytesView)
+            let mine = ExchangeKeyPair.generate()
+            var sealer = StreamSealer(
+                key: fixture.key,
+                context: StoreConnection.context + "/" + storeKey.hexString,
+                shared: try #require(mine.sharedSecret(with: storeKey))
+            )
+            recorded = [mine.publicKey + sealer.header, sealer.seal(try StoreCodec.encode(.drop(snapshot: 5)))]
             for frame in recorded { try await outbound.write(ByteBuffer(bytes: frame)) }
+            #expect(try await frames.next() != nil, "the store's header")
             #expect(try await frames.next() != nil, "the genuine session is answered")
         }
-        // Replayed on a new connection: the store's header is new, so the recorded stream does not open.
+        // Replayed on a new connection: the store's exchange key is new, so the recorded stream does not open.
         try await connect().executeThenClose { inbound, outbound in
             var frames = inbound.makeAsyncIterator()
             _ = try await frames.next()
             for frame in recorded { try await outbound.write(ByteBuffer(bytes: frame)) }
+            _ = try? await frames.next()  // the store's header: it cannot know yet
             let answer: ByteBuffer?
             do { answer = try await frames.next() } catch { answer = nil }
             #expect(answer == nil, "a replayed session must not be answered")

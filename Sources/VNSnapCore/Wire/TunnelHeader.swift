@@ -46,6 +46,8 @@ public struct TunnelHeader: Hashable, Sendable {
         case pathProbe = 9
         /// The answer to a `pathProbe`.
         case pathAck = 10
+        /// From a relay, on the membership socket: dial my splice port back for this token (`SpliceRelay`).
+        case storeDial = 11
     }
 
     /// Wire version.

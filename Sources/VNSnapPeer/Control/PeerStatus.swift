@@ -36,4 +36,6 @@ public struct PeerStatus: Sendable, Codable, Hashable {
     public var `switch`: SwitchStatus
     /// The image store, on `store` peers: RAM and disk use, replicas.
     public var store: StoreService.Status?
+    /// Store streams this relay joined across domains (on `relay` peers).
+    public var splice: SpliceRelay.Status?
 }

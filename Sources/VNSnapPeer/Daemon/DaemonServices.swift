@@ -12,6 +12,8 @@ struct DaemonServices: Sendable {
     let snapshots: SnapshotService
     /// The image store, on `store` peers.
     let store: StoreService?
+    /// The splice endpoint, on `relay` peers.
+    let splice: SpliceRelay?
     /// Starts the daemon's graceful shutdown.
     let shutdown: @Sendable () async -> Void
 
@@ -156,7 +158,8 @@ struct DaemonServices: Sendable {
                 violins: self.config.violins,
                 vms: await self.supervisor.status(),
                 switch: try await self.switchService.status(),
-                store: self.store?.status()
+                store: self.store?.status(),
+                splice: self.splice?.status
             )
             return ControlResponse(ok: true, status: status)
         } catch {

@@ -33,6 +33,7 @@ public enum PeerDaemon {
         let hosted = try HostedVMs(config: config, logger: logger)
         let definitions = try hosted.all.map { try disks.current($0, logger: logger) }
         let snapshotBox = NIOLockedValueBox<SnapshotService?>(nil)
+        let storeBox = NIOLockedValueBox<StoreService?>(nil)
         // The keyring as rotations leave it, for the image store's connections.
         let keyringBox = NIOLockedValueBox(config.keyring)
         // This run's key pair: tunnels between two peers are sealed with keys a relay cannot derive (DESIGN §10).
@@ -64,6 +65,15 @@ public enum PeerDaemon {
                         snapshotBox.withLockedValue { $0 }?.deliver(message)
                         return
                     }
+                    if case .storeDial(let relay, let token) = event {
+                        storeBox.withLockedValue { $0 }?.dialBack(
+                            relay: relay,
+                            token: token,
+                            me: config.peer.id,
+                            tickets: Self.spliceTickets(config, keyringBox.withLockedValue { $0 })
+                        )
+                        return
+                    }
                     if case .memberDown(let name) = event, let snapshots = snapshotBox.withLockedValue({ $0 }) {
                         snapshots.memberDown(name)
                     }
@@ -76,6 +86,7 @@ public enum PeerDaemon {
             throw error
         }
         let store: StoreService?
+        let splice: SpliceRelay?
         do {
             store =
                 config.peer.roles.contains(.store)
@@ -86,6 +97,14 @@ public enum PeerDaemon {
                     catalog: catalog,
                     logger: logger
                 ) : nil
+            storeBox.withLockedValue { $0 = store }
+            splice = try await Self.spliceRelay(
+                config,
+                tunnelPort: switchService.tunnelAddress.port ?? config.peer.bind.port,
+                keyring: keyringBox,
+                membership: membership,
+                logger: logger
+            )
         } catch {
             await switchService.close()
             throw error
@@ -139,6 +158,7 @@ public enum PeerDaemon {
             supervisor: supervisor,
             snapshots: snapshots,
             store: store,
+            splice: splice,
             shutdown: { await groupBox.withLockedValue { $0 }?.triggerGracefulShutdown() }
         )
         let control: ControlServer
@@ -168,7 +188,7 @@ public enum PeerDaemon {
                     // After what it drives: on shutdown it stops first, cancelling its work.
                     .init(service: snapshots),
                     .init(service: control),
-                ] + (store.map { [.init(service: $0)] } ?? []),
+                ] + (store.map { [.init(service: $0)] } ?? []) + (splice.map { [.init(service: $0)] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 cancellationSignals: [],
                 logger: logger
@@ -199,8 +219,8 @@ public enum PeerDaemon {
             await switchService.removeTunnel(name: name)
         case .keyringChanged(let keyring):
             await switchService.replaceCrypto(TunnelCrypto(keyring: keyring, clusterName: config.cluster.name))
-        case .snapshot:
-            break  // routed to the snapshot service before this
+        case .snapshot, .storeDial:
+            break  // routed to the snapshot and store services before this
         }
     }
 

@@ -86,3 +86,27 @@ extension MembershipEngine {
         return resolved
     }
 }
+
+/// Store streams across domains: a relay asks a store behind a NAT to dial back (`SpliceRelay`).
+extension MembershipEngine {
+    /// Asks `store` (through every path to it, its relays' sessions included) to dial this relay's splice port
+    /// back for `token`; returns why it cannot, or `nil` once asked.
+    func askToDial(store: PeerID, token: [UInt8], port: Int) -> String? {
+        guard let member = self.swim.state(of: store), member.status.isActive else {
+            return "store \(store) is not an alive member"
+        }
+        guard token.count == 16, (1...65535).contains(port) else { return "bad splice token or port" }
+        self.sendSealed(kind: .storeDial, payload: token + [UInt8(port >> 8), UInt8(port & 0xff)], to: member.address)
+        self.flush()
+        return nil
+    }
+
+    /// A relay's dial-back request: the token and the splice port, at the relay's membership host.
+    func storeDial(_ payload: [UInt8], from relay: PeerID, remote: SocketAddress) -> MembershipEvent? {
+        guard payload.count == 18 else { return nil }
+        let port = Int(payload[16]) << 8 | Int(payload[17])
+        let host = self.swim.state(of: relay).flatMap { HostPort($0.address)?.host } ?? remote.ipAddress
+        guard let host, port > 0 else { return nil }
+        return .storeDial(relay: HostPort(host: host, port: port), token: Array(payload[0..<16]))
+    }
+}

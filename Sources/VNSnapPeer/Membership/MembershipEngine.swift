@@ -22,6 +22,8 @@ public enum MembershipEvent: Sendable, Hashable {
     case keyringChanged(Keyring)
     /// A snapshot protocol message from another peer (its sealed source checked).
     case snapshot(SnapshotMessage)
+    /// A relay asks this store to dial its splice endpoint back for `token` (a peer outside the NAT waits there).
+    case storeDial(relay: HostPort, token: [UInt8])
 }
 
 /// The membership shell on its event loop: opens and seals datagrams, feeds `SWIMInstance` and `Election`,
@@ -211,6 +213,11 @@ final class MembershipEngine {
             }
             guard message.from == header.source else { return self.reject(.malformed) }
             self.emit(.snapshot(message))
+        case .storeDial:
+            guard let dial = self.storeDial(payload, from: header.source, remote: remote) else {
+                return self.reject(.malformed)
+            }
+            self.emit(dial)
         case .frame, .endOfEpoch, .relay, .relayed, .relayHello, .pathProbe, .pathAck:
             // Frames, markers and path probes belong on the tunnel socket; envelopes never nest.
             self.reject(.unknownKind)

@@ -198,6 +198,15 @@ public final class MembershipService: Service, Sendable {
         _ = try? await self.submit { $0.sendSnapshot(message, to: peer) }
     }
 
+    /// Asks store `store` to dial this relay's splice port back for `token`; returns why not, or `nil` once asked.
+    public func askToDial(store: PeerID, token: [UInt8], port: Int) async -> String? {
+        do {
+            return try await self.submit { $0.askToDial(store: store, token: token, port: port) }
+        } catch {
+            return "membership has stopped"
+        }
+    }
+
     /// The alive members (this peer included) by id and name, the current initiator and the term.
     public func view() async throws -> MembershipView {
         try await self.submit { engine in
@@ -208,17 +217,26 @@ public final class MembershipService: Service, Sendable {
             var names = alive
             for member in engine.swim.otherMembers { names[member.state.id] = member.state.name }
             var stores: [PeerID: MembershipView.Store] = [:]
-            for state in [engine.swim.me] + engine.swim.otherMembers.map(\.state)
-            where alive[state.id] != nil && state.metadata.roles.contains(.store)
-                // A store seen translated by a NAT cannot take the TCP stream of a peer outside it. (Not `inbound
-                // blocked`: a peer on a LAN is classified so until its first dial-back arrives.)
-                && (state.id == engine.swim.me.id
-                    || (state.metadata.nat != .symmetric && state.metadata.nat != .endpointIndependent))
-            {
+            let states = [engine.swim.me] + engine.swim.otherMembers.map(\.state)
+            for state in states where alive[state.id] != nil && state.metadata.roles.contains(.store) {
+                let nat = state.id == engine.swim.me.id ? NATType.public : state.metadata.nat
+                // Its relays' splice endpoints: peers outside its NAT reach its store through them.
+                let relays = state.metadata.relays.compactMap { relay -> String? in
+                    guard alive[relay] != nil, let member = engine.swim.state(of: relay),
+                        let host = HostPort(member.address)?.host,
+                        let tunnel = HostPort(member.metadata.tunnelAddress)
+                    else { return nil }
+                    return HostPort(host: host, port: SpliceRelay.port(tunnelPort: tunnel.port)).description
+                }
+                // A store seen translated by a NAT, with no relay, cannot take the TCP stream of a peer outside it.
+                // (Not `inbound blocked` alone: a peer on a LAN is classified so until its first dial-back.)
+                guard relays.isEmpty ? nat != .symmetric && nat != .endpointIndependent : true else { continue }
                 stores[state.id] = MembershipView.Store(
                     name: state.name,
                     tunnelAddress: state.metadata.tunnelAddress,
-                    capacity: state.metadata.storeCapacity
+                    capacity: state.metadata.storeCapacity,
+                    relays: relays,
+                    behindNAT: nat != .public && nat != .unknown && !relays.isEmpty
                 )
             }
             let vmHosts = Set(
@@ -290,6 +308,10 @@ public struct MembershipView: Sendable, Hashable {
         public var tunnelAddress: String
         /// RAM it offers to replicas, bytes.
         public var capacity: UInt64
+        /// Its relays' splice endpoints (`host:port`), when it keeps relays (issue 15).
+        public var relays: [String] = []
+        /// Whether it measured itself behind a NAT or firewall and keeps relays: try them before its address.
+        public var behindNAT = false
     }
 
     /// Creates a view.

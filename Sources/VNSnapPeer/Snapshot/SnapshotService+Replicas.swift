@@ -26,11 +26,11 @@ extension SnapshotService {
     )] {
         guard target.kind == .memory, !vms.isEmpty else { return [:] }
         let view = try await self.membership.view()
-        var addresses: [PeerID: (name: String, address: SocketAddress)] = [:]
+        var addresses: [PeerID: StoreTarget] = [:]
         var candidates: [ReplicaPlacement.Store] = []
         for (peer, store) in view.stores {
-            guard let address = Self.storeAddress(store) else { continue }
-            addresses[peer] = (store.name, address)
+            guard let route = self.storeRoute(peer, store) else { continue }
+            addresses[peer] = (store.name, route)
             candidates.append(ReplicaPlacement.Store(peer: peer, name: store.name, freeBytes: store.capacity))
         }
         let images = vms.map { ReplicaPlacement.Image(vm: $0, host: self.me, bytes: self.replicaBytes($0)) }
@@ -51,10 +51,30 @@ extension SnapshotService {
         return result
     }
 
-    /// Where a store peer's image store listens: two ports above its tunnel.
-    static func storeAddress(_ store: MembershipView.Store) -> SocketAddress? {
-        guard let tunnel = HostPort(store.tunnelAddress) else { return nil }
-        return try? SocketAddress(ipAddress: tunnel.host, port: StoreService.port(tunnelPort: tunnel.port))
+    /// How to reach the store peer `name` as `view` knows it.
+    func storeRoute(_ name: String, in view: MembershipView?) -> StoreRoute? {
+        let peer = PeerID(name: name)
+        return view?.stores[peer].flatMap { self.storeRoute(peer, $0) }
+    }
+
+    /// How to reach a store peer's image store: two ports above its tunnel, or through its relays (tried first
+    /// when it sits behind a NAT).
+    func storeRoute(_ peer: PeerID, _ store: MembershipView.Store) -> StoreRoute? {
+        let direct = HostPort(store.tunnelAddress).flatMap {
+            try? SocketAddress(ipAddress: $0.host, port: StoreService.port(tunnelPort: $0.port))
+        }
+        let relays = store.relays.compactMap { HostPort($0) }.compactMap {
+            try? SocketAddress(ipAddress: $0.host, port: $0.port)
+        }
+        guard direct != nil || !relays.isEmpty else { return nil }
+        return StoreRoute(
+            direct: direct,
+            relays: relays,
+            relaysFirst: store.behindNAT,
+            store: peer,
+            me: self.me,
+            tickets: PeerDaemon.spliceTickets(self.config, self.keyring())
+        )
     }
 
     /// Copies a VM's channel log (already on the local disk) to its stores.
@@ -63,7 +83,7 @@ extension SnapshotService {
         vm: String,
         chunks: [SnapshotManifest.ChunkDescriptor],
         from store: LocalChunkStore,
-        to stores: [(name: String, address: SocketAddress)]
+        to stores: [StoreTarget]
     ) async throws {
         let data = try await NIOThreadPool.singleton.runIfActive { try chunks.map { ($0, try store.verified($0)) } }
         let keyring = self.keyring()
@@ -73,7 +93,7 @@ extension SnapshotService {
                     ReplicaKey(snapshot: id, vm: vm, kind: .channel),
                     reserve: chunks.reduce(0) { $0 + $1.storedBytes },
                     chunks: data,
-                    to: target.address,
+                    to: target.route,
                     key: keyring.primary,
                     keys: { keyring.key(id: $0) }
                 )
@@ -174,7 +194,7 @@ extension SnapshotService {
         let keyring = self.keyring()
         var problems: [String] = []
         for name in replicas {
-            guard let address = view.stores[PeerID(name: name)].flatMap(Self.storeAddress) else {
+            guard let address = self.storeRoute(name, in: view) else {
                 problems.append("\(name): not alive")
                 continue
             }
@@ -222,7 +242,7 @@ extension SnapshotService {
         let keyring = self.keyring()
         var answers: [String: Result<[HeldReplica], SnapshotError>] = [:]
         for name in stores.sorted() {
-            guard let address = view?.stores[PeerID(name: name)].flatMap(Self.storeAddress) else {
+            guard let address = self.storeRoute(name, in: view) else {
                 answers[name] = .failure(SnapshotError(.notFound, "not alive"))
                 continue
             }
@@ -272,7 +292,7 @@ extension SnapshotService {
         let keyring = self.keyring()
         var unreached: [String] = []
         for name in names.sorted() {
-            guard let address = view.stores[PeerID(name: name)].flatMap(Self.storeAddress) else {
+            guard let address = self.storeRoute(name, in: view) else {
                 unreached.append(name)
                 continue
             }

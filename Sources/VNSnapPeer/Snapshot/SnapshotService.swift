@@ -46,7 +46,7 @@ public actor SnapshotService: Service {
         var plan: SnapshotPlan
         var writers: [String: ImageStreamWriter] = [:]
         /// Memory targets: each VM's stores, in placement order (name and address of their image store).
-        var stores: [String: [(name: String, address: SocketAddress)]] = [:]
+        var stores: [String: [ReplicaUploader.StoreTarget]] = [:]
         var outcomes: [String: VMCutRunner.Outcome] = [:]
         /// Monotonic time each VM's cut began (for time to durable).
         var cutStarted: [String: Instant] = [:]

@@ -41,7 +41,7 @@ final class ReplicaUploader: ChunkSink {
     init(
         _ key: ReplicaKey,
         reserve: UInt64,
-        stores: [(name: String, address: SocketAddress)],
+        stores: [StoreTarget],
         secret: SecretKey,
         keys: @escaping @Sendable (UInt32) -> SecretKey?
     ) {
@@ -59,7 +59,7 @@ final class ReplicaUploader: ChunkSink {
                             key,
                             reserve: reserve,
                             chunks: stream,
-                            to: store.address,
+                            to: store.route,
                             key: secret,
                             keys: keys,
                             accepted: { upload.accepted.store(true, ordering: .releasing) },
@@ -117,7 +117,7 @@ final class ReplicaUploader: ChunkSink {
     }
 
     /// A store peer's image store.
-    typealias StoreTarget = (name: String, address: SocketAddress)
+    typealias StoreTarget = (name: String, route: StoreRoute)
 
     /// Opens an uploader of `key` to `placement.chosen`, each store admitting its replica before any VM is cut;
     /// a store that refuses (participants place without coordinating, so several may fill one) is replaced by

@@ -19,14 +19,14 @@ public enum StoreClient {
         _ key: ReplicaKey,
         reserve: UInt64,
         chunks: [(SnapshotManifest.ChunkDescriptor, [UInt8])],
-        to address: SocketAddress,
+        to route: StoreRoute,
         key secret: SecretKey,
         keys: @escaping @Sendable (UInt32) -> SecretKey?
     ) async throws {
         let (stream, continuation) = AsyncStream<(SnapshotManifest.ChunkDescriptor, [UInt8])>.makeStream()
         for chunk in chunks { continuation.yield(chunk) }
         continuation.finish()
-        try await self.put(key, reserve: reserve, chunks: stream, to: address, key: secret, keys: keys)
+        try await self.put(key, reserve: reserve, chunks: stream, to: route, key: secret, keys: keys)
     }
 
     /// Puts a replica from a stream of chunks as they are made; `acknowledged` hears each chunk the store holds
@@ -35,13 +35,13 @@ public enum StoreClient {
         _ key: ReplicaKey,
         reserve: UInt64,
         chunks: AsyncStream<(SnapshotManifest.ChunkDescriptor, [UInt8])>,
-        to address: SocketAddress,
+        to route: StoreRoute,
         key secret: SecretKey,
         keys: @escaping @Sendable (UInt32) -> SecretKey?,
         accepted: @escaping @Sendable () -> Void = {},
         acknowledged: @escaping @Sendable () -> Void = {}
     ) async throws {
-        try await self.session(address, key: secret, keys: keys) { link in
+        try await self.session(route, key: secret, keys: keys) { link in
             try await link.send(.put(key, bytes: reserve))
             try Self.expect(try await link.receive(), .accepted, key)
             accepted()
@@ -72,12 +72,12 @@ public enum StoreClient {
     /// Every chunk of the replica `key`, as the store holds it (the caller verifies them against the manifest).
     public static func get(
         _ key: ReplicaKey,
-        from address: SocketAddress,
+        from route: StoreRoute,
         key secret: SecretKey,
         keys: @escaping @Sendable (UInt32) -> SecretKey?
     ) async throws -> [(SnapshotManifest.ChunkDescriptor, [UInt8])] {
         let chunks = NIOLockedValueBox<[(SnapshotManifest.ChunkDescriptor, [UInt8])]>([])
-        _ = try await self.get(key, from: address, key: secret, keys: keys) { chunk, data in
+        _ = try await self.get(key, from: route, key: secret, keys: keys) { chunk, data in
             chunks.withLockedValue { $0.append((chunk, data)) }
         }
         return chunks.withLockedValue { $0 }
@@ -87,12 +87,12 @@ public enum StoreClient {
     /// list. `each` may throw to stop the fetch.
     public static func get(
         _ key: ReplicaKey,
-        from address: SocketAddress,
+        from route: StoreRoute,
         key secret: SecretKey,
         keys: @escaping @Sendable (UInt32) -> SecretKey?,
         each: @escaping @Sendable (SnapshotManifest.ChunkDescriptor, [UInt8]) async throws -> Void
     ) async throws -> [SnapshotManifest.ChunkDescriptor] {
-        try await self.session(address, key: secret, keys: keys) { link in
+        try await self.session(route, key: secret, keys: keys) { link in
             try await link.send(.get(key))
             var list: [SnapshotManifest.ChunkDescriptor] = []
             while true {
@@ -112,11 +112,11 @@ public enum StoreClient {
     /// The replicas of `snapshot` the store holds, and where (RAM, disk).
     public static func stat(
         snapshot: UInt64,
-        at address: SocketAddress,
+        at route: StoreRoute,
         key secret: SecretKey,
         keys: @escaping @Sendable (UInt32) -> SecretKey?
     ) async throws -> [HeldReplica] {
-        try await self.session(address, key: secret, keys: keys) { link in
+        try await self.session(route, key: secret, keys: keys) { link in
             try await link.send(.stat(snapshot: snapshot))
             guard case .held(let replicas) = try await link.receive() else {
                 throw StoreError(.unexpected, "snapshot \(snapshot): the store did not say what it holds")
@@ -128,11 +128,11 @@ public enum StoreClient {
     /// Asks the store to forget every replica of `snapshot`.
     public static func drop(
         snapshot: UInt64,
-        at address: SocketAddress,
+        at route: StoreRoute,
         key secret: SecretKey,
         keys: @escaping @Sendable (UInt32) -> SecretKey?
     ) async throws {
-        try await self.session(address, key: secret, keys: keys) { link in
+        try await self.session(route, key: secret, keys: keys) { link in
             try await link.send(.drop(snapshot: snapshot))
             guard case .accepted = try await link.receive() else {
                 throw StoreError(.refused, "snapshot \(snapshot): drop refused")
@@ -151,20 +151,12 @@ public enum StoreClient {
     }
 
     private static func session<Result: Sendable>(
-        _ address: SocketAddress,
+        _ route: StoreRoute,
         key: SecretKey,
         keys: @escaping @Sendable (UInt32) -> SecretKey?,
         _ body: (inout StoreConnection) async throws -> Result
     ) async throws -> Result {
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(5))
-            .connect(to: address) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try StoreServer.frame(channel)
-                    return try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                }
-            }
-        return try await channel.executeThenClose { inbound, outbound in
+        try await route.withConnection { inbound, outbound in
             var link = try await StoreConnection.handshake(
                 .peer,
                 inbound: inbound,

@@ -2,12 +2,15 @@ import NIOCore
 import VNSnapCore
 import VNSnapCrypto
 
-/// One end of an encrypted image-store connection (DESIGN §7): length-prefixed frames over TCP; each side
-/// first sends its `StreamSealer` header (the store first), then sealed `StoreMessage`s, so each direction is
-/// its own stream; the peer's stream key is bound to the store's header of this connection.
+/// One end of an encrypted image-store connection (DESIGN §7): length-prefixed frames over TCP. The store first
+/// sends a fresh X25519 public key; the peer answers with its own and its `StreamSealer` header; the store sends
+/// its header; then sealed `StoreMessage`s, each direction its own stream. Stream keys mix the cluster key with
+/// the two ends' Diffie-Hellman secret, so a relay that joins the connection (`SpliceRelay`), though it holds the
+/// cluster's keys, cannot open it; and each is bound to the other side's fresh material, so a recorded session
+/// replayed later opens nothing.
 struct StoreConnection {
     /// The purpose both sides bind their stream keys to.
-    static let context = "vnsnap-store/1"
+    static let context = "vnsnap-store/2"
 
     private var sealer: StreamSealer
     private var opener: StreamOpener
@@ -16,27 +19,28 @@ struct StoreConnection {
 
     /// Which end of the connection this is.
     enum Side {
-        /// Accepted the connection: sends its header first.
+        /// Accepted the connection (or dialed a relay back): speaks first.
         case store
-        /// Opened it: answers with a header whose key is bound to the store's (fresh) header, so a recorded
-        /// session replayed later cannot be opened by the store.
+        /// Opened it.
         case peer
     }
 
-    /// Exchanges headers (the store's first) under `key`, opening the other side's with the key it names.
+    /// Exchanges keys and headers under `key`, opening the other side's with the key it names.
     static func handshake(
         _ side: Side,
-        inbound: NIOAsyncChannelInboundStream<ByteBuffer>,
+        inbound: NIOAsyncChannelInboundStream<ByteBuffer>.AsyncIterator,
         outbound: NIOAsyncChannelOutboundWriter<ByteBuffer>,
         key: SecretKey,
         keys: (UInt32) -> SecretKey?
     ) async throws -> StoreConnection {
-        var iterator = inbound.makeAsyncIterator()
-        func receiveHeader() async throws -> ([UInt8], SecretKey) {
-            guard let first = try await iterator.next() else {
-                throw StoreError(.closed, "the connection closed before its header")
+        var iterator = inbound
+        func receive(_ what: String) async throws -> [UInt8] {
+            guard let frame = try await iterator.next() else {
+                throw StoreError(.closed, "the connection closed before its \(what)")
             }
-            let header = Array(first.readableBytesView)
+            return Array(frame.readableBytesView)
+        }
+        func keyOf(_ header: [UInt8]) throws -> SecretKey {
             let id = try StreamOpener.keyID(ofHeader: header)
             guard let theirs = keys(id) else {
                 throw StoreError(
@@ -44,21 +48,46 @@ struct StoreConnection {
                     "the other side's stream is sealed under a key this keyring does not hold (id \(id))"
                 )
             }
-            return (header, theirs)
+            return theirs
         }
+        func secret(_ mine: ExchangeKeyPair, _ theirs: [UInt8]) throws -> [UInt8] {
+            guard let shared = mine.sharedSecret(with: theirs) else {
+                throw StoreError(.failed, "the other side's exchange key is not a usable X25519 key")
+            }
+            return shared
+        }
+        let exchange = ExchangeKeyPair.generate()
+        let size = ExchangeKeyPair.publicKeySize
         switch side {
         case .store:
-            let sealer = StreamSealer(key: key, context: Self.context)
+            try await outbound.write(ByteBuffer(bytes: exchange.publicKey))
+            let answer = try await receive("key and header")
+            guard answer.count > size else {
+                throw StoreError(.failed, "a short key and header (\(answer.count) bytes)")
+            }
+            let header = Array(answer[size...])
+            let shared = try secret(exchange, Array(answer[..<size]))
+            let opener = try StreamOpener(
+                key: try keyOf(header),
+                header: header,
+                context: Self.context + "/" + exchange.publicKey.hexString,
+                shared: shared
+            )
+            let sealer = StreamSealer(key: key, context: Self.context + "/" + header.hexString, shared: shared)
             try await outbound.write(ByteBuffer(bytes: sealer.header))
-            let (header, theirs) = try await receiveHeader()
-            let bound = Self.context + "/" + sealer.header.hexString
-            let opener = try StreamOpener(key: theirs, header: header, context: bound)
             return StoreConnection(sealer: sealer, opener: opener, inbound: iterator, outbound: outbound)
         case .peer:
-            let (header, theirs) = try await receiveHeader()
-            let opener = try StreamOpener(key: theirs, header: header, context: Self.context)
-            let sealer = StreamSealer(key: key, context: Self.context + "/" + header.hexString)
-            try await outbound.write(ByteBuffer(bytes: sealer.header))
+            let theirs = try await receive("exchange key")
+            let shared = try secret(exchange, theirs)
+            let sealer = StreamSealer(key: key, context: Self.context + "/" + theirs.hexString, shared: shared)
+            try await outbound.write(ByteBuffer(bytes: exchange.publicKey + sealer.header))
+            let header = try await receive("header")
+            let opener = try StreamOpener(
+                key: try keyOf(header),
+                header: header,
+                context: Self.context + "/" + sealer.header.hexString,
+                shared: shared
+            )
             return StoreConnection(sealer: sealer, opener: opener, inbound: iterator, outbound: outbound)
         }
     }

@@ -16,4 +16,6 @@ public struct StoreErrorCode: ErrorCode {
     public static let unexpected = Self(name: "unexpected")
     /// The other side sealed its stream under a key this keyring does not hold.
     public static let unknownKey = Self(name: "unknownKey")
+    /// No way to the store worked: not directly, not through any of its relays.
+    public static let unreachable = Self(name: "unreachable")
 }

@@ -46,7 +46,12 @@ public final class StoreServer: Service, Sendable {
         keys: @escaping @Sendable () -> (primary: SecretKey, byID: [UInt32: SecretKey]),
         logger: Logger
     ) async throws -> StoreServer {
-        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        StoreServer(server: try await Self.listen(host: host, port: port), store: store, keys: keys, logger: logger)
+    }
+
+    /// A listener whose connections carry length-prefixed frames (the store's, and a relay's splice endpoint).
+    static func listen(host: String, port: Int) async throws -> NIOAsyncChannel<Connection, Never> {
+        try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: host, port: port) { channel in
                 channel.eventLoop.makeCompletedFuture {
@@ -54,7 +59,18 @@ public final class StoreServer: Service, Sendable {
                     return try Connection(wrappingChannelSynchronously: channel)
                 }
             }
-        return StoreServer(server: server, store: store, keys: keys, logger: logger)
+    }
+
+    /// A connection of length-prefixed frames to `address` (a store, or a relay's splice endpoint).
+    static func connect(to address: SocketAddress) async throws -> Connection {
+        try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(StoreRoute.connectTimeout)
+            .connect(to: address) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try Self.frame(channel)
+                    return try Connection(wrappingChannelSynchronously: channel)
+                }
+            }
     }
 
     /// Length-prefixed frames, bounded so a bad length cannot make a peer buffer without limit.
@@ -73,15 +89,29 @@ public final class StoreServer: Service, Sendable {
         try await self.server.serveConnections { await self.serve($0) }
     }
 
-    private func serve(_ connection: Connection) async {
+    /// Serves one connection the store dialed itself, to a relay that asked (a peer outside this store's NAT is
+    /// joined to it there): the splice ticket `answer` first, then the store's side of the protocol.
+    public func dialBack(relay: SocketAddress, answer: [UInt8]) async {
+        do {
+            await self.serve(try await Self.connect(to: relay), preamble: answer)
+        } catch {
+            self.logger.warning(
+                "Store could not dial back the relay that asked",
+                metadata: ["store.relay": "\(relay)", "store.error": "\(error)"]
+            )
+        }
+    }
+
+    private func serve(_ connection: Connection, preamble: [UInt8]? = nil) async {
         let remote = connection.channel.remoteAddress.map { "\($0)" } ?? "unknown"
         var open: ReplicaKey?
         do {
             try await connection.executeThenClose { inbound, outbound in
+                if let preamble { try await outbound.write(ByteBuffer(bytes: preamble)) }
                 let keys = self.keys()
                 var link = try await StoreConnection.handshake(
                     .store,
-                    inbound: inbound,
+                    inbound: inbound.makeAsyncIterator(),
                     outbound: outbound,
                     key: keys.primary,
                     keys: { keys.byID[$0] }

@@ -1,5 +1,6 @@
 import Logging
 import NIOConcurrencyHelpers
+import NIOCore
 import NIOPosix
 import ServiceLifecycle
 import VNSnapCore
@@ -86,6 +87,20 @@ public final class StoreService: Service, Sendable {
             await self.flushOnce()
             group.cancelAll()
         }
+    }
+
+    /// A relay asked this store to dial it back (`SpliceRelay`): a peer outside this store's NAT waits there for
+    /// it. Served like any connection, in the background.
+    public func dialBack(relay: HostPort, token: [UInt8], me: PeerID, tickets: TunnelCrypto) {
+        guard let address = try? SocketAddress.makeAddressResolvingHost(relay.host, port: relay.port) else {
+            return self.logger.warning(
+                "Store cannot dial back a relay it cannot resolve",
+                metadata: ["store.relay": "\(relay)"]
+            )
+        }
+        let ticket = SpliceTicket(role: .answer, from: me, to: PeerID(rawValue: 0), token: token)
+        let server = self.server
+        Task { await server.dialBack(relay: address, answer: ticket.encode(crypto: tickets)) }
     }
 
     private func flushOnce() async {

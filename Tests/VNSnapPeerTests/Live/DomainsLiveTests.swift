@@ -44,6 +44,7 @@ import VNSnapPeer
 @Suite(.serialized) struct DomainsPipelineLiveTests {
     static let blocks = 3_000
     static let relayRole = "[peer]\nroles = [\"relay\", \"store\"]\nstore_capacity_mib = 1024\n"
+    static let natStoreRole = "[peer]\nroles = [\"vm\", \"store\"]\nstore_capacity_mib = 1024\n"
 
     /// Starts the relays, then the pipeline's three hosts behind their NATs and firewall.
     static func startAcrossDomains(_ cluster: LiveCluster) async throws {
@@ -58,9 +59,11 @@ import VNSnapPeer
             )
         }
         // The VIOLIN announces an MTU that no path fragments, relayed or not (BENCHMARKS: across domains).
-        let configs = try ViolinOperationsLiveTests.spreadPipeline(cluster, blocks: Self.blocks).mapValues {
+        var configs = try ViolinOperationsLiveTests.spreadPipeline(cluster, blocks: Self.blocks).mapValues {
             $0.replacingOccurrences(of: "vni = 42\n", with: "vni = 42\nmtu = 1280\n")
         }
+        // h2, behind the symmetric NAT, is a store too: others reach it only through a relay's splice.
+        configs["h2"] = configs["h2"]?.replacingOccurrences(of: "[peer]\n", with: Self.natStoreRole)
         try await ViolinOperationsLiveTests.startSpread(cluster, configs: configs)
     }
 
@@ -109,15 +112,20 @@ import VNSnapPeer
                 $0.switch.tunnels.first { $0.peer == "h3" }?.path == "punched"
             }
 
-            // Replicas in the relays' RAM, streamed out of the NATs.
+            // Replicas in the relays' RAM, streamed out of the NATs, and in h2's behind the symmetric NAT, through a
+            // relay that joins each stream to one h2 dials back.
             let inMemory = try await cluster.snapshot(
                 "h1",
                 violin: "pipeline",
                 mode: .cow,
                 name: "replicas",
-                target: SnapshotTarget(kind: .memory, replicas: 2)
+                target: SnapshotTarget(kind: .memory, replicas: 3)
             )
-            #expect(inMemory.vms.allSatisfy { Set($0.replicas ?? []) == ["r1", "r2"] }, "\(inMemory.vms)")
+            let away = inMemory.vms.filter { $0.name != "relay" }  // h2's own VM: its third replica is its own
+            #expect(away.allSatisfy { Set($0.replicas ?? []) == ["r1", "r2", "h2"] }, "\(inMemory.vms)")
+            var spliced: UInt64 = 0
+            for relay in ["r1", "r2"] { spliced += try await cluster.status(relay).splice?.joined ?? 0 }
+            #expect(spliced >= 2, "streams joined to h2 by the relays: \(spliced)")
 
             // The relay carrying h2's tunnels dies in the middle of a snapshot; then the NATs forget every mapping.
             async let onDisk = cluster.snapshot("h3", violin: "pipeline", mode: .cow, name: "relay-dies")
