@@ -103,7 +103,10 @@ extension MembershipEngine {
 
     /// A relay's dial-back request: the token and the splice port, at the relay's membership host.
     func storeDial(_ payload: [UInt8], from relay: PeerID, remote: SocketAddress) -> MembershipEvent? {
-        guard payload.count == 18 else { return nil }
+        // Only a member with the relay role joins store streams; another asking is refused (counted malformed).
+        guard payload.count == 18, self.swim.state(of: relay)?.metadata.roles.contains(.relay) == true else {
+            return nil
+        }
         let port = Int(payload[16]) << 8 | Int(payload[17])
         let host = self.swim.state(of: relay).flatMap { HostPort($0.address)?.host } ?? remote.ipAddress
         guard let host, port > 0 else { return nil }

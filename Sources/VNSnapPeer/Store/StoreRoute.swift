@@ -18,6 +18,23 @@ public struct StoreRoute: Sendable {
     /// The cluster's keys for splice tickets (purpose `splice`).
     public var tickets: TunnelCrypto?
 
+    /// A route to `store`, from `me`.
+    public init(
+        direct: SocketAddress?,
+        relays: [SocketAddress],
+        relaysFirst: Bool,
+        store: PeerID,
+        me: PeerID,
+        tickets: TunnelCrypto?
+    ) {
+        self.direct = direct
+        self.relays = relays
+        self.relaysFirst = relaysFirst
+        self.store = store
+        self.me = me
+        self.tickets = tickets
+    }
+
     /// A store reached at `address` only.
     public static func direct(_ address: SocketAddress) -> StoreRoute {
         StoreRoute(

@@ -177,9 +177,10 @@ extension SwitchEngine {
         from remote: SocketAddress,
         relayed: Bool
     ) {
-        guard !relayed, payload.count == 8, let channel = self.tunnelChannel else { return }
+        guard payload.count == 8, let channel = self.tunnelChannel else { return }
         let now = ContinuousClock.now
         let number = payload.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+        guard !relayed else { return self.punchDatagram(kind, number: number, tunnel: index, now: now) }
         self.tunnels[index].lastAnswer = kind == .pathAck ? now : self.tunnels[index].lastAnswer
         if kind == .pathProbe {
             // Answer on the path it came by; and it proves the way in.
@@ -199,6 +200,12 @@ extension SwitchEngine {
         to address: SocketAddress,
         channel: any Channel
     ) {
+        let payload = self.sealedPath(kind, number: number, tunnel: index, channel: channel)
+        channel.write(AddressedEnvelope(remoteAddress: address, data: payload), promise: nil)
+    }
+
+    /// A path probe or answer sealed to tunnel `index`'s peer.
+    func sealedPath(_ kind: TunnelHeader.Kind, number: UInt64, tunnel index: Int, channel: any Channel) -> ByteBuffer {
         var payload = channel.allocator.buffer(capacity: 8 + TunnelCrypto.overhead)
         payload.moveWriterIndex(forwardBy: TunnelHeader.size)
         payload.writeInteger(number)
@@ -207,7 +214,7 @@ extension SwitchEngine {
         payload.withUnsafeMutableReadableBytes {
             _ = self.tunnels[index].crypto.seal(header: header, payloadLength: 8, in: $0)
         }
-        channel.write(AddressedEnvelope(remoteAddress: address, data: payload), promise: nil)
+        return payload
     }
 
     // ==== ------------------------------------------------------------------------------------------------------------
@@ -289,7 +296,8 @@ extension SwitchEngine {
         guard let action else { return }
         switch action {
         case .punch:
-            break  // maintainPaths sends the probe
+            // maintainPaths sends this second's probe; the pair's initiator also times one by the relay.
+            self.startTimedPunch(index, now: .now)
         case .useDirect:
             self.logger.info(
                 "Direct path to \(self.tunnels[index].name) proven both ways",

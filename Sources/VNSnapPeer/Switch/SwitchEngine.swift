@@ -73,6 +73,9 @@ final class SwitchEngine {
         /// When the peer last answered a path probe, and whether it did lately (a relay hop is used only then).
         var lastAnswer: ContinuousClock.Instant?
         var answering = true
+        /// The timed punch's connect probe in flight through the relay, and when it left (`SwitchEngine+Punch`).
+        var punchSent: (number: UInt64, at: ContinuousClock.Instant)?
+        var punchCounter: UInt64 = 0
     }
 
     let eventLoop: any EventLoop

@@ -111,6 +111,11 @@ import VNSnapPeer
             try await cluster.waitUntil("h1", timeout: .seconds(60), "punching a path to h3") {
                 $0.switch.tunnels.first { $0.peer == "h3" }?.path == "punched"
             }
+            // The pair's initiator timed a punch by the relay's round trip.
+            let timed = try ["h1", "h3"].map {
+                try String(contentsOfFile: "\(cluster.host($0).directory)/peer.log", encoding: .utf8)
+            }
+            #expect(timed.contains { $0.contains("timed by the relay's round trip") }, "no timed punch logged")
 
             // Replicas in the relays' RAM, streamed out of the NATs, and in h2's behind the symmetric NAT, through a
             // relay that joins each stream to one h2 dials back.
