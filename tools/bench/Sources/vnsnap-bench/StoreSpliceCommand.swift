@@ -86,7 +86,7 @@ struct StoreSpliceCommand: AsyncParsableCommand {
                 feed.finish()
                 try await StoreClient.put(
                     replica,
-                    reserve: UInt64(self.mib) << 20,
+                    reserve: UInt64(chunks.reduce(0) { $0 + $1.1.count }),
                     chunks: stream,
                     to: route,
                     key: key,
