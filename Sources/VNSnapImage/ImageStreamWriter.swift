@@ -32,8 +32,14 @@ public final class ImageStreamWriter: Sendable {
     }
     private let shared = Shared()
 
-    /// Listens at `socketPath` and writes what arrives into `store` in `chunkSize`-byte chunks.
-    public init(socketPath: String, store: some ChunkSink, chunkSize: Int = 4 << 20) throws(ImageError) {
+    /// Listens at `socketPath` and writes what arrives into `store` in `chunkSize`-byte chunks; with `readAhead`
+    /// bytes, a second thread drains the socket that far ahead of compression (`ReadAheadQueue`).
+    public init(
+        socketPath: String,
+        store: some ChunkSink,
+        chunkSize: Int = 4 << 20,
+        readAhead: Int = 0
+    ) throws(ImageError) {
         self.socketPath = socketPath
         unlink(socketPath)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
@@ -46,7 +52,7 @@ public final class ImageStreamWriter: Sendable {
         }
         self.listener = fd
         let thread = Thread { [shared = self.shared] in
-            Self.receive(listener: fd, store: store, chunkSize: chunkSize, shared: shared)
+            Self.receive(listener: fd, store: store, chunkSize: chunkSize, readAhead: readAhead, shared: shared)
         }
         thread.name = "vnsnap-image"
         thread.start()
@@ -56,6 +62,7 @@ public final class ImageStreamWriter: Sendable {
         listener: Int32,
         store: some ChunkSink,
         chunkSize: Int,
+        readAhead: Int,
         shared: Shared
     ) {
         let connection = accept(listener, nil, nil)
@@ -87,9 +94,21 @@ public final class ImageStreamWriter: Sendable {
                 failure = error
             }
         }
+        let queue = readAhead > 0 ? ReadAheadQueue(limit: readAhead) : nil
+        if let queue { Self.startReader(connection: connection, queue: queue, shared: shared) }
         while true {
-            let n = buffer.withUnsafeMutableBytes { read(connection, $0.baseAddress, $0.count) }
-            if n < 0, errno == EINTR { continue }
+            var block: [UInt8]?
+            let n: Int
+            if let queue {
+                let next = queue.pop()
+                block = next.block
+                n = next.block?.count ?? (next.errno == 0 ? 0 : -1)
+                if n < 0 { errno = next.errno }
+            } else {
+                n = buffer.withUnsafeMutableBytes { read(connection, $0.baseAddress, $0.count) }
+                if n < 0, errno == EINTR { continue }
+                if n > 0 { shared.state.withLock { $0.progress.rawBytes += UInt64(n) } }
+            }
             if n < 0 {
                 if failure == nil {
                     failure = ImageError(.io, "\(store.label): reading the stream: \(String(cString: strerror(errno)))")
@@ -100,9 +119,16 @@ public final class ImageStreamWriter: Sendable {
             if failure == nil, shared.cancelled.load(ordering: .relaxed) {
                 failure = ImageError(.io, "\(store.label): the stream was cancelled")
             }
-            shared.state.withLock { $0.progress.rawBytes += UInt64(n) }
-            guard failure == nil else { continue }
-            for chunk in chunker.append(buffer[0..<n]) { save(chunk) }
+            guard failure == nil else {
+                if let block { queue?.recycle(block) }
+                continue
+            }
+            if let block {
+                for chunk in chunker.append(block[...]) { save(chunk) }
+                queue?.recycle(block)
+            } else {
+                for chunk in chunker.append(buffer[0..<n]) { save(chunk) }
+            }
         }
         if failure == nil, shared.cancelled.load(ordering: .relaxed) {
             failure = ImageError(.io, "\(store.label): the stream was cancelled")
@@ -117,6 +143,22 @@ public final class ImageStreamWriter: Sendable {
         }
         if failure != nil { store.abandon() }
         shared.state.withLock { $0.result = failure.map { .failure($0) } ?? .success(chunks) }
+    }
+
+    /// Drains the socket into `queue` on a thread of its own until the stream ends.
+    private static func startReader(connection: Int32, queue: ReadAheadQueue, shared: Shared) {
+        let reader = Thread {
+            while true {
+                var filled = queue.buffer()
+                let n = filled.withUnsafeMutableBytes { read(connection, $0.baseAddress, $0.count) }
+                if n < 0, errno == EINTR { continue }
+                guard n > 0 else { return queue.finish(errno: n < 0 ? errno : 0) }
+                shared.state.withLock { $0.progress.rawBytes += UInt64(n) }
+                queue.push(filled, count: n)
+            }
+        }
+        reader.name = "vnsnap-image-read"
+        reader.start()
     }
 
     /// What has arrived so far.

@@ -142,6 +142,10 @@ extension PeerConfig {
         if let fenceAfter, !(fenceAfter >= 1 && fenceAfter <= 3600) {
             throw table.error("fence_after_s", "\(fenceAfter) is not between 1 and 3600 seconds")
         }
+        let readAheadMiB = try table.int("image_read_ahead_mib") ?? PeerConfig.Peer.defaultReadAheadMiB
+        guard (0...1024).contains(readAheadMiB) else {
+            throw table.error("image_read_ahead_mib", "\(readAheadMiB) is out of range 0...1024")
+        }
         try table.rejectUnknownKeys()
         return Peer(
             name: name,
@@ -151,7 +155,8 @@ extension PeerConfig {
             roles: roles,
             storeCapacity: UInt64(capacityMiB) << 20,
             keepVMs: keepVMs,
-            fenceAfter: fenceAfter.map { .milliseconds(Int($0 * 1000)) }
+            fenceAfter: fenceAfter.map { .milliseconds(Int($0 * 1000)) },
+            imageReadAhead: readAheadMiB << 20
         )
     }
 

@@ -23,6 +23,10 @@ public struct PeerConfig: Sendable {
         /// Pause this peer's VMs once it has seen no majority for this long, and resume the ones it still owns
         /// when it sees one again (`fence_after_s`; off when `nil`).
         public var fenceAfter: Duration? = nil
+        /// Bytes of each VM's save stream read ahead of compression (`image_read_ahead_mib`; 0: read as compressed).
+        public var imageReadAhead: Int = Self.defaultReadAheadMiB << 20
+        /// The default read-ahead, MiB (BENCHMARKS: the copy-on-write stall).
+        public static let defaultReadAheadMiB = 0
 
         /// This peer's identity.
         public var id: PeerID { PeerID(name: self.name) }

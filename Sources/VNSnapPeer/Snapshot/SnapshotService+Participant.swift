@@ -149,7 +149,11 @@ extension SnapshotService {
                     self.participants[id]?.stores[vm] = stores
                     do {
                         // Kept at once, so a failure further on cancels it.
-                        self.participants[id]?.writers[vm] = try ImageStreamWriter(socketPath: socket, store: uploader)
+                        self.participants[id]?.writers[vm] = try ImageStreamWriter(
+                            socketPath: socket,
+                            store: uploader,
+                            readAhead: self.config.peer.imageReadAhead
+                        )
                     } catch {
                         uploader.abandon()
                         throw error
@@ -157,7 +161,11 @@ extension SnapshotService {
                 } else {
                     let store = LocalChunkStore(directory: directory + "/memory", label: "snapshot \(id), VM \(vm)")
                     // Kept at once, so a failure further on cancels it (its thread waits in accept until then).
-                    self.participants[id]?.writers[vm] = try ImageStreamWriter(socketPath: socket, store: store)
+                    self.participants[id]?.writers[vm] = try ImageStreamWriter(
+                        socketPath: socket,
+                        store: store,
+                        readAhead: self.config.peer.imageReadAhead
+                    )
                 }
                 // QEMU's default cap (128 MiB/s) would make saving RAM the slowest part. `precopy` is a normal
                 // migration that pauses before its switch-over, so the cut can finish while the VM is stopped.

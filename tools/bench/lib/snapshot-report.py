@@ -24,7 +24,9 @@ order = {"cow": 0, "precopy": 1, "drop": 2, "loop": 3}
 groups = {}
 for run in runs:
     groups.setdefault((run["vms"], run["mode"]), []).append(run)
-for (n, mode), group in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+for (n, mode), group in sorted(
+    groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1].removesuffix("+ra"), 9), kv[0][1])
+):
     vms = [vm["measurements"] for run in group if "manifest" in run for vm in run["manifest"]["vms"]]
 
     def col(key, scale=ms):
@@ -47,7 +49,9 @@ for (n, mode), group in sorted(groups.items(), key=lambda kv: (kv[0][0], order.g
 print()
 print("| VMs | mode | pipeline MB/s (raw, cut → durable, median per VM) | bare zstd -1 MB/s (same stream) | ratio | peak RSS above idle, MiB (sb1 / sb2, max) |")
 print("|---|---|---|---|---|---|")
-for (n, mode), group in sorted(groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+for (n, mode), group in sorted(
+    groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1].removesuffix("+ra"), 9), kv[0][1])
+):
     pipeline = [
         vm["image"]["rawBytes"] / (vm["measurements"]["timeToDurable"] / 1e9) / 1e6
         for run in group if "manifest" in run for vm in run["manifest"]["vms"]
