@@ -69,7 +69,7 @@ let package = Package(
         // Images: zstd, hashing and durable chunk files on the local disk (blocking: run off the event loops).
         .target(
             name: "VNSnapImage",
-            dependencies: ["CZstd", "CSodium", "VNSnapCore"],
+            dependencies: ["CZstd", "CSodium", "CVNSnapSys", "VNSnapCore"],
             swiftSettings: swiftSettings
         ),
         .target(

@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 int vnsnap_sendmmsg_unix(int fd, const struct iovec *iov, unsigned int count, const struct sockaddr_un *to) {
@@ -139,4 +141,8 @@ int vnsnap_lock_holder(const char *path) {
         return -1;
     }
     return lock.l_type == F_UNLCK ? 0 : lock.l_pid;
+}
+
+int vnsnap_set_thread_nice(int nice) {
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
 }

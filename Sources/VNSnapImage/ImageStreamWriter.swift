@@ -1,3 +1,4 @@
+import CVNSnapSys
 import Foundation
 import Synchronization
 import VNSnapCore
@@ -33,12 +34,14 @@ public final class ImageStreamWriter: Sendable {
     private let shared = Shared()
 
     /// Listens at `socketPath` and writes what arrives into `store` in `chunkSize`-byte chunks; with `readAhead`
-    /// bytes, a second thread drains the socket that far ahead of compression (`ReadAheadQueue`).
+    /// bytes, a second thread drains the socket that far ahead of compression (`ReadAheadQueue`); with
+    /// `yielding`, compression runs at nice 10, so it yields the CPU to the guests' vCPUs.
     public init(
         socketPath: String,
         store: some ChunkSink,
         chunkSize: Int = 4 << 20,
-        readAhead: Int = 0
+        readAhead: Int = 0,
+        yielding: Bool = false
     ) throws(ImageError) {
         self.socketPath = socketPath
         unlink(socketPath)
@@ -52,6 +55,7 @@ public final class ImageStreamWriter: Sendable {
         }
         self.listener = fd
         let thread = Thread { [shared = self.shared] in
+            if yielding { _ = vnsnap_set_thread_nice(10) }
             Self.receive(listener: fd, store: store, chunkSize: chunkSize, readAhead: readAhead, shared: shared)
         }
         thread.name = "vnsnap-image"

@@ -157,6 +157,8 @@ final class ConfigSandbox {
         ("probe_interval_ms = 500", "probe_interval_ms = 500\nfanout = 3", "membership.fanout"),
         ("[membership]", "[[peers]]\nname = \"h2\"\naddress = \"127.0.0.2:7946\"\n\n[membership]", "peers"),
         ("data_dir = \"data\"", "data_dir = \"data\"\nstore_capacity_mib = 64", "peer.store_capacity_mib"),
+        ("data_dir = \"data\"", "data_dir = \"data\"\nimage_read_ahead_mib = 2000", "peer.image_read_ahead_mib"),
+        ("data_dir = \"data\"", "data_dir = \"data\"\nimage_low_priority = \"yes\"", "peer.image_low_priority"),
         ("vni = 42", "vni = 0", "violins[0].vni"),
         ("vni = 42", "vni = 16777216", "violins[0].vni"),
         ("vni = 42", "vni = 42\nmtu = 100", "violins[0].mtu"),

@@ -22,4 +22,8 @@ int vnsnap_unix_server_pid(const char *path);
 /// nobody holds one, -1 with errno set.
 int vnsnap_lock_holder(const char *path);
 
+/// Sets the calling thread's nice value (Linux: per thread), so its work yields the CPU to others'.
+/// Returns 0, or -1 with errno set.
+int vnsnap_set_thread_nice(int nice);
+
 #endif

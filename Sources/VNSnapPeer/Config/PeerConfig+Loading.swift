@@ -146,6 +146,7 @@ extension PeerConfig {
         guard (0...1024).contains(readAheadMiB) else {
             throw table.error("image_read_ahead_mib", "\(readAheadMiB) is out of range 0...1024")
         }
+        let yielding = try table.bool("image_low_priority") ?? false
         try table.rejectUnknownKeys()
         return Peer(
             name: name,
@@ -156,7 +157,8 @@ extension PeerConfig {
             storeCapacity: UInt64(capacityMiB) << 20,
             keepVMs: keepVMs,
             fenceAfter: fenceAfter.map { .milliseconds(Int($0 * 1000)) },
-            imageReadAhead: readAheadMiB << 20
+            imageReadAhead: readAheadMiB << 20,
+            imageLowPriority: yielding
         )
     }
 

@@ -25,6 +25,8 @@ public struct PeerConfig: Sendable {
         public var fenceAfter: Duration? = nil
         /// Bytes of each VM's save stream read ahead of compression (`image_read_ahead_mib`; 0: read as compressed).
         public var imageReadAhead: Int = Self.defaultReadAheadMiB << 20
+        /// Compress images at nice 10, yielding the CPU to the guests (`image_low_priority`).
+        public var imageLowPriority = false
         /// The default read-ahead, MiB (BENCHMARKS: the copy-on-write stall).
         public static let defaultReadAheadMiB = 0
 

@@ -152,7 +152,8 @@ extension SnapshotService {
                         self.participants[id]?.writers[vm] = try ImageStreamWriter(
                             socketPath: socket,
                             store: uploader,
-                            readAhead: self.config.peer.imageReadAhead
+                            readAhead: self.config.peer.imageReadAhead,
+                            yielding: self.config.peer.imageLowPriority
                         )
                     } catch {
                         uploader.abandon()
@@ -164,7 +165,8 @@ extension SnapshotService {
                     self.participants[id]?.writers[vm] = try ImageStreamWriter(
                         socketPath: socket,
                         store: store,
-                        readAhead: self.config.peer.imageReadAhead
+                        readAhead: self.config.peer.imageReadAhead,
+                        yielding: self.config.peer.imageLowPriority
                     )
                 }
                 // QEMU's default cap (128 MiB/s) would make saving RAM the slowest part. `precopy` is a normal

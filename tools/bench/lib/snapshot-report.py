@@ -25,7 +25,7 @@ groups = {}
 for run in runs:
     groups.setdefault((run["vms"], run["mode"]), []).append(run)
 for (n, mode), group in sorted(
-    groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1].removesuffix("+ra"), 9), kv[0][1])
+    groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1].split("+")[0], 9), kv[0][1])
 ):
     vms = [vm["measurements"] for run in group if "manifest" in run for vm in run["manifest"]["vms"]]
 
@@ -50,7 +50,7 @@ print()
 print("| VMs | mode | pipeline MB/s (raw, cut → durable, median per VM) | bare zstd -1 MB/s (same stream) | ratio | peak RSS above idle, MiB (sb1 / sb2, max) |")
 print("|---|---|---|---|---|---|")
 for (n, mode), group in sorted(
-    groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1].removesuffix("+ra"), 9), kv[0][1])
+    groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1].split("+")[0], 9), kv[0][1])
 ):
     pipeline = [
         vm["image"]["rawBytes"] / (vm["measurements"]["timeToDurable"] / 1e9) / 1e6
