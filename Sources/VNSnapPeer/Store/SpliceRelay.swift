@@ -145,15 +145,25 @@ public final class SpliceRelay: Service, Sendable {
     }
 
     private func open(_ ticket: SpliceTicket, inbound: Inbound, end: End) async throws {
-        let full = self.state.withLockedValue { $0.status.open >= Self.maximumOpen }
+        // Splices waiting for their store count too, so openers cannot pile up; a token already waiting (a replayed
+        // ticket) is refused rather than put in the first one's place.
+        let (full, taken) = self.state.withLockedValue {
+            ($0.status.open + $0.waiting.count >= Self.maximumOpen, $0.waiting[ticket.token] != nil)
+        }
         if full { return try await self.refuse("the relay joins \(Self.maximumOpen) streams already", end.outbound) }
+        if taken { return try await self.refuse("this splice token is already waiting", end.outbound) }
         if let reason = await self.dial(ticket.to, ticket.token, self.address.port ?? 0) {
             return try await self.refuse(reason, end.outbound)
         }
         let store = ticket.to
         let token = ticket.token
         let answer: Answer? = await withCheckedContinuation { resume in
-            self.state.withLockedValue { $0.waiting[token] = (store, resume) }
+            let placed = self.state.withLockedValue { state in
+                guard state.waiting[token] == nil else { return false }
+                state.waiting[token] = (store, resume)
+                return true
+            }
+            guard placed else { return resume.resume(returning: nil) }
             Task {
                 try? await Task.sleep(for: Self.answerTimeout)
                 self.state.withLockedValue { $0.waiting.removeValue(forKey: token) }?.resume.resume(returning: nil)
