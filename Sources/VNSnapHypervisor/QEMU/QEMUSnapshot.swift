@@ -30,9 +30,20 @@ public enum QEMUSnapshot {
         _ = try await monitor.execute("migrate-set-parameters", arguments: parameters.mapValues { .number($0) })
     }
 
-    /// Starts saving the VM to `uri`.
-    public static func start(_ monitor: QMPClient, uri: String) async throws {
-        _ = try await monitor.execute("migrate", arguments: ["uri": .string(uri)])
+    /// Starts saving the VM to `uri`. QEMU refuses a migration while the last one's clean-up has not run yet
+    /// ("Migration is not finalized yet", a moment after `query-migrate` says completed): that is retried for up
+    /// to `settle`, anything else is thrown at once.
+    public static func start(_ monitor: QMPClient, uri: String, settle: Duration = .seconds(2)) async throws {
+        let deadline = ContinuousClock.now + settle
+        while true {
+            do {
+                _ = try await monitor.execute("migrate", arguments: ["uri": .string(uri)])
+                return
+            } catch let error as QMPError where error.message.contains("not finalized yet") {
+                guard ContinuousClock.now < deadline else { throw error }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
     }
 
     /// On a QEMU started with `incoming`: listen at `uri` (`unix:/path`) for the saved state; the restorer
