@@ -204,6 +204,13 @@ extension SwitchEngine {
         channel.write(AddressedEnvelope(remoteAddress: address, data: payload), promise: nil)
     }
 
+    /// The next numbered probe of the direct path to tunnel `index`'s peer, awaited as its outstanding one.
+    func sendDirectProbe(tunnel index: Int, to target: SocketAddress, channel: any Channel) {
+        self.tunnels[index].probeCounter += 1
+        self.tunnels[index].probeOutstanding = self.tunnels[index].probeCounter
+        self.sendPath(.pathProbe, number: self.tunnels[index].probeCounter, tunnel: index, to: target, channel: channel)
+    }
+
     /// A path probe or answer sealed to tunnel `index`'s peer.
     func sealedPath(_ kind: TunnelHeader.Kind, number: UInt64, tunnel index: Int, channel: any Channel) -> ByteBuffer {
         var payload = channel.allocator.buffer(capacity: 8 + TunnelCrypto.overhead)
@@ -279,15 +286,7 @@ extension SwitchEngine {
                 self.apply(self.tunnels[index].path?.tick(now: now), tunnel: index)
                 guard case .punching = self.tunnels[index].path?.path else { continue }
             }
-            self.tunnels[index].probeCounter += 1
-            self.tunnels[index].probeOutstanding = self.tunnels[index].probeCounter
-            self.sendPath(
-                .pathProbe,
-                number: self.tunnels[index].probeCounter,
-                tunnel: index,
-                to: target,
-                channel: channel
-            )
+            self.sendDirectProbe(tunnel: index, to: target, channel: channel)
         }
         channel.flush()
     }

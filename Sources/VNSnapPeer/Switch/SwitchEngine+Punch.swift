@@ -60,9 +60,7 @@ extension SwitchEngine {
         guard case .punching = self.tunnels[index].path?.path, let target = self.tunnels[index].observed,
             let channel = self.tunnelChannel
         else { return }
-        self.tunnels[index].probeCounter += 1
-        self.tunnels[index].probeOutstanding = self.tunnels[index].probeCounter
-        self.sendPath(.pathProbe, number: self.tunnels[index].probeCounter, tunnel: index, to: target, channel: channel)
+        self.sendDirectProbe(tunnel: index, to: target, channel: channel)
         channel.flush()
     }
 
