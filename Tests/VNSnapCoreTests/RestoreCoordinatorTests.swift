@@ -1,7 +1,7 @@
 import Testing
 import VNSnapCore
 
-/// The restorer's side: verify, load beside, pause, resume, each everywhere before the next; a refusal or a
+/// The restorer's side: verify, load beside, pause, switch over, resume, each everywhere before the next; a refusal or a
 /// silent holder ends it in the step it happened, before the next step is asked of anyone, and one after the load
 /// began rolls every holder back first.
 @Suite struct RestoreCoordinatorTests {
@@ -43,11 +43,15 @@ import VNSnapCore
         let pause = restore.onMessage(self.answer(.load, from: F.peers[0]), now: .ms(5))
         #expect(self.requested(pause).map(\.0) == [.pause, .pause])
         _ = restore.onMessage(self.answer(.pause, from: F.peers[1]), now: .ms(6))
-        let resume = restore.onMessage(self.answer(.pause, from: F.peers[0]), now: .ms(6))
+        let switchOver = restore.onMessage(self.answer(.pause, from: F.peers[0]), now: .ms(6))
+        #expect(self.requested(switchOver).map(\.0) == [.switchOver, .switchOver])
+        _ = restore.onMessage(self.answer(.switchOver, from: F.peers[0]), now: .ms(6))
+        #expect(restore.step == .switchOver, "no VM resumes before every holder has switched over")
+        let resume = restore.onMessage(self.answer(.switchOver, from: F.peers[1]), now: .ms(6))
         #expect(self.requested(resume).map(\.0) == [.resume, .resume])
         _ = restore.onMessage(self.answer(.resume, from: F.peers[0]), now: .ms(6))
         let done = restore.onMessage(self.answer(.resume, from: F.peers[1]), now: .ms(7))
-        #expect(done == [.stepDone(.resume, [F.peers[0]: [4], F.peers[1]: [4]])])
+        #expect(done == [.stepDone(.resume, [F.peers[0]: [6], F.peers[1]: [6]])])
         #expect(restore.succeeded && restore.step == nil)
     }
 
@@ -142,6 +146,39 @@ import VNSnapCore
         )
     }
 
+    @Test func test_aHolderFailsToSwitchOver_everyHolderIsStillAskedToResume_onceAllAnswered_andTheFailureSaysSo() {
+        var restore = self.restore(at: .switchOver)
+        let failed = restore.onMessage(
+            self.answer(.switchOver, from: F.peers[0], ok: false, reason: "h1: sink: promote failed"),
+            now: .ms(9)
+        )
+        #expect(failed.isEmpty, "the other holder may still be switching over: nobody resumes yet")
+        let resume = restore.onMessage(self.answer(.switchOver, from: F.peers[1]), now: .ms(10))
+        #expect(self.requested(resume).map(\.0) == [.resume, .resume])
+        _ = restore.onMessage(self.answer(.resume, from: F.peers[0]), now: .ms(11))
+        let done = restore.onMessage(self.answer(.resume, from: F.peers[1]), now: .ms(12))
+        #expect(
+            done.last == .failed(.switchOver, "h1: sink: promote failed; the VMs that switched over were resumed")
+        )
+        #expect(!restore.succeeded && restore.step == nil)
+    }
+
+    @Test func test_aHolderSilentInTheSwitchOver_pastTheDeadline_theOthersAreResumed_andTheSilentOneNamed() {
+        var restore = self.restore(at: .switchOver)
+        _ = restore.onMessage(self.answer(.switchOver, from: F.peers[0]), now: .ms(9))
+        let resume = restore.onTick(now: .ms(31_000))
+        #expect(self.requested(resume).map(\.0) == [.resume, .resume])
+        _ = restore.onMessage(self.answer(.resume, from: F.peers[0]), now: .ms(31_001))
+        let done = restore.onMessage(self.answer(.resume, from: F.peers[1]), now: .ms(31_002))
+        #expect(
+            done.last
+                == .failed(
+                    .switchOver,
+                    "no answer in step switchOver from \(F.peers[1]); the VMs that switched over were resumed"
+                )
+        )
+    }
+
     @Test func test_aHolderFailsInResume_pastTheSwitchOver_failsWithoutARollback() {
         var restore = self.restore(at: .resume)
         let failed = restore.onMessage(
@@ -188,8 +225,8 @@ import VNSnapCore
         #expect(restore.awaitingOwners)
         #expect(restore.onMessage(self.answer(.pause, from: F.peers[0]), now: .ms(4)).isEmpty, "a late duplicate")
         #expect(restore.onTick(now: .ms(1_000)).isEmpty, "nothing is resent while the initiator records")
-        let resume = restore.ownersRecorded(now: .ms(1_001))
-        #expect(self.requested(resume).map(\.0) == [.resume, .resume])
+        let switchOver = restore.ownersRecorded(now: .ms(1_001))
+        #expect(self.requested(switchOver).map(\.0) == [.switchOver, .switchOver])
         #expect(restore.ownersRecorded(now: .ms(1_002)).isEmpty, "once")
     }
 

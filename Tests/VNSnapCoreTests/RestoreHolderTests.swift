@@ -72,19 +72,19 @@ import VNSnapCore
         #expect(done == [self.sent(self.ok(.rollback))])
         #expect(holder.staged(5).isEmpty)
         #expect(
-            self.ask(&holder, .resume, at: 60)
+            self.ask(&holder, .switchOver, at: 60)
                 == [
                     self.sent(
                         .restoreAnswer(
                             run: 5,
-                            step: .resume,
+                            step: .switchOver,
                             ok: false,
                             reason: "restore 5 was rolled back here",
                             blob: []
                         )
                     )
                 ],
-            "a late resume never switches over after a rollback"
+            "a late switch-over never happens after a rollback"
         )
     }
 
@@ -128,10 +128,30 @@ import VNSnapCore
         #expect(step(&holder) { $0.onTick(now: .ms(60_000)) }.isEmpty)
         #expect(step(&holder) { $0.onTick(now: .ms(120_100)) }.count == 1)
         var switched = self.loaded(paused: true)
-        _ = self.ask(&switched, .resume, at: 40)
-        _ = switched.stepFinished(run: 5, step: .resume, body: self.failed(.resume), now: .ms(50))
+        _ = self.ask(&switched, .switchOver, at: 40)
+        _ = switched.stepFinished(run: 5, step: .switchOver, body: self.failed(.switchOver), now: .ms(50))
+        _ = self.ask(&switched, .resume, at: 60)
+        _ = switched.stepFinished(run: 5, step: .resume, body: self.ok(.resume), now: .ms(70))
         #expect(step(&switched) { $0.onTick(now: .ms(600_000)) }.isEmpty, "past the switch-over, even a failed one")
         #expect(switched.staged(5).isEmpty)
+    }
+
+    @Test func test_aResumeAskedWhileTheSwitchOverStillRuns_waits_andASilentRestorerAfterIt_isResumedHere() {
+        var holder = self.loaded(paused: true)
+        #expect(self.ask(&holder, .switchOver, at: 40) == [.carryOut(run: 5, step: .switchOver)])
+        #expect(self.ask(&holder, .resume, at: 45).isEmpty, "waits for this holder's own switch-over")
+        _ = holder.stepFinished(run: 5, step: .switchOver, body: self.ok(.switchOver), now: .ms(50))
+        #expect(holder.inUse(F.key.id), "switched over, not yet resumed")
+        #expect(step(&holder) { $0.onTick(now: .ms(20_000)) }.isEmpty, "heard at 45 ms: not yet 20 s")
+        #expect(step(&holder) { $0.onTick(now: .ms(20_100)) } == [.carryOut(run: 5, step: .resume)])
+        #expect(step(&holder) { $0.onTick(now: .ms(40_000)) }.isEmpty, "once")
+        #expect(
+            step(&holder) { $0.stepFinished(run: 5, step: .resume, body: self.ok(.resume), now: .ms(40_001)) }
+                .isEmpty,
+            "nobody asked"
+        )
+        #expect(!holder.inUse(F.key.id))
+        #expect(self.ask(&holder, .resume, at: 41_000) == [self.sent(self.ok(.resume))])
     }
 
     @Test func test_aDeleteDuringARestore_isDeferred_andDoneWhenTheRestoreSettles() {
@@ -139,8 +159,11 @@ import VNSnapCore
         #expect(holder.inUse(F.key.id))
         #expect(!step(&holder) { $0.deleteAsked(F.key.id) }, "deferred")
         #expect(step(&holder) { $0.deleteAsked(99) }, "another snapshot goes at once")
-        _ = self.ask(&holder, .resume, at: 40)
-        let actions = holder.stepFinished(run: 5, step: .resume, body: self.ok(.resume), now: .ms(50))
+        _ = self.ask(&holder, .switchOver, at: 40)
+        let switched = holder.stepFinished(run: 5, step: .switchOver, body: self.ok(.switchOver), now: .ms(50))
+        #expect(switched == [self.sent(self.ok(.switchOver))], "still in use until resumed")
+        _ = self.ask(&holder, .resume, at: 60)
+        let actions = holder.stepFinished(run: 5, step: .resume, body: self.ok(.resume), now: .ms(70))
         #expect(actions == [self.sent(self.ok(.resume)), .delete([F.key.id])])
         #expect(!holder.inUse(F.key.id))
     }

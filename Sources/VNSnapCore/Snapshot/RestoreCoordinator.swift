@@ -1,11 +1,13 @@
 /// The restorer's side of a restore (DESIGN §7): every peer holding VMs of the snapshot verifies its images,
-/// then loads a new QEMU per VM beside the running one, then pauses the running ones, then switches over and
-/// resumes — each step done everywhere before the next begins, so a bad chunk anywhere stops the restore before
-/// any VM is touched, and the VMs resume together.
+/// then loads a new QEMU per VM beside the running one, then pauses the running ones, then switches over (channel
+/// logs re-injected, the new VMs still paused), then resumes — each step done everywhere before the next begins, so
+/// a bad chunk anywhere stops the restore before any VM is touched, no restored VM runs before every channel log
+/// is in place, and the VMs resume together.
 ///
 /// A transaction (issue 13): a failure in `load` or `pause` (a refusal, or a step's deadline) asks every holder to
 /// roll back (new QEMUs stopped, old VMs resumed) and reports the failure once they all have, or the rollback's
-/// deadline passed; a failure in `verify` touched nothing, and one in `resume` is past the switch-over.
+/// deadline passed; a failure in `verify` touched nothing; one in `switchOver` is past the point of return: every
+/// holder is still asked to resume (what switched over runs) and the failure is reported after.
 ///
 /// Pure: requests are resent every `retransmitInterval` to the holders that have not answered.
 public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
@@ -43,7 +45,7 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
     public private(set) var step: RestoreStep?
     /// Whether every step is done.
     public private(set) var succeeded = false
-    /// While rolling back: the step that failed, and why.
+    /// While rolling back, or resuming after a failed switch-over: the step that failed, and why.
     public private(set) var failure: (step: RestoreStep, reason: String)?
     var answers: [PeerID: [UInt8]] = [:]
     /// Rollback answers that said a VM could not be put back.
@@ -64,8 +66,8 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         recordsOwners: Bool = false,
         retransmitInterval: Duration = .milliseconds(300),
         timeouts: [RestoreStep: Duration] = [
-            .verify: .seconds(300), .load: .seconds(300), .pause: .seconds(30), .resume: .seconds(30),
-            .rollback: .seconds(60),
+            .verify: .seconds(300), .load: .seconds(300), .pause: .seconds(30), .switchOver: .seconds(30),
+            .resume: .seconds(30), .rollback: .seconds(60),
         ],
         now: Instant
     ) {
@@ -100,8 +102,11 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
             self.answers[message.from] = blob
             return self.answers.count == self.holders.count ? self.rolledBack(missing: []) : []
         }
-        guard ok else {
-            return self.fail(current, reason.isEmpty ? "\(message.from) refused \(current)" : reason, now: now)
+        let why = reason.isEmpty ? "\(message.from) refused \(current)" : reason
+        guard ok || current == .switchOver else { return self.fail(current, why, now: now) }
+        if !ok {
+            // Resumed anyway once every holder has answered: a holder still switching over must not be resumed.
+            self.failure = (.switchOver, (self.failure.map { $0.reason + "; " } ?? "") + why)
         }
         self.answers[message.from] = blob
         guard self.answers.count == self.holders.count else { return [] }
@@ -109,8 +114,11 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         self.answers = [:]
         guard let index = RestoreStep.forward.firstIndex(of: current), index + 1 < RestoreStep.forward.count else {
             self.step = nil
-            self.succeeded = true
-            return done
+            guard let failure = self.failure else {
+                self.succeeded = true
+                return done
+            }
+            return done + [.failed(failure.step, "\(failure.reason); the VMs that switched over were resumed")]
         }
         if current == .pause, self.recordsOwners {
             self.awaitingOwners = true
@@ -124,7 +132,7 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
     public mutating func ownersRecorded(now: Instant) -> [Directive] {
         guard self.awaitingOwners else { return [] }
         self.awaitingOwners = false
-        return self.begin(.resume, now: now)
+        return self.begin(.switchOver, now: now)
     }
 
     /// The initiator did not record them (no initiator, or it refused): roll back, every VM as it was.
@@ -145,7 +153,11 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         if now >= self.deadline {
             let names = missing.sorted().map(\.description).joined(separator: ", ")
             if current == .rollback { return self.rolledBack(missing: missing.sorted()) }
-            return self.fail(current, "no answer in step \(current) from \(names)", now: now)
+            let reason = "no answer in step \(current) from \(names)"
+            guard current == .switchOver else { return self.fail(current, reason, now: now) }
+            // Past the point of return: those that switched over run; a late one resumes when its step ends.
+            self.failure = (.switchOver, (self.failure.map { $0.reason + "; " } ?? "") + reason)
+            return self.begin(.resume, now: now)
         }
         guard now >= self.nextRetransmit else { return [] }
         self.nextRetransmit = now.advanced(by: self.retransmitInterval)
@@ -160,7 +172,7 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         return self.request(to: self.holders)
     }
 
-    /// `step` failed: before any VM was touched, or past the switch-over, that is the end; in between, every
+    /// `step` failed: before any VM was touched, or in `resume`, that is the end; in `load` or `pause`, every
     /// holder rolls back first (those that did nothing yet answer at once).
     private mutating func fail(_ step: RestoreStep, _ reason: String, now: Instant) -> [Directive] {
         guard step == .load || step == .pause else {

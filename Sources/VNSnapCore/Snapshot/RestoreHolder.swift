@@ -5,7 +5,8 @@
 ///
 /// Pure: the shell carries out `carryOut` (one step on the real VMs) and `rollBack` (stop the staged machines,
 /// resume the paused VMs) and reports back with `stepFinished` and `rolledBack`; time is a parameter. A holder
-/// whose restorer falls silent with VMs paused (or staged) rolls back on its own (`onTick`).
+/// whose restorer falls silent with VMs paused (or staged) rolls back on its own (`onTick`); one whose restorer
+/// falls silent after the switch-over resumes the VMs switched over on its own.
 public struct RestoreHolder<Instant: InstantProtocol>: Sendable where Instant.Duration == Duration {
     /// What the shell must do.
     public enum Action: Sendable, Hashable {
@@ -31,6 +32,8 @@ public struct RestoreHolder<Instant: InstantProtocol>: Sendable where Instant.Du
         /// Running VMs paused, until the switch-over or a rollback.
         var paused: [String] = []
         var switchedOver = false
+        /// Switched over, the new VMs still paused: `resume` has not ended here.
+        var resumePending = false
         var rolledBack = false
         /// A rollback asked while a step still ran: started when it ends.
         var rollbackWaiting = false
@@ -38,7 +41,9 @@ public struct RestoreHolder<Instant: InstantProtocol>: Sendable where Instant.Du
         var started: Instant
 
         /// Whether VMs are loaded or paused for it, or a step of it runs.
-        var unsettled: Bool { !self.running.isEmpty || !self.staged.isEmpty || !self.paused.isEmpty }
+        var unsettled: Bool {
+            !self.running.isEmpty || !self.staged.isEmpty || !self.paused.isEmpty || self.resumePending
+        }
     }
 
     /// This peer.
@@ -87,7 +92,8 @@ public struct RestoreHolder<Instant: InstantProtocol>: Sendable where Instant.Du
         run.restorer = restorer
         defer { self.runs[id] = run }
         if let answer = run.answers[step] { return [self.answer(answer, run)] }
-        guard !run.running.contains(step) else { return [] }
+        // A resume waits for this holder's own switch-over (the restorer asks again).
+        guard !run.running.contains(step), step != .resume || !run.running.contains(.switchOver) else { return [] }
         if step == .rollback {
             run.rolledBack = true
             guard run.running.isEmpty else {
@@ -126,13 +132,15 @@ public struct RestoreHolder<Instant: InstantProtocol>: Sendable where Instant.Du
         run.answers[step] = body
         run.staged.formUnion(staged)
         run.paused += paused
-        if step == .resume {
+        if step == .switchOver {
             // The switch-over began: nothing is left to undo (a VM it could not switch over went back to running
-            // as it was, there and then).
+            // as it was, there and then); what did switch over waits, paused, for `resume`.
             run.switchedOver = true
+            run.resumePending = true
             run.staged = []
             run.paused = []
         }
+        if step == .resume { run.resumePending = false }
         var actions: [Action] = run.restorer == nil ? [] : [self.answer(body, run)]
         if run.rollbackWaiting, run.running.isEmpty {
             run.rollbackWaiting = false
@@ -170,13 +178,20 @@ public struct RestoreHolder<Instant: InstantProtocol>: Sendable where Instant.Du
         return false
     }
 
-    /// Rolls back restores whose restorer fell silent with VMs paused or loaded here; forgets settled restores
-    /// after an hour.
+    /// Rolls back restores whose restorer fell silent with VMs paused or loaded here, resumes those it fell silent on
+    /// after the switch-over; forgets settled restores after an hour.
     public mutating func onTick(now: Instant) -> [Action] {
         var actions: [Action] = []
         for (id, run) in self.runs.sorted(by: { $0.key < $1.key }) {
             if !run.unsettled, run.started.advanced(by: .seconds(3600)) <= now {
                 self.runs[id] = nil
+                continue
+            }
+            if run.resumePending, run.running.isEmpty, run.heard.advanced(by: self.pausedSilence) <= now {
+                // Past the switch-over there is nothing to roll back to: the VMs switched over here run.
+                self.runs[id]?.running.insert(.resume)
+                self.runs[id]?.restorer = nil
+                actions.append(.carryOut(run: id, step: .resume))
                 continue
             }
             guard run.running.isEmpty, !run.switchedOver, !run.staged.isEmpty || !run.paused.isEmpty else { continue }

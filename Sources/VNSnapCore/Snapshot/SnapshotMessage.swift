@@ -165,7 +165,7 @@ public enum OperationAnswer: Sendable, Hashable, Codable {
 /// The steps of a restore (DESIGN §7), each done by every peer holding VMs of the snapshot before the next.
 ///
 /// A restore is a transaction: until every holder has done `pause`, the running VMs are untouched or only paused,
-/// and `rollback` puts everything back as it was; `resume` is the switch-over.
+/// and `rollback` puts everything back as it was; `switchOver` is the switch-over and `resume` starts the group.
 public enum RestoreStep: UInt8, Sendable, Hashable, Codable, CaseIterable {
     /// Check every chunk of every local image against the manifest; touch nothing.
     case verify = 1
@@ -173,11 +173,14 @@ public enum RestoreStep: UInt8, Sendable, Hashable, Codable, CaseIterable {
     case load = 2
     /// Pause the running VMs (reversibly): the last step before the switch-over.
     case pause = 3
-    /// The switch-over: stop the old VMs, put the new ones in their place, re-inject the channel logs, resume.
-    case resume = 4
-    /// Undo `load` and `pause`: stop the new QEMUs, resume the old VMs (after a failure before `resume`).
+    /// The switch-over: stop the old VMs, put the new ones in their place, re-inject the channel logs; the new VMs
+    /// stay paused until every holder has switched over, so no restored VM's frame can overtake a channel log.
+    case switchOver = 4
+    /// Undo `load` and `pause`: stop the new QEMUs, resume the old VMs (after a failure before `switchOver`).
     case rollback = 5
+    /// Resume every VM switched over, back to back (after a failed switch-over too: what did switch over runs).
+    case resume = 6
 
     /// The steps a restore goes through, in order (`rollback` only on failure).
-    public static let forward: [RestoreStep] = [.verify, .load, .pause, .resume]
+    public static let forward: [RestoreStep] = [.verify, .load, .pause, .switchOver, .resume]
 }

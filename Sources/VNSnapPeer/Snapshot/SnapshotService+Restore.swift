@@ -222,7 +222,8 @@ extension SnapshotService {
                     case .load: "every VM loaded beside its running copy; pausing the running ones"
                     case .pause:
                         self.restores[run]?.ownersAsk == nil
-                            ? "every running VM paused; switching over and resuming them together" : nil
+                            ? "every running VM paused; switching over (channel logs re-injected)" : nil
+                    case .switchOver: "every VM switched over; resuming them together"
                     case .resume, .rollback: nil
                     }
                 if let next, let progress = self.restores[run]?.progress { await progress(next) }

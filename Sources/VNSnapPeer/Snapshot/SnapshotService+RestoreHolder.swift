@@ -99,7 +99,7 @@ extension SnapshotService {
                     }
                     timings.milliseconds[vm.name] = started.duration(to: .now).inSeconds * 1000
                 }
-            case .resume:
+            case .switchOver:
                 let owners = leaving.isEmpty ? [:] : try await self.catalog.owners()
                 for vm in leaving where await self.monitor(vm) != nil {
                     let target = moved[vm].map { "\($0)" } ?? "another peer"
@@ -116,6 +116,16 @@ extension SnapshotService {
                     replay: replay,
                     into: &timings
                 )
+            case .resume:
+                // Back to back, so the group starts within a few milliseconds of each other.
+                for vm in self.switchedOver.removeValue(forKey: run) ?? [] {
+                    let started = ContinuousClock.now
+                    guard let monitor = await self.monitor(vm) else {
+                        throw SnapshotError(.failed, "VM \(vm) is not running after its switch-over")
+                    }
+                    _ = try await monitor.execute("cont")
+                    timings.milliseconds[vm] = started.duration(to: .now).inSeconds * 1000
+                }
                 self.logger.info("Restore resumed the VMs", metadata: ["snapshot.id": "\(key.id)"])
             case .rollback:
                 break  // the holder table asks for `rollBack`, never for this
@@ -146,8 +156,9 @@ extension SnapshotService {
     }
 
     /// The switch-over: each old VM stops and its staged machine takes its place (disk record, adoption,
-    /// switch epoch), the channel logs go in first, then every VM resumes, back to back. A VM whose switch-over
-    /// failed, and those after it, go back to running as they were.
+    /// switch epoch), then the channel logs go in; the new VMs stay paused for the restore's `resume` (so no
+    /// restored VM anywhere sends a frame before every channel log is in place). A VM whose switch-over failed,
+    /// and those after it, go back to running as they were.
     private func switchOver(
         _ run: UInt64,
         manifest: SnapshotManifest,
@@ -181,26 +192,17 @@ extension SnapshotService {
                 try await self.supervisor.promote(vm, next.machine)
                 promoted.append(vm)
                 try await self.switchService.setEpoch(vm, epoch: manifest.epoch)
+                let frames = replay ? next.frames : []
+                try await self.switchService.inject(vm, frames: frames)
+                timings.injected[vm] = frames.count
             }
         } catch {
             let left = vms.filter { !promoted.contains($0) }
             _ = await self.rollBack(staged.filter { left.contains($0.key) }, resume: left)
+            self.switchedOver[run] = promoted
             throw error
         }
-        for vm in vms {
-            let frames = replay ? (staged[vm]?.frames ?? []) : []
-            try await self.switchService.inject(vm, frames: frames)
-            timings.injected[vm] = frames.count
-        }
-        // Resume them back to back, so the group starts within a few milliseconds.
-        for vm in vms {
-            let started = ContinuousClock.now
-            guard let monitor = await staged[vm]?.machine.monitor else {
-                throw SnapshotError(.failed, "VM \(vm) is not running after its load")
-            }
-            _ = try await monitor.execute("cont")
-            timings.milliseconds[vm] = started.duration(to: .now).inSeconds * 1000
-        }
+        self.switchedOver[run] = vms
     }
 
     /// Undoes restore `run` here: the machines loaded for `discard` stop (their overlays removed), the VMs in

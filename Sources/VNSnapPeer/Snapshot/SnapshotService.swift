@@ -80,6 +80,8 @@ public actor SnapshotService: Service {
     var holder: RestoreHolder<Instant>
     /// The machines loaded beside running VMs, by restore and VM, until the switch-over or a rollback.
     var stagedMachines: [UInt64: [String: StagedVM]] = [:]
+    /// The VMs switched over here, paused until the restore's `resume`, by restore.
+    var switchedOver: [UInt64: [String]] = [:]
     var deletions: [UInt64: Set<PeerID>] = [:]
     /// Answers to this peer's asks for an operation (restore, delete), by operation id.
     var awaitedOperations: [UInt64: OperationAnswer?] = [:]
