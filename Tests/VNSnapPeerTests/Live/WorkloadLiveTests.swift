@@ -30,17 +30,13 @@ import VNSnapPeer
                     "vnsnap.role=halo vnsnap.ip=10.10.4.\(rank + 1)/24 vnsnap.rank=\(rank) vnsnap.hosts=\(hosts) vnsnap.iters=\(iterations) vnsnap.cells=2048 vnsnap.reduce=100"
             )
         }
-        try await self.run(ranks, violin: "halo", vni: 44, checked: ranks.map(\.name), progress: "iter=") {
-            cluster,
-            fraction in
-            try await cluster.waitForSerialNumber(
-                host: "h1",
-                vm: "rank0",
-                after: "VNSNAP halo rank=0 iter=",
-                atLeast: Int(Double(iterations) * fraction),
-                timeout: .seconds(240)
-            )
-        }
+        try await self.run(
+            ranks,
+            violin: "halo",
+            vni: 44,
+            checked: ranks.map(\.name),
+            progress: (vm: "rank0", prefix: "VNSNAP halo rank=0 iter=", total: iterations)
+        )
     }
 
     @Test func test_swarm_snapshottedInEveryMode_everyDownloaderLiveAndRestoredEndsWithTheWholeFile() async throws {
@@ -54,29 +50,25 @@ import VNSnapPeer
                     "vnsnap.role=swarm vnsnap.ip=10.10.5.\(rank + 1)/24 vnsnap.rank=\(rank) vnsnap.hosts=\(hosts) vnsnap.pieces=\(pieces) vnsnap.piece_kib=8 vnsnap.pace=40"
             )
         }
-        try await self.run(ranks, violin: "swarm", vni: 45, checked: ["peer1", "peer2", "peer3"], progress: "have=") {
-            cluster,
-            fraction in
-            try await cluster.waitForSerialNumber(
-                host: "h1",
-                vm: "peer1",
-                after: "VNSNAP swarm rank=1 have=",
-                atLeast: Int(Double(pieces) * fraction),
-                timeout: .seconds(240)
-            )
-        }
+        try await self.run(
+            ranks,
+            violin: "swarm",
+            vni: 45,
+            checked: ["peer1", "peer2", "peer3"],
+            progress: (vm: "peer1", prefix: "VNSNAP swarm rank=1 have=", total: pieces)
+        )
     }
 
-    /// Starts `ranks` on h1 and h2, takes one snapshot per mode at growing points of the run (`reached` waits for
-    /// a fraction of it), checks the live run's verdicts, then restores each snapshot and checks the VMs in
-    /// `checked` end with `verdict=ok` again, having made `progress` after the cut (the snapshot was mid-run).
+    /// Starts `ranks` on h1 and h2, takes one snapshot per mode at growing points of the run (20, 40, 60 % of
+    /// `progress.total` as the number after `progress.prefix` in the serial log of `progress.vm`, on h1), checks
+    /// the live run's verdicts, then restores each snapshot and checks the VMs in `checked` end with `verdict=ok`
+    /// again, having made progress after the cut (the snapshot was mid-run).
     func run(
         _ ranks: [Rank],
         violin: String,
         vni: Int,
         checked: [String],
-        progress: String,
-        reached: (LiveCluster, Double) async throws -> Void
+        progress: (vm: String, prefix: String, total: Int)
     ) async throws {
         if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
         let cluster = try LiveCluster(hosts: ["h1", "h2"])
@@ -96,7 +88,13 @@ import VNSnapPeer
             }
             var manifests: [SnapshotManifest] = []
             for (index, mode) in Self.modes.enumerated() {
-                try await reached(cluster, 0.2 + 0.2 * Double(index))
+                try await cluster.waitForSerialNumber(
+                    host: "h1",
+                    vm: progress.vm,
+                    after: progress.prefix,
+                    atLeast: Int(Double(progress.total) * (0.2 + 0.2 * Double(index))),
+                    timeout: .seconds(240)
+                )
                 manifests.append(try await cluster.snapshot("h1", violin: violin, mode: mode, name: "\(mode)"))
             }
             for vm in checked {
