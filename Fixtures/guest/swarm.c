@@ -1,7 +1,9 @@
 /* swarm: the test guest's many-to-many download (a stand-in for BitTorrent): rank 0 seeds a file in pieces, the
  * other ranks download pieces from every rank in parallel, each piece from whoever has it.
  *
- *   swarm RANK HOSTS PORT PIECES PIECE_KIB PACE_MS   HOSTS = the ranks' addresses, comma-separated, rank 0 first
+ *   swarm RANK HOSTS PORT PIECES PIECE_KIB PACE_MS [PROGRESS]   HOSTS = the ranks' addresses, comma-separated,
+ *                                                               rank 0 first; a progress line every PROGRESS
+ *                                                               pieces (default: every tenth of the file)
  *
  * Every rank serves on PORT: a request for piece k is answered with the piece if this rank has it, else with a
  * refusal. Every rank but the seed connects to every other rank and keeps one request outstanding on each
@@ -157,8 +159,8 @@ static int choose(unsigned *seed) {
 }
 
 int main(int argc, char **argv) {
-    if (argc != 7) {
-        fprintf(stderr, "usage: swarm RANK HOSTS PORT PIECES PIECE_KIB PACE_MS\n");
+    if (argc != 7 && argc != 8) {
+        fprintf(stderr, "usage: swarm RANK HOSTS PORT PIECES PIECE_KIB PACE_MS [PROGRESS]\n");
         return 2;
     }
     rank_ = atoi(argv[1]);
@@ -216,7 +218,8 @@ int main(int argc, char **argv) {
 
     unsigned seed = 7919u * (unsigned)(rank_ + 1);
     int owned = rank_ == 0 ? pieces_ : 0, from_seed = 0, from_peers = 0, bad = 0, reported = rank_ == 0;
-    int step = pieces_ / 10 > 0 ? pieces_ / 10 : 1;
+    int step = argc == 8 ? atoi(argv[7]) : pieces_ / 10;
+    step = step > 0 ? step : 1;
     for (;;) {
         /* Ask on every download link that has nothing outstanding, the peers' turn rotating with the piece. */
         for (int i = 0; i < count; i++) {

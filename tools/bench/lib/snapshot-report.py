@@ -23,7 +23,8 @@ print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 order = {"cow": 0, "precopy": 1, "drop": 2, "loop": 3}
 groups = {}
 for run in runs:
-    groups.setdefault((run["vms"], run["mode"]), []).append(run)
+    label = run["mode"] + ("@memory" if run.get("target") == "memory" else "")
+    groups.setdefault((run["vms"], label), []).append(run)
 for (n, mode), group in sorted(
     groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1].split("+")[0], 9), kv[0][1])
 ):
