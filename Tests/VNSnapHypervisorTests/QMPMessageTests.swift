@@ -70,6 +70,7 @@ import VNSnapHypervisor
         #expect(joined.contains("-pidfile /d/vms/a/qemu.pid"), "found again after the peer restarts")
         #expect(joined.contains("local.path=/d/vms/a/nic.sock,remote.type=unix,remote.path=/d/ports/a.sock"))
         #expect(joined.contains("mac=52:54:00:00:00:01"))
+        #expect(joined.contains("-name a,process=vnsnap-a,debug-threads=on"), "vCPU threads named for top -H and perf")
         #expect(!args.contains("-S"))
     }
 

@@ -46,6 +46,12 @@ public enum QEMUCommandLine {
     /// The block device name of a VM's disk in QMP (`blockdev-snapshot-sync`, `query-block`).
     public static let diskID = "disk0"
 
+    /// QEMU's `-name` value for VM `name`: its process name, and named threads (`CPU 0/TCG`, `live_migration`, …)
+    /// so `top -H` and `perf` tell a vCPU from QEMU's other threads.
+    public static func nameArgument(_ name: String) -> String {
+        "\(name),process=vnsnap-\(name),debug-threads=on"
+    }
+
     /// Arguments for `definition`, with the accelerator already decided.
     ///
     /// The NIC is a `-netdev dgram` over unix datagram sockets (QEMU ≥ 7.2): one datagram, one frame,
@@ -59,7 +65,7 @@ public enum QEMUCommandLine {
         incoming: Bool = false
     ) -> [String] {
         var args: [String] = [
-            "-name", "\(definition.name),process=vnsnap-\(definition.name)",
+            "-name", Self.nameArgument(definition.name),
             "-machine", "q35",
             "-accel", accelerator.rawValue,
             "-cpu", accelerator == .kvm ? "host" : "max",

@@ -29,9 +29,10 @@ public enum QEMUProcessIdentity {
             )
         }
         let arguments = Self.commandLine(pid)
-        let expected = "\(name),process=vnsnap-\(name)"
+        // A QEMU started by an earlier build has no named threads; it is still this VM's.
+        let expected = [QEMUCommandLine.nameArgument(name), "\(name),process=vnsnap-\(name)"]
         guard let flag = arguments.firstIndex(of: "-name"), flag + 1 < arguments.count,
-            arguments[flag + 1] == expected
+            expected.contains(arguments[flag + 1])
         else {
             throw Mismatch(
                 description: "process \(pid) holds \(paths.pidFile) but its command line does not name VM \(name)"

@@ -178,6 +178,7 @@ extension SnapshotService {
         var promoted: [String] = []
         do {
             for vm in vms {
+                let started = ContinuousClock.now
                 let next = staged[vm]!  // !-safe, checked above
                 if let adopting = next.adopting {
                     try self.hosted.adopt(adopting)
@@ -195,6 +196,7 @@ extension SnapshotService {
                 let frames = replay ? next.frames : []
                 try await self.switchService.inject(vm, frames: frames)
                 timings.injected[vm] = frames.count
+                timings.milliseconds[vm] = started.duration(to: .now).inSeconds * 1000
             }
         } catch {
             let left = vms.filter { !promoted.contains($0) }

@@ -24,6 +24,7 @@ order = {"cow": 0, "precopy": 1, "drop": 2, "loop": 3}
 groups = {}
 for run in runs:
     label = run["mode"] + ("@memory" if run.get("target") == "memory" else "")
+    label += f" ({run['memory_mib']} MiB VMs)" if run.get("memory_mib", 128) != 128 else ""
     groups.setdefault((run["vms"], label), []).append(run)
 for (n, mode), group in sorted(
     groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1].split("+")[0], 9), kv[0][1])
