@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <sys/ioctl.h>
 #include "CVNSnapSys.h"
 
 #include <errno.h>
@@ -145,4 +146,9 @@ int vnsnap_lock_holder(const char *path) {
 
 int vnsnap_set_thread_nice(int nice) {
     return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
+}
+
+int vnsnap_bytes_readable(int fd) {
+    int available = 0;
+    return ioctl(fd, FIONREAD, &available) == 0 ? available : -1;
 }

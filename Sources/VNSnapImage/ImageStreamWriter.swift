@@ -35,13 +35,15 @@ public final class ImageStreamWriter: Sendable {
 
     /// Listens at `socketPath` and writes what arrives into `store` in `chunkSize`-byte chunks; with `readAhead`
     /// bytes, a second thread drains the socket that far ahead of compression (`ReadAheadQueue`); with
-    /// `yielding`, compression runs at nice 10, so it yields the CPU to the guests' vCPUs.
+    /// `yielding`, compression runs at nice 10, so it yields the CPU to the guests' vCPUs; with `readBatch` bytes,
+    /// the reader lets that much gather in the socket (sleeping at most 2 ms) before it reads.
     public init(
         socketPath: String,
         store: some ChunkSink,
         chunkSize: Int = 4 << 20,
         readAhead: Int = 0,
-        yielding: Bool = false
+        yielding: Bool = false,
+        readBatch: Int = 0
     ) throws(ImageError) {
         self.socketPath = socketPath
         unlink(socketPath)
@@ -56,10 +58,29 @@ public final class ImageStreamWriter: Sendable {
         self.listener = fd
         let thread = Thread { [shared = self.shared] in
             if yielding { _ = vnsnap_set_thread_nice(10) }
-            Self.receive(listener: fd, store: store, chunkSize: chunkSize, readAhead: readAhead, shared: shared)
+            Self.receive(
+                listener: fd,
+                store: store,
+                chunkSize: chunkSize,
+                readAhead: readAhead,
+                readBatch: readBatch,
+                shared: shared
+            )
         }
         thread.name = "vnsnap-image"
         thread.start()
+    }
+
+    /// Waits, up to 2 ms in 250 µs sleeps, until `bytes` wait in the socket (or it ends: then the read finds the
+    /// end at once). A reader blocked in `read` is woken by every write QEMU makes and preempts its migration
+    /// thread each time (BENCHMARKS: 22,749 preemptions in one 2-VM snapshot); sleeping on a timer does not.
+    private static func awaitBatch(_ connection: Int32, bytes: Int) {
+        for _ in 0..<8 {
+            let waiting = vnsnap_bytes_readable(connection)
+            guard waiting >= 0, Int(waiting) < bytes else { return }
+            var pause = timespec(tv_sec: 0, tv_nsec: 250_000)
+            nanosleep(&pause, nil)
+        }
     }
 
     private static func receive(
@@ -67,6 +88,7 @@ public final class ImageStreamWriter: Sendable {
         store: some ChunkSink,
         chunkSize: Int,
         readAhead: Int,
+        readBatch: Int,
         shared: Shared
     ) {
         let connection = accept(listener, nil, nil)
@@ -109,6 +131,7 @@ public final class ImageStreamWriter: Sendable {
                 n = next.block?.count ?? (next.errno == 0 ? 0 : -1)
                 if n < 0 { errno = next.errno }
             } else {
+                if readBatch > 0 { Self.awaitBatch(connection, bytes: readBatch) }
                 n = buffer.withUnsafeMutableBytes { read(connection, $0.baseAddress, $0.count) }
                 if n < 0, errno == EINTR { continue }
                 if n > 0 { shared.state.withLock { $0.progress.rawBytes += UInt64(n) } }

@@ -55,9 +55,12 @@ import Glibc
         return received.bytes
     }
 
-    /// Read as compressed (0), and read ahead by a queue smaller than the stream (so the reader waits for room).
-    @Test(arguments: [0, 32 << 10])
-    func test_streamThroughASocket_becomesVerifiedChunks_andFeedsBackIdentical(readAhead: Int) async throws {
+    /// Read as compressed, read ahead by a queue smaller than the stream (so the reader waits for room), and read
+    /// in batches (the reader lets 128 KiB gather before each read, and finds the stream's end all the same).
+    @Test(arguments: [(0, 0), (32 << 10, 0), (0, 128 << 10)])
+    func test_streamThroughASocket_becomesVerifiedChunks_andFeedsBackIdentical(readAhead: Int, readBatch: Int)
+        async throws
+    {
         let directory = try self.scratch()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let store = LocalChunkStore(directory: directory + "/chunks", label: "snapshot 1, VM test")
@@ -65,7 +68,8 @@ import Glibc
             socketPath: directory + "/in.sock",
             store: store,
             chunkSize: 64 << 10,
-            readAhead: readAhead
+            readAhead: readAhead,
+            readBatch: readBatch
         )
         // Compressible and incompressible parts, not a multiple of the chunk size.
         var stream = [UInt8](repeating: 0, count: 3_000_000)

@@ -159,6 +159,7 @@ final class ConfigSandbox {
         ("data_dir = \"data\"", "data_dir = \"data\"\nstore_capacity_mib = 64", "peer.store_capacity_mib"),
         ("data_dir = \"data\"", "data_dir = \"data\"\nimage_read_ahead_mib = 2000", "peer.image_read_ahead_mib"),
         ("data_dir = \"data\"", "data_dir = \"data\"\nimage_low_priority = \"yes\"", "peer.image_low_priority"),
+        ("data_dir = \"data\"", "data_dir = \"data\"\nimage_read_batch_kib = 4096", "peer.image_read_batch_kib"),
         ("vni = 42", "vni = 0", "violins[0].vni"),
         ("vni = 42", "vni = 16777216", "violins[0].vni"),
         ("vni = 42", "vni = 42\nmtu = 100", "violins[0].mtu"),

@@ -26,4 +26,7 @@ int vnsnap_lock_holder(const char *path);
 /// Returns 0, or -1 with errno set.
 int vnsnap_set_thread_nice(int nice);
 
+/// Bytes waiting in socket `fd`'s receive queue (FIONREAD), or -1 with errno.
+int vnsnap_bytes_readable(int fd);
+
 #endif

@@ -147,6 +147,10 @@ extension PeerConfig {
             throw table.error("image_read_ahead_mib", "\(readAheadMiB) is out of range 0...1024")
         }
         let yielding = try table.bool("image_low_priority") ?? false
+        let batchKiB = try table.int("image_read_batch_kib") ?? 0
+        guard (0...1024).contains(batchKiB) else {
+            throw table.error("image_read_batch_kib", "\(batchKiB) is out of range 0...1024")
+        }
         try table.rejectUnknownKeys()
         return Peer(
             name: name,
@@ -158,7 +162,8 @@ extension PeerConfig {
             keepVMs: keepVMs,
             fenceAfter: fenceAfter.map { .milliseconds(Int($0 * 1000)) },
             imageReadAhead: readAheadMiB << 20,
-            imageLowPriority: yielding
+            imageLowPriority: yielding,
+            imageReadBatch: batchKiB << 10
         )
     }
 

@@ -27,6 +27,9 @@ public struct PeerConfig: Sendable {
         public var imageReadAhead: Int = Self.defaultReadAheadMiB << 20
         /// Compress images at nice 10, yielding the CPU to the guests (`image_low_priority`).
         public var imageLowPriority = false
+        /// Bytes let gather in each VM's save-stream socket before the writer reads (`image_read_batch_kib`; 0: read
+        /// what arrives), so QEMU's migration thread is not preempted by the reader after every write.
+        public var imageReadBatch = 0
         /// The default read-ahead, MiB (BENCHMARKS: the copy-on-write stall).
         public static let defaultReadAheadMiB = 0
 

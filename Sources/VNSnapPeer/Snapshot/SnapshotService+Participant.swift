@@ -153,7 +153,8 @@ extension SnapshotService {
                             socketPath: socket,
                             store: uploader,
                             readAhead: self.config.peer.imageReadAhead,
-                            yielding: self.config.peer.imageLowPriority
+                            yielding: self.config.peer.imageLowPriority,
+                            readBatch: self.config.peer.imageReadBatch
                         )
                     } catch {
                         uploader.abandon()
@@ -166,7 +167,8 @@ extension SnapshotService {
                         socketPath: socket,
                         store: store,
                         readAhead: self.config.peer.imageReadAhead,
-                        yielding: self.config.peer.imageLowPriority
+                        yielding: self.config.peer.imageLowPriority,
+                        readBatch: self.config.peer.imageReadBatch
                     )
                 }
                 // QEMU's default cap (128 MiB/s) would make saving RAM the slowest part. `precopy` is a normal
