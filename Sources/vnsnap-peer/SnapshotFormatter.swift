@@ -160,7 +160,7 @@ enum SnapshotFormatter {
                 for (vm, count) in timing.injected { perVM[vm]?.injected = count }
             }
         }
-        let steps = ["verify", "load", "pause", "switchOver", "resume"]
+        let steps = RestoreStep.forward.map { "\($0)" }
         var rows = [["VM", "PEER"] + steps.map { "\($0.uppercased()) ms" } + ["FRAMES RE-INJECTED"]]
         for (vm, row) in perVM.sorted(by: { $0.key < $1.key }) {
             let cells = steps.map { step in row.steps[step].map { String(format: "%.1f", $0) } ?? "-" }

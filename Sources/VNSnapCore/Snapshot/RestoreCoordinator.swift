@@ -104,10 +104,8 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         }
         let why = reason.isEmpty ? "\(message.from) refused \(current)" : reason
         guard ok || current == .switchOver else { return self.fail(current, why, now: now) }
-        if !ok {
-            // Resumed anyway once every holder has answered: a holder still switching over must not be resumed.
-            self.failure = (.switchOver, (self.failure.map { $0.reason + "; " } ?? "") + why)
-        }
+        // Resumed anyway once every holder has answered: a holder still switching over must not be resumed.
+        if !ok { self.switchOverFailed(why) }
         self.answers[message.from] = blob
         guard self.answers.count == self.holders.count else { return [] }
         let done: [Directive] = [.stepDone(current, self.answers)]
@@ -156,7 +154,7 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
             let reason = "no answer in step \(current) from \(names)"
             guard current == .switchOver else { return self.fail(current, reason, now: now) }
             // Past the point of return: those that switched over run; a late one resumes when its step ends.
-            self.failure = (.switchOver, (self.failure.map { $0.reason + "; " } ?? "") + reason)
+            self.switchOverFailed(reason)
             return self.begin(.resume, now: now)
         }
         guard now >= self.nextRetransmit else { return [] }
@@ -170,6 +168,11 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         self.deadline = now.advanced(by: self.timeouts[step] ?? .seconds(300))
         self.nextRetransmit = now.advanced(by: self.retransmitInterval)
         return self.request(to: self.holders)
+    }
+
+    /// Notes why the switch-over failed (after any earlier reason): reported once the resume has run.
+    private mutating func switchOverFailed(_ reason: String) {
+        self.failure = (.switchOver, (self.failure.map { $0.reason + "; " } ?? "") + reason)
     }
 
     /// `step` failed: before any VM was touched, or in `resume`, that is the end; in `load` or `pause`, every

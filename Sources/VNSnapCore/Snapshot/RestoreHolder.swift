@@ -32,13 +32,14 @@ public struct RestoreHolder<Instant: InstantProtocol>: Sendable where Instant.Du
         /// Running VMs paused, until the switch-over or a rollback.
         var paused: [String] = []
         var switchedOver = false
-        /// Switched over, the new VMs still paused: `resume` has not ended here.
-        var resumePending = false
         var rolledBack = false
         /// A rollback asked while a step still ran: started when it ends.
         var rollbackWaiting = false
         var heard: Instant
         var started: Instant
+
+        /// Switched over, the new VMs still paused: `resume` has not ended here.
+        var resumePending: Bool { self.switchedOver && self.answers[.resume] == nil }
 
         /// Whether VMs are loaded or paused for it, or a step of it runs.
         var unsettled: Bool {
@@ -136,11 +137,9 @@ public struct RestoreHolder<Instant: InstantProtocol>: Sendable where Instant.Du
             // The switch-over began: nothing is left to undo (a VM it could not switch over went back to running
             // as it was, there and then); what did switch over waits, paused, for `resume`.
             run.switchedOver = true
-            run.resumePending = true
             run.staged = []
             run.paused = []
         }
-        if step == .resume { run.resumePending = false }
         var actions: [Action] = run.restorer == nil ? [] : [self.answer(body, run)]
         if run.rollbackWaiting, run.running.isEmpty {
             run.rollbackWaiting = false
