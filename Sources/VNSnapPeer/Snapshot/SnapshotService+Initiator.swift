@@ -203,10 +203,25 @@ extension SnapshotService {
 
     /// Carries out the directives of run `id` that the driver leaves to the shell.
     func executeInitiator(_ id: UInt64, _ directives: [SnapshotInitiator<Instant>.Directive]) async {
-        for directive in directives {
+        // Consecutive sends go out together (one event-loop turn, other peers first): see `send(snapshots:)`.
+        var sends: [(SnapshotMessage, PeerID)] = []
+        for (index, directive) in directives.enumerated() {
             switch directive {
             case .send(let message, let peer):
-                await self.membership.send(snapshot: message, to: peer)
+                sends.append((message, peer))
+                if index + 1 < directives.count, case .send = directives[index + 1] { continue }
+                if sends.contains(where: { if case .cut = $0.0.body { true } else { false } }) {
+                    // For cut skew: when the participants were asked, next to when they cut (`VM cut timed`).
+                    self.logger.info(
+                        "Cut requested",
+                        metadata: [
+                            "snapshot.id": "\(id)", "peer.count": "\(sends.count)",
+                            "wall.us": "\(VMCutRunner.wallMicroseconds())",
+                        ]
+                    )
+                }
+                await self.membership.send(snapshots: sends)
+                sends = []
             case .writeManifest(let cuts, let reports):
                 await self.writeManifest(id, cuts: cuts, reports: reports)
             case .finished(let outcome):

@@ -36,6 +36,12 @@ extension SnapshotService {
 
     func participantMessage(_ message: SnapshotMessage) async {
         let id = message.key.id
+        if case .cut = message.body {
+            self.logger.info(
+                "Cut received",
+                metadata: ["snapshot.id": "\(id)", "wall.us": "\(VMCutRunner.wallMicroseconds())"]
+            )
+        }
         guard var run = self.participants[id] else {
             // Unknown here (this peer restarted, or never prepared): an abort is answered so the initiator settles,
             // and a new initiator's inquiry with what the catalog says.

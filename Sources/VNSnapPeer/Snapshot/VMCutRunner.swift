@@ -89,17 +89,23 @@ struct VMCutRunner: Sendable {
         var cut = VMCut<ContinuousClock.Instant>(vm: self.vm, triggered: triggered, now: .now)
         var pending = cut.start()[...]
         var stopMicroseconds: Int64 = 0
+        // Step times (wall µs), logged with the outcome so cut skew can be taken apart.
+        let began = Self.wallMicroseconds()
+        var held: Int64 = 0
+        var stopSent: Int64 = 0
         while let directive = pending.popFirst() {
             switch directive {
             case .holdInbound:
                 try? await self.switchService.beginCut(self.vm)
+                held = Self.wallMicroseconds()
             case .checkNICQueue(let at):
                 if at > .now { try? await Task.sleep(until: at, clock: .continuous) }
                 // -2: no such socket (QEMU gone: the stop fails next), -1: no answer; neither holds frames.
                 let queued = vnsnap_unix_receive_queue(self.nicSocket)
                 pending += cut.nicQueueChecked(empty: queued <= 0, now: .now)
             case .stopVM:
-                let since = Self.wallMicroseconds() - 1_000
+                stopSent = Self.wallMicroseconds()
+                let since = stopSent - 1_000
                 do {
                     if self.precopy {
                         try await self.precopyUntilPaused()
@@ -149,6 +155,15 @@ struct VMCutRunner: Sendable {
             case .cancelCut:
                 try? await self.switchService.cancelCut(self.vm)
             case .finished(let report):
+                self.logger.info(
+                    "VM cut timed",
+                    metadata: [
+                        "vm.name": "\(self.vm)", "cut.began.us": "\(began)",
+                        "cut.hold.us": "\(held - began)", "cut.queue.us": "\(stopSent - held)",
+                        "cut.stop.us": "\(stopMicroseconds - stopSent)", "cut.at.us": "\(stopMicroseconds)",
+                        "cut.downtime.us": "\(report.downtimeNanoseconds / 1_000)",
+                    ]
+                )
                 var outcome = Outcome(report: report, queueWaitExpired: cut.queueWaitExpired)
                 if self.disk != nil {
                     do {
