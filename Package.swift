@@ -120,6 +120,19 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
+        // Issue 17: the decoders' fuzz harnesses (tools/fuzz builds them with libFuzzer; plainly built, `vnsnap-fuzz`
+        // replays inputs and writes seeds, and VNSnapFuzzTests replays the checked-in corpora).
+        .target(
+            name: "VNSnapFuzz",
+            dependencies: ["VNSnapCore", "VNSnapCrypto", "VNSnapHypervisor", "VNSnapImage", "VNSnapPeer"],
+            swiftSettings: swiftSettings
+        ),
+        .executableTarget(
+            name: "vnsnap-fuzz",
+            dependencies: ["VNSnapFuzz"],
+            swiftSettings: swiftSettings
+        ),
+
         .testTarget(
             name: "VNSnapCoreTests",
             dependencies: ["VNSnapCore"],
@@ -148,6 +161,11 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "VNSnapFuzzTests",
+            dependencies: ["VNSnapFuzz"],
             swiftSettings: swiftSettings
         ),
     ],

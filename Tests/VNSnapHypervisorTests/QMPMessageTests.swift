@@ -39,6 +39,17 @@ import VNSnapHypervisor
         #expect(message == .event(QMPEvent(name: "STOP", data: .null, timestampMicroseconds: 1_700_000_000_123_456)))
     }
 
+    @Test func test_decode_numbersOutOfRange_shouldBeRefusedOrIgnoredNotTrap() throws {
+        // Fuzzing found both: a timestamp whose microseconds overflow Int64, and Int(1e300).
+        #expect(throws: QMPError(.malformedReply, "")) {
+            try self.decode(#"{"event": "STOP", "timestamp": {"seconds": 9223372036854775, "microseconds": 1}}"#)
+        }
+        #expect(throws: QMPError(.malformedReply, "")) {
+            try self.decode(#"{"event": "STOP", "timestamp": {"seconds": 1e300, "microseconds": 1}}"#)
+        }
+        #expect(try self.decode(#"{"return": {}, "id": 1e300}"#) == .success(id: nil, .object([:])))
+    }
+
     @Test func test_decode_notJSONOrUnknownShape_shouldThrowMalformedReply() {
         for line in ["", "{", "not json", #"{"neither": 1}"#, "[1,2]"] {
             #expect(throws: QMPError(.malformedReply, "")) { try self.decode(line) }

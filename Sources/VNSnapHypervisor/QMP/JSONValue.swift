@@ -53,9 +53,9 @@ public enum JSONValue: Sendable, Hashable, Codable {
         return nil
     }
 
-    /// The number as an integer, if this is one.
+    /// The number as an integer (toward zero), if this is one and it fits (`Int(1e300)` would trap).
     public var intValue: Int? {
-        if case .number(let value) = self { return Int(value) }
+        if case .number(let value) = self { return Int(exactly: value.rounded(.towardZero)) }
         return nil
     }
 

@@ -33,15 +33,17 @@ public enum QMPMessage: Sendable, Hashable {
             )
         }
         if let name = value["event"]?.stringValue {
-            let seconds = value["timestamp"]?["seconds"]?.intValue ?? 0
-            let micros = value["timestamp"]?["microseconds"]?.intValue ?? 0
-            return .event(
-                QMPEvent(
-                    name: name,
-                    data: value["data"] ?? .null,
-                    timestampMicroseconds: Int64(seconds) * 1_000_000 + Int64(micros)
-                )
-            )
+            // A timestamp out of range is refused, not trapped on (fuzzing found the overflow).
+            let seconds = value["timestamp"]?["seconds"]
+            let micros = value["timestamp"]?["microseconds"]
+            let (scaled, overflowed) = Int64(seconds?.intValue ?? 0).multipliedReportingOverflow(by: 1_000_000)
+            let (timestamp, overflowedAgain) = scaled.addingReportingOverflow(Int64(micros?.intValue ?? 0))
+            guard !overflowed, !overflowedAgain, seconds == nil || seconds?.intValue != nil,
+                micros == nil || micros?.intValue != nil
+            else {
+                throw QMPError(.malformedReply, "event \(name) has a timestamp out of range")
+            }
+            return .event(QMPEvent(name: name, data: value["data"] ?? .null, timestampMicroseconds: timestamp))
         }
         throw QMPError(.malformedReply, "unknown QMP message: \(String(decoding: line.prefix(200), as: UTF8.self))")
     }
