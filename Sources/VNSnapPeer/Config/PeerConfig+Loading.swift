@@ -21,35 +21,9 @@ extension PeerConfig {
         return try self.parse(text, path: path, baseDirectory: base)
     }
 
-    /// TOML allows no control character but tab and the line ends anywhere in a document; refused here, naming where,
-    /// because TOMLKit's parser (toml++) aborts the process on some of them (`[\u{0F}peer]`, found by fuzzing).
-    static func refuseControlCharacters(_ text: String, path: String) throws(ConfigError) {
-        var line = 1
-        var column = 1
-        for scalar in text.unicodeScalars {
-            switch scalar.value {
-            case 0x0A:
-                line += 1
-                column = 0
-            case 0x09, 0x0D:
-                break
-            case 0x00...0x1F, 0x7F:
-                let code = String(format: "U+%04X", scalar.value)
-                throw ConfigError(
-                    path: path,
-                    key: nil,
-                    message: "line \(line), column \(column): control character \(code) (TOML allows none but tab)"
-                )
-            default:
-                break
-            }
-            column += 1
-        }
-    }
-
     /// Parses and validates config text; `baseDirectory` anchors relative paths.
     public static func parse(_ text: String, path: String, baseDirectory: String) throws(ConfigError) -> PeerConfig {
-        try Self.refuseControlCharacters(text, path: path)
+        try TOMLPrecheck.check(text, path: path)
         let root: TOMLTable
         do {
             root = try TOMLTable(string: text)
