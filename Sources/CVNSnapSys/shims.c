@@ -152,3 +152,69 @@ int vnsnap_bytes_readable(int fd) {
     int available = 0;
     return ioctl(fd, FIONREAD, &available) == 0 ? available : -1;
 }
+
+// --- userfaultfd write protection left behind (see the header) -------------------------------------------------
+
+#include <dirent.h>
+#include <linux/userfaultfd.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+int vnsnap_release_write_protection(int pid) {
+    char path[64];
+    // Its userfaultfd descriptors, duplicated into this process.
+    int uffds[16];
+    int count = 0;
+    snprintf(path, sizeof path, "/proc/%d/fd", pid);
+    DIR *fds = opendir(path);
+    if (fds == NULL) return -errno;
+    int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
+    if (pidfd < 0) {
+        int error = errno;
+        closedir(fds);
+        return -error;
+    }
+    struct dirent *entry;
+    while ((entry = readdir(fds)) != NULL && count < 16) {
+        char link[64], target[64];
+        snprintf(link, sizeof link, "/proc/%d/fd/%s", pid, entry->d_name);
+        ssize_t n = readlink(link, target, sizeof target - 1);
+        if (n <= 0) continue;
+        target[n] = 0;
+        if (strcmp(target, "anon_inode:[userfaultfd]") != 0) continue;
+        int fd = (int)syscall(SYS_pidfd_getfd, pidfd, atoi(entry->d_name), 0);
+        if (fd >= 0) uffds[count++] = fd;
+    }
+    closedir(fds);
+    close(pidfd);
+    // The mappings registered for write-protect faults.
+    snprintf(path, sizeof path, "/proc/%d/smaps", pid);
+    FILE *smaps = fopen(path, "r");
+    if (smaps == NULL) {
+        int error = errno;
+        for (int i = 0; i < count; i++) close(uffds[i]);
+        return -error;
+    }
+    char line[512];
+    unsigned long start = 0, end = 0;
+    int released = 0;
+    while (fgets(line, sizeof line, smaps) != NULL) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx ", &a, &b) == 2) {  // a mapping's first line; its fields follow
+            start = a;
+            end = b;
+        } else if (strncmp(line, "VmFlags:", 8) == 0 && strstr(line, " uw") != NULL && end > start) {
+            for (int i = 0; i < count; i++) {
+                struct uffdio_writeprotect wp = {.range = {.start = start, .len = end - start}, .mode = 0};
+                if (ioctl(uffds[i], UFFDIO_WRITEPROTECT, &wp) != 0) continue;  // not this descriptor's range
+                struct uffdio_range range = {.start = start, .len = end - start};
+                (void)ioctl(uffds[i], UFFDIO_UNREGISTER, &range);
+                released++;
+                break;
+            }
+        }
+    }
+    fclose(smaps);
+    for (int i = 0; i < count; i++) close(uffds[i]);
+    return released;
+}

@@ -180,8 +180,8 @@ class Cluster:
     def partition(self, group):
         others = [ADDRESS[h] for h in HOSTS if h not in group]
         for host in group:
-            rules = "table inet chaos { chain in { type filter hook input priority 0; ip saddr { %s } drop; } " \
-                    "chain out { type filter hook output priority 0; ip daddr { %s } drop; } }" % (
+            rules = ("table inet chaos {\n chain in { type filter hook input priority 0; ip saddr { %s } drop; }\n"
+                     " chain out { type filter hook output priority 0; ip daddr { %s } drop; }\n}\n") % (
                         ", ".join(others), ", ".join(others))
             subprocess.run(["ip", "netns", "exec", host, "nft", "-f", "-"], input=rules, text=True, check=True)
         self.partitioned = True
@@ -491,8 +491,12 @@ class Runner:
         committed = self.check_catalogs()
         self.say(f"    check: catalogs agree ({len(committed)} committed), no files of deleted snapshots left")
         self.say(f"    check: {self.check_restore(committed)}")
-        # A snapshot in steady state, so there is always something recent to restore and to delete.
-        ok, _, _ = self.finish(*self.start_snapshot(self.random_live()))
+        # A snapshot in steady state, so there is always something recent to restore and to delete; once healed,
+        # the cluster must be able to take one.
+        ok, _, last = self.finish(*self.start_snapshot(self.random_live()))
+        if not ok:
+            self.broken(f"a snapshot after healing failed: {last}")
+        self.checks += 1
         self.prune(self.committed(HOSTS[0]))
         self.say(f"    check: {self.check_rss()}")
 
@@ -509,8 +513,14 @@ class Runner:
             self.say(f"BROKEN INVARIANT: {error}")
             self.say(f"reproduce: tools/chaos --seed {self.args.seed} --rounds {self.round}")
             return 1
+        except Exception as error:
+            self.say(f"RUNNER ERROR in round {self.round} (seed {self.args.seed}): {error!r}")
+            return 2
         finally:
-            c.destroy()
+            if os.environ.get("VNSNAP_CHAOS_KEEP") == "1":
+                self.say(f"VNSNAP_CHAOS_KEEP=1: the cluster is left running in {self.args.work} (namespaces c1…c5)")
+            else:
+                c.destroy()
         self.say(f"{self.args.rounds} rounds, seed {self.args.seed}: {self.checks} invariant checks, none broken")
         return 0
 

@@ -29,4 +29,11 @@ int vnsnap_set_thread_nice(int nice);
 /// Bytes waiting in socket `fd`'s receive queue (FIONREAD), or -1 with errno.
 int vnsnap_bytes_readable(int fd);
 
+/// Releases userfaultfd write protection left on process `pid`'s memory: every range whose mapping is registered
+/// for write-protect faults (`uw` in /proc/PID/smaps) is un-protected (waking the threads blocked on it) and
+/// unregistered, through the process's own userfaultfd descriptors (pidfd_getfd, root). QEMU 7.2 leaves a guest's RAM
+/// so when a background snapshot fails half-way, and its threads then block for good on their next write.
+/// Returns the number of ranges released (0: none was protected), or -errno.
+int vnsnap_release_write_protection(int pid);
+
 #endif

@@ -112,6 +112,21 @@ public actor QEMUMachine {
         guard let pid = try QEMUProcessIdentity.find(name: self.definition.name, paths: self.paths) else {
             return false
         }
+        // A background snapshot that failed half-way (its writer was the dead peer) leaves QEMU 7.2's guest RAM
+        // write-protected, and every QEMU thread, the monitor's too, blocks for good on its next write to a page not
+        // saved yet (found by tools/chaos): released before anything is asked of QEMU.
+        let released = vnsnap_release_write_protection(pid)
+        if released > 0 {
+            self.logger.warning(
+                "Released the write protection a failed background snapshot had left on the VM's RAM",
+                metadata: ["vm.pid": "\(pid)", "vm.ranges": "\(released)"]
+            )
+        } else if released < 0 {
+            self.logger.notice(
+                "Could not look for write protection left on the VM's RAM",
+                metadata: ["vm.pid": "\(pid)", "vm.error": "\(String(cString: strerror(-released)))"]
+            )
+        }
         // QEMU serves one monitor client at a time with a backlog of one: right after the dead peer's connection
         // (and the identity probe's) it may refuse for a moment (EAGAIN), so it is asked again for a while.
         let deadline = ContinuousClock.now + .seconds(15)

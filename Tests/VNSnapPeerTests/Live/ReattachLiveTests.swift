@@ -77,4 +77,55 @@ import VNSnapPeer
         }
         await cluster.teardown()
     }
+
+    /// Whether `host`'s peer log has a line with all of `parts`.
+    func logHas(_ cluster: LiveCluster, _ host: String, _ parts: String...) -> Bool {
+        let text = (try? String(contentsOfFile: "\(cluster.host(host).directory)/peer.log", encoding: .utf8)) ?? ""
+        return text.split(separator: "\n").contains { line in parts.allSatisfy { line.contains($0) } }
+    }
+
+    /// Found by tools/chaos: a peer killed while QEMU saves its VM's RAM into it in the background leaves, with QEMU
+    /// 7.2, the guest's RAM write-protected and every QEMU thread blocked for good on its next write. The restarted
+    /// peer releases the protection as it reattaches: the stream ends right, and a snapshot (a background one again)
+    /// and a restore work.
+    @Test func test_peerKilledDuringItsVMsBackgroundSave_restartReleasesTheWriteProtection_streamEndsRight()
+        async throws
+    {
+        if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
+        let expected = try LiveEnvironment.expectedDigest(blocks: Self.blocks)
+        let cluster = try LiveCluster(hosts: ["h1", "h2", "h3"])
+        do {
+            let configs = try ViolinOperationsLiveTests.spreadPipeline(cluster, blocks: Self.blocks)
+            try await ViolinOperationsLiveTests.startSpread(cluster, configs: configs)
+
+            // A snapshot asked on h1; the relay's peer is killed right after the relay's cut, mid-save.
+            let interrupted = Task {
+                try? await cluster.snapshot("h1", violin: "pipeline", mode: .cow, name: "cut-short")
+            }
+            let deadline = ContinuousClock.now + .seconds(120)
+            while !self.logHas(cluster, "h2", "VM cut timed", "vm.name=relay") {
+                guard ContinuousClock.now < deadline else { throw Shell.Failure(description: "the relay was not cut") }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            cluster.signalPeer("h2", SIGKILL)
+            try await cluster.waitForExit("h2")
+            _ = await interrupted.value
+
+            try cluster.startPeer("h2", config: configs["h2"]!)
+            try await self.waitForReattach(cluster, host: "h2", vm: "relay")
+            #expect(
+                self.logHas(cluster, "h2", "Released the write protection"),
+                "\(cluster.peerLogSummary("h2"))"
+            )
+            let manifest = try await cluster.snapshot("h1", violin: "pipeline", mode: .cow, name: "after-release")
+            let live = try await cluster.verdict(host: "h3")
+            #expect(live.contains("verdict=ok") && live.contains("digest=\(expected)"), "live run: \(live)")
+            try await cluster.restore("h1", id: manifest.id)
+            let run = try await cluster.verdict(host: "h3")
+            #expect(run.contains("verdict=ok") && run.contains("digest=\(expected)"), "restored run: \(run)")
+        } catch {
+            Issue.record("\(error)")
+        }
+        await cluster.teardown()
+    }
 }
