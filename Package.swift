@@ -95,6 +95,7 @@ let package = Package(
         .executableTarget(
             name: "vnsnap-peer",
             dependencies: [
+                "CVNSnapSys",
                 "VNSnapCore",
                 "VNSnapCrypto",
                 "VNSnapImage",

@@ -218,3 +218,9 @@ int vnsnap_release_write_protection(int pid) {
     for (int i = 0; i < count; i++) close(uffds[i]);
     return released;
 }
+
+// --- the allocator ---------------------------------------------------------------------------------------------
+
+#include <malloc.h>
+
+int vnsnap_set_mmap_threshold(int bytes) { return mallopt(M_MMAP_THRESHOLD, bytes); }

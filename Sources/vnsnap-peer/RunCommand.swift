@@ -1,11 +1,8 @@
 import ArgumentParser
+import CVNSnapSys
 import Foundation
 import Logging
 import VNSnapPeer
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `vnsnap-peer run`: the daemon.
 struct RunCommand: AsyncParsableCommand {
@@ -37,13 +34,11 @@ struct RunCommand: AsyncParsableCommand {
     var keepVMs = false
 
     func run() async throws {
-        #if canImport(Glibc)
         // Image chunks and replica buffers (up to 5 MiB) come and go all the time. glibc's default raises its mmap
         // threshold to the largest block freed, after which such blocks come from the heap's arenas and stay there
         // once freed: a store peer's RSS grew ~45 MiB a round under tools/chaos. Fixed at 1 MiB, they are mapped and
         // returned to the system when freed (the same chaos rounds: flat).
-        _ = mallopt(M_MMAP_THRESHOLD, 1 << 20)
-        #endif
+        _ = vnsnap_set_mmap_threshold(1 << 20)
         let level = self.logLevel
         LoggingSystem.bootstrap { label in
             var handler = StreamLogHandler.standardError(label: label)

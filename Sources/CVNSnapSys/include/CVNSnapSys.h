@@ -36,4 +36,8 @@ int vnsnap_bytes_readable(int fd);
 /// Returns the number of ranges released (0: none was protected), or -errno.
 int vnsnap_release_write_protection(int pid);
 
+/// Fixes glibc's mmap threshold at `bytes` (mallopt M_MMAP_THRESHOLD), which also stops glibc from raising it to the
+/// largest block freed. Returns 1 on success, 0 on failure.
+int vnsnap_set_mmap_threshold(int bytes);
+
 #endif
