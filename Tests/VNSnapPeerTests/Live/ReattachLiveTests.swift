@@ -28,15 +28,10 @@ import VNSnapPeer
     @Test func test_peerKilledMidStream_restartReattachesItsVM_streamEndsRight_snapshotRestoreAndUpgradeWork()
         async throws
     {
-        if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
-        let expected = try LiveEnvironment.expectedDigest(blocks: Self.blocks)
-        let cluster = try LiveCluster(hosts: ["h1", "h2", "h3"])
-        do {
-            var configs = try ViolinOperationsLiveTests.spreadPipeline(cluster, blocks: Self.blocks)
+        try await ViolinOperationsLiveTests.withSpreadPipeline(blocks: Self.blocks) { configs in
             // The sink's peer leaves its VM running when stopped (an upgrade).
             configs["h3"] = configs["h3"]!.replacingOccurrences(of: "[peer]\n", with: "[peer]\nkeep_vms = true\n")
-            try await ViolinOperationsLiveTests.startSpread(cluster, configs: configs)
-
+        } _: { cluster, configs, expected in
             // SIGKILL of the relay's peer in mid-stream, and a restart: the same QEMU is taken back.
             let before = try await self.pids(cluster)
             cluster.signalPeer("h2", SIGKILL)
@@ -72,10 +67,7 @@ import VNSnapPeer
             #expect(try await self.pids(cluster) == restored)
             let run = try await cluster.verdict(host: "h3")
             #expect(run.contains("verdict=ok") && run.contains("digest=\(expected)"), "restored run: \(run)")
-        } catch {
-            Issue.record("\(error)")
         }
-        await cluster.teardown()
     }
 
     /// Whether `host`'s peer log has a line with all of `parts`.
@@ -91,13 +83,7 @@ import VNSnapPeer
     @Test func test_peerKilledDuringItsVMsBackgroundSave_restartReleasesTheWriteProtection_streamEndsRight()
         async throws
     {
-        if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
-        let expected = try LiveEnvironment.expectedDigest(blocks: Self.blocks)
-        let cluster = try LiveCluster(hosts: ["h1", "h2", "h3"])
-        do {
-            let configs = try ViolinOperationsLiveTests.spreadPipeline(cluster, blocks: Self.blocks)
-            try await ViolinOperationsLiveTests.startSpread(cluster, configs: configs)
-
+        try await ViolinOperationsLiveTests.withSpreadPipeline(blocks: Self.blocks) { cluster, configs, expected in
             // A snapshot asked on h1; the relay's peer is killed right after the relay's cut, mid-save.
             let interrupted = Task {
                 try? await cluster.snapshot("h1", violin: "pipeline", mode: .cow, name: "cut-short")
@@ -123,9 +109,6 @@ import VNSnapPeer
             try await cluster.restore("h1", id: manifest.id)
             let run = try await cluster.verdict(host: "h3")
             #expect(run.contains("verdict=ok") && run.contains("digest=\(expected)"), "restored run: \(run)")
-        } catch {
-            Issue.record("\(error)")
         }
-        await cluster.teardown()
     }
 }

@@ -24,6 +24,28 @@ import VNSnapPeer
         )
     }
 
+    /// On a fresh cluster of h1, h2 and h3 running the spread pipeline (its configs amended by `amend`), started:
+    /// runs `body` with the cluster, the configs and the stream's expected digest; records what it throws, and
+    /// tears the cluster down whatever happens.
+    static func withSpreadPipeline(
+        blocks: Int,
+        amend: (inout [String: String]) -> Void = { _ in },
+        _ body: (LiveCluster, [String: String], String) async throws -> Void
+    ) async throws {
+        if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
+        let expected = try LiveEnvironment.expectedDigest(blocks: blocks)
+        let cluster = try LiveCluster(hosts: ["h1", "h2", "h3"])
+        do {
+            var configs = try Self.spreadPipeline(cluster, blocks: blocks)
+            amend(&configs)
+            try await Self.startSpread(cluster, configs: configs)
+            try await body(cluster, configs, expected)
+        } catch {
+            Issue.record("\(error)")
+        }
+        await cluster.teardown()
+    }
+
     /// Configs of the pipeline spread over three hosts, one VM each: source on h1, relay on h2, sink on h3.
     static func spreadPipeline(_ cluster: LiveCluster, blocks: Int, pace: Int = 10) throws -> [String: String] {
         let configs = PipelineLiveTests.pipelineConfigs(cluster, blocks: blocks, pace: pace)
