@@ -8,7 +8,9 @@ enum TOMLPrecheck {
         var lexer = Lexer()
         var line = 1
         var column = 0
-        for scalar in text.unicodeScalars {
+        // A byte-order mark opening the file is not part of the document (toml++ skips it too).
+        let scalars = text.unicodeScalars
+        for scalar in scalars.first == "\u{FEFF}" ? scalars.dropFirst() : scalars[...] {
             column += 1
             switch scalar.value {
             case 0x0A:
