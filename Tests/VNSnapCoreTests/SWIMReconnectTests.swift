@@ -144,3 +144,25 @@ import VNSnapCore
         #expect(deadAt.map { $0 < 4000 } == true, "the suspicion was not shortened: b died at \(deadAt ?? -1) ms")
     }
 }
+
+/// What tools/chaos saw (seed 1, round 6): two of five members cut off from the other three for a few seconds, then
+/// the network healed; 120 s later the two still saw only themselves alive.
+@Suite struct SWIMPartitionHealSimulationTests {
+    @Test(arguments: [1, 2, 3, 4, 6, 10])
+    func test_twoOfFiveCutOffForSeconds_thenHealed_everyMemberSeesAllAliveWithin60s(seconds: Int) {
+        for seed in UInt64(1)...5 {
+            var configuration = SWIMSimulation.Configuration(members: 5)
+            configuration.seed = seed
+            let simulation = SWIMSimulation(configuration)
+            simulation.run(until: SimInstant(nanoseconds: 5_000_000_000))
+            simulation.partition([1, 4])
+            simulation.run(until: SimInstant(nanoseconds: Int64(5 + seconds) * 1_000_000_000))
+            simulation.heal()
+            simulation.run(until: SimInstant(nanoseconds: Int64(65 + seconds) * 1_000_000_000))
+            let views = (0..<5).map { observer in
+                (0..<5).filter { simulation.status(of: $0, seenBy: observer)?.isActive ?? true }
+            }
+            #expect(views.allSatisfy { $0.count == 5 }, "seed \(seed), cut off \(seconds) s: \(views)")
+        }
+    }
+}

@@ -65,6 +65,7 @@ public final class SWIMSimulation {
         self.rng = SeededGenerator(seed: configuration.seed)
         self.crashed = Array(repeating: false, count: configuration.members)
         self.scheduledTick = Array(repeating: .max, count: configuration.members)
+        self.side = Array(repeating: 0, count: configuration.members)
         let metadata = MemberMetadata(roles: [.vm], tunnelAddress: "", storeCapacity: 0, version: "sim")
         let states = (0..<configuration.members).map { index in
             MemberState(
@@ -104,6 +105,20 @@ public final class SWIMSimulation {
         self.crashed[index] = true
     }
 
+    /// The side of a partition each member is on; datagrams between sides are lost (`partition`, `heal`).
+    public private(set) var side: [Int]
+
+    /// Splits the network: the members in `group` reach each other but no one else, and the others reach each
+    /// other but none of `group` (nftables drops on both sides, as tools/chaos does).
+    public func partition(_ group: Set<Int>) {
+        self.side = self.instances.indices.map { group.contains($0) ? 1 : 0 }
+    }
+
+    /// Joins the network again.
+    public func heal() {
+        self.side = Array(repeating: 0, count: self.instances.count)
+    }
+
     /// Member `index` leaves gracefully (as on SIGTERM) and then stops.
     public func leave(_ index: Int) {
         self.handle(self.instances[index].leave(now: self.now), of: index)
@@ -141,7 +156,7 @@ public final class SWIMSimulation {
                 }
                 self.datagrams += 1
                 self.bytes += encoded.count
-                guard let target = self.addressIndex[address] else { continue }
+                guard let target = self.addressIndex[address], self.side[target] == self.side[index] else { continue }
                 if self.configuration.loss > 0, Double.random(in: 0..<1, using: &self.rng) < self.configuration.loss {
                     continue
                 }
