@@ -12,9 +12,7 @@ extension FuzzTarget {
     static func checkManifest(_ bytes: [UInt8]) -> FuzzViolation? {
         Self.checkRoundTrip(
             bytes,
-            decode: { (bytes: [UInt8]) throws(ManifestError) in
-                try SnapshotManifest.decode(Data(bytes), source: "fuzz")
-            },
+            decode: Self.decodeManifest,
             encode: { Array(try $0.encoded()) }
         )
     }
@@ -23,16 +21,14 @@ extension FuzzTarget {
     static func checkKeyring(_ bytes: [UInt8]) -> FuzzViolation? {
         Self.checkRoundTrip(
             bytes,
-            decode: { (bytes: [UInt8]) throws(KeyringError) in
-                try Keyring.parse(String(decoding: bytes, as: UTF8.self), path: "fuzz")
-            },
+            decode: Self.parseKeyring,
             encode: { Array($0.fileText.utf8) }
         )
     }
 
     /// Any text is parsed and validated, or refused with a `ConfigError`; nothing else may happen.
     static func checkConfig(_ bytes: [UInt8]) -> FuzzViolation? {
-        _ = try? PeerConfig.parse(String(decoding: bytes, as: UTF8.self), path: "fuzz.toml", baseDirectory: "/fuzz")
+        _ = try? Self.parseConfig(bytes)
         return nil
     }
 
@@ -50,16 +46,16 @@ extension FuzzTarget {
             ? nil : FuzzViolation("\(frames.count) decoded records encode to other bytes")
     }
 
-    /// Whether a text target's decoder takes the input.
-    static func documentDecodes(_ target: FuzzTarget, _ bytes: [UInt8]) -> Bool {
-        let text = String(decoding: bytes, as: UTF8.self)
-        switch target {
-        case .manifest: return (try? SnapshotManifest.decode(Data(bytes), source: "fuzz")) != nil
-        case .keyring: return (try? Keyring.parse(text, path: "fuzz")) != nil
-        case .config: return (try? PeerConfig.parse(text, path: "fuzz.toml", baseDirectory: "/fuzz")) != nil
-        case .qmp: return (try? QMPMessage.decode(line: bytes)) != nil
-        case .channel: return (try? ChannelLogFormat.decode(bytes, label: "fuzz")) != nil
-        case .tunnel, .swim, .snapshot, .store, .stream: return target.decodes(bytes)
-        }
+    /// The decoders the text targets run, each the one place its input is turned into a value.
+    static func decodeManifest(_ bytes: [UInt8]) throws(ManifestError) -> SnapshotManifest {
+        try SnapshotManifest.decode(Data(bytes), source: "fuzz")
+    }
+
+    static func parseKeyring(_ bytes: [UInt8]) throws(KeyringError) -> Keyring {
+        try Keyring.parse(String(decoding: bytes, as: UTF8.self), path: "fuzz")
+    }
+
+    static func parseConfig(_ bytes: [UInt8]) throws(ConfigError) -> PeerConfig {
+        try PeerConfig.parse(String(decoding: bytes, as: UTF8.self), path: "fuzz.toml", baseDirectory: "/fuzz")
     }
 }
