@@ -37,8 +37,8 @@ class Broken(Exception):
 
 
 class Cluster:
-    def __init__(self, binary, guest, work, rng, log):
-        self.bin, self.guest, self.work, self.rng, self.log = binary, guest, work, rng, log
+    def __init__(self, binary, guest, work, rng):
+        self.bin, self.guest, self.work, self.rng = binary, guest, work, rng
         self.pids = {}
         self.dead = set()
         self.partitioned = False
@@ -232,7 +232,7 @@ class Runner:
     def __init__(self, args):
         self.args = args
         self.rng = random.Random(args.seed)
-        self.cluster = Cluster(args.binary, args.guest, args.work, self.rng, self.say)
+        self.cluster = Cluster(args.binary, args.guest, args.work, self.rng)
         self.terms = {}
         self.damaged = set()
         self.rss = {h: [] for h in HOSTS}
