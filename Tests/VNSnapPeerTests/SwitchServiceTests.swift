@@ -40,7 +40,8 @@ final class TestNIC: Sendable {
 
     func close() async { try? await self.channel.close() }
 
-    private final class Collector: ChannelInboundHandler {
+    /// Files each datagram it reads.
+    final class Collector: ChannelInboundHandler {
         typealias InboundIn = AddressedEnvelope<ByteBuffer>
         let received: Received
         init(received: Received) { self.received = received }

@@ -57,7 +57,7 @@ public final class MembershipService: Service, Sendable {
 
     private let group: MultiThreadedEventLoopGroup
     private let engine: NIOLoopBound<MembershipEngine>
-    private let channel: any Channel
+    private let sockets: [RebindingDatagramSocket]
     private let configuration: Configuration
     private let events: AsyncStream<MembershipEvent>
     private let eventSink: AsyncStream<MembershipEvent>.Continuation
@@ -70,7 +70,7 @@ public final class MembershipService: Service, Sendable {
     private init(
         group: MultiThreadedEventLoopGroup,
         engine: NIOLoopBound<MembershipEngine>,
-        channel: any Channel,
+        sockets: [RebindingDatagramSocket],
         configuration: Configuration,
         events: (AsyncStream<MembershipEvent>, AsyncStream<MembershipEvent>.Continuation),
         onEvent: @escaping @Sendable (MembershipEvent) async -> Void,
@@ -78,11 +78,11 @@ public final class MembershipService: Service, Sendable {
     ) {
         self.group = group
         self.engine = engine
-        self.channel = channel
+        self.sockets = sockets
         self.configuration = configuration
         (self.events, self.eventSink) = events
         self.onEvent = onEvent
-        self.address = channel.localAddress!  // !-safe, a bound socket has a local address
+        self.address = sockets[0].localAddress
         self.logger = logger
     }
 
@@ -117,37 +117,47 @@ public final class MembershipService: Service, Sendable {
                     eventLoop: loop
                 )
             }.get()
-            let channel = try await DatagramBootstrap(group: loop)
-                .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                .channelOption(
-                    .recvAllocator,
-                    value: FixedSizeRecvByteBufferAllocator(
-                        capacity: MembershipEngine.maximumDatagram + MembershipEngine.envelopeOverhead + 1
-                    )
-                )
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(MembershipHandler(engine: engine.value))
-                    }
-                }
-                .bind(host: configuration.bind.host, port: configuration.bind.port).get()
+            let socket = try await RebindingDatagramSocket.bind(
+                "membership",
+                at: configuration.bind,
+                receiveCapacity: MembershipEngine.maximumDatagram + MembershipEngine.envelopeOverhead + 1,
+                loop: loop,
+                logger: logger,
+                bootstrap: DatagramBootstrap(group: loop)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(MembershipHandler(engine: engine.value))
+                        }
+                    },
+                attach: { engine.value.channel = $0 }
+            )
             // The dial-back socket: same host, any port, nothing read from it.
-            let dial = try await DatagramBootstrap(group: loop).bind(host: configuration.bind.host, port: 0).get()
-            try await loop.submit {
-                engine.value.channel = channel
-                engine.value.dialChannel = dial
-            }.get()
+            let dial: RebindingDatagramSocket
+            do {
+                dial = try await RebindingDatagramSocket.bind(
+                    "membership dial-back",
+                    at: HostPort(host: configuration.bind.host, port: 0),
+                    samePort: false,
+                    loop: loop,
+                    logger: logger,
+                    bootstrap: DatagramBootstrap(group: loop),
+                    attach: { engine.value.dialChannel = $0 }
+                )
+            } catch {
+                await socket.close()
+                throw error
+            }
             logger.info(
                 "Membership ready",
                 metadata: [
-                    "membership.bind": "\(channel.localAddress?.displayString ?? "?")",
+                    "membership.bind": "\(socket.localAddress.displayString)",
                     "membership.advertise": "\(configuration.me.address)", "election.storedTerm": "\(storedTerm)",
                 ]
             )
             return MembershipService(
                 group: group,
                 engine: engine,
-                channel: channel,
+                sockets: [socket, dial],
                 configuration: configuration,
                 events: events,
                 onEvent: onEvent,
@@ -172,8 +182,7 @@ public final class MembershipService: Service, Sendable {
             self.eventSink.finish()
             await tasks.waitForAll()
         }
-        try? await self.channel.close()
-        if case .some(.some(let dial)) = try? await self.submit({ $0.dialChannel }) { try? await dial.close() }
+        for socket in self.sockets { await socket.close() }
         try? await self.group.shutdownGracefully()
         self.logger.info("Membership stopped")
     }

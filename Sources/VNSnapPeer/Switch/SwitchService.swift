@@ -16,6 +16,8 @@ import Glibc
 public final class SwitchService: Service, Sendable {
     let group: MultiThreadedEventLoopGroup
     let engine: NIOLoopBound<SwitchEngine>
+    private let tunnel: RebindingDatagramSocket
+    /// The VMs' port sockets.
     private let channels: Mutex<[any Channel]>
     private let sweeper: NIOLoopBound<RepeatedTask>
     private let pathTimer: NIOLoopBound<RepeatedTask>
@@ -83,6 +85,7 @@ public final class SwitchService: Service, Sendable {
     private init(
         group: MultiThreadedEventLoopGroup,
         engine: NIOLoopBound<SwitchEngine>,
+        tunnel: RebindingDatagramSocket,
         channels: [any Channel],
         sweeper: NIOLoopBound<RepeatedTask>,
         pathTimer: NIOLoopBound<RepeatedTask>,
@@ -91,6 +94,7 @@ public final class SwitchService: Service, Sendable {
     ) {
         self.group = group
         self.engine = engine
+        self.tunnel = tunnel
         self.channels = Mutex(channels)
         self.sweeper = sweeper
         self.pathTimer = pathTimer
@@ -114,6 +118,7 @@ public final class SwitchService: Service, Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         let loop = group.next()
         var bound: [any Channel] = []
+        var tunnelSocket: RebindingDatagramSocket?
         do {
             let engine = try await loop.submit {
                 NIOLoopBound(
@@ -134,25 +139,28 @@ public final class SwitchService: Service, Sendable {
                 let address = try SocketAddress.makeAddressResolvingHost(tunnel.address.host, port: tunnel.address.port)
                 try await loop.submit { engine.value.addTunnel(tunnel, address: address) }.get()
             }
-            let tunnelChannel = try await DatagramBootstrap(group: loop)
-                .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            let tunnel = try await RebindingDatagramSocket.bind(
+                "tunnel",
+                at: bind,
                 // recvmmsg splits one buffer between the messages of a vector read: size it for all of them.
-                .channelOption(
-                    .recvAllocator,
-                    value: FixedSizeRecvByteBufferAllocator(capacity: Self.vectorReadCount * Self.maximumDatagram)
-                )
-                .channelOption(.maxMessagesPerRead, value: 8)
-                .channelOption(.datagramVectorReadMessageCount, value: Self.vectorReadCount)
-                .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
-                .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(SwitchTunnelHandler(engine: engine.value))
-                    }
-                }
-                .bind(host: bind.host, port: bind.port).get()
-            bound.append(tunnelChannel)
-            try await loop.submit { engine.value.attachTunnel(channel: tunnelChannel) }.get()
+                receiveCapacity: Self.vectorReadCount * Self.maximumDatagram,
+                loop: loop,
+                logger: logger,
+                bootstrap: DatagramBootstrap(group: loop)
+                    .channelOption(.maxMessagesPerRead, value: 8)
+                    .channelOption(.datagramVectorReadMessageCount, value: Self.vectorReadCount)
+                    .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
+                    .channelOption(.socketOption(.so_sndbuf), value: 4 << 20)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(
+                                SwitchTunnelHandler(engine: engine.value)
+                            )
+                        }
+                    },
+                attach: { engine.value.attachTunnel(channel: $0) }
+            )
+            tunnelSocket = tunnel
 
             for spec in ports {
                 bound.append(try await Self.bindPort(spec, loop: loop, engine: engine))
@@ -173,7 +181,7 @@ public final class SwitchService: Service, Sendable {
                     eventLoop: loop
                 )
             }.get()
-            let address = tunnelChannel.localAddress!  // !-safe, a bound socket has a local address
+            let address = tunnel.localAddress
             logger.info(
                 "Switch ready",
                 metadata: [
@@ -183,6 +191,7 @@ public final class SwitchService: Service, Sendable {
             return SwitchService(
                 group: group,
                 engine: engine,
+                tunnel: tunnel,
                 channels: bound,
                 sweeper: sweeper,
                 pathTimer: pathTimer,
@@ -190,6 +199,7 @@ public final class SwitchService: Service, Sendable {
                 logger: logger
             )
         } catch {
+            await tunnelSocket?.close()
             for channel in bound { try? await channel.close() }
             try? await group.shutdownGracefully()
             throw error
@@ -209,6 +219,7 @@ public final class SwitchService: Service, Sendable {
             sweeper.value.cancel()
             pathTimer.value.cancel()
         }.get()
+        await self.tunnel.close()
         for channel in self.channels.withLock({ $0 }) { try? await channel.close() }
         try? await self.group.shutdownGracefully()
         self.logger.info("Switch stopped")
