@@ -54,7 +54,7 @@ import VNSnapPeer
         #expect(try await reopened.highestEpoch(violin: "pipeline") == 3)
     }
 
-    @Test func test_abort_forgetsTheImagesAndReturnsTheirDirectories_aCommittedSnapshotStaysCommitted() async throws {
+    @Test func test_abort_forgetsTheImagesAndRefusesLaterOnes_aCommittedSnapshotStaysCommitted() async throws {
         let directory = try self.scratch()
         defer { try? FileManager.default.removeItem(atPath: directory) }
         let catalog = try SnapshotCatalog(path: directory + "/catalog.sqlite")
@@ -71,6 +71,18 @@ import VNSnapPeer
         #expect(try await catalog.entry(42)?.state == "aborted")
         #expect(try await catalog.entry(42)?.reason == "h2 failed")
         #expect(try await catalog.image(snapshot: 42, vm: "sink", kind: .memory) == nil)
+        // A participant that finishes its images after the abort cannot bring rows back.
+        await #expect(throws: SnapshotError.self) {
+            try await catalog.recordImage(
+                snapshot: 42,
+                vm: "sink",
+                kind: .channel,
+                replicas: [("h1", "disk")],
+                directory: "/d/sink",
+                chunks: []
+            )
+        }
+        #expect(try await catalog.image(snapshot: 42, vm: "sink", kind: .channel) == nil)
         let other = Self.manifest(id: 43)
         try await catalog.commit(other, document: try other.encoded())
         try await catalog.recordImage(

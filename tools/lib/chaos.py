@@ -374,18 +374,20 @@ class Runner:
         gone = {i for i in set().union(*catalogs.values())
                 if all(c.get(i) in ("deleted", "aborted", None) for c in catalogs.values())}
 
-        def swept():
-            left = []
+        def left():
+            found = []
             for host in HOSTS:
                 for root in ("snapshots", "replicas"):
                     directory = f"{self.args.work}/{host}/data/{root}"
                     for name in (os.listdir(directory) if os.path.isdir(directory) else []):
                         if name.isdigit() and int(name) in gone:
-                            left.append(f"{host}/{root}/{name}")
-            return "ok" if not left else None
+                            found.append(f"{host}/{root}/{name}")
+            return found
 
-        if self.wait(45, swept) is None:
-            self.broken("files of deleted or aborted snapshots survive a sync period")
+        # A store drops the replicas of a snapshot aborted for 60 s (StoreService.abortGrace), checked every 5 s.
+        if self.wait(90, lambda: "ok" if not left() else None) is None:
+            states = {i: {h: c.get(i) for h, c in catalogs.items()} for i in sorted(gone)}
+            self.broken(f"files of deleted or aborted snapshots survive a sync period: {left()}; catalogs: {states}")
         committed = sorted(i for i, s in catalogs[HOSTS[0]].items() if s == "committed")
         self.checks += 2
         return committed

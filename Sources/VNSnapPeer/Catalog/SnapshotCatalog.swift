@@ -118,7 +118,8 @@ public final class SnapshotCatalog: Sendable {
     }
 
     /// An image is durable: its chunk list, where this peer keeps (or will fetch) its chunks, and who holds
-    /// replicas of it (`disk` on a peer, or `ram` on a store peer).
+    /// replicas of it (`disk` on a peer, or `ram` on a store peer). Refused once the snapshot is aborted or
+    /// deleted: its rows would outlive it.
     public func recordImage(
         snapshot id: UInt64,
         vm: String,
@@ -129,6 +130,14 @@ public final class SnapshotCatalog: Sendable {
     ) async throws {
         try await self.queue.write { db in
             let snapshotID = Int64(bitPattern: id)
+            let state = try String.fetchOne(
+                db,
+                sql: "SELECT state FROM snapshots WHERE id = ?",
+                arguments: [snapshotID]
+            )
+            if let state, state == "aborted" || state == "deleted" {
+                throw SnapshotError(.failed, "snapshot \(id) is \(state): its images are not recorded")
+            }
             try db.execute(
                 sql:
                     "INSERT OR REPLACE INTO images (snapshotID, vm, kind, directory, state) VALUES (?, ?, ?, ?, 'durable')",

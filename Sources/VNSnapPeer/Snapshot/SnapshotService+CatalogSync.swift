@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOPosix
 import VNSnapCore
 
 /// Catalog sync: every `catalogSyncInterval` a peer swaps the snapshot ids of its catalog (by state) with one
@@ -131,6 +132,23 @@ extension SnapshotService {
         // A few manifests per round: each answer is one large datagram.
         for id in plan.wanted {
             await self.membership.send(snapshot: Self.syncMessage(from: self.me, id: id, .manifestWanted), to: peer)
+        }
+    }
+
+    /// Removes the local files of snapshots the catalog has as aborted or deleted and that no longer run here: what a
+    /// clean-up missed (a peer killed half-way through one, a write that raced an abort) must not stay for good.
+    func sweepEndedSnapshots() async {
+        let root = "\(self.config.peer.dataDirectory)/snapshots"
+        let names =
+            (try? await NIOThreadPool.singleton.runIfActive {
+                try FileManager.default.contentsOfDirectory(atPath: root)
+            }) ?? []
+        let ids = names.compactMap { UInt64($0) }
+        guard !ids.isEmpty, let states = try? await self.catalog.states(limit: 100_000) else { return }
+        let ended = Set((states["aborted"] ?? []) + (states["deleted"] ?? []))
+        for id in ids where ended.contains(id) && !self.isRunning(id) {
+            self.logger.notice("Removing the files left of an ended snapshot", metadata: ["snapshot.id": "\(id)"])
+            await Self.removeFiles(self.directory(id))
         }
     }
 

@@ -44,6 +44,8 @@ extension SnapshotService {
                 }
             }
             for vm in run.machine.vms {
+                // An abort heard while waiting has removed the files: writing the logs now would leave them behind.
+                try self.checkNotEnded(id)
                 guard let chunks = images[vm] else { throw SnapshotError(.failed, "\(vm): no image") }
                 // Mode `loop` never armed the switch: no channel state, nothing measured there.
                 let report =
@@ -77,6 +79,7 @@ extension SnapshotService {
                         to: stores
                     )
                 }
+                try self.checkNotEnded(id)
                 let here = (peer: self.config.peer.name, location: "disk")
                 let inRAM = stores.map { (peer: $0.name, location: "ram") }
                 try await self.catalog.recordImage(
@@ -143,11 +146,26 @@ extension SnapshotService {
             )
             return .success(try ParticipantReport(peer: self.config.peer.name, vms: vms).encoded())
         } catch {
-            self.logger.error(
-                "Snapshot images failed",
-                metadata: ["snapshot.id": "\(id)", "snapshot.violin": "\(key.violin)", "snapshot.error": "\(error)"]
-            )
+            if self.participants[id]?.ended != nil {
+                // Aborted under it: what it wrote since the abort's clean-up goes too.
+                self.logger.info("Snapshot images abandoned (aborted)", metadata: ["snapshot.id": "\(id)"])
+                await self.discardFiles(id, stores: self.storeNames(id))
+            } else {
+                self.logger.error(
+                    "Snapshot images failed",
+                    metadata: [
+                        "snapshot.id": "\(id)", "snapshot.violin": "\(key.violin)", "snapshot.error": "\(error)",
+                    ]
+                )
+            }
             return .failure(SnapshotError(.failed, "\(self.config.peer.name): \(error)"))
+        }
+    }
+
+    /// Throws if snapshot `id` has ended here (aborted while its images were being made durable).
+    private func checkNotEnded(_ id: UInt64) throws {
+        guard self.participants[id]?.ended == nil else {
+            throw SnapshotError(.failed, "snapshot \(id) was aborted: \(self.participants[id]?.abortReason ?? "?")")
         }
     }
 
@@ -254,12 +272,19 @@ extension SnapshotService {
         try? await self.switchService.endSnapshot(vms: vms)
         // The files and the replicas sealed on stores go in the background (unsealed ones the stores abandon by
         // themselves): the stores may take seconds to answer.
-        let directory = self.directory(id)
-        let stores = Set((self.participants[id]?.stores.values.flatMap { $0 } ?? []).map(\.name))
-        self.spawn({
-            await Self.removeFiles(directory)
-            _ = await self.dropReplicas(snapshot: id, on: stores)
-        }) { _ in }
+        let stores = self.storeNames(id)
+        self.spawn({ await self.discardFiles(id, stores: stores) }) { _ in }
+    }
+
+    /// The stores snapshot `id`'s images here went to.
+    private func storeNames(_ id: UInt64) -> Set<String> {
+        Set((self.participants[id]?.stores.values.flatMap { $0 } ?? []).map(\.name))
+    }
+
+    /// Removes snapshot `id`'s files here and drops its replicas sealed on `stores`.
+    private func discardFiles(_ id: UInt64, stores: Set<String>) async {
+        await Self.removeFiles(self.directory(id))
+        _ = await self.dropReplicas(snapshot: id, on: stores)
     }
 
     /// Removes snapshot `id`'s files and rows here.

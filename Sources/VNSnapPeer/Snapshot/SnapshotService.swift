@@ -297,6 +297,7 @@ public actor SnapshotService: Service {
         if self.lastCatalogSync.map({ $0.duration(to: now) >= syncInterval }) ?? true {
             self.lastCatalogSync = now
             await self.syncCatalog()
+            await self.sweepEndedSnapshots()
         }
         // A wake-up lost (a machine asked while another was pending and that one found nothing due): not for long.
         if let next = self.nextTick, next <= now {
