@@ -24,6 +24,9 @@ struct RunCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: Logger.Level = .info
 
+    @Option(name: .long, help: "Log format: text (one line per record) or json (one JSON object per line).")
+    var logFormat: LogFormat = .text
+
     @Option(name: .long, help: "The QEMU binary to run VMs with (searched in PATH).")
     var qemu: String = "qemu-system-x86_64"
 
@@ -39,11 +42,18 @@ struct RunCommand: AsyncParsableCommand {
         // once freed: a store peer's RSS grew ~45 MiB a round under tools/chaos. Fixed at 1 MiB, they are mapped and
         // returned to the system when freed (the same chaos rounds: flat).
         _ = vnsnap_set_mmap_threshold(1 << 20)
-        let level = self.logLevel
+        let (level, format) = (self.logLevel, self.logFormat)
         LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
+            switch format {
+            case .text:
+                var handler = StreamLogHandler.standardError(label: label)
+                handler.logLevel = level
+                return handler
+            case .json:
+                var handler = JSONLogHandler(label: label)
+                handler.logLevel = level
+                return handler
+            }
         }
         let logger = Logger(label: "vnsnap-peer")
         var config: PeerConfig
@@ -62,6 +72,12 @@ struct RunCommand: AsyncParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// How `run` writes its log.
+enum LogFormat: String, ExpressibleByArgument, CaseIterable {
+    case text
+    case json
+}
 
 /// Prints `message` to standard error and returns the failing exit code to throw.
 func failure(_ message: String) -> ExitCode {

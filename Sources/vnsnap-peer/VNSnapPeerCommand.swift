@@ -17,7 +17,7 @@ struct VNSnapPeerCommand: AsyncParsableCommand {
         subcommands: [
             RunCommand.self, StatusCommand.self, LeaveCommand.self, KeysCommand.self, KeygenCommand.self,
             SnapshotCommand.self, ListCommand.self, ShowCommand.self, RestoreCommand.self, DeleteCommand.self,
-            MoveCommand.self, StallCommand.self,
+            MoveCommand.self, StallCommand.self, SchedulesCommand.self,
         ]
     )
 }

@@ -137,6 +137,69 @@ final class ConfigSandbox {
         let config = try sandbox.load(text)
         #expect(config.vms.map(\.name) == ["source"])
         #expect(config.peer.controlSocket == "/run/vnsnap-peer/h1.sock")
+        #expect(config.schedules.map(\.name) == ["hourly"])
+        #expect(config.schedules.first?.retention == SnapshotRetention(keepLast: 24, keepDaily: 7))
+    }
+
+    static let schedule = """
+
+        [[schedules]]
+        name = "hourly"
+        violin = "net"
+        every = "1h"
+        """
+
+    @Test func test_parse_schedules_defaultsAndEveryKey() throws {
+        let sandbox = try ConfigSandbox()
+        let plain = try sandbox.load(Self.valid + Self.schedule)
+        #expect(
+            plain.schedules == [
+                SnapshotSchedule(
+                    name: "hourly",
+                    violin: "net",
+                    everySeconds: 3600,
+                    mode: .cow,
+                    target: .disk,
+                    retention: SnapshotRetention(keepLast: 24)
+                )
+            ]
+        )
+        let full = try sandbox.load(
+            Self.valid + Self.schedule
+                + "\nmode = \"precopy\"\ntarget = \"memory\"\nreplicas = 3\nkeep_hourly = 6\nkeep_daily = 7\n"
+        )
+        #expect(full.schedules.first?.mode == .precopy)
+        #expect(full.schedules.first?.target == SnapshotTarget(kind: .memory, replicas: 3))
+        #expect(full.schedules.first?.retention == SnapshotRetention(keepHourly: 6, keepDaily: 7))
+        #expect(try sandbox.load(Self.valid).schedules.isEmpty)
+    }
+
+    @Test(arguments: [
+        ("every = \"1h\"", "every = \"hourly\"", "schedules[0].every"),
+        ("every = \"1h\"", "every = \"5s\"", "schedules[0].every"),
+        ("every = \"1h\"", "every = 3600", "schedules[0].every"),
+        ("violin = \"net\"\nevery", "violin = \"nope\"\nevery", "schedules[0].violin"),
+        ("name = \"hourly\"", "name = \"hour@ly\"", "schedules[0].name"),
+        ("every = \"1h\"", "every = \"1h\"\nmode = \"fast\"", "schedules[0].mode"),
+        ("every = \"1h\"", "every = \"1h\"\ntarget = \"tape\"", "schedules[0].target"),
+        ("every = \"1h\"", "every = \"1h\"\nreplicas = 2", "schedules[0].replicas"),
+        ("every = \"1h\"", "every = \"1h\"\ntarget = \"memory\"\nreplicas = 0", "schedules[0].replicas"),
+        ("every = \"1h\"", "every = \"1h\"\nkeep_last = -1", "schedules[0].keep_last"),
+        ("every = \"1h\"", "every = \"1h\"\nkeep_last = 0\nkeep_daily = 0", "schedules[0]"),
+        ("every = \"1h\"", "every = \"1h\"\nkeep_weekly = 4", "schedules[0].keep_weekly"),
+    ])
+    func test_parse_brokenSchedule_shouldThrowNamingTheKey(original: String, replacement: String, key: String) throws {
+        let sandbox = try ConfigSandbox()
+        let text = (Self.valid + Self.schedule).replacingOccurrences(of: original, with: replacement)
+        #expect(text != Self.valid + Self.schedule, "fixture does not contain \(original)")
+        #expect(throws: ConfigError.self) { try sandbox.load(text) }
+        do {
+            _ = try sandbox.load(text)
+        } catch {
+            #expect(error.key == key, "\(error)")
+        }
+        // Two schedules of one name.
+        #expect(throws: ConfigError.self) { try sandbox.load(Self.valid + Self.schedule + Self.schedule) }
     }
 
     /// Each broken config names the key and the problem.

@@ -133,4 +133,23 @@ import VNSnapImage
         }
         #expect(healthy.usage().replicas.isEmpty)
     }
+
+    /// The writer blocked on a full window when its store failed: `open` lets it through, and the window is freed
+    /// afterwards without libdispatch's "semaphore deallocated while in use" trap (chaos: a peer crashed so).
+    @Test func test_windowOpenedWhileTheWriterWaits_letsItThrough_andIsFreedSafely() async throws {
+        var window: ChunkWindow? = ChunkWindow(size: 2)
+        #expect(window?.take(timeout: .seconds(1)) == true)
+        #expect(window?.take(timeout: .seconds(1)) == true)
+        #expect(window?.take(timeout: .milliseconds(50)) == false, "a full window let a third chunk through")
+        let blocked = window!
+        let waiter = Task.detached { blocked.take(timeout: .seconds(30)) }
+        try await Task.sleep(for: .milliseconds(100))
+        blocked.open()
+        #expect(await waiter.value)
+        #expect(blocked.take(timeout: .milliseconds(1)) && blocked.take(timeout: .milliseconds(1)))
+        window?.give()
+        // Freed as the test ends: with the places taken above, a semaphore made at `size` would trap there.
+        window = nil
+        #expect(window == nil)
+    }
 }

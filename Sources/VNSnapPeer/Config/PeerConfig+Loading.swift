@@ -93,6 +93,14 @@ extension PeerConfig {
             }
             vms.append(vm)
         }
+        var schedules: [SnapshotSchedule] = []
+        for var table in try reader.tables("schedules") {
+            let schedule = try Self.parseSchedule(&table, violins: violins)
+            if schedules.contains(where: { $0.name == schedule.name }) {
+                throw table.error("name", "duplicate schedule \"\(schedule.name)\"")
+            }
+            schedules.append(schedule)
+        }
         try reader.rejectUnknownKeys()
 
         let config = PeerConfig(
@@ -102,7 +110,8 @@ extension PeerConfig {
             keyring: keyring,
             membership: membership,
             violins: violins,
-            vms: vms
+            vms: vms,
+            schedules: schedules
         )
         try config.checkSocketPaths()
         return config
@@ -249,11 +258,7 @@ extension PeerConfig {
     ) throws(ConfigError) -> VMDefinition {
         let name = try table.requiredString("name")
         try Self.checkName(name, table, "name")
-        let violin = try table.requiredString("violin")
-        guard violins.contains(where: { $0.name == violin }) else {
-            let known = violins.map(\.name).joined(separator: ", ")
-            throw table.error("violin", "no VIOLIN \"\(violin)\" is defined (known: \(known.isEmpty ? "none" : known))")
-        }
+        let violin = try Self.violinName(&table, violins: violins)
         let macText = try table.requiredString("mac")
         guard let mac = MACAddress(macText) else {
             throw table.error("mac", "\"\(macText)\" is not a MAC address (e.g. \"52:54:00:12:34:56\")")
@@ -313,6 +318,76 @@ extension PeerConfig {
             accelerator: accelerator,
             mtu: violins.first { $0.name == violin }?.mtu
         )
+    }
+
+    /// Kept when a schedule sets no retention: a day of hourly snapshots.
+    static let defaultKeepLast = 24
+
+    private static func parseSchedule(_ table: inout TOMLReader, violins: [Violin]) throws(ConfigError)
+        -> SnapshotSchedule
+    {
+        let name = try table.requiredString("name")
+        try Self.checkName(name, table, "name")
+        let violin = try Self.violinName(&table, violins: violins)
+        let everyText = try table.requiredString("every")
+        guard let every = SnapshotSchedule.seconds(interval: everyText) else {
+            throw table.error(
+                "every",
+                "\"\(everyText)\" is not an interval: a whole number and s, m, h, d or w (e.g. \"1h\")"
+            )
+        }
+        guard every >= SnapshotSchedule.shortestEverySeconds else {
+            throw table.error("every", "\(everyText) is shorter than \(SnapshotSchedule.shortestEverySeconds) s")
+        }
+        let modeText = try table.string("mode") ?? SnapshotMode.cow.rawValue
+        guard let mode = SnapshotMode(rawValue: modeText) else {
+            let valid = SnapshotMode.allCases.map(\.rawValue).joined(separator: ", ")
+            throw table.error("mode", "\"\(modeText)\" is not one of \(valid)")
+        }
+        let kindText = try table.string("target") ?? SnapshotTarget.Kind.disk.rawValue
+        guard let kind = SnapshotTarget.Kind(rawValue: kindText) else {
+            throw table.error("target", "\"\(kindText)\" is not one of disk, memory")
+        }
+        let replicas = try table.int("replicas")
+        if replicas != nil, kind == .disk { throw table.error("replicas", "only valid with target = \"memory\"") }
+        if let replicas, !(1...16).contains(replicas) {
+            throw table.error("replicas", "\(replicas) is out of range 1...16")
+        }
+        var keep: [String: Int] = [:]
+        for key in ["keep_last", "keep_hourly", "keep_daily"] {
+            guard let value = try table.int(key) else { continue }
+            guard (0...100_000).contains(value) else { throw table.error(key, "\(value) is out of range 0...100000") }
+            keep[key] = value
+        }
+        if !keep.isEmpty, keep.values.allSatisfy({ $0 == 0 }) {
+            throw table.error(
+                nil,
+                "keep_last, keep_hourly and keep_daily keep nothing: each snapshot would be deleted once taken"
+            )
+        }
+        try table.rejectUnknownKeys()
+        return SnapshotSchedule(
+            name: name,
+            violin: violin,
+            everySeconds: every,
+            mode: mode,
+            target: SnapshotTarget(kind: kind, replicas: replicas ?? 2),
+            retention: SnapshotRetention(
+                keepLast: keep.isEmpty ? Self.defaultKeepLast : keep["keep_last"] ?? 0,
+                keepHourly: keep["keep_hourly"] ?? 0,
+                keepDaily: keep["keep_daily"] ?? 0
+            )
+        )
+    }
+
+    /// The table's `violin`, which must name one of `violins`.
+    private static func violinName(_ table: inout TOMLReader, violins: [Violin]) throws(ConfigError) -> String {
+        let violin = try table.requiredString("violin")
+        guard violins.contains(where: { $0.name == violin }) else {
+            let known = violins.map(\.name).joined(separator: ", ")
+            throw table.error("violin", "no VIOLIN \"\(violin)\" is defined (known: \(known.isEmpty ? "none" : known))")
+        }
+        return violin
     }
 
     private static func checkName(_ name: String, _ table: TOMLReader, _ key: String) throws(ConfigError) {

@@ -79,6 +79,8 @@ public struct PeerConfig: Sendable {
     public var violins: [Violin]
     /// VMs this peer runs.
     public var vms: [VMDefinition]
+    /// Snapshot schedules; every peer lists the same, and the initiator runs them.
+    public var schedules: [SnapshotSchedule] = []
 
     /// The VIOLIN called `name`.
     public func violin(named name: String) -> Violin? {

@@ -92,6 +92,8 @@ public struct ControlResponse: Sendable, Codable, Hashable {
     public var stalls: [String: UInt64]?
     /// For `show` of a snapshot on store peers: VM → store → where the store holds its image now.
     public var replicaLocations: [String: [String: String]]?
+    /// For `schedules`: where each schedule stands.
+    public var schedules: [ScheduleRunner.Status]?
 
     /// Creates a response.
     public init(
@@ -104,7 +106,8 @@ public struct ControlResponse: Sendable, Codable, Hashable {
         restore: [String: [String: RestoreTimings]]? = nil,
         notes: [String]? = nil,
         stalls: [String: UInt64]? = nil,
-        replicaLocations: [String: [String: String]]? = nil
+        replicaLocations: [String: [String: String]]? = nil,
+        schedules: [ScheduleRunner.Status]? = nil
     ) {
         self.ok = ok
         self.error = error
@@ -116,5 +119,6 @@ public struct ControlResponse: Sendable, Codable, Hashable {
         self.notes = notes
         self.stalls = stalls
         self.replicaLocations = replicaLocations
+        self.schedules = schedules
     }
 }

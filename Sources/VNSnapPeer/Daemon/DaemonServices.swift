@@ -21,7 +21,7 @@ struct DaemonServices: Sendable {
         -> ControlResponse
     {
         switch request.command {
-        case "snapshot", "list", "show", "delete", "restore", "stall", "move":
+        case "snapshot", "list", "show", "delete", "restore", "stall", "move", "schedules":
             do {
                 return try await self.handleSnapshot(request, progress: progress)
             } catch {
@@ -47,7 +47,7 @@ struct DaemonServices: Sendable {
             return ControlResponse(
                 ok: false,
                 error:
-                    "unknown command \"\(request.command)\" (known: status, leave, keys, snapshot, list, show, delete, restore, move, stall)"
+                    "unknown command \"\(request.command)\" (known: status, leave, keys, snapshot, list, show, delete, restore, move, stall, schedules)"
             )
         }
     }
@@ -71,6 +71,14 @@ struct DaemonServices: Sendable {
             return ControlResponse(ok: true, manifest: manifest)
         case "list":
             return ControlResponse(ok: true, snapshots: try await self.snapshots.list())
+        case "schedules":
+            let view = try await self.membership.view()
+            let runner = view.initiator.map { "run by the initiator, \(view.names[$0] ?? "\($0)")" }
+            return ControlResponse(
+                ok: true,
+                notes: [runner ?? "no initiator (no majority seen here): not run now"],
+                schedules: try await self.snapshots.scheduleStatus()
+            )
         case "stall":
             guard let violin = request.violin else { throw SnapshotError(.refused, "stall needs a VIOLIN") }
             let seconds = request.seconds ?? 2

@@ -188,6 +188,17 @@ public enum PeerDaemon {
                     // After what it drives: on shutdown it stops first, cancelling its work.
                     .init(service: snapshots),
                     .init(service: control),
+                    // Under systemd (`Type=notify`): ready once joined or running alone; then nothing to do.
+                    .init(
+                        service: SystemdReadiness(
+                            notifier: SystemdNotifier(),
+                            membership: membership,
+                            hasSeeds: !config.membership.seeds.isEmpty,
+                            aloneAfter: Self.readyAloneAfter,
+                            logger: logger
+                        ),
+                        successTerminationBehavior: .ignore
+                    ),
                 ] + (store.map { [.init(service: $0)] } ?? []) + (splice.map { [.init(service: $0)] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 cancellationSignals: [],
@@ -198,6 +209,9 @@ public enum PeerDaemon {
         try await group.run()
         logger.info("Peer stopped", metadata: ["peer.name": "\(config.peer.name)"])
     }
+
+    /// How long a peer whose seeds do not answer waits before telling systemd it is ready (running alone).
+    static let readyAloneAfter = Duration.seconds(10)
 
     /// Tunnels follow membership; a new keyring goes to the switch too.
     static func follow(_ event: MembershipEvent, switchService: SwitchService, config: PeerConfig) async {

@@ -127,13 +127,14 @@ extension SnapshotService {
     }
 
     /// Deletes snapshot `id` on every alive member (images and catalog rows); returns the members that did not
-    /// answer within `timeout`.
-    public func delete(_ id: UInt64, timeout: Duration = .seconds(5)) async throws -> [String] {
+    /// answer within `timeout`. With `wait` it queues behind an operation running on the VIOLIN; without, it is
+    /// refused.
+    public func delete(_ id: UInt64, wait: Bool = false, timeout: Duration = .seconds(5)) async throws -> [String] {
         guard let entry = try await self.catalog.entry(id) else {
             throw SnapshotError(.notFound, "no snapshot \(id) (see `vnsnap-peer list`)")
         }
         // A snapshot a restore uses is not deleted under it (issue 13): the initiator refuses, naming the restore.
-        return try await self.withOperation(.delete, violin: entry.violin, snapshot: id, wait: false) { _ in
+        return try await self.withOperation(.delete, violin: entry.violin, snapshot: id, wait: wait) { _ in
             try await self.deleteEverywhere(entry, timeout: timeout)
         }
     }

@@ -104,6 +104,10 @@ public actor SnapshotService: Service {
     var ownershipWaitLogged = false
     /// The fence, when `fence_after_s` is set.
     var fence: FenceLease<Instant>?
+    /// The configured schedules: taken and pruned while this peer is the initiator.
+    var schedules: ScheduleRunner
+    /// When the schedules were last looked at.
+    var lastScheduleRun: Instant?
 
     /// How often housekeeping runs (restore retransmissions, streamed bytes, takeovers, sync, leases).
     static let housekeepingInterval = Duration.milliseconds(250)
@@ -126,6 +130,7 @@ public actor SnapshotService: Service {
         self.holder = RestoreHolder(me: config.peer.id)
         self.initiator = InitiatorDriver(me: config.peer.id, myName: config.peer.name)
         self.fence = config.peer.fenceAfter.map { FenceLease(after: $0, now: .now) }
+        self.schedules = ScheduleRunner(schedules: config.schedules)
         self.membership = membership
         self.switchService = switchService
         self.supervisor = supervisor
@@ -298,6 +303,10 @@ public actor SnapshotService: Service {
             self.lastCatalogSync = now
             await self.syncCatalog()
             await self.sweepEndedSnapshots()
+        }
+        if self.lastScheduleRun.map({ $0.duration(to: now) >= Self.scheduleInterval }) ?? true {
+            self.lastScheduleRun = now
+            await self.runSchedules()
         }
         // A wake-up lost (a machine asked while another was pending and that one found nothing due): not for long.
         if let next = self.nextTick, next <= now {

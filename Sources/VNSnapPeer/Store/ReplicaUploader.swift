@@ -25,7 +25,7 @@ final class ReplicaUploader: ChunkSink {
         let store: String
         let continuation: AsyncStream<(SnapshotManifest.ChunkDescriptor, [UInt8])>.Continuation
         /// Free places in the window; the writer takes one per chunk, an acknowledgement gives it back.
-        let room = DispatchSemaphore(value: ReplicaUploader.window)
+        let room = ChunkWindow(size: ReplicaUploader.window)
         let done = DispatchSemaphore(value: 0)
         let failure = Mutex<String?>(nil)
         let accepted = Atomic<Bool>(false)
@@ -63,12 +63,12 @@ final class ReplicaUploader: ChunkSink {
                             key: secret,
                             keys: keys,
                             accepted: { upload.accepted.store(true, ordering: .releasing) },
-                            acknowledged: { upload.room.signal() }
+                            acknowledged: { upload.room.give() }
                         )
                     } catch {
                         upload.failure.withLock { $0 = "store \(store.name): \(error)" }
                         // The writer must never wait on a failed store: open the window for good.
-                        for _ in 0..<ReplicaUploader.window { upload.room.signal() }
+                        upload.room.open()
                     }
                     upload.ended.store(true, ordering: .releasing)
                     upload.done.signal()
@@ -95,7 +95,7 @@ final class ReplicaUploader: ChunkSink {
 
     func write(_ chunk: SnapshotManifest.ChunkDescriptor, stored: [UInt8]) throws(ImageError) {
         for upload in self.uploads {
-            if upload.room.wait(timeout: .now() + Self.silence) == .timedOut {
+            if !upload.room.take(timeout: Self.silence) {
                 throw ImageError(.io, "\(self.label): store \(upload.store) acknowledged nothing for \(Self.silence)")
             }
             if let failure = upload.failure.withLock({ $0 }) { throw ImageError(.io, "\(self.label): \(failure)") }
@@ -173,5 +173,38 @@ final class ReplicaUploader: ChunkSink {
     func abandon() {
         for task in self.tasks { task.cancel() }
         for upload in self.uploads { upload.continuation.finish() }
+    }
+}
+
+/// The chunks a writer may send ahead of a store's acknowledgements: `take` blocks while `size` are unacknowledged,
+/// `give` returns a place, and once `open` every `take` goes through (a failed store must never hold the writer).
+final class ChunkWindow: Sendable {
+    // Made at 0 and raised to `size`: libdispatch traps when a semaphore is freed below the value it was made with,
+    // which a writer blocked at the moment the window opened left behind (it took one of the places `open` gave):
+    // a peer crashed so under tools/chaos (seed 1, round 14, a store killed mid-stream).
+    private let places = DispatchSemaphore(value: 0)
+    private let isOpen = Atomic<Bool>(false)
+    private let size: Int
+
+    init(size: Int) {
+        self.size = size
+        for _ in 0..<size { self.places.signal() }
+    }
+
+    /// Takes a place, waiting up to `timeout`; `false` if none came.
+    func take(timeout: DispatchTimeInterval) -> Bool {
+        if self.isOpen.load(ordering: .acquiring) { return true }
+        return self.places.wait(timeout: .now() + timeout) == .success
+    }
+
+    /// Returns a place (a chunk was acknowledged).
+    func give() {
+        self.places.signal()
+    }
+
+    /// Lets every `take` through from now on, waking one that waits.
+    func open() {
+        self.isOpen.store(true, ordering: .releasing)
+        for _ in 0..<self.size { self.places.signal() }
     }
 }

@@ -225,16 +225,22 @@ final class LiveCluster: @unchecked Sendable {
         """
     }
 
-    /// Writes the host's config and starts `vnsnap-peer run` inside its namespace.
-    func startPeer(_ name: String, config: String) throws {
+    /// Writes the host's config and starts `vnsnap-peer run` inside its namespace (with `arguments` added and
+    /// `environment` set).
+    func startPeer(_ name: String, config: String, arguments: [String] = [], environment: [String: String] = [:]) throws
+    {
         let me = self.host(name)
         let configPath = "\(me.directory)/peer.toml"
         try config.write(toFile: configPath, atomically: true, encoding: .utf8)
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = [
-            "ip", "netns", "exec", me.namespace, LiveEnvironment.peerBinary, "run", "--config", configPath,
-        ]
+        process.arguments =
+            [
+                "ip", "netns", "exec", me.namespace, LiveEnvironment.peerBinary, "run", "--config", configPath,
+            ] + arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        }
         let log = "\(me.directory)/peer.log"
         _ = FileManager.default.createFile(atPath: log, contents: nil)
         let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
