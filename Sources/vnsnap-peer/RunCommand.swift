@@ -2,6 +2,8 @@ import ArgumentParser
 import CVNSnapSys
 import Foundation
 import Logging
+import Metrics
+import Prometheus
 import VNSnapPeer
 
 /// `vnsnap-peer run`: the daemon.
@@ -63,8 +65,17 @@ struct RunCommand: AsyncParsableCommand {
             throw failure("invalid configuration: \(error)")
         }
         if self.keepVMs { config.peer.keepVMs = true }
+        // Metrics only when asked for (`[metrics]`): the daemon serves this registry at /metrics.
+        var registry: PrometheusCollectorRegistry?
+        if config.metrics != nil {
+            let collectors = PrometheusCollectorRegistry()
+            var factory = PrometheusMetricsFactory(registry: collectors)
+            factory.durationHistogramBuckets = PeerMetrics.histogramBuckets
+            MetricsSystem.bootstrap(factory)
+            registry = collectors
+        }
         do {
-            try await PeerDaemon.run(config: config, qemu: self.qemu, logger: logger)
+            try await PeerDaemon.run(config: config, qemu: self.qemu, metrics: registry, logger: logger)
         } catch {
             throw failure("\(error)")
         }

@@ -46,6 +46,7 @@ import VNSnapCore
             answers += b.onMessage(message, from: "a:7947", now: .ms(10_200)).sends.map(\.0)
         }
         #expect(b.state(of: self.b)?.incarnation == 1)
+        #expect(b.counters.refutations == 1)
         for answer in answers { _ = a.onMessage(answer, from: "b:7947", now: .ms(10_300)) }
         #expect(a.state(of: self.b)?.status == .alive)
         // The answer told `a` it is dead in `b`'s view: `a` refutes too, and its next message carries it.

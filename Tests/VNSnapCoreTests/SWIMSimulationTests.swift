@@ -44,4 +44,18 @@ import VNSnapCore
         }
         #expect(simulation.falsePositives.isEmpty)
     }
+
+    @Test func test_smallCluster_oneCrashes_countersShowProbesSuspicionsAndDeaths() {
+        let simulation = SWIMSimulation(SWIMSimulation.Configuration(members: 8))
+        simulation.run(until: SimInstant.zero.advanced(by: .seconds(5)))
+        let quiet = simulation.instances.map(\.counters)
+        #expect(quiet.allSatisfy { $0.probes > 0 && $0.suspicions == 0 && $0.declaredDead == 0 }, "\(quiet)")
+        simulation.crash(3)
+        simulation.run(until: SimInstant.zero.advanced(by: .seconds(40)))
+        let survivors = simulation.instances.indices.filter { $0 != 3 }.map { simulation.instances[$0].counters }
+        #expect(survivors.allSatisfy { $0.suspicions >= 1 }, "\(survivors)")
+        #expect(survivors.reduce(0) { $0 + $1.declaredDead } >= 1)
+        #expect(survivors.reduce(0) { $0 + $1.indirectProbes } >= 1)
+        #expect(survivors.allSatisfy { $0.refutations == 0 })
+    }
 }

@@ -202,6 +202,28 @@ final class ConfigSandbox {
         #expect(throws: ConfigError.self) { try sandbox.load(Self.valid + Self.schedule + Self.schedule) }
     }
 
+    @Test func test_parse_metrics_offByDefault_onWithTheTable_loopbackUnlessAddressed() throws {
+        let sandbox = try ConfigSandbox()
+        #expect(try sandbox.load(Self.valid).metrics == nil)
+        #expect(try sandbox.load(Self.valid + "\n[metrics]\n").metrics == HostPort(host: "127.0.0.1", port: 9464))
+        #expect(
+            try sandbox.load(Self.valid + "\n[metrics]\naddress = \"0.0.0.0:9100\"\n").metrics
+                == HostPort(host: "0.0.0.0", port: 9100)
+        )
+        #expect(try sandbox.load(Self.valid + "\n[metrics]\nenabled = false\n").metrics == nil)
+        for (text, key) in [
+            ("address = \"nowhere\"", "metrics.address"), ("enabled = \"yes\"", "metrics.enabled"),
+            ("port = 9100", "metrics.port"),
+        ] {
+            do {
+                _ = try sandbox.load(Self.valid + "\n[metrics]\n\(text)\n")
+                Issue.record("expected an error for \(key)")
+            } catch {
+                #expect(error.key == key, "\(error)")
+            }
+        }
+    }
+
     /// Each broken config names the key and the problem.
     @Test(arguments: [
         ("name = \"h1\"", "name = \"h 1\"", "peer.name"),

@@ -9,7 +9,7 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 # Debian packages the project needs at build and run time.
-VNSNAP_APT_PACKAGES=(qemu-system-x86 qemu-utils libsodium-dev libzstd-dev pkg-config busybox-static cpio nftables conntrack iproute2 procps libsqlite3-dev zstd python3)
+VNSNAP_APT_PACKAGES=(qemu-system-x86 qemu-utils libsodium-dev libzstd-dev pkg-config busybox-static cpio nftables conntrack iproute2 procps libsqlite3-dev zstd python3 python3-prometheus-client)
 
 ensure_packages() {
     local missing=()

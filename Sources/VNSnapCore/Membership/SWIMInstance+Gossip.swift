@@ -96,6 +96,7 @@ extension SWIMInstance {
         case .suspect, .dead, .left:
             guard claim.incarnation >= self.me.incarnation else { return }
             self.me.incarnation = claim.incarnation &+ 1
+            self.counters.refutations &+= 1
             // Being suspected means others did not hear us: a sign our own health is poor (Lifeguard §IV.A).
             self.adjustLocalHealth(1)
         }

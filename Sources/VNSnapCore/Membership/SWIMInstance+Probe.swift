@@ -53,6 +53,7 @@ extension SWIMInstance {
         self.nextProbeAt = now.advanced(by: self.scaledProbeInterval)
         guard let target = self.nextProbeTarget(), let state = self.members[target]?.state else { return directives }
         let sequence = self.nextSequence()
+        self.counters.probes &+= 1
         self.probe = Probe(
             target: target,
             sequence: sequence,
@@ -86,6 +87,7 @@ extension SWIMInstance {
                 )
             }
             probe.phase = .indirect
+            self.counters.indirectProbes &+= 1
             probe.nacksExpected = self.settings.lifeguard ? helpers.count : 0
             probe.deadline = max(probe.periodEnd, now)
             self.probe = probe

@@ -34,6 +34,7 @@ extension SWIMInstance {
         }
         let start = self.settings.probeInterval * (self.settings.suspicionMultiplier * self.logClusterSize)
         let floor = start / self.settings.suspicionFloorDivisor
+        self.counters.suspicions &+= 1
         self.suspicions[id] = Suspicion(startedAt: now, confirmations: [origin], start: start, floor: floor)
     }
 
@@ -67,6 +68,7 @@ extension SWIMInstance {
             self.suspicions[id] = nil
             guard var state = self.members[id]?.state, state.status == .suspect else { continue }
             state.status = .dead
+            self.counters.declaredDead &+= 1
             directives += self.apply(SWIMUpdate(state: state, origin: self.me.id), now: now)
         }
         return directives

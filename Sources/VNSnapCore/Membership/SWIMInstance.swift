@@ -75,6 +75,8 @@ where Instant.Duration == Duration {
     var nextGossipAt: Instant
     var nextReconnectAt: Instant
     var nextSeedCheckAt: Instant
+    /// What this instance has done, for metrics.
+    public internal(set) var counters = SWIMCounters()
     /// Set by `leave`: this peer no longer refutes, probes or joins.
     public internal(set) var hasLeft = false
     /// How this peer is reachable from other domains, from the addresses its probes' acks say they came from

@@ -101,6 +101,18 @@ extension PeerConfig {
             }
             schedules.append(schedule)
         }
+        var metrics: HostPort?
+        if var table = try reader.table("metrics") {
+            let text = try table.string("address") ?? PeerConfigDefaults.metricsAddress
+            guard let address = HostPort(text) else {
+                throw table.error(
+                    "address",
+                    "\"\(text)\" is not host:port (e.g. \"\(PeerConfigDefaults.metricsAddress)\")"
+                )
+            }
+            metrics = try table.bool("enabled") ?? true ? address : nil
+            try table.rejectUnknownKeys()
+        }
         try reader.rejectUnknownKeys()
 
         let config = PeerConfig(
@@ -111,7 +123,8 @@ extension PeerConfig {
             membership: membership,
             violins: violins,
             vms: vms,
-            schedules: schedules
+            schedules: schedules,
+            metrics: metrics
         )
         try config.checkSocketPaths()
         return config

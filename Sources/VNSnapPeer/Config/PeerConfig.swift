@@ -81,6 +81,8 @@ public struct PeerConfig: Sendable {
     public var vms: [VMDefinition]
     /// Snapshot schedules; every peer lists the same, and the initiator runs them.
     public var schedules: [SnapshotSchedule] = []
+    /// Where `GET /metrics` (Prometheus text format) listens; `nil`: off.
+    public var metrics: HostPort? = nil
 
     /// The VIOLIN called `name`.
     public func violin(named name: String) -> Violin? {

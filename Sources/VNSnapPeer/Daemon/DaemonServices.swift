@@ -148,7 +148,7 @@ struct DaemonServices: Sendable {
         }
     }
 
-    private func statusResponse() async -> ControlResponse {
+    func statusResponse() async -> ControlResponse {
         do {
             let status = PeerStatus(
                 peer: .init(

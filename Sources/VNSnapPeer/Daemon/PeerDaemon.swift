@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import Prometheus
 import ServiceLifecycle
 import UnixSignals
 import VNSnapCore
@@ -18,7 +19,15 @@ public enum PeerDaemon {
     public static let version = "0.2.0"
 
     /// Runs the peer until SIGTERM, SIGINT or `leave`.
-    public static func run(config: PeerConfig, qemu: String = "qemu-system-x86_64", logger: Logger) async throws {
+    ///
+    /// With `[metrics]` in the config, `GET /metrics` serves `metrics`: the registry the caller bootstrapped
+    /// swift-metrics with (a peer run without one serves nothing but what its status gives).
+    public static func run(
+        config: PeerConfig,
+        qemu: String = "qemu-system-x86_64",
+        metrics registry: PrometheusCollectorRegistry? = nil,
+        logger: Logger
+    ) async throws {
         let started = ContinuousClock.now
         let termStore = TermStore(path: config.membership.termFile)
         _ = try termStore.load()  // refuse a corrupt term file before creating or binding anything
@@ -161,6 +170,24 @@ public enum PeerDaemon {
             splice: splice,
             shutdown: { await groupBox.withLockedValue { $0 }?.triggerGracefulShutdown() }
         )
+        var metricsServer: MetricsServer?
+        if let address = config.metrics {
+            let statusMetrics = StatusMetrics()
+            do {
+                metricsServer = try await MetricsServer.bind(
+                    host: address.host,
+                    port: address.port,
+                    registry: registry ?? PrometheusCollectorRegistry(),
+                    refresh: {
+                        if let status = await services.statusResponse().status { statusMetrics.update(status) }
+                    },
+                    logger: logger
+                )
+            } catch {
+                await switchService.close()
+                throw error
+            }
+        }
         let control: ControlServer
         do {
             control = try await ControlServer.bind(
@@ -199,7 +226,8 @@ public enum PeerDaemon {
                         ),
                         successTerminationBehavior: .ignore
                     ),
-                ] + (store.map { [.init(service: $0)] } ?? []) + (splice.map { [.init(service: $0)] } ?? []),
+                ] + (store.map { [.init(service: $0)] } ?? []) + (splice.map { [.init(service: $0)] } ?? [])
+                    + (metricsServer.map { [.init(service: $0)] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 cancellationSignals: [],
                 logger: logger

@@ -112,7 +112,8 @@ extension MembershipEngine {
             datagramsSent: self.datagramsSent,
             datagramsReceived: self.datagramsReceived,
             rejected: self.rejected,
-            served: self.isRelay ? self.relayServed(now: now) : nil
+            served: self.isRelay ? self.relayServed(now: now) : nil,
+            counters: self.swim.counters
         )
     }
 

@@ -105,4 +105,6 @@ public struct MembershipStatus: Sendable, Codable, Hashable {
     public var rejected: [TunnelDropReason: UInt64]
     /// What this peer forwarded on the membership socket as a relay, per peer served.
     public var served: [String: RelayServed]?
+    /// Probes, suspicions, refutations and deaths declared since the peer started.
+    public var counters: SWIMCounters?
 }

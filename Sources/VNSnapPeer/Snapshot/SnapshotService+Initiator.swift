@@ -203,6 +203,7 @@ extension SnapshotService {
 
     /// Carries out the directives of run `id` that the driver leaves to the shell.
     func executeInitiator(_ id: UInt64, _ directives: [SnapshotInitiator<Instant>.Directive]) async {
+        self.notePhase(id)
         // Consecutive sends go out together (one event-loop turn, other peers first): see `send(snapshots:)`.
         var sends: [(SnapshotMessage, PeerID)] = []
         for (index, directive) in directives.enumerated() {
@@ -225,15 +226,19 @@ extension SnapshotService {
             case .writeManifest(let cuts, let reports):
                 await self.writeManifest(id, cuts: cuts, reports: reports)
             case .finished(let outcome):
+                let started = self.initiatorPhases.removeValue(forKey: id)?.started ?? .now
                 switch outcome {
                 case .committed:
                     self.logger.info("Snapshot committed", metadata: ["snapshot.id": "\(id)"])
+                    let manifest = try? await self.catalog.entry(id)?.manifest
+                    PeerMetrics.snapshotEnded(committed: true, duration: started.duration(to: .now), manifest: manifest)
                 case .aborted(let reason):
                     self.logger.warning(
                         "Snapshot aborted",
                         metadata: ["snapshot.id": "\(id)", "snapshot.reason": "\(reason)"]
                     )
                     _ = try? await self.catalog.abort(id, reason: reason.message)
+                    PeerMetrics.snapshotEnded(committed: false, duration: started.duration(to: .now), manifest: nil)
                 }
             case .scheduleTick(let at):
                 self.schedule(at)
@@ -288,5 +293,18 @@ extension SnapshotService {
             now: .now
         )
         await self.executeInitiator(id, directives)
+    }
+
+    /// Times the phases of a snapshot initiated here: each one that ended goes to the metrics.
+    private func notePhase(_ id: UInt64) {
+        guard let phase = self.initiator.runs[id].map({ "\($0.machine.phase)" }) else { return }
+        let now = Instant.now
+        guard let noted = self.initiatorPhases[id] else {
+            self.initiatorPhases[id] = (phase, now, now)
+            return
+        }
+        guard noted.phase != phase else { return }
+        PeerMetrics.phaseEnded(noted.phase, duration: noted.since.duration(to: now))
+        self.initiatorPhases[id] = (phase, now, noted.started)
     }
 }

@@ -102,16 +102,24 @@ extension SnapshotService {
             progress: progress
         ) {
             run in
-            try await self.runRestore(
-                run,
-                manifest: manifest,
-                view: try await self.membership.view(),
-                holders: holders,
-                moved: moved,
-                ownership: ownership,
-                replay: replay,
-                progress: progress
-            )
+            let started = ContinuousClock.now
+            do {
+                let timings = try await self.runRestore(
+                    run,
+                    manifest: manifest,
+                    view: try await self.membership.view(),
+                    holders: holders,
+                    moved: moved,
+                    ownership: ownership,
+                    replay: replay,
+                    progress: progress
+                )
+                PeerMetrics.restoreEnded(succeeded: true, duration: started.duration(to: .now))
+                return timings
+            } catch {
+                PeerMetrics.restoreEnded(succeeded: false, duration: started.duration(to: .now))
+                throw error
+            }
         }
     }
 

@@ -108,6 +108,8 @@ public actor SnapshotService: Service {
     var schedules: ScheduleRunner
     /// When the schedules were last looked at.
     var lastScheduleRun: Instant?
+    /// Each snapshot initiated here: its phase, since when, and when it started (for the metrics).
+    var initiatorPhases: [UInt64: (phase: String, since: Instant, started: Instant)] = [:]
 
     /// How often housekeeping runs (restore retransmissions, streamed bytes, takeovers, sync, leases).
     static let housekeepingInterval = Duration.milliseconds(250)
@@ -281,6 +283,7 @@ public actor SnapshotService: Service {
 
     private func housekeeping(now: Instant) async {
         self.initiator.forget(now: now)
+        self.initiatorPhases = self.initiatorPhases.filter { self.initiator.runs[$0.key] != nil }
         for (id, run) in self.participants {
             if let ended = run.ended, ended.duration(to: now) > .seconds(600) {
                 self.participants[id] = nil

@@ -147,6 +147,7 @@ public final class StoreServer: Service, Sendable {
                 open = key
                 try await link.send(.accepted)
             } catch {
+                PeerMetrics.storeRefused()
                 try await link.send(.refused("\(error)"))
             }
         case .chunk(let chunk, let data):
