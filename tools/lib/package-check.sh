@@ -39,7 +39,11 @@ say "systemd-analyze verify of the unit"
 # ExecStart points into the extracted tree (everything else unchanged).
 sed "s|/usr/bin/vnsnap-peer|$WORK/extracted/usr/bin/vnsnap-peer|" \
     "$WORK/extracted/lib/systemd/system/vnsnap-peer.service" >"$WORK/vnsnap-peer.service"
-if ! out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify "$WORK/vnsnap-peer.service" 2>&1); then
+# --man=no: the Documentation= pages are checked above, inside the package (not installed here).
+grep -q '^Documentation=man:vnsnap-peer(1) man:vnsnap-peer.run(1)$' "$WORK/vnsnap-peer.service" ||
+    fail "the unit's Documentation= does not name the packaged pages"
+grep -qx /usr/share/man/man1/vnsnap-peer.run.1.gz <<<"$contents" || fail "vnsnap-peer.run.1.gz is not in the package"
+if ! out=$(SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no "$WORK/vnsnap-peer.service" 2>&1); then
     fail "systemd-analyze verify: $out"
 fi
 # verify prints warnings without failing: any about this unit count.
@@ -49,7 +53,15 @@ echo "    unit verified${out:+ (notes: $(tr '\n' ' ' <<<"$out"))}"
 say "apt resolves its dependencies here"
 apt-get install --simulate --no-install-recommends "$DEB" >"$WORK/apt.log" 2>&1 || { cat "$WORK/apt.log"; fail "apt cannot install it"; }
 grep -q '^Inst vnsnap-peer' "$WORK/apt.log" || { cat "$WORK/apt.log"; fail "apt would not install vnsnap-peer"; }
-echo "    $(grep -c '^Inst' "$WORK/apt.log") packages to install (vnsnap-peer and what it still needs here)"
+echo "    here: $(grep -c '^Inst' "$WORK/apt.log") package(s) to install (vnsnap-peer and what it still needs)"
+# As on a fresh Debian: apt told that nothing is installed must pull QEMU, libsodium and libzstd in.
+: >"$WORK/empty-status"
+apt-get install --simulate --no-install-recommends -o Dir::State::status="$WORK/empty-status" "$DEB" \
+    >"$WORK/apt-fresh.log" 2>&1 || { cat "$WORK/apt-fresh.log"; fail "apt cannot install it on an empty system"; }
+for needed in qemu-system-x86 qemu-utils libsodium23 libzstd1 libsqlite3-0 vnsnap-peer; do
+    grep -q "^Inst $needed " "$WORK/apt-fresh.log" || fail "on an empty system apt would not install $needed"
+done
+echo "    on an empty system: $(grep -c '^Inst' "$WORK/apt-fresh.log") packages, qemu-system-x86, libsodium23 and libzstd1 among them"
 
 say "install, remove and purge in an empty root"
 ROOT=$WORK/root

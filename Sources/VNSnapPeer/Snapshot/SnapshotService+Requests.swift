@@ -86,9 +86,30 @@ extension SnapshotService {
         )
     }
 
+    /// How long a peer that sees no majority waits for an outcome before saying it cannot know it yet.
+    static let minorityOutcomeWait = Duration.seconds(30)
+
     /// The outcome of snapshot `id` as it reaches this peer as a participant (after its initiator was lost).
+    ///
+    /// On the minority side of a partition the outcome is the majority's to decide, and reaches this peer only once
+    /// it is back with them: after `minorityOutcomeWait` without a majority the request ends, saying so, instead of
+    /// waiting out the stream timeout (minutes).
     private func awaitOutcome(_ id: UInt64, until deadline: ContinuousClock.Instant) async throws -> SnapshotManifest {
+        var minoritySince: ContinuousClock.Instant?
         while ContinuousClock.now < deadline {
+            if (try? await self.membership.view())?.initiator == nil {
+                let since = minoritySince ?? .now
+                minoritySince = since
+                if since.duration(to: .now) >= Self.minorityOutcomeWait {
+                    throw SnapshotError(
+                        .timeout,
+                        "this peer sees no majority (cut off?): snapshot \(id)'s outcome is decided on the majority side "
+                            + "and reaches this peer once it is back with them; see `vnsnap-peer list` then"
+                    )
+                }
+            } else {
+                minoritySince = nil
+            }
             if let entry = try await self.catalog.entry(id) {
                 if entry.state == "committed", let manifest = entry.manifest { return manifest }
                 // A peer without VMs may have aborted on its own while a successor committed: it learns the
