@@ -36,10 +36,12 @@ public final class ImageStreamWriter: Sendable {
     /// Listens at `socketPath` and writes what arrives into `store` in `chunkSize`-byte chunks; with `readAhead`
     /// bytes, a second thread drains the socket that far ahead of compression (`ReadAheadQueue`); with
     /// `yielding`, compression runs at nice 10, so it yields the CPU to the guests' vCPUs; with `readBatch` bytes,
-    /// the reader lets that much gather in the socket (sleeping at most 2 ms) before it reads.
+    /// the reader lets that much gather in the socket (sleeping at most 2 ms) before it reads. Chunks are sealed
+    /// with `cipher` before they reach `store` (a store peer only ever holds them sealed).
     public init(
         socketPath: String,
         store: some ChunkSink,
+        cipher: ChunkCipher? = nil,
         chunkSize: Int = 4 << 20,
         readAhead: Int = 0,
         yielding: Bool = false,
@@ -61,6 +63,7 @@ public final class ImageStreamWriter: Sendable {
             Self.receive(
                 listener: fd,
                 store: store,
+                cipher: cipher,
                 chunkSize: chunkSize,
                 readAhead: readAhead,
                 readBatch: readBatch,
@@ -86,6 +89,7 @@ public final class ImageStreamWriter: Sendable {
     private static func receive(
         listener: Int32,
         store: some ChunkSink,
+        cipher: ChunkCipher?,
         chunkSize: Int,
         readAhead: Int,
         readBatch: Int,
@@ -109,7 +113,11 @@ public final class ImageStreamWriter: Sendable {
         func save(_ chunk: (index: Int, bytes: [UInt8])) {
             guard failure == nil else { return }
             do {
-                let (descriptor, stored) = LocalChunkStore.compress(index: chunk.index, raw: chunk.bytes)
+                let (descriptor, stored) = LocalChunkStore.compress(
+                    index: chunk.index,
+                    raw: chunk.bytes,
+                    cipher: cipher
+                )
                 try store.write(descriptor, stored: stored)
                 chunks.append(descriptor)
                 shared.state.withLock {

@@ -16,7 +16,8 @@ public protocol ChunkSink: Sendable {
 }
 
 /// The chunks of one image on the local disk (DESIGN §7): `chunk-NNNNNN.zst` files in one directory, each
-/// compressed with zstd, hashed with BLAKE2b-256 and written durably; every read verifies before use.
+/// compressed with zstd, sealed (`ChunkCipher`), hashed with BLAKE2b-256 and written durably; every read verifies
+/// before use.
 ///
 /// Blocking (file I/O, compression): call it from a thread pool, never from an event loop.
 public struct LocalChunkStore: ChunkSink {
@@ -24,11 +25,14 @@ public struct LocalChunkStore: ChunkSink {
     public let directory: String
     /// What the image is, for errors ("snapshot 7, VM sink").
     public let label: String
+    /// Seals chunks written here and opens those read (`nil`: neither; a sealed chunk then cannot be read).
+    public let cipher: ChunkCipher?
 
-    /// A store in `directory`.
-    public init(directory: String, label: String) {
+    /// A store in `directory`, sealing and opening its chunks with `cipher`.
+    public init(directory: String, label: String, cipher: ChunkCipher? = nil) {
         self.directory = directory
         self.label = label
+        self.cipher = cipher
     }
 
     /// The file of chunk `index`.
@@ -37,19 +41,20 @@ public struct LocalChunkStore: ChunkSink {
         return "\(self.directory)/chunk-\(String(repeating: "0", count: max(0, 6 - digits.count)))\(digits).zst"
     }
 
-    /// Compresses, hashes and durably writes one chunk; returns its descriptor for the manifest.
+    /// Compresses, seals, hashes and durably writes one chunk; returns its descriptor for the manifest.
     public func write(index: Int, raw: [UInt8], level: Int32 = 1) throws(ImageError) -> SnapshotManifest.ChunkDescriptor
     {
-        let (chunk, stored) = Self.compress(index: index, raw: raw, level: level)
+        let (chunk, stored) = Self.compress(index: index, raw: raw, level: level, cipher: self.cipher)
         try self.writeStored(chunk, data: stored)
         return chunk
     }
 
-    /// One chunk compressed and hashed, as stored and sent (blocking).
-    public static func compress(index: Int, raw: [UInt8], level: Int32 = 1) -> (
+    /// One chunk compressed, sealed with `cipher` and hashed, as stored and sent (blocking).
+    public static func compress(index: Int, raw: [UInt8], level: Int32 = 1, cipher: ChunkCipher? = nil) -> (
         SnapshotManifest.ChunkDescriptor, [UInt8]
     ) {
-        let stored = Zstd.compress(raw, level: level)
+        let compressed = Zstd.compress(raw, level: level)
+        let stored = cipher?.seal(compressed, index: index) ?? compressed
         let chunk = SnapshotManifest.ChunkDescriptor(
             index: index,
             rawBytes: UInt64(raw.count),
@@ -79,11 +84,23 @@ public struct LocalChunkStore: ChunkSink {
         }
     }
 
-    /// Reads one chunk, verifies its hash and size, and returns its raw bytes.
+    /// Reads one chunk, verifies its hash and size, opens it, and returns its raw bytes.
     public func read(_ chunk: SnapshotManifest.ChunkDescriptor) throws(ImageError) -> [UInt8] {
         let stored = try self.verified(chunk)
+        let compressed: [UInt8]
+        if let cipher = self.cipher {
+            compressed = try cipher.open(stored, index: chunk.index, label: self.label)
+        } else {
+            guard ChunkCipher.keyID(of: stored) == nil else {
+                throw ImageError(
+                    .corrupt,
+                    "\(self.label), chunk \(chunk.index): sealed, and no key was given to open it"
+                )
+            }
+            compressed = stored
+        }
         do {
-            return try Zstd.decompress(stored, rawSize: Int(chunk.rawBytes))
+            return try Zstd.decompress(compressed, rawSize: Int(chunk.rawBytes))
         } catch {
             throw ImageError(.corrupt, "\(self.label), chunk \(chunk.index): \(error.message)")
         }

@@ -183,6 +183,9 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
         public var replicas: [String]?
         /// The VM's definition (its configured disk), so a restore can run it on another peer when `peer` is lost.
         public var definition: VMDefinition?
+        /// The id of the cluster key its image and channel log were sealed under at rest; `nil`: written unsealed
+        /// (before sealing existed).
+        public var sealedWith: UInt32?
 
         /// Creates an entry.
         public init(
@@ -194,8 +197,10 @@ public struct SnapshotManifest: Sendable, Hashable, Codable {
             disk: [DiskLayer]? = nil,
             diskBacking: DiskBacking? = nil,
             replicas: [String]? = nil,
-            definition: VMDefinition? = nil
+            definition: VMDefinition? = nil,
+            sealedWith: UInt32? = nil
         ) {
+            self.sealedWith = sealedWith
             self.name = name
             self.peer = peer
             self.cut = cut

@@ -37,6 +37,18 @@ struct DaemonServices: Sendable {
             guard let change = request.keyChange else {
                 return ControlResponse(ok: false, error: "keys needs a change (install, use or remove)")
             }
+            // A key that still seals snapshots at rest stays: without it they could not be read.
+            if case .remove(let reference) = change {
+                let sealed = (try? await self.snapshots.snapshotsSealed(withKey: reference)) ?? []
+                if !sealed.isEmpty {
+                    return ControlResponse(
+                        ok: false,
+                        error: "key \(reference) still seals \(sealed.count) snapshot(s) at rest: "
+                            + "\(sealed.prefix(5).joined(separator: ", "))\(sealed.count > 5 ? ", ..." : ""); "
+                            + "delete them first (or keep the key): without it they cannot be restored"
+                    )
+                }
+            }
             do {
                 _ = try await self.membership.change(change)
             } catch {

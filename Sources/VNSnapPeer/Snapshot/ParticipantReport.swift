@@ -25,6 +25,8 @@ struct ParticipantReport: Sendable, Codable, Hashable {
         var replicas: [String]?
         /// The VM as this peer runs it (its configured disk, not an overlay), so it can be restored elsewhere.
         var definition: VMDefinition?
+        /// The cluster key id its chunks were sealed under.
+        var sealedWith: UInt32?
     }
 
     /// The peer's name.
@@ -85,7 +87,8 @@ extension SnapshotManifest {
                         disk: vm.disk,
                         diskBacking: vm.diskBacking,
                         replicas: vm.replicas,
-                        definition: vm.definition
+                        definition: vm.definition,
+                        sealedWith: vm.sealedWith
                     )
                 )
                 channels.append(vm.channel)

@@ -65,7 +65,8 @@ extension SnapshotService {
                     report.log,
                     to: LocalChunkStore(
                         directory: directory + "/channel",
-                        label: "snapshot \(id), VM \(vm), channel log"
+                        label: "snapshot \(id), VM \(vm), channel log",
+                        cipher: self.chunkCipher(id, vm: vm, kind: .channel)
                     )
                 )
                 // Memory targets: the image is in its stores' RAM; the channel log goes there too (and stays here).
@@ -135,7 +136,8 @@ extension SnapshotService {
                             )
                         },
                         replicas: stores.isEmpty ? nil : stores.map(\.name),
-                        definition: self.hosted.definition(vm)
+                        definition: self.hosted.definition(vm),
+                        sealedWith: self.participants[id]?.sealing?.id
                     )
                 )
             }

@@ -154,10 +154,14 @@ extension SnapshotService {
                     }
                     self.participants[id]?.stores[vm] = stores
                     do {
+                        // Made first: it fixes this run's sealing key in `participants`, which the assignment
+                        // below holds exclusively.
+                        let cipher = self.chunkCipher(id, vm: vm, kind: .memory)
                         // Kept at once, so a failure further on cancels it.
                         self.participants[id]?.writers[vm] = try ImageStreamWriter(
                             socketPath: socket,
                             store: uploader,
+                            cipher: cipher,
                             readAhead: self.config.peer.imageReadAhead,
                             yielding: self.config.peer.imageLowPriority,
                             readBatch: self.config.peer.imageReadBatch
@@ -168,10 +172,12 @@ extension SnapshotService {
                     }
                 } else {
                     let store = LocalChunkStore(directory: directory + "/memory", label: "snapshot \(id), VM \(vm)")
+                    let cipher = self.chunkCipher(id, vm: vm, kind: .memory)  // first: see above
                     // Kept at once, so a failure further on cancels it (its thread waits in accept until then).
                     self.participants[id]?.writers[vm] = try ImageStreamWriter(
                         socketPath: socket,
                         store: store,
+                        cipher: cipher,
                         readAhead: self.config.peer.imageReadAhead,
                         yielding: self.config.peer.imageLowPriority,
                         readBatch: self.config.peer.imageReadBatch

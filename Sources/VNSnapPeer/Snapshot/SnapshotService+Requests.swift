@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import VNSnapCore
+import VNSnapCrypto
 
 /// What `vnsnap-peer snapshot`, `list`, `show` and `delete` ask of the local peer.
 extension SnapshotService {
@@ -145,6 +146,18 @@ extension SnapshotService {
             throw SnapshotError(.notFound, "no committed snapshot \(id) (see `vnsnap-peer list`)")
         }
         return manifest
+    }
+
+    /// The committed snapshots (as "ID (name)") whose images are sealed at rest under the installed key named by
+    /// `reference`: removing that key would make them unreadable.
+    public func snapshotsSealed(withKey reference: String) async throws -> [String] {
+        guard let key = try? self.keyring().resolve(reference) else { return [] }
+        return try await self.catalog.list().compactMap { entry in
+            guard let manifest = entry.manifest, manifest.vms.contains(where: { $0.sealedWith == key.keyID }) else {
+                return nil
+            }
+            return "\(entry.id) (\(entry.name))"
+        }
     }
 
     /// Deletes snapshot `id` on every alive member (images and catalog rows); returns the members that did not

@@ -39,9 +39,18 @@ extension SnapshotService {
         guard let memory = try await self.catalog.image(snapshot: manifest.id, vm: vm, kind: .memory),
             let channel = try await self.catalog.image(snapshot: manifest.id, vm: vm, kind: .channel)
         else { throw ImageError(.missing, "\(label): this peer holds no image of it") }
+        // Snapshots written before sealing at rest have no key id: their chunks are read unsealed.
+        let required = manifest.vms.first { $0.name == vm }?.sealedWith != nil
+        let (sealed, channelSealed) = (
+            self.chunkCipher(manifest.id, vm: vm, kind: .memory, requireSealed: required),
+            self.chunkCipher(manifest.id, vm: vm, kind: .channel, requireSealed: required)
+        )
         return (
-            (memory, LocalChunkStore(directory: memory.directory, label: label)),
-            (channel, LocalChunkStore(directory: channel.directory, label: label + ", channel log"))
+            (memory, LocalChunkStore(directory: memory.directory, label: label, cipher: sealed)),
+            (
+                channel,
+                LocalChunkStore(directory: channel.directory, label: label + ", channel log", cipher: channelSealed)
+            )
         )
     }
 

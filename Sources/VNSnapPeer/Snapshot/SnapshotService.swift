@@ -57,6 +57,9 @@ public actor SnapshotService: Service {
         var streamedSentAt: Instant?
         /// Why it was aborted here, once it was.
         var abortReason: String?
+        /// The key its images and channel logs are sealed with at rest, fixed when it starts here (a key rotation
+        /// under way must not seal one VM's image and its channel log under different keys).
+        var sealing: (id: UInt32, bytes: [UInt8])?
     }
 
     let config: PeerConfig
@@ -346,6 +349,26 @@ public actor SnapshotService: Service {
     func monitor(_ vm: String) async -> QMPClient? {
         guard let machine = await self.supervisor.machine(vm) else { return nil }
         return await machine.monitor
+    }
+
+    /// The cipher sealing (and opening) the chunks of `kind` of `vm` in snapshot `id` at rest, under the keyring as
+    /// it is now: new chunks with its primary key, old ones with any key still in it.
+    ///
+    /// A participant seals with the key fixed when the snapshot started here; `requireSealed` refuses chunks written
+    /// unsealed (a snapshot whose manifest says they were sealed).
+    func chunkCipher(_ id: UInt64, vm: String, kind: ImageKind, requireSealed: Bool = true) -> ChunkCipher {
+        let keys = AtRestKeys(keyring: self.keyring(), clusterName: self.config.cluster.name)
+        if self.participants[id] != nil, self.participants[id]?.sealing == nil {
+            self.participants[id]?.sealing = keys.sealing(snapshot: id)
+        }
+        return ChunkCipher(
+            snapshot: id,
+            vm: vm,
+            kind: kind,
+            sealing: self.participants[id]?.sealing ?? keys.sealing(snapshot: id),
+            opening: keys.opening(snapshot: id),
+            requireSealed: requireSealed
+        )
     }
 
     /// Where snapshot `id`'s local files live.

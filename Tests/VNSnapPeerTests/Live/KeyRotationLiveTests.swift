@@ -2,10 +2,12 @@ import Foundation
 import Testing
 import VNSnapCore
 import VNSnapCrypto
+import VNSnapImage
 import VNSnapPeer
 
 /// A cluster-wide key rotation (install, use, remove) with `vnsnap-peer keys` while the 3-VM pipeline streams
-/// through the tunnels, with a third peer that is away for part of it and catches up.
+/// through the tunnels, with a third peer that is away for part of it and catches up; a snapshot sealed at rest
+/// under the old key keeps it from being removed, and restores after the rotation.
 @Suite(.serialized) struct KeyRotationLiveTests {
     static let blocks = 3000
 
@@ -18,7 +20,9 @@ import VNSnapPeer
         )
     }
 
-    @Test func test_keyRotation_whilePipelineStreams_digestIntact_andAnAwayPeerCatchesUp() async throws {
+    @Test func test_keyRotation_whilePipelineStreams_digestIntact_anAwayPeerCatchesUp_andASealedSnapshotKeepsItsKey()
+        async throws
+    {
         if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
         let expected = try LiveEnvironment.expectedDigest(blocks: Self.blocks)
         let cluster = try LiveCluster(hosts: ["h1", "h2", "h3"])
@@ -44,10 +48,25 @@ import VNSnapPeer
                 timeout: .seconds(120)
             )
 
+            // A snapshot before the rotation: its chunks are sealed at rest under the old key.
+            let before = try await cluster.snapshot("h1", violin: "pipeline", mode: .cow, name: "before-rotation")
+            #expect(before.vms.allSatisfy { $0.sealedWith == old.keyID }, "\(before.vms.map(\.sealedWith))")
+            let chunk = "\(cluster.host("h1").directory)/data/snapshots/\(before.id)/sink/memory/chunk-000000.zst"
+            let head = [UInt8]((FileManager.default.contents(atPath: chunk) ?? Data()).prefix(8))
+            #expect(head == ChunkCipher.magic + withUnsafeBytes(of: old.keyID.bigEndian) { Array($0) }, "\(head)")
+
             let install = try await Self.keys(cluster, "h1", ["install", new.base64])
             #expect(install.status == 0, "\(install.output)")
             let use = try await Self.keys(cluster, "h2", ["use", String(new.fingerprint.prefix(12))])
             #expect(use.status == 0, "\(use.output)")
+
+            // The old key still seals that snapshot: removing it is refused, naming it; restoring it works.
+            let early = try await Self.keys(cluster, "h1", ["remove", String(old.fingerprint.prefix(12))])
+            #expect(early.status != 0 && early.output.contains("\(before.id)"), "\(early.output)")
+            try await cluster.restore("h2", id: before.id)
+            let after = try await cluster.snapshot("h2", violin: "pipeline", mode: .cow, name: "after-rotation")
+            #expect(after.vms.allSatisfy { $0.sealedWith == new.keyID })
+            _ = try await cluster.request("h1", ControlRequest(command: "delete", id: before.id))
 
             // h3 returns with its old keyring file (only the old key, generation 0) and is brought up to date.
             try cluster.startPeer("h3", config: h3Config)
