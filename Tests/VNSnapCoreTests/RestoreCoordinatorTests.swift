@@ -247,4 +247,49 @@ import VNSnapCore
         #expect(silent.onTick(now: .ms(29_000)).isEmpty)
         #expect(self.requested(silent.onTick(now: .ms(30_004))).map(\.0) == [.rollback, .rollback])
     }
+
+    @Test func test_aHolderDiesInLoad_theOthersRollBackAtOnce_andTheFailureSaysItDied() {
+        var restore = self.coordinator()
+        _ = restore.start()
+        _ = restore.onMessage(self.answer(.verify, from: F.peers[0]), now: .ms(1))
+        _ = restore.onMessage(self.answer(.verify, from: F.peers[1]), now: .ms(2))
+        #expect(restore.step == .load)
+        // Long before the load's deadline: the dead holder is not waited for, and not asked to roll back.
+        let rollback = restore.holderDown(F.peers[1], now: .ms(3))
+        #expect(self.requested(rollback).map(\.0) == [.rollback])
+        #expect(self.requested(rollback).map(\.1) == [F.peers[0]])
+        let failed = restore.onMessage(self.answer(.rollback, from: F.peers[0]), now: .ms(4))
+        guard case .failed(.load, let reason) = failed.last else {
+            Issue.record("expected a failure in load: \(failed)")
+            return
+        }
+        #expect(reason.contains("\(F.peers[1]) died or left"), "\(reason)")
+        #expect(restore.step == nil && !restore.succeeded)
+        // A late answer from the dead holder changes nothing.
+        #expect(restore.onMessage(self.answer(.rollback, from: F.peers[1]), now: .ms(5)).isEmpty)
+    }
+
+    @Test func test_aHolderDiesInVerify_failsAtOnce_andOneDyingInSwitchOver_letsTheOthersResume() {
+        var early = self.coordinator()
+        _ = early.start()
+        #expect(early.holderDown(F.peers[0], now: .ms(1)) == [.failed(.verify, "\(F.peers[0]) died or left")])
+        // A stranger's death means nothing.
+        var late = self.coordinator()
+        _ = late.start()
+        #expect(late.holderDown(PeerID(name: "stranger"), now: .ms(1)).isEmpty)
+        for step in [RestoreStep.verify, .load, .pause] {
+            _ = late.onMessage(self.answer(step, from: F.peers[0]), now: .ms(2))
+            _ = late.onMessage(self.answer(step, from: F.peers[1]), now: .ms(2))
+        }
+        #expect(late.step == .switchOver)
+        _ = late.onMessage(self.answer(.switchOver, from: F.peers[0]), now: .ms(3))
+        let resume = late.holderDown(F.peers[1], now: .ms(4))
+        #expect(self.requested(resume).map(\.1) == [F.peers[0]], "only the holder still there is resumed")
+        let done = late.onMessage(self.answer(.resume, from: F.peers[0]), now: .ms(5))
+        guard case .failed(.switchOver, let reason) = done.last else {
+            Issue.record("expected the switch-over failure reported after the resume: \(done)")
+            return
+        }
+        #expect(reason.contains("died or left"), "\(reason)")
+    }
 }

@@ -48,6 +48,8 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
     /// While rolling back, or resuming after a failed switch-over: the step that failed, and why.
     public private(set) var failure: (step: RestoreStep, reason: String)?
     var answers: [PeerID: [UInt8]] = [:]
+    /// Holders that died or left during the restore: no answer is waited for from them.
+    public private(set) var departed: Set<PeerID> = []
     /// Rollback answers that said a VM could not be put back.
     var rollbackProblems: [String] = []
     var deadline: Instant
@@ -93,21 +95,55 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
 
     /// An answer from a holder; answers to other runs or steps, or from others, are ignored.
     public mutating func onMessage(_ message: SnapshotMessage, now: Instant) -> [Directive] {
-        guard message.key.id == self.key.id, self.holders.contains(message.from), let current = self.step,
+        guard message.key.id == self.key.id, self.holders.contains(message.from), !self.departed.contains(message.from),
+            let current = self.step,
             case .restoreAnswer(let run, let step, let ok, let reason, let blob) = message.body,
             run == self.run, step == current, self.answers[message.from] == nil, !self.awaitingOwners
         else { return [] }
         if current == .rollback {
             if !ok { self.rollbackProblems.append(reason.isEmpty ? "\(message.from) could not roll back" : reason) }
             self.answers[message.from] = blob
-            return self.answers.count == self.holders.count ? self.rolledBack(missing: []) : []
+            return self.allAnswered ? self.rolledBack(missing: self.departed.sorted()) : []
         }
         let why = reason.isEmpty ? "\(message.from) refused \(current)" : reason
         guard ok || current == .switchOver else { return self.fail(current, why, now: now) }
         // Resumed anyway once every holder has answered: a holder still switching over must not be resumed.
         if !ok { self.switchOverFailed(why) }
         self.answers[message.from] = blob
-        guard self.answers.count == self.holders.count else { return [] }
+        return self.advanceIfAllAnswered(now: now)
+    }
+
+    /// Holder `peer` died or left: a restore still before its switch-over fails at once (rolled back by the others
+    /// from `load` on) instead of waiting out the step's deadline; past it, what switched over runs and the others
+    /// resume; a rollback stops waiting for it.
+    public mutating func holderDown(_ peer: PeerID, now: Instant) -> [Directive] {
+        guard self.holders.contains(peer), !self.departed.contains(peer), let current = self.step else { return [] }
+        self.departed.insert(peer)
+        self.answers[peer] = nil
+        let why = "\(peer) died or left"
+        switch current {
+        case .rollback:
+            return self.allAnswered ? self.rolledBack(missing: self.departed.sorted()) : []
+        case .switchOver, .resume:
+            self.switchOverFailed(why)
+            return self.advanceIfAllAnswered(now: now)
+        default:
+            guard !self.awaitingOwners else {
+                self.awaitingOwners = false
+                return self.fail(.pause, why, now: now)
+            }
+            return self.fail(current, why, now: now)
+        }
+    }
+
+    /// Every holder still there has answered this step.
+    private var allAnswered: Bool {
+        self.holders.subtracting(self.departed).isSubset(of: self.answers.keys)
+    }
+
+    /// The step is done once every holder still there answered: the next one begins (or the restore ends).
+    private mutating func advanceIfAllAnswered(now: Instant) -> [Directive] {
+        guard let current = self.step, self.allAnswered else { return [] }
         let done: [Directive] = [.stepDone(current, self.answers)]
         self.answers = [:]
         guard let index = RestoreStep.forward.firstIndex(of: current), index + 1 < RestoreStep.forward.count else {
@@ -147,10 +183,10 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
             return self.ownersRefused("the initiator did not answer", now: now)
         }
         guard let current = self.step else { return [] }
-        let missing = self.holders.subtracting(self.answers.keys)
+        let missing = self.holders.subtracting(self.answers.keys).subtracting(self.departed)
         if now >= self.deadline {
             let names = missing.sorted().map(\.description).joined(separator: ", ")
-            if current == .rollback { return self.rolledBack(missing: missing.sorted()) }
+            if current == .rollback { return self.rolledBack(missing: missing.union(self.departed).sorted()) }
             let reason = "no answer in step \(current) from \(names)"
             guard current == .switchOver else { return self.fail(current, reason, now: now) }
             // Past the point of return: those that switched over run; a late one resumes when its step ends.
@@ -167,7 +203,7 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         self.answers = [:]
         self.deadline = now.advanced(by: self.timeouts[step] ?? .seconds(300))
         self.nextRetransmit = now.advanced(by: self.retransmitInterval)
-        return self.request(to: self.holders)
+        return self.request(to: self.holders.subtracting(self.departed))
     }
 
     /// Notes why the switch-over failed (after any earlier reason): reported once the resume has run.
@@ -193,10 +229,16 @@ public struct RestoreCoordinator<Instant: InstantProtocol>: Sendable where Insta
         if missing.isEmpty, self.rollbackProblems.isEmpty {
             outcome = "rolled back: every VM runs as it did before the restore"
         } else {
-            outcome = "rollback incomplete"
-            if !missing.isEmpty {
+            let silent = missing.filter { !self.departed.contains($0) }
+            let gone = missing.filter { self.departed.contains($0) }
+            outcome = silent.isEmpty && self.rollbackProblems.isEmpty ? "rolled back" : "rollback incomplete"
+            if !silent.isEmpty {
                 outcome +=
-                    " (no answer from \(missing.map(\.description).joined(separator: ", ")); they roll back on their own when the restorer is silent)"
+                    " (no answer from \(silent.map(\.description).joined(separator: ", ")); they roll back on their own when the restorer is silent)"
+            }
+            if !gone.isEmpty {
+                outcome +=
+                    " (\(gone.map(\.description).joined(separator: ", ")) died or left: nothing of the restore runs there)"
             }
             if !self.rollbackProblems.isEmpty { outcome += ": " + self.rollbackProblems.joined(separator: "; ") }
         }

@@ -143,6 +143,13 @@ extension SnapshotService {
         for (id, directives) in self.initiator.participantDown(PeerID(name: name), reason: reason, now: .now) {
             await self.executeInitiator(id, directives)
         }
+        // A restore asked here whose holder is gone fails (rolled back) now, not at its step's deadline.
+        for run in Array(self.restores.keys) {
+            guard var current = self.restores[run] else { continue }
+            let directives = current.coordinator.holderDown(PeerID(name: name), now: .now)
+            self.restores[run] = current
+            await self.executeRestore(run, directives)
+        }
         await self.takeOverOrphans()
     }
 
