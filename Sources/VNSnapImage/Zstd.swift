@@ -17,6 +17,14 @@ public enum Zstd {
         return output
     }
 
+    /// The size a frame says it expands to (`compress` writes it), if it says.
+    public static func contentSize(_ input: [UInt8]) -> Int? {
+        let size = input.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, input.count) }
+        // ZSTD_CONTENTSIZE_UNKNOWN and ZSTD_CONTENTSIZE_ERROR are the two largest values.
+        guard size < UInt64.max - 1, size <= UInt64(Int.max) else { return nil }
+        return Int(size)
+    }
+
     /// Decompresses `input`, which must expand to exactly `rawSize` bytes.
     public static func decompress(_ input: [UInt8], rawSize: Int) throws(ImageError) -> [UInt8] {
         var output = [UInt8](repeating: 0, count: rawSize)

@@ -8,7 +8,7 @@ struct BenchCommand: AsyncParsableCommand {
         abstract: "Load generators and benchmarks for vnsnap-peer.",
         subcommands: [
             InjectCommand.self, SwitchAloneCommand.self, SimulateCommand.self, MembershipBenchCommand.self,
-            ImageWriterCommand.self, StoreSpliceCommand.self,
+            ImageWriterCommand.self, StoreSpliceCommand.self, UnsealCommand.self,
         ]
     )
 }
