@@ -50,20 +50,23 @@ public struct ChunkCipher: Sendable {
         randombytes_buf(&nonce, 24)
         let header = Self.magic + withUnsafeBytes(of: id.bigEndian) { Array($0) } + nonce
         let associated = self.associatedData(index: index, header: header)
-        var sealed = [UInt8](repeating: 0, count: compressed.count + 16)
-        var length: UInt64 = 0
-        _ = crypto_aead_xchacha20poly1305_ietf_encrypt(
-            &sealed,
-            &length,
-            compressed,
-            UInt64(compressed.count),
-            associated,
-            UInt64(associated.count),
-            nil,
-            nonce,
-            key
-        )
-        return header + sealed.prefix(Int(length))
+        // One buffer, sealed in place after the header: a chunk is megabytes, and every copy of it costs.
+        return [UInt8](unsafeUninitializedCapacity: 32 + compressed.count + 16) { buffer, count in
+            _ = buffer.initialize(from: header)
+            var length: UInt64 = 0
+            _ = crypto_aead_xchacha20poly1305_ietf_encrypt(
+                buffer.baseAddress! + 32,  // !-safe, allocated above
+                &length,
+                compressed,
+                UInt64(compressed.count),
+                associated,
+                UInt64(associated.count),
+                nil,
+                nonce,
+                key
+            )
+            count = 32 + Int(length)
+        }
     }
 
     /// The zstd frame of stored chunk `index`: opened if sealed, as it is if not (unless sealing is required).
@@ -85,24 +88,29 @@ public struct ChunkCipher: Sendable {
         }
         let header = Array(stored.prefix(32))
         let associated = self.associatedData(index: index, header: header)
-        let sealed = Array(stored.dropFirst(32))
-        var opened = [UInt8](repeating: 0, count: sealed.count)
-        var length: UInt64 = 0
-        let result = crypto_aead_xchacha20poly1305_ietf_decrypt(
-            &opened,
-            &length,
-            nil,
-            sealed,
-            UInt64(sealed.count),
-            associated,
-            UInt64(associated.count),
-            Array(header[8..<32]),
-            key
-        )
+        let nonce = Array(header[8..<32])
+        var result: Int32 = -1
+        let opened = [UInt8](unsafeUninitializedCapacity: stored.count - 32) { buffer, count in
+            var length: UInt64 = 0
+            result = stored.withUnsafeBufferPointer { sealed in
+                crypto_aead_xchacha20poly1305_ietf_decrypt(
+                    buffer.baseAddress,
+                    &length,
+                    nil,
+                    sealed.baseAddress! + 32,  // !-safe, at least `overhead` bytes (keyID(of:) checked)
+                    UInt64(sealed.count - 32),
+                    associated,
+                    UInt64(associated.count),
+                    nonce,
+                    key
+                )
+            }
+            count = result == 0 ? Int(length) : 0
+        }
         guard result == 0 else {
             throw ImageError(.corrupt, "\(label), chunk \(index): does not open (altered, moved, or another key)")
         }
-        return Array(opened.prefix(Int(length)))
+        return opened
     }
 
     private func associatedData(index: Int, header: [UInt8]) -> [UInt8] {
