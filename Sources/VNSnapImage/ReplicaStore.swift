@@ -65,12 +65,25 @@ public final class ReplicaStore: Sendable {
     /// One flush at a time (the background flusher and the one at shutdown).
     private let flushing = Mutex(())
 
+    /// Replicas found incomplete on disk at start (no chunk list: an upload or a flush cut short by a crash) and
+    /// removed, as `SNAPSHOT/VM/KIND`.
+    public let discardedAtStart: [String]
+
     /// A store keeping at most `ramBudget` bytes in RAM, flushing into `directory`. Replicas already on disk
-    /// there (from before a restart) are found again.
+    /// there (from before a restart) are found again; incomplete ones are removed (nothing would ever read or drop
+    /// them: a store only knows replicas by their chunk lists).
     public init(directory: String, ramBudget: UInt64) {
         self.directory = directory
         self.ramBudget = ramBudget
-        let found = Self.scan(directory)
+        let (found, incomplete) = Self.scan(directory)
+        for path in incomplete {
+            try? FileManager.default.removeItem(atPath: "\(directory)/\(path)")
+            // Its VM's and snapshot's directories too, when nothing else is left in them (rmdir only takes empty ones).
+            let parts = path.split(separator: "/")
+            rmdir("\(directory)/\(parts[0])/\(parts[1])")
+            rmdir("\(directory)/\(parts[0])")
+        }
+        self.discardedAtStart = incomplete
         self.state.withLock { state in
             for (key, chunks) in found {
                 state.entries[key] = Entry(chunks: chunks, reserved: 0, sealed: true, onDisk: true)
@@ -266,23 +279,34 @@ public final class ReplicaStore: Sendable {
         )
     }
 
-    /// Replicas flushed before a restart: every `SNAPSHOT/VM/KIND/chunks.json` under `directory`.
-    private static func scan(_ directory: String) -> [ReplicaKey: [SnapshotManifest.ChunkDescriptor]] {
+    /// Replicas flushed before a restart: every `SNAPSHOT/VM/KIND/chunks.json` under `directory`; and the
+    /// `SNAPSHOT/VM/KIND` directories without a readable one (incomplete).
+    private static func scan(_ directory: String) -> (
+        found: [ReplicaKey: [SnapshotManifest.ChunkDescriptor]], incomplete: [String]
+    ) {
         var found: [ReplicaKey: [SnapshotManifest.ChunkDescriptor]] = [:]
+        var incomplete: [String] = []
         let files = FileManager.default
         for snapshot in (try? files.contentsOfDirectory(atPath: directory)) ?? [] {
             guard let id = UInt64(snapshot) else { continue }
             for vm in (try? files.contentsOfDirectory(atPath: "\(directory)/\(snapshot)")) ?? [] {
                 for kind in ImageKind.allCases {
-                    let list = "\(directory)/\(snapshot)/\(vm)/\(kind.rawValue)/chunks.json"
-                    guard let data = files.contents(atPath: list),
-                        let chunks = try? JSONDecoder().decode([SnapshotManifest.ChunkDescriptor].self, from: data)
+                    let path = "\(snapshot)/\(vm)/\(kind.rawValue)"
+                    var isDirectory: ObjCBool = false
+                    guard files.fileExists(atPath: "\(directory)/\(path)", isDirectory: &isDirectory),
+                        isDirectory.boolValue
                     else { continue }
+                    guard let data = files.contents(atPath: "\(directory)/\(path)/chunks.json"),
+                        let chunks = try? JSONDecoder().decode([SnapshotManifest.ChunkDescriptor].self, from: data)
+                    else {
+                        incomplete.append(path)
+                        continue
+                    }
                     found[ReplicaKey(snapshot: id, vm: vm, kind: kind)] = chunks
                 }
             }
         }
-        return found
+        return (found, incomplete.sorted())
     }
 
 }

@@ -133,4 +133,25 @@ import VNSnapImage
             #expect(error.code == .corrupt && error.message.contains("snapshot 9, VM sink, channel log, chunk 0"))
         }
     }
+
+    @Test func test_restartAfterACrashMidFlush_removesTheIncompleteReplica_andKeepsTheWholeOnes() throws {
+        defer { try? FileManager.default.removeItem(atPath: self.directory) }
+        let store = ReplicaStore(directory: self.directory, ramBudget: 8 * Self.mib)
+        try self.fill(store, Self.key, Self.chunks(2))
+        #expect(try store.flush() == 1)
+        #expect(store.discardedAtStart.isEmpty)
+        // What a crash leaves: chunk files of a replica of the same snapshot (its channel log) and of another
+        // snapshot, without their chunk lists.
+        let files = FileManager.default
+        for path in ["7/sink/channel", "8/relay/memory"] {
+            try files.createDirectory(atPath: "\(self.directory)/\(path)", withIntermediateDirectories: true)
+            try Data([1, 2, 3]).write(to: URL(fileURLWithPath: "\(self.directory)/\(path)/chunk-000000.zst"))
+        }
+        let restarted = ReplicaStore(directory: self.directory, ramBudget: 8 * Self.mib)
+        #expect(restarted.discardedAtStart == ["7/sink/channel", "8/relay/memory"])
+        #expect(!files.fileExists(atPath: "\(self.directory)/7/sink/channel"))
+        #expect(!files.fileExists(atPath: "\(self.directory)/8"), "an emptied snapshot directory goes too")
+        #expect(restarted.usage().replicas.map(\.key) == [Self.key], "the whole replica stays")
+        #expect(try restarted.chunks(Self.key).count == 2)
+    }
 }

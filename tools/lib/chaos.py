@@ -384,8 +384,10 @@ class Runner:
                             found.append(f"{host}/{root}/{name}")
             return found
 
-        # A store drops the replicas of a snapshot aborted for 60 s (StoreService.abortGrace), checked every 5 s.
-        if self.wait(90, lambda: "ok" if not left() else None) is None:
+        # A store drops the replicas of a snapshot aborted for 60 s (StoreService.abortGrace), checked every 5 s,
+        # counted from when it learns of the abort: a store restarted at healing learns it by catalog sync (up to
+        # 15 s), and the catalogs may agree before it has.
+        if self.wait(120, lambda: "ok" if not left() else None) is None:
             states = {i: {h: c.get(i) for h, c in catalogs.items()} for i in sorted(gone)}
             self.broken(f"files of deleted or aborted snapshots survive a sync period: {left()}; catalogs: {states}")
         committed = sorted(i for i, s in catalogs[HOSTS[0]].items() if s == "committed")

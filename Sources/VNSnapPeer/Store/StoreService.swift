@@ -53,6 +53,12 @@ public final class StoreService: Service, Sendable {
             directory: config.peer.dataDirectory + "/replicas",
             ramBudget: config.peer.storeCapacity
         )
+        if !self.store.discardedAtStart.isEmpty {
+            logger.notice(
+                "Removed replicas left incomplete by an earlier run (no chunk list: cut short by a crash)",
+                metadata: ["store.discarded": "\(self.store.discardedAtStart)"]
+            )
+        }
         self.server = try await StoreServer.bind(
             host: config.peer.bind.host,
             port: Self.port(tunnelPort: tunnelPort),
