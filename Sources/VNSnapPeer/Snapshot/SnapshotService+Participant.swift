@@ -30,7 +30,11 @@ extension SnapshotService {
         plan.vms[self.me] = self.hosted.names(on: message.key.violin).filter { !self.supervisor.hasMoved($0) }
         let local = SnapshotMessage(key: message.key, from: message.from, body: .prepare(plan))
         let machine = SnapshotParticipant<Instant>(prepare: local, me: self.me, settings: self.settings)
-        self.participants[id] = ParticipantRun(machine: machine, plan: plan)
+        self.participants[id] = ParticipantRun(
+            machine: machine,
+            plan: plan,
+            sealing: AtRestKeys(keyring: self.keyring(), clusterName: self.config.cluster.name).sealing(snapshot: id)
+        )
         await self.executeParticipant(id, machine.start())
     }
 
@@ -154,8 +158,7 @@ extension SnapshotService {
                     }
                     self.participants[id]?.stores[vm] = stores
                     do {
-                        // Made first: it fixes this run's sealing key in `participants`, which the assignment
-                        // below holds exclusively.
+                        // Read before the assignment below, which holds `participants` exclusively.
                         let cipher = self.chunkCipher(id, vm: vm, kind: .memory)
                         // Kept at once, so a failure further on cancels it.
                         self.participants[id]?.writers[vm] = try ImageStreamWriter(
@@ -172,7 +175,7 @@ extension SnapshotService {
                     }
                 } else {
                     let store = LocalChunkStore(directory: directory + "/memory", label: "snapshot \(id), VM \(vm)")
-                    let cipher = self.chunkCipher(id, vm: vm, kind: .memory)  // first: see above
+                    let cipher = self.chunkCipher(id, vm: vm, kind: .memory)  // before the assignment: see above
                     // Kept at once, so a failure further on cancels it (its thread waits in accept until then).
                     self.participants[id]?.writers[vm] = try ImageStreamWriter(
                         socketPath: socket,

@@ -10,11 +10,12 @@ extension SnapshotService {
 
     /// Carries out what the schedules ask for now.
     func runSchedules() async {
+        // Only the initiator takes and prunes: the others need not read the catalog every interval.
         guard !self.schedules.schedules.isEmpty, let view = try? await self.membership.view(),
-            let catalog = await self.scheduleCatalog()
+            view.initiator == self.me, let catalog = await self.scheduleCatalog()
         else { return }
         let now = Self.wallNanoseconds() / 1_000_000_000
-        for action in self.schedules.tick(wallSeconds: now, isInitiator: view.initiator == self.me, catalog: catalog) {
+        for action in self.schedules.tick(wallSeconds: now, isInitiator: true, catalog: catalog) {
             switch action {
             case .take(let name, let slot, let snapshotName):
                 guard let schedule = self.schedules.schedules.first(where: { $0.name == name }) else { continue }

@@ -59,7 +59,7 @@ public actor SnapshotService: Service {
         var abortReason: String?
         /// The key its images and channel logs are sealed with at rest, fixed when it starts here (a key rotation
         /// under way must not seal one VM's image and its channel log under different keys).
-        var sealing: (id: UInt32, bytes: [UInt8])?
+        var sealing: (id: UInt32, bytes: [UInt8])? = nil
     }
 
     let config: PeerConfig
@@ -358,9 +358,6 @@ public actor SnapshotService: Service {
     /// unsealed (a snapshot whose manifest says they were sealed).
     func chunkCipher(_ id: UInt64, vm: String, kind: ImageKind, requireSealed: Bool = true) -> ChunkCipher {
         let keys = AtRestKeys(keyring: self.keyring(), clusterName: self.config.cluster.name)
-        if self.participants[id] != nil, self.participants[id]?.sealing == nil {
-            self.participants[id]?.sealing = keys.sealing(snapshot: id)
-        }
         return ChunkCipher(
             snapshot: id,
             vm: vm,
