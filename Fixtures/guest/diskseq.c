@@ -3,7 +3,8 @@
  *   diskseq DEVICE COUNT PACE_MS   for k = 1 ... COUNT: checks that block k of DEVICE is still empty and
  *                                  block k-1 holds k-1, then writes k into block k (O_DIRECT | O_SYNC, so the
  *                                  checks read the disk, not the guest's page cache); PACE_MS apart, paced by
- *                                  spinning (a TCG guest's sleeps are coarse)
+ *                                  spinning (a TCG guest's sleeps are coarse); at the end, reads every block
+ *                                  back
  *
  * The loop counter lives in memory, the blocks on the disk. A VM restored from memory of one instant and a disk
  * of another fails a check: a disk newer than the memory has block k written already, an older one lacks
@@ -74,6 +75,15 @@ int main(int argc, char **argv) {
         }
         next += pace * 1000000LL;
         while (now_ns() < next) {
+        }
+    }
+    /* The whole run read back: a disk that lost an earlier write (a layer merged away wrongly) shows here. */
+    for (long k = 1; k <= count; k++) {
+        long value = read_record(fd, block, k);
+        if (value != k) {
+            printf("VNSNAP disk verdict=lost at=%ld block=%ld\n", k, value);
+            fflush(stdout);
+            return 1;
         }
     }
     printf("VNSNAP disk verdict=ok count=%ld\n", count);

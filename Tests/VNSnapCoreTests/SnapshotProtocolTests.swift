@@ -161,6 +161,31 @@ extension SnapshotInitiatorTests {
         #expect(initiator.phase == .aborting)
         #expect(initiator.abortReason?.message.contains("QMP stop failed") == true)
     }
+
+    @Test func test_streaming_markerResentToTheNotYetDurable_aRestartedParticipantsFailureAborts() {
+        var initiator = self.started()
+        for peer in F.peers {
+            _ = initiator.onMessage(F.message(.prepared(ok: true, reason: nil), from: peer), now: .ms(1))
+        }
+        _ = initiator.onMessage(
+            F.message(.cutDone([F.report("sink"), F.report("source")]), from: F.peers[0]),
+            now: .ms(2)
+        )
+        _ = initiator.onMessage(F.message(.cutDone([F.report("relay")]), from: F.peers[1]), now: .ms(3))
+        _ = initiator.onMessage(F.message(.durable([]), from: F.peers[0]), now: .ms(4))
+        #expect(initiator.phase == .streaming)
+        // Only h2 is not durable yet: the marker goes to it alone, again and again.
+        let resent = initiator.onTick(now: .ms(1_000)).sent
+        #expect(resent.count == 1 && resent.first?.1 == F.peers[1])
+        #expect(resent.contains { if case .cut = $0.0 { true } else { false } })
+        // h2 restarted since it prepared: it answers the marker with a failure, and the snapshot aborts at once.
+        _ = initiator.onMessage(
+            F.message(.failed("h2 has no record of snapshot 7"), from: F.peers[1]),
+            now: .ms(2_000)
+        )
+        #expect(initiator.phase == .aborting)
+        #expect(initiator.abortReason?.message.contains("no record") == true)
+    }
 }
 
 extension SnapshotParticipantTests {

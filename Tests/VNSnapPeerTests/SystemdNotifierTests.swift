@@ -1,6 +1,7 @@
 import Foundation
 import Testing
-import VNSnapPeer
+
+@testable import VNSnapPeer
 
 #if canImport(Glibc)
 import Glibc
@@ -11,12 +12,9 @@ import Glibc
     /// A bound unix datagram socket standing for systemd's; returns its fd.
     static func listen(_ name: String) throws -> Int32 {
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        var bytes = Array(name.utf8)
-        if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes.first == 0 ? 0 : 1))
+        let resolved = try UnixDatagramSocket.addressAndLength(name)
+        var address = resolved.address
+        let length = resolved.length
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
         }

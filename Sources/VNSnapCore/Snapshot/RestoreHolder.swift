@@ -68,6 +68,11 @@ public struct RestoreHolder<Instant: InstantProtocol>: Sendable where Instant.Du
         self.runs.values.contains { $0.key.id == snapshot && $0.unsettled && !$0.rolledBack }
     }
 
+    /// Whether no restore has VMs loaded or paused here, or a step running.
+    public var isSettled: Bool {
+        !self.runs.values.contains { $0.unsettled }
+    }
+
     /// The key of the snapshot restore `run` restores, once asked.
     public func key(of run: UInt64) -> SnapshotKey? {
         self.runs[run]?.key

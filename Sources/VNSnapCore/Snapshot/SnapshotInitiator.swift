@@ -218,7 +218,14 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
                     self.holdings[$0] == nil || self.holdings[$0] == .streaming
                 }
                 directives += self.request(.inquire(term: self.takeoverTerm ?? self.key.term), to: Set(asked))
-            case .streaming, .writingManifest, .committed, .aborted: break
+            case .streaming:
+                // The marker again to those not durable yet: they answer it idempotently, and one that restarted
+                // since (its part lost) answers that it failed, rather than leaving this to the stream's deadline.
+                directives += self.request(
+                    .cut(holders: self.holders),
+                    to: self.plan.participants.subtracting(self.durable)
+                )
+            case .writingManifest, .committed, .aborted: break
             }
         }
         directives.append(.scheduleTick(at: self.nextDeadline))

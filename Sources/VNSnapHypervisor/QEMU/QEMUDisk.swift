@@ -70,9 +70,101 @@ public enum QEMUDisk {
         )
     }
 
+    /// Copies into `file` what it reads from its backing files above `base`, and makes it rest on `base`, with
+    /// no VM running on it (`qemu-img rebase` in safe mode: the guest reads the same before and after; stopped
+    /// half-way, the file still rests on its old backing file). Blocking: off event loops. `started` receives the
+    /// process id, so the merge can be stopped.
+    public static func rebase(
+        _ file: String,
+        onto base: VMDefinition.Disk,
+        qemuImg: String = "qemu-img",
+        started: @Sendable (Int32) -> Void = { _ in }
+    ) throws {
+        _ = try Self.run(
+            qemuImg,
+            ["rebase", "-f", "qcow2", "-b", base.path, "-F", base.format, file],
+            "rebase \(file) onto \(base.path)",
+            started: started
+        )
+    }
+
+    /// On a running VM: copies into the layer `into` of its disk what it reads from the layers between it and
+    /// `base`, then makes it rest on `base` (a `block-stream` job named `job`; the guest goes on meanwhile).
+    /// Returns when the job has ended (a failed one throws); a job cancelled (as soon as `stop` says so) leaves
+    /// `into` on its old backing file, which its header tells.
+    public static func stream(
+        _ monitor: QMPClient,
+        into: String,
+        base: String,
+        job: String,
+        stop: @Sendable () -> Bool = { false }
+    ) async throws {
+        let nodes = try await monitor.execute("query-named-block-nodes", arguments: ["flat": .bool(true)])
+        var byFile: [String: String] = [:]
+        for node in nodes.arrayValue ?? [] where node["drv"]?.stringValue != "file" {
+            if let file = node["file"]?.stringValue, let name = node["node-name"]?.stringValue { byFile[file] = name }
+        }
+        guard let top = byFile[into], let bottom = byFile[base] else {
+            throw QMPError(
+                .commandFailed,
+                "block-stream: \(byFile[into] == nil ? into : base) is not a layer of the VM's disk"
+            )
+        }
+        _ = try await monitor.execute(
+            "block-stream",
+            arguments: [
+                "job-id": .string(job), "device": .string(top), "base-node": .string(bottom),
+                "auto-dismiss": .bool(false),
+            ]
+        )
+        var cancelled = false
+        while true {
+            if !cancelled, stop() {
+                cancelled = true
+                await Self.cancel(monitor, job: job)
+            }
+            let jobs = try await monitor.execute("query-jobs")
+            guard let state = (jobs.arrayValue ?? []).first(where: { $0["id"]?.stringValue == job }) else {
+                throw QMPError(.commandFailed, "block-stream \(job): the job is gone")
+            }
+            if state["status"]?.stringValue == "concluded" {
+                _ = try? await monitor.execute("job-dismiss", arguments: ["id": .string(job)])
+                if let error = state["error"]?.stringValue {
+                    throw QMPError(.commandFailed, "block-stream into \(into): \(error)")
+                }
+                return
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+    }
+
+    /// Whether a job whose id starts with `prefix` runs on the VM (concluded ones are dismissed).
+    public static func jobRuns(_ monitor: QMPClient, prefix: String) async throws -> Bool {
+        var runs = false
+        for job in try await monitor.execute("query-jobs").arrayValue ?? [] {
+            guard let id = job["id"]?.stringValue, id.hasPrefix(prefix) else { continue }
+            if job["status"]?.stringValue == "concluded" {
+                _ = try? await monitor.execute("job-dismiss", arguments: ["id": .string(id)])
+            } else {
+                runs = true
+            }
+        }
+        return runs
+    }
+
+    /// Cancels the block job `job` (a cancelled stream leaves its layer on its old backing file, reading the same).
+    public static func cancel(_ monitor: QMPClient, job: String) async {
+        _ = try? await monitor.execute("block-job-cancel", arguments: ["device": .string(job)])
+    }
+
     /// Runs `qemu-img` with `arguments` and returns its standard output; a failure throws with its message,
     /// `what` naming the operation.
-    private static func run(_ qemuImg: String, _ arguments: [String], _ what: String) throws -> Data {
+    private static func run(
+        _ qemuImg: String,
+        _ arguments: [String],
+        _ what: String,
+        started: @Sendable (Int32) -> Void = { _ in }
+    ) throws -> Data {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = [qemuImg] + arguments
@@ -80,6 +172,7 @@ public enum QEMUDisk {
         process.standardOutput = output
         process.standardError = errors
         try process.run()
+        started(process.processIdentifier)
         let data = output.fileHandleForReading.readDataToEndOfFile()
         let message = errors.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()

@@ -20,15 +20,11 @@ public struct SystemdNotifier: Sendable {
     /// Sends `fields` (`READY=1`, `STATUS=…`, one per line); throws if the socket cannot be reached.
     public func notify(_ fields: [String]) throws {
         guard let path = self.socketPath else { return }
-        var address = sockaddr_un()
-        address.sun_family = sa_family_t(AF_UNIX)
-        var bytes = Array(path.utf8)
-        if bytes.first == UInt8(ascii: "@") { bytes[0] = 0 }
-        guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
+        guard let resolved = try? UnixDatagramSocket.addressAndLength(path) else {
             throw SystemdNotifierError(message: "NOTIFY_SOCKET \(path) is longer than a socket path can be")
         }
-        withUnsafeMutableBytes(of: &address.sun_path) { $0.copyBytes(from: bytes) }
-        let length = socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (bytes.first == 0 ? 0 : 1))
+        var address = resolved.address
+        let length = resolved.length
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SystemdNotifierError(message: "socket: \(String(cString: strerror(errno)))") }
         defer { close(fd) }

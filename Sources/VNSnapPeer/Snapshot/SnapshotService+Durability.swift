@@ -183,26 +183,6 @@ extension SnapshotService {
         await self.executeParticipant(id, directives)
     }
 
-    /// The manifest's layers of a disk frozen at a cut, hashed on the thread pool (each frozen file once: it is
-    /// never written again); `nil` for a VM without a disk.
-    private func describeDisk(_ chain: [VMDefinition.Disk], vm: String) async throws -> [SnapshotManifest.DiskLayer]? {
-        guard !chain.isEmpty else { return nil }
-        var layers: [SnapshotManifest.DiskLayer] = []
-        for file in chain {
-            if let known = self.frozenDigests[file.path] {
-                layers.append(known)
-                continue
-            }
-            let (bytes, digest) = try await NIOThreadPool.singleton.runIfActive {
-                try FileDigest.of(file.path, label: "VM \(vm), disk")
-            }
-            let layer = SnapshotManifest.DiskLayer(path: file.path, format: file.format, bytes: bytes, digest: digest)
-            self.frozenDigests[file.path] = layer
-            layers.append(layer)
-        }
-        return layers
-    }
-
     /// Compresses and writes a channel log on the thread pool; returns its chunks.
     private static func writeChannelLog(_ frames: [[UInt8]], to store: LocalChunkStore) async throws
         -> [SnapshotManifest.ChunkDescriptor]
@@ -293,6 +273,8 @@ extension SnapshotService {
     func deleteLocally(_ id: UInt64) async {
         _ = try? await self.catalog.delete(id)
         await Self.removeFiles(self.directory(id))
+        // Its disk layers are merged away on the next housekeeping.
+        self.lastDiskPass = nil
     }
 
     /// Removes a directory tree on the thread pool (an image can be hundreds of files).

@@ -35,6 +35,8 @@ extension SnapshotService {
             plan: plan,
             sealing: AtRestKeys(keyring: self.keyring(), clusterName: self.config.cluster.name).sealing(snapshot: id)
         )
+        // A disk merge's copy under way stops before the cut freezes the disk (it goes on after the snapshot).
+        await self.diskMerger.yield()
         await self.executeParticipant(id, machine.start())
     }
 
@@ -48,10 +50,18 @@ extension SnapshotService {
         }
         guard var run = self.participants[id] else {
             // Unknown here (this peer restarted, or never prepared): an abort is answered so the initiator settles,
-            // and a new initiator's inquiry with what the catalog says.
+            // a new initiator's inquiry with what the catalog says, and a marker with a failure: a cut is only sent
+            // to peers that prepared, so this one restarted since and its part of the snapshot is lost (without the
+            // answer the initiator would wait for its images until the stream's deadline).
             var answer: SnapshotMessage.Body?
             switch message.body {
             case .abort: answer = .aborted
+            case .cut:
+                if (try? await self.catalog.entry(id))?.state != "committed" {
+                    answer = .failed(
+                        "\(self.config.peer.name) has no record of snapshot \(id) (it restarted since it prepared)"
+                    )
+                }
             case .inquire:
                 let entry = try? await self.catalog.entry(id)
                 answer = .holding(

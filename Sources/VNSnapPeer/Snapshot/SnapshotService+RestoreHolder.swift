@@ -42,7 +42,8 @@ extension SnapshotService {
     }
 
     private func stepDone(_ run: UInt64, step: RestoreStep, _ result: StepResult) async {
-        self.stagedMachines[run, default: [:]].merge(result.staged) { _, new in new }
+        // Only a load stages machines (an empty entry for every other step would stay for good).
+        if !result.staged.isEmpty { self.stagedMachines[run, default: [:]].merge(result.staged) { _, new in new } }
         let actions = self.holder.stepFinished(
             run: run,
             step: step,
@@ -67,6 +68,8 @@ extension SnapshotService {
         moved: [String: PeerID]
     ) async -> StepResult {
         var result = StepResult(body: .restoreAnswer(run: run, step: step, ok: true, reason: "", blob: []))
+        // A disk merge under way stops: the restore reads the files it rewrites.
+        await self.diskMerger.yield()
         do {
             guard let manifest = try await self.catalog.entry(key.id)?.manifest else {
                 throw SnapshotError(.notFound, "\(self.config.peer.name) has no manifest of snapshot \(key.id)")

@@ -82,38 +82,11 @@ extension SnapshotService {
                 "\(label): the snapshot holds a disk of the VM, but no disk is configured for it now"
             )
         }
+        let directory = DiskLayers(config: self.config).directory(vm)
         try await NIOThreadPool.singleton.runIfActive {
             try ImageStreamFeeder.verify(memory.0.chunks, against: entry.image, in: memory.1)
             try ImageStreamFeeder.verify(channel.0.chunks, against: log.image, in: channel.1)
-            for (index, layer) in (entry.disk ?? []).enumerated() {
-                let found = try FileDigest.of(layer.path, label: "\(label), disk layer \(index)")
-                guard found.bytes == layer.bytes, found.digest == layer.digest else {
-                    throw ImageError(
-                        .corrupt,
-                        "\(label), disk layer \(index): \(layer.path) does not match its digest (\(found.bytes) bytes, \(layer.bytes) committed)"
-                    )
-                }
-            }
-            // The files below the frozen image, as its own header names them, against the committed digest.
-            if let frozen = entry.disk?.first {
-                let backing = try QEMUDisk.chain(ofFile: frozen.path).dropFirst().map { file in
-                    let found = try FileDigest.of(file.path, label: "\(label), disk backing file")
-                    return SnapshotManifest.DiskLayer(
-                        path: file.path,
-                        format: file.format,
-                        bytes: found.bytes,
-                        digest: found.digest
-                    )
-                }
-                let digest =
-                    backing.isEmpty ? nil : LocalChunkStore.hash(SnapshotManifest.DiskBacking.digestInput(backing))
-                guard digest == entry.diskBacking?.digest, backing.count == entry.diskBacking?.files ?? 0 else {
-                    throw ImageError(
-                        .corrupt,
-                        "\(label): the backing files of its frozen disk (\(backing.map(\.path).joined(separator: ", "))) do not match the snapshot's digest"
-                    )
-                }
-            }
+            try Self.verifyDisk(entry, directory: directory, label: label)
         }
     }
 

@@ -88,8 +88,10 @@ public actor SnapshotService: Service {
     var deletions: [UInt64: Set<PeerID>] = [:]
     /// Answers to this peer's asks for an operation (restore, delete), by operation id.
     var awaitedOperations: [UInt64: OperationAnswer?] = [:]
-    /// Frozen disk images already hashed, by path (they are read-only once frozen).
-    var frozenDigests: [String: SnapshotManifest.DiskLayer] = [:]
+    /// Merges the disk layers of deleted snapshots and removes disk files nothing needs.
+    let diskMerger: DiskMerger
+    /// When the disk chains were last looked at.
+    var lastDiskPass: Instant?
     let inbox: AsyncStream<Event>
     let inboxInput: AsyncStream<Event>.Continuation
     /// When each participant machine asked to be ticked next (its latest `scheduleTick`), by snapshot id.
@@ -143,6 +145,7 @@ public actor SnapshotService: Service {
         self.catalog = catalog
         self.settings = settings
         self.logger = logger
+        self.diskMerger = DiskMerger(layers: DiskLayers(config: config), logger: logger)
         (self.inbox, self.inboxInput) = AsyncStream.makeStream()
     }
 
@@ -309,6 +312,10 @@ public actor SnapshotService: Service {
             self.lastCatalogSync = now
             await self.syncCatalog()
             await self.sweepEndedSnapshots()
+        }
+        if self.lastDiskPass.map({ $0.duration(to: now) >= Self.diskPassInterval }) ?? true {
+            self.lastDiskPass = now
+            await self.startDiskPass()
         }
         if self.lastScheduleRun.map({ $0.duration(to: now) >= Self.scheduleInterval }) ?? true {
             self.lastScheduleRun = now

@@ -67,17 +67,25 @@ struct UnixDatagramSocket {
 
     /// The `sockaddr_un` of a path.
     static func address(_ path: String) throws -> sockaddr_un {
+        try Self.addressAndLength(path).address
+    }
+
+    /// The `sockaddr_un` of a path and the length to pass with it; a path starting with `@` names an abstract
+    /// socket (Linux: a leading NUL, and a length that counts only the name).
+    static func addressAndLength(_ path: String) throws -> (address: sockaddr_un, length: socklen_t) {
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
-        let bytes = Array(path.utf8)
+        var bytes = Array(path.utf8)
+        let abstract = bytes.first == UInt8(ascii: "@")
+        if abstract { bytes[0] = 0 }
         guard bytes.count < MemoryLayout.size(ofValue: address.sun_path) else {
             throw SocketError("unix socket path too long: \(path)")
         }
         withUnsafeMutableBytes(of: &address.sun_path) { raw in
-            for (i, byte) in bytes.enumerated() { raw[i] = byte }
+            raw.copyBytes(from: bytes)
             raw[bytes.count] = 0
         }
-        return address
+        return (address, socklen_t(MemoryLayout<sa_family_t>.size + bytes.count + (abstract ? 0 : 1)))
     }
 
     /// Sends one datagram from `fd` to `target` without blocking.

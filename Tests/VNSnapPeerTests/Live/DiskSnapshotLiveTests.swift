@@ -12,12 +12,7 @@ import Glibc
 /// when disk and memory belong to one instant), the peer keeps the VM on its newest overlay across a restart,
 /// and a damaged frozen disk stops a restore before any VM is touched.
 @Suite(.serialized) struct DiskSnapshotLiveTests {
-    static let violins = "\n[[violins]]\nname = \"disks\"\nvni = 44\n"
     static let blocks = 3_000
-
-    func start(_ cluster: LiveCluster, host: String, config: String) throws {
-        try cluster.startPeer(host, config: cluster.baseConfig(host) + Self.violins + config)
-    }
 
     /// Waits until the disk VM has written `blocks` blocks.
     func waitForBlocks(_ cluster: LiveCluster, atLeast blocks: Int) async throws {
@@ -45,20 +40,12 @@ import Glibc
         if let missing = LiveEnvironment.missing { Issue.record("live tier cannot run: \(missing)"); return }
         let cluster = try LiveCluster(hosts: ["h1", "h2"])
         do {
-            let base = "\(cluster.host("h1").directory)/disk.qcow2"
-            try Shell.run(["qemu-img", "create", "-q", "-f", "qcow2", base, "16M"])
-            let h1 = LiveCluster.guestVM(
-                name: "diskvm",
+            let (base, h1) = try cluster.startDiskPair(
                 violin: "disks",
-                mac: "52:54:00:00:02:01",
-                append: "vnsnap.role=diskseq vnsnap.count=\(Self.blocks) vnsnap.pace=5",
-                disk: base
-            )
-            try self.start(cluster, host: "h1", config: h1)
-            try self.start(
-                cluster,
-                host: "h2",
-                config: LiveCluster.guestVM(name: "idle", violin: "disks", mac: "52:54:00:00:02:02", append: "")
+                vni: 44,
+                macPrefix: "52:54:00:00:02",
+                blocks: Self.blocks,
+                pace: 5
             )
             try await self.waitForBlocks(cluster, atLeast: 500)
             // The first snapshot freezes the configured file itself; the second, the first one's overlay.
@@ -97,7 +84,7 @@ import Glibc
             #expect(before.contains("/data/disks/diskvm/restore-\(first.id)-"), "\(before)")
             cluster.signalPeer("h1", SIGTERM)
             try await cluster.waitForExit("h1")
-            try self.start(cluster, host: "h1", config: h1)
+            try cluster.startPeer("h1", config: cluster.diskConfig("h1", violin: "disks", vni: 44, vms: h1))
             _ = try await cluster.waitForSerial(
                 host: "h1",
                 vm: "diskvm",
@@ -121,14 +108,14 @@ import Glibc
                 Issue.record("a restore from a damaged disk layer went through")
             } catch {
                 let text = "\(error)"
-                #expect(text.contains("snapshot \(first.id), VM diskvm, disk layer 0"), "\(text)")
+                #expect(text.contains("snapshot \(first.id), VM diskvm: disk file \(base) does not match"), "\(text)")
             }
             // The same file is a backing file of the second snapshot's frozen image: refused too.
             do {
                 try await cluster.restore("h2", id: second.id)
                 Issue.record("a restore on a damaged backing file went through")
             } catch {
-                #expect("\(error)".contains("backing files of its frozen disk"), "\(error)")
+                #expect("\(error)".contains("disk file \(base) does not match"), "\(error)")
             }
             #expect([try await cluster.vmPIDs("h1"), try await cluster.vmPIDs("h2")] == pids, "no VM was touched")
         } catch {
