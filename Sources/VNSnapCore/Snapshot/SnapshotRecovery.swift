@@ -53,14 +53,15 @@ public enum SnapshotRecovery {
         for peer in answers.keys.sorted() where answers[peer] == .aborted {
             return .abort("participant \(name(peer)) had already aborted it")
         }
+        // Every alive participant answers first, VMs or not: one may have seen the commit (a lost holder then
+        // changes nothing: the snapshot exists) or the abort.
+        let missing = Set(plan.participants.filter { alive.contains($0) && answers[$0] == nil })
+        if !missing.isEmpty { return .wait(missing: missing) }
         // Only participants holding VMs carry images; the others just closed their channels.
         let holders = (holders ?? Set(plan.vms.filter { !$0.value.isEmpty }.keys)).sorted()
         if let gone = holders.first(where: { !alive.contains($0) }) {
             return .abort("participant \(name(gone)) is gone, and whether its images are durable is unknown")
         }
-        // Every alive participant answers first, VMs or not: one may have seen the commit or the abort.
-        let missing = Set(plan.participants.filter { alive.contains($0) && answers[$0] == nil })
-        if !missing.isEmpty { return .wait(missing: missing) }
         // Holders still streaming are waited for, unless another holder already makes the snapshot impossible.
         let streaming = Set(holders.filter { answers[$0] == .streaming })
         let stuck = holders.first { peer in
