@@ -108,7 +108,10 @@ final class StatusMetrics: Sendable {
 
         let network = status.switch
         for port in network.ports {
-            self.traffic("port", [("vm", port.vm), ("violin", port.violin)], port.counters)
+            let labels = [("vm", port.vm), ("violin", port.violin)]
+            self.traffic("port", labels, port.counters)
+            self.advance("vnsnap.switch.port.held.frames.total", labels, to: port.held)
+            self.advance("vnsnap.switch.port.recorded.frames.total", labels, to: port.recorded)
         }
         for tunnel in network.tunnels {
             self.traffic("tunnel", [("peer", tunnel.peer)], tunnel.counters)

@@ -127,6 +127,7 @@ extension SwitchEngine {
         var copy = self.allocator.buffer(capacity: frame.readableBytes)
         copy.writeImmutableBuffer(frame)
         self.ports[port.rawValue].heldFrames.append(HeldFrame(frame: copy, epoch: epoch))
+        self.ports[port.rawValue].heldTotal &+= 1
     }
 
     private func deliverNow(_ frame: ByteBuffer, to port: PortID, record: Bool) {
@@ -138,6 +139,7 @@ extension SwitchEngine {
                     var copy = self.allocator.buffer(capacity: frame.readableBytes)
                     copy.writeImmutableBuffer(frame)
                     self.ports[index].snapshot!.log.append(copy)  // !-safe, checked above
+                    self.ports[index].recordedTotal &+= 1
                     self.ports[index].snapshot!.logBytes += frame.readableBytes  // !-safe
                 } else {
                     self.ports[index].snapshot!.logOverflow += 1  // !-safe

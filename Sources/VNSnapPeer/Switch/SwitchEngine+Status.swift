@@ -11,7 +11,9 @@ extension SwitchEngine {
                     violin: $0.violin.name,
                     vni: $0.violin.vni.rawValue,
                     epoch: $0.epoch,
-                    counters: $0.counters
+                    counters: $0.counters,
+                    held: $0.heldTotal,
+                    recorded: $0.recordedTotal
                 )
             },
             tunnels: self.tunnels.map {

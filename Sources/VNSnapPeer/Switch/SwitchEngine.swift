@@ -35,6 +35,9 @@ final class SwitchEngine {
         var gate = EpochGate()
         /// Frames held while the VM is cut, with their sender's epoch and tunnel.
         var heldFrames = CircularBuffer<HeldFrame>()
+        /// Frames the epoch gate has held, and recorded as channel state, since the switch started.
+        var heldTotal: UInt64 = 0
+        var recordedTotal: UInt64 = 0
         /// The armed snapshot's measurements and channel log.
         var snapshot: PortSnapshot?
     }

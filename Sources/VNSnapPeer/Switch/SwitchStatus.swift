@@ -14,6 +14,10 @@ public struct SwitchStatus: Sendable, Codable, Hashable {
         public var epoch: UInt32
         /// Traffic from and to the VM.
         public var counters: TrafficCounters
+        /// Frames its epoch gate held while snapshots cut it (delivered when the cut was done).
+        public var held: UInt64
+        /// Frames recorded into snapshots' channel logs for it (the channel state).
+        public var recorded: UInt64
     }
 
     /// One tunnel to another peer.

@@ -91,6 +91,10 @@ import VNSnapPeer
             #expect(scrapes[0].sum("vnsnap_vms", ["state=\"running\""]) == 2)
             #expect(scrapes[1].sum("vnsnap_vms", ["state=\"running\""]) == 1)
             #expect(scrapes[0].sum("vnsnap_switch_port_frames_total", ["vm=\"source\""]) > 0)
+            // Every frame recorded as channel state is in the snapshot's channel logs (the only snapshot here).
+            let logged = manifest.channels.reduce(0) { $0 + $1.frames }
+            #expect(total("vnsnap_switch_port_recorded_frames_total") == Double(logged), "\(logged) in the logs")
+            #expect(scrapes[0].types["vnsnap_switch_port_held_frames"] == "counter")
             // The snapshot, counted where it was initiated; its three VMs in the pause histograms.
             #expect(total("vnsnap_snapshots_total", ["outcome=\"committed\""]) == 1)
             #expect(total("vnsnap_snapshot_vm_downtime_seconds_count") == 3)
