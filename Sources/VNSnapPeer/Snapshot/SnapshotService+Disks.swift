@@ -110,7 +110,7 @@ extension SnapshotService {
                     name: definition.name,
                     configured: configured,
                     monitor: await self.monitor(definition.name),
-                    recordedActive: (try? layers.current(definition, logger: self.logger))?.disk?.path,
+                    recordedActive: layers.recordedActive(definition.name),
                     pinned: Set(pinned)
                 )
             )

@@ -63,6 +63,13 @@ struct DiskLayers: Sendable {
         return current
     }
 
+    /// The overlay recorded as `vm`'s, whichever configured disk the record was made for (`nil` without a readable
+    /// record): a disk merge keeps it, so reverting a changed `disk` setting still finds the VM's writes.
+    func recordedActive(_ vm: String) -> String? {
+        guard let data = FileManager.default.contents(atPath: self.recordPath(vm)) else { return nil }
+        return (try? JSONDecoder().decode(Record.self, from: data))?.active.path
+    }
+
     /// Records that `vm` now writes to `active` (durably: fsync'd, replaced atomically).
     func setActive(_ active: VMDefinition.Disk, vm: String, configured: VMDefinition.Disk) throws {
         let encoder = JSONEncoder()

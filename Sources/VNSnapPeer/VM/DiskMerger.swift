@@ -28,7 +28,8 @@ actor DiskMerger {
         var configured: VMDefinition.Disk
         /// Its monitor, when it runs.
         var monitor: QMPClient?
-        /// The file it writes to when it does not run (its recorded overlay).
+        /// The overlay recorded as the one it writes to (kept in any case; the file it writes to when it does not
+        /// run).
         var recordedActive: String?
         /// The frozen images of its snapshots that exist (committed, here).
         var pinned: Set<String>
@@ -127,10 +128,12 @@ actor DiskMerger {
             return (parents, formats)
         }
         let owned = Set(parents.keys.filter { $0.hasPrefix(directory + "/") && $0 != vm.configured.path })
+        // The recorded overlay is kept even when the VM runs on another (a record for a configured disk since
+        // changed, or not yet updated): it may hold the VM's newest writes.
         let plan = DiskLayerPlan(
             parents: parents,
             owned: owned,
-            pinned: vm.pinned,
+            pinned: vm.pinned.union(vm.recordedActive.map { [$0] } ?? []),
             active: running.first ?? vm.recordedActive
         )
         return (plan, running, formats)
