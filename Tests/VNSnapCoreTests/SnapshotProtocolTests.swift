@@ -174,6 +174,8 @@ extension SnapshotInitiatorTests {
         _ = initiator.onMessage(F.message(.cutDone([F.report("relay")]), from: F.peers[1]), now: .ms(3))
         _ = initiator.onMessage(F.message(.durable([]), from: F.peers[0]), now: .ms(4))
         #expect(initiator.phase == .streaming)
+        // The machine asks to be ticked for it well before the stream's deadline (the shell ticks only then).
+        #expect(initiator.nextDeadline <= .ms(1_000))
         // Only h2 is not durable yet: the marker goes to it alone, again and again.
         let resent = initiator.onTick(now: .ms(1_000)).sent
         #expect(resent.count == 1 && resent.first?.1 == F.peers[1])

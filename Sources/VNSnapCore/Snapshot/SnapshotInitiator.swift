@@ -219,8 +219,10 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
                 }
                 directives += self.request(.inquire(term: self.takeoverTerm ?? self.key.term), to: Set(asked))
             case .streaming:
-                // The marker again to those not durable yet: they answer it idempotently, and one that restarted
-                // since (its part lost) answers that it failed, rather than leaving this to the stream's deadline.
+                // The marker again to those not durable yet, once a second: they answer it idempotently, and one
+                // that restarted since (its part lost) answers that it failed, rather than leaving this to the
+                // stream's deadline.
+                self.nextRetransmit = now.advanced(by: .seconds(1))
                 directives += self.request(
                     .cut(holders: self.holders),
                     to: self.plan.participants.subtracting(self.durable)
@@ -374,10 +376,9 @@ public struct SnapshotInitiator<Instant: InstantProtocol>: Sendable where Instan
     }
 
     /// The next time something is due; past the end, a far tick that does nothing.
-    var nextDeadline: Instant {
+    public var nextDeadline: Instant {
         switch self.phase {
         case .committed, .aborted, .writingManifest: return self.deadline.advanced(by: .seconds(3600))
-        case .streaming: return self.deadline
         default: return min(self.deadline, self.nextRetransmit)
         }
     }

@@ -42,7 +42,8 @@ extension SnapshotService {
 
     func participantMessage(_ message: SnapshotMessage) async {
         let id = message.key.id
-        if case .cut = message.body {
+        // The first marker only (it is resent while images stream).
+        if case .cut = message.body, [nil, .prepared].contains(self.participants[id]?.machine.phase) {
             self.logger.info(
                 "Cut received",
                 metadata: ["snapshot.id": "\(id)", "wall.us": "\(VMCutRunner.wallMicroseconds())"]
@@ -57,10 +58,14 @@ extension SnapshotService {
             switch message.body {
             case .abort: answer = .aborted
             case .cut:
-                if (try? await self.catalog.entry(id))?.state != "committed" {
-                    answer = .failed(
-                        "\(self.config.peer.name) has no record of snapshot \(id) (it restarted since it prepared)"
-                    )
+                do {
+                    if try await self.catalog.entry(id)?.state != "committed" {
+                        answer = .failed(
+                            "\(self.config.peer.name) has no record of snapshot \(id) (it restarted since it prepared)"
+                        )
+                    }
+                } catch {
+                    // The catalog unreadable: no answer (a failure would abort the snapshot everywhere).
                 }
             case .inquire:
                 let entry = try? await self.catalog.entry(id)
