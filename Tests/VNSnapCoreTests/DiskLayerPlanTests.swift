@@ -85,6 +85,12 @@ struct DiskLayerPlanTests {
         #expect(plan.actions.isEmpty)
     }
 
+    @Test func configuredDiskRestingOnOurFiles_neverMergedInto() {
+        // An operator pointed `disk` at an overlay: the layers below it are left as they are.
+        let plan = DiskLayerPlan(parents: Self.chain(["B", "L1", "C"]), owned: ["L1"], pinned: [], active: "C")
+        #expect(plan.actions.isEmpty)
+    }
+
     @Test func noVMRunning_noActiveFile_unpinnedLeavesRemovedDownToThePinnedOne() {
         let plan = DiskLayerPlan(
             parents: Self.chain(["B", "L1", "L2", "A"]),

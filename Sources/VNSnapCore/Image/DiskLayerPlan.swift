@@ -52,7 +52,9 @@ public struct DiskLayerPlan: Sendable, Hashable {
         let children = Self.children(tree)
         var dropped: Set<String> = []
         // Each run of free layers goes into the file above its top one, in one copy.
-        for file in tree.keys.sorted() where !(self.isFree(file) && children[file]?.count == 1) {
+        // Only into files of ours: the configured disk may rest on files here (a `disk` pointed at an overlay).
+        for file in tree.keys.sorted()
+        where self.owned.contains(file) && !(self.isFree(file) && children[file]?.count == 1) {
             var run: [String] = []
             var below = tree[file] ?? nil
             while let layer = below, self.isFree(layer), children[layer]?.count == 1, !dropped.contains(layer),

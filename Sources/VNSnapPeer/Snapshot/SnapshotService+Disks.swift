@@ -100,16 +100,20 @@ extension SnapshotService {
         var vms: [DiskMerger.VMDisk] = []
         let layers = DiskLayers(config: self.config)
         for definition in self.hosted.all {
-            guard let configured = definition.disk, !self.hosted.isAdopted(definition.name) else { continue }
+            // Only VMs running here and seen running: a QEMU not reattached yet may write the very files a merge
+            // would rewrite, and a VM moved away runs elsewhere (on shared storage, on these files).
+            guard let configured = definition.disk, !self.hosted.isAdopted(definition.name),
+                !self.supervisor.hasMoved(definition.name), let monitor = await self.monitor(definition.name)
+            else { continue }
+            // Frozen files of the VM's snapshots taken on any peer (they may share storage).
             let pinned = entries.compactMap { entry in
-                entry.manifest?.vms.first { $0.name == definition.name && $0.peer == self.config.peer.name }?.disk?
-                    .first?.path
+                entry.manifest?.vms.first { $0.name == definition.name }?.disk?.first?.path
             }
             vms.append(
                 DiskMerger.VMDisk(
                     name: definition.name,
                     configured: configured,
-                    monitor: await self.monitor(definition.name),
+                    monitor: monitor,
                     recordedActive: layers.recordedActive(definition.name),
                     pinned: Set(pinned)
                 )

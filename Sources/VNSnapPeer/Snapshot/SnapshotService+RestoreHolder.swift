@@ -190,10 +190,23 @@ extension SnapshotService {
                         metadata: ["vm.name": "\(vm)", "snapshot.id": "\(manifest.id)"]
                     )
                 }
-                if let overlay = next.overlay, let configured = self.hosted.definition(vm)?.disk {
-                    try DiskLayers(config: self.config).setActive(overlay, vm: vm, configured: configured)
+                let layers = DiskLayers(config: self.config)
+                var previous: VMDefinition.Disk?
+                if let overlay = next.overlay, let definition = self.hosted.definition(vm),
+                    let configured = definition.disk
+                {
+                    previous = try layers.current(definition, logger: self.logger).disk
+                    try layers.setActive(overlay, vm: vm, configured: configured)
                 }
-                try await self.supervisor.promote(vm, next.machine)
+                do {
+                    try await self.supervisor.promote(vm, next.machine)
+                } catch {
+                    // The VM goes on on the disk it had (the rollback removes the new overlay): recorded so again.
+                    if let previous, let configured = self.hosted.definition(vm)?.disk {
+                        try? layers.setActive(previous, vm: vm, configured: configured)
+                    }
+                    throw error
+                }
                 promoted.append(vm)
                 try await self.switchService.setEpoch(vm, epoch: manifest.epoch)
                 let frames = replay ? next.frames : []

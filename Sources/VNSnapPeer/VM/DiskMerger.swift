@@ -38,7 +38,8 @@ actor DiskMerger {
     let layers: DiskLayers
     let logger: Logger
     private var passing = false
-    private var liveJob: (job: String, monitor: QMPClient)?
+    /// A merge's copy, or the pinning after it, is under way.
+    private var copying = false
     private let offline = NIOLockedValueBox<Int32?>(nil)
     /// Set by `yield`: the step under way stops, and no other starts in this pass.
     private let stop = NIOLockedValueBox(false)
@@ -92,7 +93,8 @@ actor DiskMerger {
     func yield() async {
         self.stop.withLockedValue { $0 = true }
         if let pid = self.offline.withLockedValue({ $0 }) { kill(pid, SIGTERM) }
-        for _ in 0..<250 where self.liveJob != nil || self.offline.withLockedValue({ $0 }) != nil {
+        // A stopped copy ends within a poll; its file is pinned anew after (hashing it): 30 s at most.
+        for _ in 0..<1_500 where self.copying {
             try? await Task.sleep(for: .milliseconds(20))
         }
     }
@@ -157,10 +159,25 @@ actor DiskMerger {
             return true
         case .merge(let into, let dropping, let base):
             let started = ContinuousClock.now
-            guard try await self.check(into: into, dropping: dropping, base: base, vm: vm.name) else { return false }
+            guard try await self.check(into: into, dropping: dropping, vm: vm.name) else { return false }
+            // From here to the new pin, `yield` waits (it returned already if it came during the check).
+            guard !self.stop.withLockedValue({ $0 }) else { return false }
+            self.copying = true
+            defer { self.copying = false }
+            try await NIOThreadPool.singleton.runIfActive {
+                try DiskPins.update(directory: directory) { pins in
+                    pins.pins[into]?.merging = DiskPins.Merging(dropping: dropping, base: base)
+                }
+            }
             do {
                 try await self.copy(into: into, base: base, vm: vm, running: running, formats: formats)
             } catch {
+                // A job QEMU may still run (its monitor failed us): `into` stays marked until a pass sees it ended.
+                if let monitor = vm.monitor, running.contains(into),
+                    (try? await QEMUDisk.jobRuns(monitor, prefix: Self.jobPrefix)) != false
+                {
+                    throw error
+                }
                 // Stopped or failed part-way: `into` still rests where it did and reads the same, with some of the
                 // copy in it; pinned as it is now (its layers were checked just before).
                 try? await NIOThreadPool.singleton.runIfActive {
@@ -201,8 +218,6 @@ actor DiskMerger {
         if let monitor = vm.monitor, running.contains(into) {
             self.jobs += 1
             let job = "\(Self.jobPrefix)\(self.jobs)"
-            self.liveJob = (job, monitor)
-            defer { self.liveJob = nil }
             let stop = self.stop
             try await QEMUDisk.stream(monitor, into: into, base: base, job: job) { stop.withLockedValue { $0 } }
         } else {
@@ -219,9 +234,8 @@ actor DiskMerger {
     }
 
     /// Before a merge: every dropped file, and `into` when it is a frozen file, must match its pin (a damaged
-    /// layer is not copied into a good one, and a merge's new pin must rest on checked bytes); then `into` is
-    /// marked as being rewritten (restores of the snapshots it serves wait until it is pinned anew).
-    private func check(into: String, dropping: [String], base: String, vm: String) async throws -> Bool {
+    /// layer is not copied into a good one, and a merge's new pin must rest on checked bytes).
+    private func check(into: String, dropping: [String], vm: String) async throws -> Bool {
         let directory = self.layers.directory(vm)
         let problem: String? = try await NIOThreadPool.singleton.runIfActive {
             let pins = try DiskPins.load(directory: directory)
@@ -232,11 +246,6 @@ actor DiskMerger {
                 let found = try FileDigest.of(file, label: "VM \(vm), disk file")
                 guard found.bytes == pin.bytes, found.digest == pin.digest else {
                     return "\(file) does not match its digest; not merged (a merge would copy the damage on)"
-                }
-            }
-            if pins.pins[into] != nil {
-                try DiskPins.update(directory: directory) { pins in
-                    pins.pins[into]?.merging = DiskPins.Merging(dropping: dropping, base: base)
                 }
             }
             return nil
