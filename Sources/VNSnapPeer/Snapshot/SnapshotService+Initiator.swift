@@ -218,7 +218,10 @@ extension SnapshotService {
             case .send(let message, let peer):
                 sends.append((message, peer))
                 if index + 1 < directives.count, case .send = directives[index + 1] { continue }
-                if sends.contains(where: { if case .cut = $0.0.body { true } else { false } }) {
+                // Not the marker resent while images stream (once a second).
+                if self.initiator.runs[id]?.machine.phase == .cutting,
+                    sends.contains(where: { if case .cut = $0.0.body { true } else { false } })
+                {
                     // For cut skew: when the participants were asked, next to when they cut (`VM cut timed`).
                     self.logger.info(
                         "Cut requested",
