@@ -251,6 +251,7 @@ extension SnapshotService {
             }
         }
         self.participants[id]?.writers = [:]
+        self.participants[id]?.uploaders = [:]
         try? await self.switchService.endSnapshot(vms: vms)
         // The files and the replicas sealed on stores go in the background (unsealed ones the stores abandon by
         // themselves): the stores may take seconds to answer.

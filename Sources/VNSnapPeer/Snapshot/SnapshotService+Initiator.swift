@@ -139,6 +139,10 @@ extension SnapshotService {
     /// A member died or left: a snapshot it takes part in cannot complete (before its commit point); one it
     /// initiated is taken over by the next initiator.
     func handleMemberDown(_ name: String) async {
+        // Images streaming to it as a store fail now, not after the store's silence limit.
+        for run in self.participants.values where run.ended == nil {
+            for uploader in run.uploaders.values { uploader.storeDown(name) }
+        }
         let reason = SnapshotAbortReason("participant \(name) died or left")
         for (id, directives) in self.initiator.participantDown(PeerID(name: name), reason: reason, now: .now) {
             await self.executeInitiator(id, directives)

@@ -172,6 +172,7 @@ extension SnapshotService {
                         )
                     }
                     self.participants[id]?.stores[vm] = stores
+                    self.participants[id]?.uploaders[vm] = uploader
                     do {
                         // Read before the assignment below, which holds `participants` exclusively.
                         let cipher = self.chunkCipher(id, vm: vm, kind: .memory)

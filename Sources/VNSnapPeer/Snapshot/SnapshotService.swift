@@ -45,6 +45,8 @@ public actor SnapshotService: Service {
         var machine: SnapshotParticipant<Instant>
         var plan: SnapshotPlan
         var writers: [String: ImageStreamWriter] = [:]
+        /// Memory targets: each VM's uploads to its stores (a store that dies fails them at once).
+        var uploaders: [String: ReplicaUploader] = [:]
         /// Memory targets: each VM's stores, in placement order (name and address of their image store).
         var stores: [String: [ReplicaUploader.StoreTarget]] = [:]
         var outcomes: [String: VMCutRunner.Outcome] = [:]
