@@ -157,7 +157,8 @@ final class StatusMetrics: Sendable {
             last[key] = value
             return value >= before ? value - before : value
         }
-        guard added > 0 else { return }
-        Counter(label: label, dimensions: dimensions).increment(by: Int64(clamping: added))
+        // Made even at zero, so every series exists from the first scrape (a rate needs both ends).
+        let counter = Counter(label: label, dimensions: dimensions)
+        if added > 0 { counter.increment(by: Int64(clamping: added)) }
     }
 }
