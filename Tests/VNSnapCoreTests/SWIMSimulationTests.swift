@@ -21,7 +21,7 @@ import VNSnapCore
         #expect(simulation.falsePositives.isEmpty, "\(simulation.falsePositives.prefix(5))")
     }
 
-    /// About a minute of CPU: the largest simulation in the suite.
+    /// About 100 s of CPU in a debug build: the largest simulation in the suite.
     @Test func test_1000Members_10PercentLoss_noCrash_nobodyDeclaredDeadIn10Minutes() {
         var configuration = SWIMSimulation.Configuration(members: 1000)
         configuration.loss = 0.10

@@ -1,7 +1,8 @@
 /// Many `SWIMInstance`s on a simulated lossy network, in one process, in simulated time.
 ///
-/// Every datagram is encoded with `SWIMCodec` (so sizes are real and anything unencodable fails loudly),
-/// lost with probability `loss`, and delivered after a random latency. Crashed members stop ticking and
+/// Every datagram is sized with `SWIMCodec` and one in `encodeOneIn` encoded too (its encoded size must be the
+/// computed one, so the byte counts are real, and anything unencodable fails loudly); each is lost with
+/// probability `loss`, and delivered after a random latency. Crashed members stop ticking and
 /// drop what they receive. Fully deterministic for a given seed.
 public final class SWIMSimulation {
     /// Shape of a simulation.
@@ -18,6 +19,8 @@ public final class SWIMSimulation {
         public var settings = SWIMSettings()
         /// Seed of everything random.
         public var seed: UInt64 = 1
+        /// Datagrams per one actually encoded (1: all). Encoding is most of a large simulation's time.
+        public var encodeOneIn = 16
 
         /// A configuration of `members` members.
         public init(members: Int) { self.members = members }
@@ -148,14 +151,18 @@ public final class SWIMSimulation {
         for directive in directives {
             switch directive {
             case .send(let message, let address):
-                let encoded: [UInt8]
-                do {
-                    encoded = try SWIMCodec.encode(message)
-                } catch {
-                    preconditionFailure("member \(index) produced an unencodable message (\(error)): \(message)")
+                let size = message.gossip.reduce(SWIMCodec.baseSize(of: message.body)) { $0 + SWIMCodec.size(of: $1) }
+                precondition(size <= SWIMCodec.maximumSize, "member \(index) produced an oversized message: \(message)")
+                if self.datagrams % max(1, self.configuration.encodeOneIn) == 0 {
+                    do {
+                        let encoded = try SWIMCodec.encode(message)
+                        precondition(encoded.count == size, "encoded \(encoded.count) bytes, sized \(size): \(message)")
+                    } catch {
+                        preconditionFailure("member \(index) produced an unencodable message (\(error)): \(message)")
+                    }
                 }
                 self.datagrams += 1
-                self.bytes += encoded.count
+                self.bytes += size
                 guard let target = self.addressIndex[address], self.side[target] == self.side[index] else { continue }
                 if self.configuration.loss > 0, Double.random(in: 0..<1, using: &self.rng) < self.configuration.loss {
                     continue
